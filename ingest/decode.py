@@ -1,0 +1,179 @@
+"""Raw MQTT message -> rows to store, or dead letters with a reason. Pure: no I/O.
+
+Every kind of bad input ends as a DeadLetter with one of REASONS; nothing is dropped:
+
+    oversized         payload larger than ingest.max_payload_bytes (kept, cut to that size)
+    unknown_topic     not fg/v1/{id}/telemetry|event|gateway
+    bad_device_id     the id in the topic or a gateway entry is not a valid device id
+    invalid_json      not UTF-8 JSON
+    schema            JSON, but not a valid v1 message for its topic (detail names the field)
+    future_timestamp  device clock more than max_future_skew_s ahead of arrival
+    too_old           device time older than max_age_days (older than the data kept hot)
+    db_rejected       valid here, refused by the database (set by the writer, not here)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from ingest import protocol as p
+
+REASONS = (
+    "oversized", "unknown_topic", "bad_device_id", "invalid_json", "schema",
+    "future_timestamp", "too_old", "db_rejected",
+)
+_EVENT_BASE_FIELDS = frozenset({"v", "ts", "seq", "type"})
+_MAX_DETAIL = 1000
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    topic: str
+    payload: bytes
+    payload_size: int
+    reason: str
+    detail: str
+    device_id: str | None
+    received_ms: int
+
+
+@dataclass(slots=True)
+class Decoded:
+    """What one MQTT message turns into. A gateway message can yield rows and dead letters.
+    The raw message is kept so the writer can dead-letter it whole if the database refuses."""
+    topic: str
+    payload: bytes
+    received_ms: int
+    readings: list[tuple] = field(default_factory=list)
+    events: list[tuple] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    lag_ms: list[int] = field(default_factory=list)
+
+
+class Decoder:
+    def __init__(self, *, prefix: str, max_payload_bytes: int, max_future_skew_s: int,
+                 max_age_days: int) -> None:
+        self._prefix = prefix.strip("/").split("/")
+        self._max_payload = max_payload_bytes
+        self._skew_ms = max_future_skew_s * 1000
+        self._max_age_ms = max_age_days * 86_400_000
+
+    def decode(self, topic: str, payload: bytes, received_ms: int) -> Decoded:
+        out = Decoded(topic, payload, received_ms)
+        if len(payload) > self._max_payload:
+            self._dead(out, topic, payload, received_ms, "oversized",
+                       f"{len(payload)} bytes > limit {self._max_payload}", None)
+            return out
+        parts = topic.split("/")
+        n = len(self._prefix)
+        if len(parts) != n + 2 or parts[:n] != self._prefix or parts[n + 1] not in (
+                "telemetry", "event", "gateway"):
+            self._dead(out, topic, payload, received_ms, "unknown_topic",
+                       "expected {prefix}/{device_id}/telemetry|event|gateway", None)
+            return out
+        device_id, channel = parts[n], parts[n + 1]
+        if not p.DEVICE_ID.match(device_id):
+            self._dead(out, topic, payload, received_ms, "bad_device_id",
+                       f"invalid device id in topic: {device_id[:80]!r}", None)
+            return out
+        if channel == "gateway":
+            self._gateway(out, topic, payload, received_ms, device_id)
+            return out
+        adapter = p.TELEMETRY if channel == "telemetry" else p.EVENT
+        try:
+            msg = adapter.validate_json(payload)
+        except ValidationError as exc:
+            reason, detail = _explain(exc)
+            self._dead(out, topic, payload, received_ms, reason, detail, device_id)
+            return out
+        self._take(out, topic, payload, received_ms, device_id, None, msg)
+        return out
+
+    def _gateway(self, out: Decoded, topic: str, payload: bytes, received_ms: int,
+                 gateway_id: str) -> None:
+        try:
+            batch = p.GATEWAY.validate_json(payload)
+        except ValidationError as exc:
+            reason, detail = _explain(exc)
+            self._dead(out, topic, payload, received_ms, reason, detail, gateway_id)
+            return
+        for index, entry in enumerate(batch.entries):
+            raw = json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode()
+            try:
+                header = p.GATEWAY_HEADER.validate_python(entry)
+            except ValidationError as exc:
+                reason = "bad_device_id" if _field_failed(exc, "device_id") else "schema"
+                self._dead(out, topic, raw, received_ms, reason,
+                           f"entry {index}: {_explain(exc)[1]}", gateway_id)
+                continue
+            adapter = p.TELEMETRY if header.type in p.TELEMETRY_TYPES else p.EVENT
+            try:
+                msg = adapter.validate_python(entry)
+            except ValidationError as exc:
+                self._dead(out, topic, raw, received_ms, "schema",
+                           f"entry {index}: {_explain(exc)[1]}", header.device_id)
+                continue
+            self._take(out, topic, raw, received_ms, header.device_id, gateway_id, msg)
+
+    def _take(self, out: Decoded, topic: str, raw: bytes, received_ms: int, device_id: str,
+              gateway_id: str | None, msg: p._Message) -> None:
+        lag = received_ms - msg.ts
+        if -lag > self._skew_ms:
+            self._dead(out, topic, raw, received_ms, "future_timestamp",
+                       f"device time is {-lag / 1000:.0f} s ahead of arrival", device_id)
+            return
+        if lag > self._max_age_ms:
+            self._dead(out, topic, raw, received_ms, "too_old",
+                       f"device time is {lag / 86_400_000:.1f} days old", device_id)
+            return
+        out.lag_ms.append(lag)
+        if isinstance(msg, p.SmokeStatus):
+            out.readings.append((
+                device_id, msg.ts, msg.seq, "smoke", received_ms, gateway_id,
+                msg.obscuration_db_m, msg.temperature_c, msg.battery_pct, msg.battery_v,
+                msg.rsrp_dbm, msg.sinr_db, msg.heartbeat_s, None, None, None,
+            ))
+        elif isinstance(msg, p.CameraStatus):
+            out.readings.append((
+                device_id, msg.ts, msg.seq, "camera", received_ms, gateway_id,
+                None, msg.temperature_c, None, None, None, None, None,
+                msg.stream_online, msg.recording, msg.storage_free_mb,
+            ))
+        else:
+            attrs = msg.model_dump(exclude=_EVENT_BASE_FIELDS, exclude_none=True)
+            out.events.append((
+                device_id, msg.ts, msg.seq, msg.type, received_ms, gateway_id,
+                json.dumps(attrs, separators=(",", ":"), ensure_ascii=False),
+            ))
+
+    def _dead(self, out: Decoded, topic: str, payload: bytes, received_ms: int, reason: str,
+              detail: str, device_id: str | None) -> None:
+        out.dead.append(DeadLetter(
+            topic=_printable(topic), payload=payload[: self._max_payload],
+            payload_size=len(payload), reason=reason, detail=_printable(detail[:_MAX_DETAIL]),
+            device_id=device_id, received_ms=received_ms,
+        ))
+
+
+def _printable(text: str) -> str:
+    # PostgreSQL text cannot hold NUL; the raw bytes stay intact in the payload column.
+    return text.replace("\x00", "\\x00")
+
+
+def _explain(exc: ValidationError) -> tuple[str, str]:
+    errors = exc.errors(include_url=False, include_input=False)
+    if errors and errors[0]["type"] in ("json_invalid", "json_type"):
+        return "invalid_json", errors[0]["msg"]
+    parts = []
+    for err in errors[:5]:
+        loc = ".".join(str(x) for x in err["loc"]) or "(message)"
+        parts.append(f"{loc}: {err['msg']}")
+    more = f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""
+    return "schema", "; ".join(parts) + more
+
+
+def _field_failed(exc: ValidationError, name: str) -> bool:
+    return any(err["loc"][:1] == (name,) for err in exc.errors(include_url=False))

@@ -1,0 +1,245 @@
+"""The batch sink: decoded messages -> one PostgreSQL transaction -> committed.
+
+Per batch, in one transaction:
+    COPY (binary) readings rows -> temp stage table; INSERT INTO readings ... ON CONFLICT
+    DO NOTHING (a redelivered message never makes a second row); the same for events;
+    upsert dead letters; COMMIT. Only then does the caller acknowledge the messages.
+
+Errors (runtime.db.classify decides):
+    transient  -> roll back, reconnect with jittered backoff, retry the same batch; the
+                  messages stay unacknowledged, so the window fills and the broker holds
+                  the rest. Nothing is dropped while the database is away.
+    data       -> bisect the batch under savepoints until the offending messages are
+                  isolated; those become db_rejected dead letters, the rest commit.
+    operator   -> (missing table, no permission) retried like transient, logged as errors.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+import psycopg
+
+from ingest import metrics
+from ingest.decode import Decoded, DeadLetter
+from ingest.errors import Abandoned
+from runtime.db import classify, connect
+from runtime.errors import UnavailableError
+from runtime.settings import DatabaseSettings, IngestSettings
+
+log = logging.getLogger(__name__)
+
+_READING_COLS = (
+    "device_id", "ts_ms", "seq", "kind", "received_ms", "gateway_id", "obscuration_db_m",
+    "temperature_c", "battery_pct", "battery_v", "rsrp_dbm", "sinr_db", "heartbeat_s",
+    "stream_online", "recording", "storage_free_mb",
+)
+_READING_TYPES = (
+    "text", "int8", "int8", "text", "int8", "text", "float4", "float4", "int2", "float4",
+    "int2", "float4", "int4", "bool", "bool", "int8",
+)
+_EVENT_COLS = ("device_id", "ts_ms", "seq", "type", "received_ms", "gateway_id", "attrs")
+_EVENT_TYPES = ("text", "int8", "int8", "text", "int8", "text", "text")
+
+_EPOCH = "timestamptz 'epoch' + {} * interval '1 millisecond'"
+_SETUP = [
+    "CREATE TEMP TABLE IF NOT EXISTS stage_readings ("
+    + ", ".join(f"{c} {t}" for c, t in zip(_READING_COLS, _READING_TYPES, strict=True))
+    + ") ON COMMIT DELETE ROWS",
+    "CREATE TEMP TABLE IF NOT EXISTS stage_events ("
+    + ", ".join(f"{c} {t}" for c, t in zip(_EVENT_COLS, _EVENT_TYPES, strict=True))
+    + ") ON COMMIT DELETE ROWS",
+]
+_INSERT_READINGS = (
+    "INSERT INTO readings (device_id, ts, seq, kind, received_at, gateway_id, obscuration_db_m,"
+    " temperature_c, battery_pct, battery_v, rsrp_dbm, sinr_db, heartbeat_s, stream_online,"
+    " recording, storage_free_mb) SELECT device_id, " + _EPOCH.format("ts_ms") + ", seq, kind, "
+    + _EPOCH.format("received_ms") + ", gateway_id, obscuration_db_m, temperature_c,"
+    " battery_pct, battery_v, rsrp_dbm, sinr_db, heartbeat_s, stream_online, recording,"
+    " storage_free_mb FROM stage_readings ON CONFLICT DO NOTHING"
+)
+_INSERT_EVENTS = (
+    "INSERT INTO events (device_id, ts, seq, type, received_at, gateway_id, attrs)"
+    " SELECT device_id, " + _EPOCH.format("ts_ms") + ", seq, type, "
+    + _EPOCH.format("received_ms") + ", gateway_id, attrs::jsonb FROM stage_events"
+    " ON CONFLICT DO NOTHING"
+)
+_UPSERT_DEAD = (
+    "INSERT INTO dead_letters (topic, payload, payload_size, payload_sha256, reason, detail,"
+    " device_id, first_received_at, last_received_at, seen_count)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, " + _EPOCH.format("%s") + ", "
+    + _EPOCH.format("%s") + ", %s)"
+    " ON CONFLICT (topic, payload_sha256) DO UPDATE SET"
+    " seen_count = dead_letters.seen_count + EXCLUDED.seen_count,"
+    " last_received_at = greatest(dead_letters.last_received_at, EXCLUDED.last_received_at),"
+    " reason = EXCLUDED.reason, detail = EXCLUDED.detail"
+)
+
+
+@dataclass
+class WriteResult:
+    readings_stored: int = 0
+    readings_duplicate: int = 0
+    events_stored: int = 0
+    events_duplicate: int = 0
+    dead_letters: int = 0
+
+
+class BatchWriter:
+    def __init__(self, db: DatabaseSettings, ingest: IngestSettings,
+                 stopping: threading.Event) -> None:
+        self._db = db
+        self._ingest = ingest
+        self._stopping = stopping
+        self._conn: psycopg.Connection | None = None
+        self._drain_deadline: float | None = None
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        metrics.DB_CONNECTED.set(0)
+
+    def begin_drain(self) -> None:
+        self._drain_deadline = time.monotonic() + self._ingest.drain_timeout_s
+
+    def write(self, batch: list[Decoded]) -> WriteResult:
+        """Commit the batch. Retries transient errors until it succeeds, or raises Abandoned
+        when draining runs past its deadline (the batch stays unacknowledged)."""
+        attempt = 0
+        while True:
+            try:
+                conn = self._connection()
+                result = WriteResult()
+                with conn.transaction():
+                    self._write_bisecting(conn, batch, result)
+                return result
+            except (psycopg.Error, OSError, UnavailableError) as exc:
+                kind = "transient" if isinstance(exc, UnavailableError) else classify(exc)
+                self.close()
+                attempt += 1
+                metrics.DB_RETRIES.inc()
+                delay = min(self._ingest.retry_max_s,
+                            self._ingest.retry_min_s * 2 ** min(attempt, 16))
+                delay *= random.uniform(0.5, 1.0)
+                text = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                level = logging.ERROR if kind == "operator" else logging.WARNING
+                log.log(level, "batch write failed (%s: %s); retry %d in %.1fs",
+                        kind, text, attempt, delay)
+                if self._stopping.is_set() and self._drain_deadline is None:
+                    self.begin_drain()
+                if self._drain_deadline is not None:
+                    if time.monotonic() + delay > self._drain_deadline:
+                        raise Abandoned("database unavailable while draining") from exc
+                    time.sleep(delay)
+                else:
+                    self._stopping.wait(delay)
+
+    # --- one transaction ----------------------------------------------------------------
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            conn = connect(self._db)
+            conn.autocommit = True
+            for statement in _SETUP:
+                conn.execute(statement)
+            conn.autocommit = False
+            self._conn = conn
+            metrics.DB_CONNECTED.set(1)
+        return self._conn
+
+    def _write_bisecting(self, conn: psycopg.Connection, batch: list[Decoded],
+                         result: WriteResult) -> None:
+        try:
+            with conn.transaction():  # a savepoint inside the batch transaction
+                self._write_rows(conn, batch, result)
+        except psycopg.Error as exc:
+            if classify(exc) != "data":
+                raise
+            if len(batch) > 1:
+                mid = len(batch) // 2
+                self._write_bisecting(conn, batch[:mid], result)
+                self._write_bisecting(conn, batch[mid:], result)
+                return
+            self._reject(conn, batch[0], exc, result)
+
+    def _write_rows(self, conn: psycopg.Connection, batch: list[Decoded],
+                    result: WriteResult) -> None:
+        readings = [row for item in batch for row in item.readings]
+        events = [row for item in batch for row in item.events]
+        dead = [d for item in batch for d in item.dead]
+        with conn.cursor() as cur:
+            if readings:
+                stored = _copy_insert(cur, "stage_readings", _READING_COLS, _READING_TYPES,
+                                      readings, _INSERT_READINGS)
+                result.readings_stored += stored
+                result.readings_duplicate += len(readings) - stored
+            if events:
+                stored = _copy_insert(cur, "stage_events", _EVENT_COLS, _EVENT_TYPES,
+                                      events, _INSERT_EVENTS)
+                result.events_stored += stored
+                result.events_duplicate += len(events) - stored
+            if dead:
+                _upsert_dead(cur, dead)
+                result.dead_letters += len(dead)
+                for d in dead:
+                    metrics.DEAD_LETTERS.labels(d.reason).inc()
+
+    def _reject(self, conn: psycopg.Connection, item: Decoded, exc: psycopg.Error,
+                result: WriteResult) -> None:
+        detail = f"SQLSTATE {exc.sqlstate}: {str(exc).strip()}"
+        letter = DeadLetter(
+            topic=item.topic, payload=item.payload[: self._ingest.max_payload_bytes],
+            payload_size=len(item.payload), reason="db_rejected", detail=detail[:1000],
+            device_id=None, received_ms=item.received_ms,
+        )
+        log.warning("database rejected a message on %s: %s", item.topic, detail)
+        try:
+            with conn.transaction():
+                self._write_rows(conn, [Decoded(topic=item.topic, payload=item.payload,
+                                                received_ms=item.received_ms, dead=[letter])],
+                                 result)
+        except psycopg.Error as again:
+            if classify(again) != "data":
+                raise
+            # Not even the dead-letter table takes it: keep it in the log, whole.
+            metrics.UNSTORABLE.inc()
+            log.error("unstorable message on %r (%s): payload base64=%s", item.topic, again,
+                      base64.b64encode(item.payload).decode())
+
+
+def _copy_insert(cur: psycopg.Cursor, stage: str, cols: tuple[str, ...], types: tuple[str, ...],
+                 rows: list[tuple], insert: str) -> int:
+    with cur.copy(f"COPY {stage} ({', '.join(cols)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(list(types))
+        for row in rows:
+            copy.write_row(row)
+    cur.execute(insert)
+    stored = cur.rowcount
+    # The stage empties at commit; inside a bisecting batch a later sub-write must not
+    # see these rows again.
+    cur.execute(f"DELETE FROM {stage}")
+    return stored
+
+
+def _upsert_dead(cur: psycopg.Cursor, dead: list[DeadLetter]) -> None:
+    # Collapse repeats within the batch first: one statement may not touch a row twice.
+    merged: dict[tuple[str, bytes], list] = {}
+    for d in dead:
+        digest = hashlib.sha256(d.payload).digest()
+        key = (d.topic, digest)
+        if key in merged:
+            row = merged[key]
+            row[7] = min(row[7], d.received_ms)
+            row[8] = max(row[8], d.received_ms)
+            row[9] += 1
+        else:
+            merged[key] = [d.topic, d.payload, d.payload_size, digest, d.reason, d.detail,
+                           d.device_id, d.received_ms, d.received_ms, 1]
+    cur.executemany(_UPSERT_DEAD, list(merged.values()))

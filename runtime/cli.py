@@ -1,0 +1,126 @@
+"""The `firegrid` command. Thin: parse arguments, load settings, call one function, map the
+error tree to exit codes. Everything else lives in the packages."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from runtime.errors import FiregridError
+from runtime.settings import Settings, load_settings
+
+EPILOG = """\
+exit codes:
+  0  done (or stopped cleanly by SIGTERM / Ctrl-C)
+  1  failed while running (see the log)
+  2  bad command line, bad setting or bad config file (the message names it)
+  3  the broker or database cannot be reached
+
+settings come from FIREGRID_* environment variables (nested with __, e.g.
+FIREGRID_MQTT__HOST, FIREGRID_DATABASE__URL), over an optional TOML file given with
+--config or FIREGRID_CONFIG; deploy/firegrid.example.toml lists every setting.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="firegrid",
+        description="firegrid: telemetry and fire alerting for smoke detectors and cameras.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    top.add_argument("--config", metavar="FILE", default=os.environ.get("FIREGRID_CONFIG"),
+                     help="TOML settings file (environment variables override it)")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("ingest", help="consume device messages from MQTT into the database",
+                   description="Run the ingest service until SIGTERM/Ctrl-C, then drain.")
+
+    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command",
+                                                                      required=True, metavar="ACTION")
+    mig = db.add_parser("migrate", help="create or upgrade the schema (idempotent)")
+    mig.add_argument("--create-db", action="store_true",
+                     help="create the database first if it does not exist")
+    db.add_parser("status", help="show the schema version and whether TimescaleDB is used")
+
+    cfg = sub.add_parser("config", help="settings").add_subparsers(dest="config_command",
+                                                                   required=True, metavar="ACTION")
+    cfg.add_parser("check", help="validate settings and print them (secrets hidden)")
+
+    proto = sub.add_parser("protocol", help="wire protocol").add_subparsers(
+        dest="protocol_command", required=True, metavar="ACTION")
+    schemas = proto.add_parser("schemas", help="write the JSON Schema files")
+    schemas.add_argument("--out", type=Path, default=Path("docs/schemas"))
+
+    demo = sub.add_parser("demo", help="run broker, database, ingest and simulated devices locally",
+                          description="Everything on this machine: uses a reachable broker and "
+                          "database or starts private ones under .local/, migrates, runs ingest "
+                          "and a fleet of simulated devices, and prints rows as they arrive.")
+    demo.add_argument("--devices", type=int, default=200, help="simulated devices (default 200)")
+    demo.add_argument("--rate", type=float, default=100.0, help="messages per second (default 100)")
+    demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = Ctrl-C)")
+    demo.add_argument("--state-dir", type=Path, default=Path(".local"),
+                      help="where private broker/database instances live (default .local)")
+    return top
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        logging.basicConfig(
+            level=settings.log_level, stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        return _dispatch(args, settings)
+    except FiregridError as exc:
+        print(f"firegrid: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 0
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "ingest":
+        return _run_ingest(settings)
+    if args.command == "db":
+        from runtime import db, migrate
+        if args.db_command == "migrate":
+            if args.create_db and db.ensure_database(settings.database):
+                print("created database")
+            report = migrate.migrate(settings.database)
+            print(f"schema up to date ({len(report.applied)} applied; path: {report.flavour})")
+            return 0
+        with db.connect(settings.database) as conn:
+            print(f"schema version {migrate.current_version(conn)}")
+        return 0
+    if args.command == "config":
+        print(json.dumps(settings.model_dump(mode="json"), indent=2))
+        return 0
+    if args.command == "protocol":
+        from ingest.schema import write_schemas
+        for path in write_schemas(args.out):
+            print(path)
+        return 0
+    if args.command == "demo":
+        from simulators.demo import run_demo
+        return run_demo(settings, devices=args.devices, rate=args.rate, seconds=args.seconds,
+                        state_dir=args.state_dir)
+    raise AssertionError(args.command)
+
+
+def _run_ingest(settings: Settings) -> int:
+    from ingest.service import IngestService
+    service = IngestService(settings)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: service.stop())
+    service.run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

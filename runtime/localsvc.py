@@ -1,0 +1,185 @@
+"""Private PostgreSQL and Mosquitto instances on free ports, for tests, the demo and the
+benchmarks. They run from the OS packages (./dev installs them) as child processes, so a
+test can stop, kill and restart them without touching the machine's own services.
+
+PostgreSQL refuses to run as root, so as root its commands run as the `postgres` user
+(which the Debian package creates) in a directory that user owns.
+"""
+
+from __future__ import annotations
+
+import getpass
+import glob
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+BROKER_CONF_D = REPO / "deploy" / "mosquitto" / "conf.d"
+
+
+class ServiceError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def reachable(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise ServiceError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def make_state_dir(prefix: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    path.chmod(0o755)
+    return path
+
+
+class Postgres:
+    """A private cluster: initdb on first start, then pg_ctl start/stop/kill."""
+
+    def __init__(self, base: Path, port: int | None = None, *, durable: bool = True) -> None:
+        self.base = base
+        self.data = base / "data"
+        self.port = port or free_port()
+        self.durable = durable
+        self._bindir = _pg_bindir()
+        self._as_postgres = os.geteuid() == 0
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    def url(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def _run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+        argv = [str(self._bindir / cmd[0]), *cmd[1:]]
+        if self._as_postgres:
+            argv = ["runuser", "-u", "postgres", "--", *argv]
+        return subprocess.run(argv, check=check, capture_output=True, text=True)
+
+    def start(self) -> Postgres:
+        self.base.mkdir(parents=True, exist_ok=True)
+        if self._as_postgres:
+            shutil.chown(self.base, "postgres", "postgres")
+        if not (self.data / "PG_VERSION").exists():
+            self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
+                      "-E", "UTF8", "--locale=C.UTF-8")
+        opts = [f"-p {self.port}", "-c listen_addresses=127.0.0.1",
+                f"-c unix_socket_directories={self.base}", "-c max_connections=200"]
+        if not self.durable:
+            # Tests only: a crash of the machine mid-test loses nothing we care about.
+            opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+        result = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.base / "log"),
+                           "-w", "-t", "60", "-o", " ".join(opts), "start", check=False)
+        if result.returncode != 0:
+            log = (self.base / "log").read_text(errors="replace")[-2000:] if (self.base / "log").exists() else ""
+            raise ServiceError(f"PostgreSQL did not start: {result.stderr.strip()}\n{log}")
+        wait_until(lambda: reachable("127.0.0.1", self.port), 30, "PostgreSQL port")
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop", check=False)
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def destroy(self) -> None:
+        self.stop("immediate")
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+class Mosquitto:
+    """A private broker with firegrid's shipped conf.d, running as a child process."""
+
+    def __init__(self, base: Path, port: int | None = None, *, extra_conf: str = "") -> None:
+        self.base = base
+        self.port = port or free_port()
+        self.extra_conf = extra_conf
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def host(self) -> str:
+        return "127.0.0.1"
+
+    def start(self) -> Mosquitto:
+        self.base.mkdir(parents=True, exist_ok=True)
+        conf = self.base / "mosquitto.conf"
+        conf.write_text(
+            f"user {getpass.getuser()}\n"
+            f"per_listener_settings false\n"
+            f"persistence_location {self.base}/\n"
+            f"log_dest file {self.base}/mosquitto.log\n"
+            f"listener {self.port} 127.0.0.1\n"
+            f"allow_anonymous true\n"
+            f"{self.extra_conf}\n"
+            f"include_dir {BROKER_CONF_D}\n"
+        )
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE)
+        try:
+            wait_until(lambda: reachable("127.0.0.1", self.port) or self.proc.poll() is not None,
+                       20, "Mosquitto port")
+        except ServiceError:
+            self.kill()
+            raise
+        if self.proc.poll() is not None:
+            err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+            raise ServiceError(f"Mosquitto exited at start: {err.strip()}")
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM: Mosquitto writes its persistence file and exits."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(30)
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def destroy(self) -> None:
+        self.kill()
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def _pg_bindir() -> Path:
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
+                        key=lambda p: int(Path(p).parent.parent.name))
+    if candidates:
+        return Path(candidates[-1]).parent
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).parent
+    raise ServiceError("PostgreSQL server binaries not found: install the postgresql package "
+                       "(./dev does this)")

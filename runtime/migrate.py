@@ -1,0 +1,103 @@
+"""Versioned, idempotent schema migrations.
+
+Migrations are the numbered SQL files in runtime/migrations/, each applied once in its own
+transaction and recorded in schema_migrations. A session advisory lock serialises concurrent
+migrators (several ingest processes starting at once). After the plain migrations, the
+TimescaleDB step (runtime/timescale.py) runs when the extension is there and wanted.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from importlib import resources
+
+import psycopg
+
+from runtime import timescale
+from runtime.db import connect
+from runtime.errors import MigrationError
+from runtime.settings import DatabaseSettings
+
+log = logging.getLogger(__name__)
+
+_LOCK_KEY = 0x66697265  # "fire"
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+@dataclass(frozen=True)
+class MigrationReport:
+    applied: list[str]
+    flavour: str  # "timescaledb X.Y" or "postgresql"
+
+
+def _migration_files() -> list[tuple[int, str, str]]:
+    found = []
+    for entry in resources.files("runtime.migrations").iterdir():
+        match = _NAME.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+def migrate(settings: DatabaseSettings) -> MigrationReport:
+    with connect(settings, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", [_LOCK_KEY])
+        try:
+            applied = _apply_versions(conn)
+            flavour = _apply_flavour(conn, settings)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
+    return MigrationReport(applied=applied, flavour=flavour)
+
+
+def _apply_versions(conn: psycopg.Connection) -> list[str]:
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations ("
+        " version integer PRIMARY KEY, name text NOT NULL,"
+        " applied_at timestamptz NOT NULL DEFAULT now())"
+    )
+    done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
+    applied = []
+    for version, name, text in _migration_files():
+        if version in done:
+            continue
+        try:
+            with conn.transaction():
+                conn.execute(text)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                    [version, name],
+                )
+        except psycopg.Error as exc:
+            raise MigrationError(f"migration {name} failed: {exc}".strip()) from exc
+        log.info("applied migration %s", name)
+        applied.append(name)
+    return applied
+
+
+def _apply_flavour(conn: psycopg.Connection, settings: DatabaseSettings) -> str:
+    if settings.timescale == "off":
+        log.info("schema path: plain PostgreSQL (timescale = off)")
+        return "postgresql"
+    version = timescale.available_version(conn)
+    usable = version is not None and version >= timescale.MIN_VERSION
+    if not usable:
+        why = "not available" if version is None else f"{version} is older than 2.13"
+        if settings.timescale == "require":
+            raise MigrationError(f"TimescaleDB required but {why} on this server")
+        log.info("schema path: plain PostgreSQL (TimescaleDB %s)", why)
+        return "postgresql"
+    timescale.apply(conn, settings)
+    label = "timescaledb " + ".".join(map(str, version))
+    log.info("schema path: %s (hypertables, compression, retention, continuous aggregate)", label)
+    return label
+
+
+def current_version(conn: psycopg.Connection) -> int:
+    try:
+        row = conn.execute("SELECT max(version) FROM schema_migrations").fetchone()
+    except psycopg.errors.UndefinedTable:
+        return 0
+    return int(row[0] or 0) if row else 0

@@ -1,0 +1,72 @@
+-- Readings and events as devices report them, and the dead-letter table for everything
+-- that could not be stored. The idempotency key is (device_id, ts, seq): a redelivered
+-- message carries the same device timestamp and sequence number, so it is stored once.
+-- ts is part of every unique key because TimescaleDB requires the partitioning column there.
+
+CREATE TABLE readings (
+    device_id        text        NOT NULL,
+    ts               timestamptz NOT NULL,  -- the device's own clock
+    seq              bigint      NOT NULL,  -- per-device sequence number
+    kind             text        NOT NULL CHECK (kind IN ('smoke', 'camera')),
+    received_at      timestamptz NOT NULL,  -- when ingest took the message from the broker
+    gateway_id       text,                  -- set when the reading came through a gateway
+    -- smoke detector status
+    obscuration_db_m real,
+    temperature_c    real,
+    battery_pct      smallint,
+    battery_v        real,
+    rsrp_dbm         smallint,
+    sinr_db          real,
+    heartbeat_s      integer,
+    -- camera channel keepalive
+    stream_online    boolean,
+    recording        boolean,
+    storage_free_mb  bigint,
+    PRIMARY KEY (device_id, ts, seq)
+);
+
+CREATE TABLE events (
+    device_id   text        NOT NULL,
+    ts          timestamptz NOT NULL,
+    seq         bigint      NOT NULL,
+    type        text        NOT NULL,
+    received_at timestamptz NOT NULL,
+    gateway_id  text,
+    attrs       jsonb       NOT NULL DEFAULT '{}',  -- the event's own fields (confidence, result, ...)
+    PRIMARY KEY (device_id, ts, seq)
+);
+CREATE INDEX events_type_ts ON events (type, ts DESC);
+
+-- One row per distinct bad payload on a topic: a flood of identical garbage bumps
+-- seen_count instead of growing the table without bound.
+CREATE TABLE dead_letters (
+    id                bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    topic             text        NOT NULL,
+    payload           bytea       NOT NULL,  -- raw bytes, cut at max_payload_bytes when oversized
+    payload_size      integer     NOT NULL,  -- size as received
+    payload_sha256    bytea       NOT NULL,
+    reason            text        NOT NULL,
+    detail            text        NOT NULL,
+    device_id         text,
+    first_received_at timestamptz NOT NULL,
+    last_received_at  timestamptz NOT NULL,
+    seen_count        integer     NOT NULL DEFAULT 1,
+    UNIQUE (topic, payload_sha256)
+);
+CREATE INDEX dead_letters_reason ON dead_letters (reason, last_received_at DESC);
+
+-- Hourly per-device summary. On TimescaleDB runtime/timescale.py replaces this view with a
+-- continuous aggregate of the same name and columns.
+CREATE VIEW readings_hourly AS
+SELECT device_id,
+       date_trunc('hour', ts)  AS bucket,
+       count(*)                AS samples,
+       avg(temperature_c)      AS avg_temperature_c,
+       max(temperature_c)      AS max_temperature_c,
+       max(obscuration_db_m)   AS max_obscuration_db_m,
+       min(battery_pct)        AS min_battery_pct,
+       avg(rsrp_dbm)           AS avg_rsrp_dbm,
+       avg(sinr_db)            AS avg_sinr_db,
+       min(storage_free_mb)    AS min_storage_free_mb
+FROM readings
+GROUP BY device_id, date_trunc('hour', ts);

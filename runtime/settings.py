@@ -1,0 +1,139 @@
+"""Typed settings: FIREGRID_* environment variables over an optional TOML file over defaults.
+
+Nested fields use a double underscore: FIREGRID_MQTT__HOST, FIREGRID_INGEST__BATCH_MAX_ROWS.
+Everything is validated before any network I/O; a bad value raises ConfigError naming the
+setting as the operator would type it. deploy/firegrid.example.toml documents every field.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from runtime.errors import ConfigError
+
+_TOML_PATH: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml", default=None)
+
+
+class MqttSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str | None = None
+    password: SecretStr | None = None
+    # A stable client id plus a persistent session is what lets the broker keep messages
+    # for ingest while it is down. Give every ingest process its own id.
+    client_id: str = Field("firegrid-ingest-1", min_length=1, max_length=128)
+    protocol: Literal["5", "3.1.1"] = "5"
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    # MQTT 5 Session Expiry Interval: how long the broker keeps our queue while we are away.
+    session_expiry_s: int = Field(7 * 24 * 3600, ge=60)
+    # Shared-subscription group; several ingest processes with the same group split the load.
+    # Empty string subscribes without $share (one process sees everything).
+    share_group: str = "firegrid-ingest"
+    topic_prefix: str = "fg/v1"
+    reconnect_min_s: float = Field(0.5, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+
+
+class DatabaseSettings(BaseModel):
+    url: str = "postgresql://postgres@127.0.0.1:5432/firegrid"
+    connect_timeout_s: int = Field(5, ge=1)
+    # auto: use TimescaleDB when the extension is available, plain PostgreSQL otherwise.
+    # require: fail `db migrate` without it (production). off: plain path even if present.
+    timescale: Literal["auto", "require", "off"] = "auto"
+    retention_days: int = Field(400, ge=7)
+    compress_after_days: int = Field(7, ge=1)
+
+
+class IngestSettings(BaseModel):
+    # The in-flight window: messages received but not yet acknowledged. Sent to the broker
+    # as MQTT 5 Receive Maximum; for MQTT 3.1.1 the broker's max_inflight_messages rules.
+    inflight_window: int = Field(4000, ge=10, le=65535)
+    batch_max_rows: int = Field(1000, ge=1, le=50000)
+    batch_max_age_ms: int = Field(50, ge=1, le=60000)
+    max_payload_bytes: int = Field(64 * 1024, ge=256)
+    max_future_skew_s: int = Field(300, ge=0)
+    max_age_days: int = Field(30, ge=1)
+    retry_min_s: float = Field(0.2, gt=0)
+    retry_max_s: float = Field(10.0, gt=0)
+    drain_timeout_s: float = Field(30.0, gt=0)
+    metrics_host: str = "127.0.0.1"
+    # 0 disables the metrics HTTP server (tests run several ingest processes side by side).
+    metrics_port: int = Field(9108, ge=0, le=65535)
+
+    @model_validator(mode="after")
+    def _window_holds_batches(self) -> IngestSettings:
+        # Acks wait for the commit, so the broker stops sending at `inflight_window` unacked
+        # messages. A batch larger than the window would only ever flush on age.
+        if self.batch_max_rows > self.inflight_window:
+            raise ValueError(
+                f"batch_max_rows ({self.batch_max_rows}) must not exceed inflight_window "
+                f"({self.inflight_window}): the broker stops sending at the window"
+            )
+        return self
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FIREGRID_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    mqtt: MqttSettings = MqttSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    ingest: IngestSettings = IngestSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = _TOML_PATH.get()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: object) -> Settings:
+    """Build and validate settings; raise ConfigError with every bad setting named."""
+    path = Path(config_file) if config_file else None
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    token = _TOML_PATH.set(path)
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, path)) from None
+    finally:
+        _TOML_PATH.reset(token)
+
+
+def _describe(exc: ValidationError, path: Path | None) -> str:
+    lines = ["invalid settings:"]
+    for err in exc.errors():
+        loc = [str(part) for part in err["loc"]]
+        env = "FIREGRID_" + "__".join(part.upper() for part in loc)
+        toml = ".".join(loc)
+        where = f"{env} (or '{toml}' in {path})" if path else env
+        lines.append(f"  {where}: {err['msg']}")
+    return "\n".join(lines)
