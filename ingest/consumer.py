@@ -29,12 +29,11 @@ from runtime.settings import MqttSettings
 
 log = logging.getLogger(__name__)
 
-CHANNELS = ("telemetry", "event", "gateway")
-
-
 def subscriptions(settings: MqttSettings) -> list[str]:
+    # The whole prefix, not just the known channels: a device publishing to a wrong topic
+    # must end up as an unknown_topic dead letter, not vanish unrouted in the broker.
     share = f"$share/{settings.share_group}/" if settings.share_group else ""
-    return [f"{share}{settings.topic_prefix}/+/{channel}" for channel in CHANNELS]
+    return [f"{share}{settings.topic_prefix}/#"]
 
 
 class Consumer:
@@ -45,7 +44,8 @@ class Consumer:
         self._lock = threading.Lock()
         self.generation = 0
         self._connected_once = False
-        self.connected = threading.Event()
+        # Set once the broker has granted our subscriptions: ready to receive.
+        self.subscribed = threading.Event()
         v5 = settings.protocol == "5"
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -63,6 +63,7 @@ class Consumer:
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._client.on_subscribe = self._on_subscribe
         self._jitter_reconnect()
 
     # --- lifecycle ---------------------------------------------------------------------
@@ -121,9 +122,16 @@ class Consumer:
         self._connected_once = True
         client.subscribe([(topic, 1) for topic in subscriptions(self._settings)])
         metrics.BROKER_CONNECTED.set(1)
-        self.connected.set()
         log.info("connected to broker %s:%s (session present: %s)", self._settings.host,
                  self._settings.port, flags.session_present)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
+                      reasons: list[mqtt.ReasonCode], properties: Properties | None) -> None:
+        refused = [str(r) for r in reasons if r.is_failure]
+        if refused:
+            log.error("broker refused subscriptions %s: %s", subscriptions(self._settings), refused)
+            return
+        self.subscribed.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
         log.warning("cannot reach broker %s:%s, retrying", self._settings.host, self._settings.port)
@@ -133,7 +141,7 @@ class Consumer:
                        reason: mqtt.ReasonCode, properties: Properties | None) -> None:
         with self._lock:
             self.generation += 1
-        self.connected.clear()
+        self.subscribed.clear()
         metrics.BROKER_CONNECTED.set(0)
         if reason.is_failure:
             log.warning("lost broker connection: %s; reconnecting", reason)

@@ -3,7 +3,8 @@
 Every kind of bad input ends as a DeadLetter with one of REASONS; nothing is dropped:
 
     oversized         payload larger than ingest.max_payload_bytes (kept, cut to that size)
-    unknown_topic     not fg/v1/{id}/telemetry|event|gateway
+    unknown_topic     not fg/v1/{id}/telemetry|event|gateway (fg/v1/{id}/cmd... is the
+                      platform's own command traffic: acknowledged, not stored)
     bad_device_id     the id in the topic or a gateway entry is not a valid device id
     invalid_json      not UTF-8 JSON
     schema            JSON, but not a valid v1 message for its topic (detail names the field)
@@ -69,13 +70,15 @@ class Decoder:
             return out
         parts = topic.split("/")
         n = len(self._prefix)
+        if len(parts) >= n + 2 and parts[n + 1] == "cmd" and parts[:n] == self._prefix:
+            return out  # platform -> device commands share the prefix; not ours to store
         if len(parts) != n + 2 or parts[:n] != self._prefix or parts[n + 1] not in (
                 "telemetry", "event", "gateway"):
             self._dead(out, topic, payload, received_ms, "unknown_topic",
                        "expected {prefix}/{device_id}/telemetry|event|gateway", None)
             return out
         device_id, channel = parts[n], parts[n + 1]
-        if not p.DEVICE_ID.match(device_id):
+        if not p.DEVICE_ID.fullmatch(device_id):
             self._dead(out, topic, payload, received_ms, "bad_device_id",
                        f"invalid device id in topic: {device_id[:80]!r}", None)
             return out

@@ -8,7 +8,8 @@ Topics (prefix configurable, default fg/v1):
     fg/v1/{device_id}/cmd         commands to the device (devices subscribe; ingest ignores)
 
 Every message carries the device's own clock `ts` (Unix epoch milliseconds, UTC) and a
-per-device sequence number `seq`. (device_id, ts, seq) identifies a message: a redelivery or
+per-device sequence number `seq`: one counter per device across all its topics,
+incremented per message, wrapping at 2**32. (device_id, ts, seq) identifies a message: a redelivery or
 a device resend carries the same triple and is stored once.
 """
 
@@ -28,7 +29,9 @@ Seq = Annotated[int, Field(ge=0, le=2**32 - 1, description="per-device sequence 
 
 class _Message(BaseModel):
     # Unknown fields are ignored so newer v1 firmware can add fields without being refused.
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    # Strict: "ts": "1741..." or "active": "yes" are refused, as the published JSON Schemas
+    # refuse them; ingest and the schemas given to device makers must agree.
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
     v: Literal[1] = 1
     ts: EpochMs
     seq: Seq
@@ -40,21 +43,21 @@ class SmokeStatus(_Message):
     """A smoke detector's periodic heartbeat (NB-IoT/4G detectors: typically every 1-24 h)."""
     type: Literal["smoke_status"]
     obscuration_db_m: float = Field(ge=0, le=100, description="smoke obscuration, dB/m")
-    temperature_c: float = Field(ge=-50, le=200)
-    battery_pct: int = Field(ge=0, le=100)
-    battery_v: float = Field(ge=0, le=20)
+    temperature_c: float = Field(ge=-50, le=200, description="°C")
+    battery_pct: int = Field(ge=0, le=100, description="battery, %")
+    battery_v: float = Field(ge=0, le=20, description="battery voltage, V")
     rsrp_dbm: int = Field(ge=-160, le=0, description="LTE/NB-IoT reference signal power")
-    sinr_db: float = Field(ge=-30, le=60)
+    sinr_db: float = Field(ge=-30, le=60, description="signal to interference and noise, dB")
     heartbeat_s: int = Field(ge=10, le=7 * 86400, description="configured heartbeat period")
 
 
 class CameraStatus(_Message):
     """A camera channel's keepalive (GB/T 28181 style, every 60 s)."""
     type: Literal["camera_status"]
-    stream_online: bool
-    recording: bool
-    storage_free_mb: int = Field(ge=0)
-    temperature_c: float | None = Field(None, ge=-50, le=200)
+    stream_online: bool = Field(description="the video stream is up")
+    recording: bool = Field(description="the recorder is writing this channel")
+    storage_free_mb: int = Field(ge=0, description="free recording storage, MB")
+    temperature_c: float | None = Field(None, ge=-50, le=200, description="°C")
 
 
 Telemetry = Annotated[SmokeStatus | CameraStatus, Field(discriminator="type")]
@@ -73,13 +76,14 @@ class AlarmClear(_Message):
 
 class Fault(_Message):
     type: Literal["fault"]
-    code: str = Field(min_length=1, max_length=64)
+    code: str = Field(min_length=1, max_length=64, description="vendor fault code")
     detail: str | None = Field(None, max_length=512)
 
 
 class Tamper(_Message):
     type: Literal["tamper"]
-    state: Literal["removed", "opened", "restored"]
+    state: Literal["removed", "opened", "restored"] = Field(
+        description="removed from its base, housing opened, or put back")
 
 
 class LowBattery(_Message):
@@ -96,31 +100,32 @@ class SelfTest(_Message):
 
 class Mute(_Message):
     type: Literal["mute"]
-    duration_s: int = Field(ge=0, le=86400)
+    duration_s: int = Field(ge=0, le=86400,
+                            description="sounder silenced for this long; 0 = mute ended early")
 
 
 class SmokeDetected(_Message):
     """Camera video analytics saw smoke."""
     type: Literal["smoke_detected"]
-    confidence: float = Field(ge=0, le=1)
+    confidence: float = Field(ge=0, le=1, description="video analytics confidence, 0..1")
     snapshot_url: str | None = Field(None, max_length=1024)
 
 
 class FireDetected(_Message):
     """Camera video analytics saw flame."""
     type: Literal["fire_detected"]
-    confidence: float = Field(ge=0, le=1)
+    confidence: float = Field(ge=0, le=1, description="video analytics confidence, 0..1")
     snapshot_url: str | None = Field(None, max_length=1024)
 
 
 class Occlusion(_Message):
     type: Literal["occlusion"]
-    active: bool
+    active: bool = Field(description="true when the condition starts, false when it ends")
 
 
 class VideoLoss(_Message):
     type: Literal["video_loss"]
-    active: bool
+    active: bool = Field(description="true when the condition starts, false when it ends")
 
 
 Event = Annotated[
@@ -139,7 +144,7 @@ class GatewayBatch(BaseModel):
     event message as above plus `device_id`, and keeps that device's own ts/seq. Entries are
     validated one by one, so one bad entry is dead-lettered alone; the message-level fields
     must be valid for any entry to be taken."""
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
     v: Literal[1] = 1
     ts: EpochMs
     seq: Seq
@@ -147,7 +152,7 @@ class GatewayBatch(BaseModel):
 
 
 class GatewayEntryHeader(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
     device_id: str = Field(pattern=DEVICE_ID.pattern)
     type: str
 

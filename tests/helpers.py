@@ -1,0 +1,126 @@
+"""Test helpers that talk to the real services: publish and wait for the broker's PUBACK,
+run ingest in a thread or a child process, and wait for rows by polling the database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+
+from ingest.service import IngestService
+from runtime.settings import Settings
+
+
+class Publisher:
+    """A QoS 1 publisher; publish_all returns once the broker has acknowledged everything."""
+
+    def __init__(self, host: str, port: int, client_id: str) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client.max_inflight_messages_set(1000)
+        self.client.max_queued_messages_set(0)
+        self.client.connect(host, port)
+        self.client.loop_start()
+
+    def publish_all(self, messages: Iterable[tuple[str, bytes]], timeout: float = 60) -> int:
+        infos = [self.client.publish(topic, payload, qos=1) for topic, payload in messages]
+        deadline = time.monotonic() + timeout
+        for info in infos:
+            info.wait_for_publish(max(0.1, deadline - time.monotonic()))
+            assert info.is_published(), "broker did not acknowledge a publish"
+        return len(infos)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class ThreadedIngest:
+    """IngestService in a background thread of the test process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.service = IngestService(settings)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.service.run()
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    def start(self) -> ThreadedIngest:
+        self.thread.start()
+        assert self.service.consumer.subscribed.wait(15), "ingest did not subscribe"
+        return self
+
+    def stop(self) -> None:
+        self.service.stop()
+        self.thread.join(60)
+        assert not self.thread.is_alive(), "ingest did not stop"
+        if self.error:
+            raise self.error
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The same settings as FIREGRID_* variables, for `firegrid ingest` in a child process."""
+    env = dict(os.environ)
+    for section in ("mqtt", "database", "ingest"):
+        for key, value in getattr(settings, section).model_dump(mode="json").items():
+            if value is not None:
+                env[f"FIREGRID_{section.upper()}__{key.upper()}"] = str(value)
+    return env
+
+
+class IngestProcess:
+    """`firegrid ingest` as a real child process, so tests can SIGKILL or SIGTERM it."""
+
+    def __init__(self, settings: Settings, log_path) -> None:
+        self._env = settings_env(settings)
+        self._log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> IngestProcess:
+        log = open(self._log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "ingest"],
+                                     env=self._env, stdout=log, stderr=log)
+        return self
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 60) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+
+def wait_for_count(url: str, query: str, expected: int, timeout: float = 60) -> int:
+    """Poll the database until the query's count reaches `expected` (rides out a database
+    restart); return the last count seen, so the caller's assert shows how far it got."""
+    deadline = time.monotonic() + timeout
+    count = -1
+    while True:
+        try:
+            with psycopg.connect(url, autocommit=True, connect_timeout=2) as conn:
+                while True:
+                    count = conn.execute(query).fetchone()[0]
+                    if count >= expected or time.monotonic() > deadline:
+                        return count
+                    time.sleep(0.05)
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                return count
+            time.sleep(0.1)
