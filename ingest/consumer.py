@@ -43,6 +43,7 @@ class Consumer:
         self._inflight = inflight_window
         self._lock = threading.Lock()
         self.generation = 0
+        self.received = 0  # messages handed to the window by this process
         self._connected_once = False
         # Set once the broker has granted our subscriptions: ready to receive.
         self.subscribed = threading.Event()
@@ -103,6 +104,8 @@ class Consumer:
     # --- paho callbacks (network thread) -------------------------------------------------
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        self.received += 1
+        metrics.RECEIVED.inc()
         self._window.put(Inbound(
             msg.topic, msg.payload, msg.mid, msg.qos, self.generation,
             time.time_ns() // 1_000_000, time.monotonic(),
@@ -121,7 +124,6 @@ class Consumer:
             metrics.SESSION_LOST.inc()
         self._connected_once = True
         client.subscribe([(topic, 1) for topic in subscriptions(self._settings)])
-        metrics.BROKER_CONNECTED.set(1)
         log.info("connected to broker %s:%s (session present: %s)", self._settings.host,
                  self._settings.port, flags.session_present)
 
@@ -131,6 +133,7 @@ class Consumer:
         if refused:
             log.error("broker refused subscriptions %s: %s", subscriptions(self._settings), refused)
             return
+        metrics.BROKER_CONNECTED.set(1)
         self.subscribed.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:

@@ -2,7 +2,7 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
-RECEIVED = Counter("firegrid_ingest_messages_received_total", "MQTT messages taken into a batch")
+RECEIVED = Counter("firegrid_ingest_messages_received_total", "MQTT messages received from the broker")
 COMMITTED = Counter(
     "firegrid_ingest_messages_committed_total",
     "MQTT messages whose rows (or dead letters) are committed", )
@@ -24,5 +24,5 @@ WRITE_SECONDS = Histogram("firegrid_ingest_batch_write_seconds",
 LAG_SECONDS = Histogram("firegrid_ingest_lag_seconds", "Arrival time minus device time",
                         buckets=(.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400))
 INFLIGHT = Gauge("firegrid_ingest_inflight_messages", "Messages received and not yet acknowledged")
-BROKER_CONNECTED = Gauge("firegrid_ingest_broker_connected", "1 while connected to the broker")
+BROKER_CONNECTED = Gauge("firegrid_ingest_broker_connected", "1 while connected to the broker and subscribed")
 DB_CONNECTED = Gauge("firegrid_ingest_database_connected", "1 while the database connection is up")

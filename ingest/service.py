@@ -44,7 +44,8 @@ class IngestService:
         )
         self.writer = BatchWriter(settings.database, cfg, self._stopping)
         self.consumer = Consumer(settings.mqtt, self.window, inflight_window=cfg.inflight_window)
-        self.committed = 0  # messages committed and acknowledged by this process
+        self.committed = 0  # messages committed (and acknowledged) by this process
+        metrics.INFLIGHT.set_function(lambda: self.consumer.received - self.committed)
 
     def stop(self) -> None:
         """Ask run() to drain and return. Safe from signal handlers and other threads."""
@@ -95,12 +96,10 @@ class IngestService:
         elapsed = time.perf_counter() - started
         n = len(batch)
         self.committed += n
-        metrics.RECEIVED.inc(n)
         metrics.COMMITTED.inc(n)
         metrics.ACKED.inc(acked)
         metrics.BATCH_SIZE.observe(n)
         metrics.WRITE_SECONDS.observe(elapsed)
-        metrics.INFLIGHT.set(len(self.window))
         for name, stored, dup in (("readings", result.readings_stored, result.readings_duplicate),
                                   ("events", result.events_stored, result.events_duplicate)):
             if stored:

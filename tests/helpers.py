@@ -124,3 +124,21 @@ def wait_for_count(url: str, query: str, expected: int, timeout: float = 60) -> 
             if time.monotonic() > deadline:
                 return count
             time.sleep(0.1)
+
+
+def await_subscribed(publisher: Publisher, prefix: str, url: str, timeout: float = 30) -> None:
+    """Publish probe events until ingest stores one: proof that it is subscribed. (A message
+    sent before the subscription exists has no queue to wait in.) Probes go to the events
+    table under device PROBE, so they never disturb a test's readings."""
+    from simulators import messages as m
+
+    deadline = time.monotonic() + timeout
+    query = "SELECT count(*) FROM events WHERE device_id = 'PROBE'"
+    seq = 0
+    while True:
+        probe = m.encode(m.event("self_test", seq, result="pass"))
+        publisher.publish_all([(m.topic("PROBE", "event", prefix), probe)])
+        if wait_for_count(url, query, 1, timeout=0.5) >= 1:
+            return
+        assert time.monotonic() < deadline, "ingest never subscribed"
+        seq += 1
