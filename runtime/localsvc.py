@@ -19,11 +19,13 @@ import tempfile
 import time
 from pathlib import Path
 
+from runtime.errors import UnavailableError
+
 REPO = Path(__file__).resolve().parent.parent
 BROKER_CONF_D = REPO / "deploy" / "mosquitto" / "conf.d"
 
 
-class ServiceError(RuntimeError):
+class ServiceError(UnavailableError):
     pass
 
 
@@ -59,7 +61,7 @@ class Postgres:
     """A private cluster: initdb on first start, then pg_ctl start/stop/kill."""
 
     def __init__(self, base: Path, port: int | None = None, *, durable: bool = True) -> None:
-        self.base = base
+        self.base = base.resolve()
         self.data = base / "data"
         self.port = port or free_port()
         self.durable = durable
@@ -115,7 +117,7 @@ class Mosquitto:
     """A private broker with firegrid's shipped conf.d, running as a child process."""
 
     def __init__(self, base: Path, port: int | None = None, *, extra_conf: str = "") -> None:
-        self.base = base
+        self.base = base.resolve()
         self.port = port or free_port()
         self.extra_conf = extra_conf
         self.proc: subprocess.Popen | None = None

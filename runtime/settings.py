@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -26,6 +26,8 @@ _TOML_PATH: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml",
 
 
 class MqttSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo in a key is an error, not a default
+
     host: str = "127.0.0.1"
     port: int = Field(1883, ge=1, le=65535)
     username: str | None = None
@@ -46,6 +48,8 @@ class MqttSettings(BaseModel):
 
 
 class DatabaseSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo in a key is an error, not a default
+
     url: str = "postgresql://postgres@127.0.0.1:5432/firegrid"
     connect_timeout_s: int = Field(5, ge=1)
     # auto: use TimescaleDB when the extension is available, plain PostgreSQL otherwise.
@@ -56,6 +60,8 @@ class DatabaseSettings(BaseModel):
 
 
 class IngestSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo in a key is an error, not a default
+
     # The in-flight window: messages received but not yet acknowledged. Sent to the broker
     # as MQTT 5 Receive Maximum; for MQTT 3.1.1 the broker's max_inflight_messages rules.
     inflight_window: int = Field(4000, ge=10, le=65535)

@@ -1,0 +1,147 @@
+"""`firegrid demo`: the whole ingest path on one machine, for a newcomer to watch.
+
+Uses the configured broker and database when they answer; otherwise starts private ones
+(runtime.localsvc) under --state-dir on free ports. Then: migrate, run ingest, run a small
+simulated fleet (smoke detectors and cameras, with the occasional alarm and, on purpose,
+the occasional malformed message), and print what lands in the database every 2 seconds.
+The full device simulators and scenarios are `simulators/` proper (a later issue).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+
+from ingest.service import IngestService
+from runtime import db, migrate
+from runtime.localsvc import Mosquitto, Postgres, free_port, reachable
+from runtime.settings import Settings
+from simulators import messages as m
+
+log = logging.getLogger(__name__)
+
+
+def run_demo(settings: Settings, *, devices: int, rate: float, seconds: float,
+             state_dir: Path) -> int:
+    state_dir.mkdir(parents=True, exist_ok=True)
+    state_dir.chmod(0o755)
+    started: list = []
+    try:
+        settings = _with_services(settings, state_dir, started)
+        db.ensure_database(settings.database)
+        report = migrate.migrate(settings.database)
+        print(f"database: {settings.database.url} (schema path: {report.flavour})")
+        print(f"broker:   {settings.mqtt.host}:{settings.mqtt.port}")
+        service = IngestService(settings)
+        ingest = threading.Thread(target=service.run, name="ingest", daemon=True)
+        ingest.start()
+        if not service.consumer.subscribed.wait(30):
+            print("ingest could not subscribe to the broker")
+            return 3
+        stop = threading.Event()
+        fleet = threading.Thread(target=_fleet, args=(settings, devices, rate, stop),
+                                 name="fleet", daemon=True)
+        fleet.start()
+        if settings.ingest.metrics_port:
+            print(f"metrics:  http://{settings.ingest.metrics_host}:{settings.ingest.metrics_port}/metrics")
+        print(f"{devices} simulated devices, ~{rate:g} messages/s. Ctrl-C stops.\n")
+        try:
+            _report(settings, seconds)
+        except KeyboardInterrupt:
+            pass
+        stop.set()
+        fleet.join(10)
+        service.stop()
+        ingest.join(60)
+        return 0
+    finally:
+        for server in reversed(started):
+            server.stop()
+
+
+def _with_services(settings: Settings, state_dir: Path, started: list) -> Settings:
+    mqtt_cfg, db_cfg, ingest_cfg = settings.mqtt, settings.database, settings.ingest
+    if not reachable(mqtt_cfg.host, mqtt_cfg.port):
+        broker = Mosquitto(state_dir / "mosquitto").start()
+        started.append(broker)
+        mqtt_cfg = mqtt_cfg.model_copy(update={"host": broker.host, "port": broker.port})
+        print(f"no broker at {settings.mqtt.host}:{settings.mqtt.port}: started one on port {broker.port}")
+    info = psycopg.conninfo.conninfo_to_dict(db_cfg.url)
+    host, port = info.get("host", "127.0.0.1"), int(info.get("port", 5432))
+    if not reachable(host, port):
+        pg = Postgres(state_dir / "postgres").start()
+        started.append(pg)
+        db_cfg = db_cfg.model_copy(update={"url": pg.url(info.get("dbname", "firegrid"))})
+        print(f"no database at {host}:{port}: started PostgreSQL on port {pg.port}")
+    if ingest_cfg.metrics_port and reachable(ingest_cfg.metrics_host, ingest_cfg.metrics_port):
+        ingest_cfg = ingest_cfg.model_copy(update={"metrics_port": free_port()})
+    return settings.model_copy(update={"mqtt": mqtt_cfg, "database": db_cfg, "ingest": ingest_cfg})
+
+
+def _fleet(settings: Settings, devices: int, rate: float, stop: threading.Event) -> None:
+    """Devices multiplexed over one connection, each with its own id and seq counter."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"firegrid-demo-fleet-{random.randrange(1 << 30)}")
+    client.max_queued_messages_set(0)
+    client.connect(settings.mqtt.host, settings.mqtt.port)
+    client.loop_start()
+    prefix = settings.mqtt.topic_prefix
+    rng = random.Random(7)
+    ids = [f"SD-{i:05d}" if i % 5 else f"CAM-{i:05d}" for i in range(devices)]
+    seqs = dict.fromkeys(ids, 0)
+    battery = {d: rng.randint(20, 100) for d in ids}
+    interval = 1.0 / rate
+    next_at = time.monotonic()
+    try:
+        while not stop.is_set():
+            device = rng.choice(ids)
+            seqs[device] += 1
+            seq = seqs[device]
+            roll = rng.random()
+            if roll < 0.005:
+                topic, payload = m.topic(device, "telemetry", prefix), b'{"type": "smoke_status", "ts": '
+            elif roll < 0.01 and device.startswith("SD"):
+                topic, payload = m.topic(device, "event", prefix), m.encode(m.event("alarm", seq, obscuration_db_m=0.35))
+            elif roll < 0.012 and device.startswith("CAM"):
+                topic, payload = m.topic(device, "event", prefix), m.encode(m.event("smoke_detected", seq, confidence=round(rng.uniform(0.5, 0.99), 2)))
+            elif device.startswith("SD"):
+                battery[device] = max(0, battery[device] - (rng.random() < 0.01))
+                topic, payload = m.topic(device, "telemetry", prefix), m.encode(m.smoke_status(
+                    seq, obscuration_db_m=round(rng.uniform(0, 0.05), 3),
+                    temperature_c=round(rng.uniform(18, 32), 1), battery_pct=battery[device],
+                    rsrp_dbm=rng.randint(-120, -70), sinr_db=round(rng.uniform(-5, 20), 1)))
+            else:
+                topic, payload = m.topic(device, "telemetry", prefix), m.encode(m.camera_status(seq))
+            client.publish(topic, payload, qos=1)
+            next_at += interval
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                stop.wait(delay)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _report(settings: Settings, seconds: float) -> None:
+    deadline = time.monotonic() + seconds if seconds else None
+    last = None
+    with psycopg.connect(settings.database.url, autocommit=True) as conn:
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(2)
+            readings, events, alarms, dead, lag = conn.execute(
+                "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM events),"
+                " (SELECT count(*) FROM events WHERE type IN ('alarm', 'smoke_detected', 'fire_detected')),"
+                " (SELECT coalesce(sum(seen_count), 0) FROM dead_letters),"
+                " (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM received_at - ts))"
+                "  FROM readings WHERE received_at > now() - interval '10 seconds')").fetchone()
+            rate = f"+{(readings - last) / 2:.0f}/s" if last is not None else ""
+            last = readings
+            lag_ms = f"{lag * 1000:.0f} ms" if lag is not None else "-"
+            print(f"readings {readings:>8} {rate:>8} | events {events:>6} (fire warnings {alarms})"
+                  f" | dead letters {dead:>4} | lag p50 {lag_ms}", flush=True)
