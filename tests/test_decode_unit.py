@@ -1,0 +1,89 @@
+"""Pure logic, no services: the decoder's edge cases, the error classifier, the window."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import psycopg
+import pytest
+
+from ingest.decode import Decoder
+from ingest.window import Inbound, Window
+from runtime.db import classify
+from simulators import messages as m
+
+NOW = 1_795_000_000_000
+decoder = Decoder(prefix="fg/v1", max_payload_bytes=1024, max_future_skew_s=300, max_age_days=30)
+
+
+def reasons(topic: str, payload: bytes) -> list[str]:
+    return [d.reason for d in decoder.decode(topic, payload, NOW).dead]
+
+
+def test_command_topics_are_ignored_not_dead_lettered():
+    out = decoder.decode("fg/v1/SD-1/cmd", b"reboot", NOW)
+    assert (out.readings, out.events, out.dead) == ([], [], [])
+    assert reasons("fg/v1/SD-1/cmd/reboot", b"{}") == []
+
+
+def test_device_id_with_trailing_newline_is_refused():
+    good = m.encode(m.smoke_status(1, NOW))
+    assert reasons("fg/v1/SD-1\n/telemetry", good) == ["bad_device_id"]
+
+
+def test_loose_types_are_schema_errors_like_in_the_published_schemas():
+    assert reasons("fg/v1/SD-1/telemetry", m.encode({**m.smoke_status(1, NOW), "ts": str(NOW)})) == ["schema"]
+    assert reasons("fg/v1/CAM-1/event", m.encode(m.event("occlusion", 1, NOW, active="yes"))) == ["schema"]
+
+
+def test_clock_limits_are_inclusive_of_the_allowed_skew():
+    at_limit = m.encode(m.smoke_status(1, NOW + 300_000))
+    beyond = m.encode(m.smoke_status(1, NOW + 300_001))
+    assert reasons("fg/v1/SD-1/telemetry", at_limit) == []
+    assert reasons("fg/v1/SD-1/telemetry", beyond) == ["future_timestamp"]
+
+
+def test_nul_in_topic_or_detail_is_escaped_for_text_columns():
+    dead = decoder.decode("fg/v1/SD\x00/telemetry", b"{}", NOW).dead[0]
+    assert "\x00" not in dead.topic and "\x00" not in dead.detail
+
+
+@pytest.mark.parametrize(("sqlstate", "kind"), [
+    ("08006", "transient"), ("40001", "transient"), ("53300", "transient"), ("57P01", "transient"),
+    ("22P05", "data"), ("23505", "data"), ("54000", "data"),
+    ("42P01", "operator"), ("42501", "operator"), ("XX000", "operator"),
+])
+def test_sqlstate_classes(sqlstate, kind):
+    exc = psycopg.errors.lookup(sqlstate)("x")
+    assert classify(exc) == kind
+
+
+def test_lost_connection_without_sqlstate_is_transient():
+    assert classify(psycopg.OperationalError("server closed the connection")) == "transient"
+    assert classify(ConnectionResetError()) == "transient"
+
+
+def _item(i: int, mono: float) -> Inbound:
+    return Inbound("t", b"", i, 1, 1, 0, mono)
+
+
+def test_window_releases_a_full_batch_at_once_and_a_partial_one_on_age():
+    window = Window(batch_max=3, max_age_s=0.05)
+    now = time.monotonic()
+    for i in range(4):
+        window.put(_item(i, now))
+    assert [x.mid for x in window.take()] == [0, 1, 2]
+    started = time.monotonic()
+    assert [x.mid for x in window.take()] == [3]  # released by age, not by size
+    assert time.monotonic() - started < 1
+
+
+def test_window_close_wakes_a_waiting_writer():
+    window = Window(batch_max=10, max_age_s=60)
+    got: list = []
+    t = threading.Thread(target=lambda: got.append(window.take()))
+    t.start()
+    window.close()
+    t.join(5)
+    assert got == [[]]
