@@ -104,18 +104,19 @@ class Mute(_Message):
                             description="sounder silenced for this long; 0 = mute ended early")
 
 
-class SmokeDetected(_Message):
+class _Detection(_Message):
+    confidence: float = Field(ge=0, le=1, description="video analytics confidence, 0..1")
+    snapshot_url: str | None = Field(None, max_length=1024)
+
+
+class SmokeDetected(_Detection):
     """Camera video analytics saw smoke."""
     type: Literal["smoke_detected"]
-    confidence: float = Field(ge=0, le=1, description="video analytics confidence, 0..1")
-    snapshot_url: str | None = Field(None, max_length=1024)
 
 
-class FireDetected(_Message):
+class FireDetected(_Detection):
     """Camera video analytics saw flame."""
     type: Literal["fire_detected"]
-    confidence: float = Field(ge=0, le=1, description="video analytics confidence, 0..1")
-    snapshot_url: str | None = Field(None, max_length=1024)
 
 
 class Occlusion(_Message):

@@ -80,7 +80,7 @@ def _apply_versions(conn: psycopg.Connection) -> list[str]:
 def _apply_flavour(conn: psycopg.Connection, settings: DatabaseSettings) -> str:
     if settings.timescale == "off":
         log.info("schema path: plain PostgreSQL (timescale = off)")
-        return "postgresql"
+        return _plain(conn)
     version = timescale.available_version(conn)
     usable = version is not None and version >= timescale.MIN_VERSION
     if not usable:
@@ -88,11 +88,17 @@ def _apply_flavour(conn: psycopg.Connection, settings: DatabaseSettings) -> str:
         if settings.timescale == "require":
             raise MigrationError(f"TimescaleDB required but {why} on this server")
         log.info("schema path: plain PostgreSQL (TimescaleDB %s)", why)
-        return "postgresql"
+        return _plain(conn)
     timescale.apply(conn, settings)
     label = "timescaledb " + ".".join(map(str, version))
     log.info("schema path: %s (hypertables, compression, retention, continuous aggregate)", label)
     return label
+
+
+def _plain(conn: psycopg.Connection) -> str:
+    if not timescale.is_continuous_aggregate(conn, "readings_hourly"):
+        conn.execute(timescale.PLAIN_HOURLY_VIEW)
+    return "postgresql"
 
 
 def current_version(conn: psycopg.Connection) -> int:

@@ -25,23 +25,30 @@ MIN_VERSION = (2, 13)
 # stay well inside the documented "chunk fits in 25% of memory" guideline.
 HYPERTABLES = (("readings", "1 day"), ("events", "7 days"))
 
-HOURLY_CAGG = """
-CREATE MATERIALIZED VIEW readings_hourly
-WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
+def hourly_select(bucket: str) -> str:
+    """The hourly per-device summary, bucketed by `bucket` (an SQL expression over ts). One
+    definition for both paths: a plain view on PostgreSQL, a continuous aggregate here."""
+    return f"""
 SELECT device_id,
-       time_bucket(INTERVAL '1 hour', ts) AS bucket,
-       count(*)                AS samples,
-       avg(temperature_c)      AS avg_temperature_c,
-       max(temperature_c)      AS max_temperature_c,
-       max(obscuration_db_m)   AS max_obscuration_db_m,
-       min(battery_pct)        AS min_battery_pct,
-       avg(rsrp_dbm)           AS avg_rsrp_dbm,
-       avg(sinr_db)            AS avg_sinr_db,
-       min(storage_free_mb)    AS min_storage_free_mb
+       {bucket}              AS bucket,
+       count(*)              AS samples,
+       avg(temperature_c)    AS avg_temperature_c,
+       max(temperature_c)    AS max_temperature_c,
+       max(obscuration_db_m) AS max_obscuration_db_m,
+       min(battery_pct)      AS min_battery_pct,
+       avg(rsrp_dbm)         AS avg_rsrp_dbm,
+       avg(sinr_db)          AS avg_sinr_db,
+       min(storage_free_mb)  AS min_storage_free_mb
 FROM readings
-GROUP BY device_id, time_bucket(INTERVAL '1 hour', ts)
-WITH NO DATA
-"""
+GROUP BY device_id, {bucket}"""
+
+
+PLAIN_HOURLY_VIEW = "CREATE OR REPLACE VIEW readings_hourly AS" + hourly_select("date_trunc('hour', ts)")
+HOURLY_CAGG = (
+    "CREATE MATERIALIZED VIEW readings_hourly"
+    " WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS"
+    + hourly_select("time_bucket(INTERVAL '1 hour', ts)") + " WITH NO DATA"
+)
 
 
 def available_version(conn: psycopg.Connection) -> tuple[int, ...] | None:
@@ -84,13 +91,20 @@ def apply(conn: psycopg.Connection, settings: DatabaseSettings) -> None:
         raise MigrationError(f"TimescaleDB setup failed: {exc}".strip()) from exc
 
 
+def is_continuous_aggregate(conn: psycopg.Connection, view: str) -> bool:
+    """Safe on plain PostgreSQL too (no timescaledb_information schema there)."""
+    present = conn.execute(
+        "SELECT 1 FROM pg_namespace WHERE nspname = 'timescaledb_information'").fetchone()
+    if not present:
+        return False
+    return bool(conn.execute(
+        "SELECT 1 FROM timescaledb_information.continuous_aggregates WHERE view_name = %s",
+        [view]).fetchone())
+
+
 def _ensure_hourly_cagg(conn: psycopg.Connection) -> None:
-    is_cagg = conn.execute(
-        "SELECT 1 FROM timescaledb_information.continuous_aggregates "
-        "WHERE view_name = 'readings_hourly'"
-    ).fetchone()
-    if not is_cagg:
-        # The plain-path view from the migrations has the same name and columns.
+    if not is_continuous_aggregate(conn, "readings_hourly"):
+        # The plain-path view has the same name and columns; replace it.
         conn.execute("DROP VIEW IF EXISTS readings_hourly")
         conn.execute(HOURLY_CAGG)
     conn.execute(
