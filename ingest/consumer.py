@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import struct
 import threading
 import time
 from collections.abc import Iterable
@@ -28,6 +29,8 @@ from ingest.window import Inbound, Window
 from runtime.settings import MqttSettings
 
 log = logging.getLogger(__name__)
+
+_PUBACK = struct.Struct("!BBH")  # type 0x40, remaining length 2, packet id: same in 3.1.1 and 5
 
 def subscriptions(settings: MqttSettings) -> list[str]:
     # The whole prefix, not just the known channels: a device publishing to a wrong topic
@@ -44,6 +47,7 @@ class Consumer:
         self._lock = threading.Lock()
         self.generation = 0
         self.received = 0  # messages handed to the window by this process
+        metrics.RECEIVED.set_function(lambda: self.received)
         self._connected_once = False
         # Set once the broker has granted our subscriptions: ready to receive.
         self.subscribed = threading.Event()
@@ -64,6 +68,7 @@ class Consumer:
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
+        self._clear_ping = hasattr(self._client, "_ping_t")  # paho 2.x internal, see _on_message
         self._client.on_subscribe = self._on_subscribe
         self._jitter_reconnect()
 
@@ -92,20 +97,33 @@ class Consumer:
 
     def ack(self, items: Iterable[Inbound]) -> int:
         """Acknowledge committed messages of the current connection; returns how many."""
-        sent = 0
         with self._lock:
             generation = self.generation
-            for item in items:
-                if item.qos and item.generation == generation:
-                    self._client.ack(item.mid, item.qos)
-                    sent += 1
-        return sent
+            mids = [item.mid for item in items if item.qos == 1 and item.generation == generation]
+            if not mids:
+                return 0
+            queue = getattr(self._client, "_packet_queue", None)
+            if queue is None:  # a paho without the internal below: the public, slower path
+                for mid in mids:
+                    self._client.ack(mid, 1)
+            else:
+                # client.ack() queues one 4-byte packet and wakes paho's loop once per message;
+                # a batch of acks as one buffer is one queue entry and one send(). paho clears
+                # its out-queue on reconnect, so a half-written buffer never reaches a new
+                # connection. (We subscribe at QoS 1, so no message needs the QoS 2 flow.)
+                queue(0x40, b"".join([_PUBACK.pack(0x40, 2, mid) for mid in mids]), 0, 0)
+        return len(mids)
 
     # --- paho callbacks (network thread) -------------------------------------------------
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
-        self.received += 1
-        metrics.RECEIVED.inc()
+        self.received += 1  # exported at scrape time (metrics.RECEIVED), no lock per message
+        if self._clear_ping:
+            # Mosquitto 2.0.x answers a PINGREQ only after the backlog queued ahead of it, and
+            # paho drops the connection when that answer is a keepalive late, even while
+            # messages pour in: a long drain reconnected every 60 s. Traffic from the broker
+            # proves the link is alive, so a pending ping no longer counts as unanswered.
+            client._ping_t = 0
         self._window.put(Inbound(
             msg.topic, msg.payload, msg.mid, msg.qos, self.generation,
             time.time_ns() // 1_000_000, time.monotonic(),

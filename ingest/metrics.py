@@ -2,7 +2,9 @@
 
 from prometheus_client import Counter, Gauge, Histogram
 
-RECEIVED = Counter("firegrid_ingest_messages_received_total", "MQTT messages received from the broker")
+# Counted in paho's thread as a plain int and read at scrape time: no lock per message.
+# A gauge so it can be read that way; it only ever grows, and resets when the process does.
+RECEIVED = Gauge("firegrid_ingest_messages_received", "MQTT messages received from the broker")
 COMMITTED = Counter(
     "firegrid_ingest_messages_committed_total",
     "MQTT messages whose rows (or dead letters) are committed", )

@@ -37,11 +37,13 @@ class Window:
         return len(self._items)
 
     def put(self, item: Inbound) -> None:
-        """Called from paho's network thread: O(1), never blocks on I/O."""
-        with self._cond:
-            self._items.append(item)
-            n = len(self._items)
-            if n == 1 or n == self._batch_max:
+        """Called from paho's network thread: O(1), never blocks on I/O. deque.append is
+        atomic, so the lock is taken only to wake the writer (first item or a full batch);
+        the writer checks and waits under the lock, so no wake-up is missed."""
+        self._items.append(item)
+        n = len(self._items)
+        if n == 1 or n == self._batch_max:
+            with self._cond:
                 self._cond.notify()
 
     def take(self) -> list[Inbound]:

@@ -114,7 +114,7 @@ def test_sigterm_drains_commits_and_acknowledges_before_exit(make_settings, brok
             return -1
 
         def received() -> float:
-            return metric("firegrid_ingest_messages_received_total")
+            return metric("firegrid_ingest_messages_received")
 
         wait_until(lambda: metric("firegrid_ingest_broker_connected") == 1, 15, "ingest subscribed")
         publisher = Publisher(broker.host, broker.port, f"pub-{uid}")
@@ -212,26 +212,31 @@ def test_shipped_broker_config_keeps_more_than_the_default_queue_for_a_stopped_i
     assert_exactly(db_url, 5000)
 
 
+@pytest.mark.parametrize(("protocol", "window"), [
+    ("5", 100),       # the client's Receive Maximum
+    ("3.1.1", 4000),  # the broker's max_inflight_messages from deploy/mosquitto/conf.d
+])
 def test_slow_database_fills_the_window_and_the_broker_holds_the_rest(
-        make_settings, broker, db_url, uid):
-    window = 100
-    settings = make_settings(ingest={"inflight_window": window, "batch_max_rows": 50})
+        make_settings, broker, db_url, uid, protocol, window):
+    settings = make_settings(mqtt={"protocol": protocol},
+                             ingest={"inflight_window": window, "batch_max_rows": 50})
     prefix = settings.mqtt.topic_prefix
+    total = window + 2000
     ingest = ThreadedIngest(settings).start()
     try:
         with psycopg.connect(db_url) as blocker:
             blocker.execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
             pub = Publisher(broker.host, broker.port, f"pub-{uid}")
-            pub.publish_all(stream(prefix, 0, 2000))
+            pub.publish_all(stream(prefix, 0, total))
             pub.close()
             consumer = ingest.service.consumer
             wait_until(lambda: consumer.received >= window, 15, "the window to fill")
-            # The broker must now hold back (Receive Maximum). Nothing signals "did not
-            # send", so give it a bounded moment to misbehave before checking.
+            # The broker must now hold back. Nothing signals "did not send", so give it a
+            # bounded moment to misbehave before checking.
             threading.Event().wait(0.5)
             assert consumer.received == window
             assert ingest.service.committed == 0
-        assert wait_for_count(db_url, COUNT_ROWS, 2000) == 2000
+        assert wait_for_count(db_url, COUNT_ROWS, total) == total
     finally:
         ingest.stop()
-    assert_exactly(db_url, 2000)
+    assert_exactly(db_url, total)
