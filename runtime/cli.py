@@ -37,8 +37,11 @@ def _parser() -> argparse.ArgumentParser:
                      help="TOML settings file (environment variables override it)")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("ingest", help="consume device messages from MQTT into the database",
-                   description="Run the ingest service until SIGTERM/Ctrl-C, then drain.")
+    ing = sub.add_parser("ingest", help="consume device messages from MQTT into the database",
+                         description="Run the ingest service until SIGTERM/Ctrl-C, then drain.")
+    ing.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="run N processes on the shared subscription, each with client id "
+                          "<client_id>-<i> and metrics port <metrics_port>+<i> (default 1)")
 
     db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command",
                                                                       required=True, metavar="ACTION")
@@ -86,6 +89,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "ingest":
+        if args.workers > 1:
+            from ingest.workers import run_workers
+            return run_workers(settings, args.workers, args.config)
         return _run_ingest(settings)
     if args.command == "db":
         from runtime import db, migrate

@@ -4,7 +4,10 @@ Each test compares what the broker acknowledged to the publisher with rows in Po
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import threading
 import urllib.request
 
@@ -20,6 +23,7 @@ from tests.helpers import (
     Publisher,
     ThreadedIngest,
     await_subscribed,
+    settings_env,
     wait_for_count,
 )
 
@@ -240,3 +244,67 @@ def test_slow_database_fills_the_window_and_the_broker_holds_the_rest(
     finally:
         ingest.stop()
     assert_exactly(db_url, total)
+
+
+def _metric(port: int, name: str) -> float:
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read()
+    except OSError:
+        return -1
+    for line in text.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return -1
+
+
+def _two_free_ports() -> int:
+    while True:
+        base = free_port()
+        if base < 65535 and _port_free(base + 1):
+            return base
+
+
+def _port_free(port: int) -> bool:
+    import socket
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_workers_split_the_stream_and_a_killed_worker_is_replaced(make_settings, broker, db_url,
+                                                                  uid, tmp_path):
+    base = _two_free_ports()
+    settings = make_settings(ingest={"batch_max_rows": 200, "metrics_port": base})
+    prefix = settings.mqtt.topic_prefix
+    log = open(tmp_path / "workers.log", "ab")
+    supervisor = subprocess.Popen([sys.executable, "-m", "runtime.cli", "ingest", "--workers", "2"],
+                                  env=settings_env(settings), stdout=log, stderr=log)
+    connected = "firegrid_ingest_broker_connected"
+    try:
+        # Both workers in the group before the stream, or the broker has only one to use.
+        wait_until(lambda: _metric(base, connected) == 1 and _metric(base + 1, connected) == 1,
+                   60, "both workers subscribed")
+        children = sorted(_children(supervisor.pid))
+        assert len(children) == 2
+        publisher = Publisher(broker.host, broker.port, f"pub-{uid}")
+        publisher.publish_all(stream(prefix, 0, 3000))
+        os.kill(children[0], signal.SIGKILL)  # the supervisor restarts it; its queue waits
+        publisher.publish_all(stream(prefix, 3000, 3000))
+        publisher.close()
+        assert wait_for_count(db_url, COUNT_ROWS, 6000) == 6000
+        survivor = next(p for p in _children(supervisor.pid) if p == children[1])
+        assert survivor  # the other worker was never disturbed
+        took = _metric(base + 1, "firegrid_ingest_messages_received")
+        assert 0 < took < 6000, took  # the broker split the stream between the workers
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(60) == 0
+    assert_exactly(db_url, 6000)
+
+
+def _children(pid: int) -> list[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        return [int(x) for x in f.read().split()]

@@ -1,0 +1,82 @@
+"""`firegrid ingest --workers N`: N ingest processes on one shared subscription.
+
+One ingest process is one core at most: paho's network thread and the writer share a GIL
+(docs/benchmarks.md). The scale-out is the broker's: every worker subscribes to the same
+$share/<group>/ and the broker splits messages between them. Each worker has its own client
+id ({client_id}-{i}) and so its own persistent session and queue.
+
+The broker keeps queueing a dead worker's share in that worker's session, so a worker that
+exits unexpectedly is restarted (with backoff) rather than left down. SIGTERM/SIGINT go to
+every worker, which drain as a single ingest does; then the supervisor exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+from runtime.errors import ConfigError
+from runtime.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def worker_env(settings: Settings, index: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env["FIREGRID_MQTT__CLIENT_ID"] = f"{settings.mqtt.client_id}-{index}"
+    port = settings.ingest.metrics_port
+    env["FIREGRID_INGEST__METRICS_PORT"] = str(port + index if port else 0)
+    return env
+
+
+def run_workers(settings: Settings, workers: int, config_file: str | None) -> int:
+    if workers > 1 and not settings.mqtt.share_group:
+        raise ConfigError("--workers needs mqtt.share_group (FIREGRID_MQTT__SHARE_GROUP): "
+                          "without a shared subscription every worker would get every message")
+    argv = [sys.executable, "-m", "runtime.cli"]
+    if config_file:
+        argv += ["--config", config_file]
+    argv.append("ingest")
+    stopping = threading.Event()
+    procs: dict[int, subprocess.Popen] = {}
+    restarts: dict[int, int] = {}
+
+    def start(i: int) -> None:
+        procs[i] = subprocess.Popen(argv, env=worker_env(settings, i))
+        log.info("worker %d started (pid %d, client id %s-%d)", i, procs[i].pid,
+                 settings.mqtt.client_id, i)
+
+    def forward(signum: int, _frame: object) -> None:
+        stopping.set()
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    for i in range(workers):
+        start(i)
+    failed = False
+    while procs:
+        for i, proc in list(procs.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            if stopping.is_set():
+                failed |= code != 0
+                del procs[i]
+                continue
+            restarts[i] = restarts.get(i, 0) + 1
+            delay = min(30.0, 0.5 * 2 ** min(restarts[i], 6))
+            log.error("worker %d exited with code %s; restarting in %.1fs", i, code, delay)
+            if stopping.wait(delay):
+                del procs[i]
+                continue
+            start(i)
+        stopping.wait(0.2)
+    return 1 if failed else 0
