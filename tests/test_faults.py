@@ -107,20 +107,11 @@ def test_sigterm_drains_commits_and_acknowledges_before_exit(make_settings, brok
     prefix = settings.mqtt.topic_prefix
     proc = IngestProcess(settings, tmp_path / "ingest.log").start()
     try:
-        def metric(name: str) -> float:
-            try:
-                text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read()
-            except OSError:
-                return -1
-            for line in text.decode().splitlines():
-                if line.startswith(name + " "):
-                    return float(line.split()[1])
-            return -1
-
         def received() -> float:
-            return metric("firegrid_ingest_messages_received")
+            return _metric(port, "firegrid_ingest_messages_received")
 
-        wait_until(lambda: metric("firegrid_ingest_broker_connected") == 1, 15, "ingest subscribed")
+        wait_until(lambda: _metric(port, "firegrid_ingest_broker_connected") == 1, 15,
+                   "ingest subscribed")
         publisher = Publisher(broker.host, broker.port, f"pub-{uid}")
         publisher.publish_all(stream(prefix, 0, 300))
         publisher.close()
