@@ -8,6 +8,11 @@
 - on_message only appends to the Window: the network loop never waits for the database.
 - Every (re)connect or disconnect bumps `generation`. An ack is sent only for messages of
   the current connection; older ones are redelivered by the broker and deduplicated.
+
+Two paho 2.x internals are used, each feature-detected with the public behaviour as the
+fallback, and each measured (docs/benchmarks.md): `_packet_queue` to send a batch's PUBACKs
+as one buffer, and `_ping_t` to count incoming traffic as proof of life during long drains.
+The fault tests exercise both paths against a real broker.
 """
 
 from __future__ import annotations
@@ -62,14 +67,12 @@ class Consumer:
         if settings.username:
             password = settings.password.get_secret_value() if settings.password else None
             self._client.username_pw_set(settings.username, password)
-        # Bounds what paho itself keeps of our own (rare) outgoing QoS>0 packets.
-        self._client.max_queued_messages_set(0)
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
         self._client.on_message = self._on_message
-        self._clear_ping = hasattr(self._client, "_ping_t")  # paho 2.x internal, see _on_message
         self._client.on_subscribe = self._on_subscribe
+        self._clear_ping = hasattr(self._client, "_ping_t")  # paho 2.x internal, see _on_message
         self._jitter_reconnect()
 
     # --- lifecycle ---------------------------------------------------------------------
