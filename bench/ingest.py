@@ -184,9 +184,22 @@ def _paho_client(a: argparse.Namespace, on_connect, on_message):
     return client
 
 
+def _count_until_done(a: argparse.Namespace, st: dict, on_connect, on_message) -> None:
+    """Run a paho subscriber until on_message has seen --count messages (or --timeout),
+    report the count and the time from CONNACK, and exit."""
+    import threading
+
+    client = _paho_client(a, on_connect, on_message)
+    threading.Timer(a.timeout, client.disconnect).start()
+    client.loop_forever()
+    done = st["t_last"] or time.monotonic()
+    emit({"count": st["count"], "session_present": st["present"],
+          "seconds": done - (st["t_connack"] or done)})
+    os._exit(0)  # the timeout Timer must not keep us alive
+
+
 def w_paho(a: argparse.Namespace) -> None:
     """Count-only paho subscriber: on_message counts, paho acknowledges on return."""
-    import threading
     st = {"count": 0, "t_connack": None, "t_last": None, "present": None}
 
     def on_connect(client, userdata, flags, reason, properties):
@@ -199,18 +212,11 @@ def w_paho(a: argparse.Namespace) -> None:
             st["t_last"] = time.monotonic()
             client.disconnect()
 
-    client = _paho_client(a, on_connect, on_message)
-    threading.Timer(a.timeout, client.disconnect).start()
-    client.loop_forever()
-    done = st["t_last"] or time.monotonic()
-    emit({"count": st["count"], "session_present": st["present"],
-          "seconds": done - (st["t_connack"] or done)})
-    os._exit(0)  # the timeout Timer must not keep us alive
+    _count_until_done(a, st, on_connect, on_message)
 
 
 def w_naive(a: argparse.Namespace) -> None:
     """What the tutorials teach: decode, INSERT, COMMIT, per message, in on_message."""
-    import threading
     from datetime import UTC, datetime
 
     import psycopg
@@ -237,13 +243,7 @@ def w_naive(a: argparse.Namespace) -> None:
             st["t_last"] = time.monotonic()
             client.disconnect()
 
-    client = _paho_client(a, on_connect, on_message)
-    threading.Timer(a.timeout, client.disconnect).start()
-    client.loop_forever()
-    done = st["t_last"] or time.monotonic()
-    emit({"count": st["count"], "session_present": st["present"],
-          "seconds": done - (st["t_connack"] or done)})
-    os._exit(0)
+    _count_until_done(a, st, on_connect, on_message)
 
 
 def w_firegrid(a: argparse.Namespace) -> None:
