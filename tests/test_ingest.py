@@ -105,6 +105,7 @@ def test_every_kind_of_bad_input_is_dead_lettered_with_its_reason(
     }
     fine = [(m.topic(f"SD-OK{i}", "telemetry", prefix), m.encode(m.smoke_status(i, now)))
             for i in range(20)]
+    duplicates_before = _duplicates()
     ingest = ThreadedIngest(settings).start()
     try:
         publisher.publish_all(fine[:10] + list(cases.values()) + fine[10:])
@@ -127,6 +128,15 @@ def test_every_kind_of_bad_input_is_dead_lettered_with_its_reason(
     assert "battery_pct" in rows["schema"][3]
     assert rows["db_rejected"][3].startswith("SQLSTATE 22")
     assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 0
+    # Bisecting around the rejected message stored each good reading once, and counted none
+    # of them as a duplicate.
+    assert _duplicates() == duplicates_before
+
+
+def _duplicates() -> float:
+    from prometheus_client import REGISTRY
+    return REGISTRY.get_sample_value(
+        "firegrid_ingest_rows_total", {"table": "readings", "outcome": "duplicate"}) or 0.0
 
 
 def test_duplicates_are_stored_once_and_repeated_garbage_is_counted(
