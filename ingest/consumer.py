@@ -9,10 +9,12 @@
 - Every (re)connect or disconnect bumps `generation`. An ack is sent only for messages of
   the current connection; older ones are redelivered by the broker and deduplicated.
 
-Two paho 2.x internals are used, each feature-detected with the public behaviour as the
-fallback, and each measured (docs/benchmarks.md): `_packet_queue` to send a batch's PUBACKs
-as one buffer, and `_ping_t` to count incoming traffic as proof of life during long drains.
-The fault tests exercise both paths against a real broker.
+Three uses of paho 2.x internals, each feature-detected with plain paho behaviour as the
+fallback, each measured (docs/benchmarks.md), all exercised by the fault tests against a
+real broker, and checked by tests/test_decode_unit.py so a paho upgrade that drops one fails
+CI instead of silently slowing down: BurstClient reads many packets per wake-up,
+`_packet_queue` sends a batch's PUBACKs as one buffer, and `_ping_t` lets incoming traffic
+count as proof of life during long drains.
 """
 
 from __future__ import annotations
@@ -37,6 +39,39 @@ log = logging.getLogger(__name__)
 
 _PUBACK = struct.Struct("!BBH")  # type 0x40, remaining length 2, packet id: same in 3.1.1 and 5
 
+# paho internals the burst read needs; if a paho release drops one, plain paho is used.
+BURST_INTERNALS = ("_sock", "_packet_read", "_loop_rc_handle")
+READ_BURST = 256
+
+
+class BurstClient(mqtt.Client):
+    """paho's network loop handles one packet per select() wake-up: its loop_read ignores its
+    max_packets argument for QoS 1 traffic. Under a backlog every message then pays a
+    select() and a pass through the loop (a third of ingest's time in py-spy). This reads
+    up to READ_BURST packets per wake-up and stops as soon as the socket has no more data,
+    exactly like paho's own loop_read otherwise (docs/benchmarks.md: 44 vs 50 us/msg)."""
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        for _ in range(max(max_packets, READ_BURST)):
+            if self._sock is None:
+                return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = self._packet_read()
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+            if rc == mqtt.MQTTErrorCode.MQTT_ERR_AGAIN:
+                break
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
+def _client_class() -> type[mqtt.Client]:
+    probe = mqtt.Client(CallbackAPIVersion.VERSION2)
+    if all(hasattr(probe, name) for name in BURST_INTERNALS):
+        return BurstClient
+    log.warning("paho-mqtt %s lacks %s: reading one packet per wake-up (slower)",
+                getattr(mqtt, "__version__", "?"), BURST_INTERNALS)
+    return mqtt.Client
+
+
 def subscriptions(settings: MqttSettings) -> list[str]:
     # The whole prefix, not just the known channels: a device publishing to a wrong topic
     # must end up as an unknown_topic dead letter, not vanish unrouted in the broker.
@@ -57,7 +92,7 @@ class Consumer:
         # Set once the broker has granted our subscriptions: ready to receive.
         self.subscribed = threading.Event()
         v5 = settings.protocol == "5"
-        self._client = mqtt.Client(
+        self._client = _client_class()(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
             protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,

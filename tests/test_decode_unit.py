@@ -87,3 +87,17 @@ def test_window_close_wakes_a_waiting_writer():
     window.close()
     t.join(5)
     assert got == [[]]
+
+
+def test_the_paho_internals_ingest_relies_on_are_there():
+    """If a paho upgrade removes one, ingest falls back to plain (slower) paho; this test
+    makes that a visible CI failure instead of a quiet slowdown."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from ingest.consumer import BURST_INTERNALS, BurstClient, _client_class
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    for name in (*BURST_INTERNALS, "_packet_queue", "_ping_t"):
+        assert hasattr(client, name), name
+    assert _client_class() is BurstClient
