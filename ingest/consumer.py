@@ -4,7 +4,8 @@
   Session Expiry Interval, or 3.1.1 clean_session=False), so the broker queues for us while
   we are away and redelivers whatever we did not acknowledge.
 - manual_ack=True: paho sends no PUBACK by itself; the writer calls ack() after commit.
-- Receive Maximum = the in-flight window, so the broker stops sending when we are behind.
+- The in-flight window bounds what the broker sends us unacknowledged: sent as Receive
+  Maximum with MQTT 5, the broker's max_inflight_messages with 3.1.1 (the default).
 - on_message only appends to the Window: the network loop never waits for the database.
 - Every (re)connect or disconnect bumps `generation`. An ack is sent only for messages of
   the current connection; older ones are redelivered by the broker and deduplicated.
