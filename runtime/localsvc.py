@@ -62,7 +62,7 @@ class Postgres:
 
     def __init__(self, base: Path, port: int | None = None, *, durable: bool = True) -> None:
         self.base = base.resolve()
-        self.data = base / "data"
+        self.data = self.base / "data"
         self.port = port or free_port()
         self.durable = durable
         self._bindir = _pg_bindir()
