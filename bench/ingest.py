@@ -184,10 +184,24 @@ def _paho_client(a: argparse.Namespace, on_connect, on_message):
     return client
 
 
-def _count_until_done(a: argparse.Namespace, st: dict, on_connect, on_message) -> None:
-    """Run a paho subscriber until on_message has seen --count messages (or --timeout),
-    report the count and the time from CONNACK, and exit."""
+def _count_until_done(a: argparse.Namespace, handle=None) -> None:
+    """Run a paho subscriber until --count messages have arrived (or --timeout), calling
+    handle(msg) for each first if given; report the count and the time from CONNACK, exit."""
     import threading
+
+    st = {"count": 0, "t_connack": None, "t_last": None, "present": None}
+
+    def on_connect(client, userdata, flags, reason, properties):
+        st["t_connack"] = time.monotonic()
+        st["present"] = flags.session_present
+
+    def on_message(client, userdata, msg):
+        if handle is not None:
+            handle(msg)
+        st["count"] += 1
+        if st["count"] == a.count:
+            st["t_last"] = time.monotonic()
+            client.disconnect()
 
     client = _paho_client(a, on_connect, on_message)
     threading.Timer(a.timeout, client.disconnect).start()
@@ -200,19 +214,7 @@ def _count_until_done(a: argparse.Namespace, st: dict, on_connect, on_message) -
 
 def w_paho(a: argparse.Namespace) -> None:
     """Count-only paho subscriber: on_message counts, paho acknowledges on return."""
-    st = {"count": 0, "t_connack": None, "t_last": None, "present": None}
-
-    def on_connect(client, userdata, flags, reason, properties):
-        st["t_connack"] = time.monotonic()
-        st["present"] = flags.session_present
-
-    def on_message(client, userdata, msg):
-        st["count"] += 1
-        if st["count"] == a.count:
-            st["t_last"] = time.monotonic()
-            client.disconnect()
-
-    _count_until_done(a, st, on_connect, on_message)
+    _count_until_done(a)
 
 
 def w_naive(a: argparse.Namespace) -> None:
@@ -222,13 +224,8 @@ def w_naive(a: argparse.Namespace) -> None:
     import psycopg
     conn = psycopg.connect(a.db_url)
     cur = conn.cursor()
-    st = {"count": 0, "t_connack": None, "t_last": None, "present": None}
 
-    def on_connect(client, userdata, flags, reason, properties):
-        st["t_connack"] = time.monotonic()
-        st["present"] = flags.session_present
-
-    def on_message(client, userdata, msg):
+    def insert(msg) -> None:
         data = json.loads(msg.payload)
         cur.execute(
             "INSERT INTO naive_readings (device_id, ts, seq, kind, received_at,"
@@ -238,12 +235,8 @@ def w_naive(a: argparse.Namespace) -> None:
              data["seq"], data["obscuration_db_m"], data["temperature_c"], data["battery_pct"],
              data["battery_v"], data["rsrp_dbm"], data["sinr_db"], data["heartbeat_s"]))
         conn.commit()
-        st["count"] += 1
-        if st["count"] == a.count:
-            st["t_last"] = time.monotonic()
-            client.disconnect()
 
-    _count_until_done(a, st, on_connect, on_message)
+    _count_until_done(a, insert)
 
 
 def w_firegrid(a: argparse.Namespace) -> None:
@@ -567,7 +560,8 @@ class Bench:
         tag = f"workers{workers}"
         mq = self.fresh_broker(tag)
         log = self.logs / f"{self.phase:02d}-{tag}.log"
-        base = free_port_block(workers)
+        from runtime.localsvc import free_ports
+        base = free_ports(workers)
         proc = None
         try:
             for i in range(workers):  # every member of the group subscribed before the fill
@@ -665,25 +659,6 @@ def parse_cfg(cfg: str) -> tuple[int, int, int, str]:
 
 def cfg_protocol(cfg: str) -> str:
     return parse_cfg(cfg)[3]
-
-
-def free_port_block(size: int) -> int:
-    """A base port with `size` consecutive free ports (the workers' metrics ports)."""
-    import socket
-    while True:
-        with socket.socket() as s:
-            s.bind((HOST, 0))
-            base = s.getsockname()[1]
-        ok = True
-        for port in range(base, base + size):
-            with socket.socket() as s:
-                try:
-                    s.bind((HOST, port))
-                except OSError:
-                    ok = False
-                    break
-        if ok and base + size < 65536:
-            return base
 
 
 def scrape(port: int, name: str, labels: str = "") -> float:

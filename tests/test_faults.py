@@ -15,7 +15,14 @@ import psycopg
 import pytest
 
 from runtime import migrate
-from runtime.localsvc import Mosquitto, Postgres, free_port, make_state_dir, wait_until
+from runtime.localsvc import (
+    Mosquitto,
+    Postgres,
+    free_port,
+    free_ports,
+    make_state_dir,
+    wait_until,
+)
 from runtime.settings import DatabaseSettings
 from simulators import messages as m
 from tests.helpers import (
@@ -248,26 +255,9 @@ def _metric(port: int, name: str) -> float:
     return -1
 
 
-def _two_free_ports() -> int:
-    while True:
-        base = free_port()
-        if base < 65535 and _port_free(base + 1):
-            return base
-
-
-def _port_free(port: int) -> bool:
-    import socket
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def test_workers_split_the_stream_and_a_killed_worker_is_replaced(make_settings, broker, db_url,
                                                                   uid, tmp_path):
-    base = _two_free_ports()
+    base = free_ports(2)
     settings = make_settings(ingest={"batch_max_rows": 200, "metrics_port": base})
     prefix = settings.mqtt.topic_prefix
     log = open(tmp_path / "workers.log", "ab")
