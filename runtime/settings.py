@@ -93,6 +93,60 @@ class IngestSettings(BaseModel):
         return self
 
 
+class BrokerAuthSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo in a key is an error, not a default
+
+    # Who enforces per-device credentials and ACLs at the broker:
+    #   mosquitto-dynsec  firegrid manages Mosquitto's dynamic-security plugin over
+    #                     $CONTROL/dynamic-security/v1 (one site).
+    #   database          the broker reads firegrid's tables itself (EMQX PostgreSQL authn/
+    #                     authz, docs/broker-auth.md); firegrid only writes the hashes.
+    #   none              development only: credentials are issued and hashed, nothing enforces them.
+    mode: Literal["mosquitto-dynsec", "database", "none"] = "none"
+    # The dynamic-security admin account (created by `mosquitto_ctrl dynsec init`).
+    admin_username: str = "firegrid-admin"
+    admin_password: SecretStr | None = None
+    # How long to wait for the broker to answer a control command.
+    timeout_s: float = Field(10.0, gt=0)
+    # PBKDF2-SHA256 iterations for the stored hash. Device passwords are 128-bit random, so
+    # the count guards little the entropy does not; EMQX must be configured with the same.
+    hash_iterations: int = Field(1000, ge=1, le=1_000_000)
+
+
+class DevicesSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo in a key is an error, not a default
+
+    # Ingest writes last_seen and device conditions once per device per this interval.
+    liveness_flush_s: float = Field(5.0, gt=0, le=300)
+    # The maintenance monitor's period: offline checks and opening/closing tickets.
+    monitor_interval_s: float = Field(10.0, gt=0, le=3600)
+    # Offline rules: a camera after 3 missed 60 s keepalives (GB/T 28181); a smoke detector
+    # after 2 missed heartbeat periods, using the period it reports; a gateway after 3.
+    camera_keepalive_s: int = Field(60, ge=1)
+    camera_missed: int = Field(3, ge=1)
+    smoke_missed: int = Field(2, ge=1)
+    gateway_missed: int = Field(3, ge=1)
+    # Added to every offline threshold to cover the liveness flush and the monitor period.
+    offline_grace_s: float = Field(10.0, ge=0)
+    # A status report at or below this battery level opens a low_battery ticket; it closes
+    # when a report is at or above low_battery_clear_pct (hysteresis, so it cannot flap).
+    low_battery_pct: int = Field(20, ge=0, le=100)
+    low_battery_clear_pct: int = Field(30, ge=0, le=100)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> DevicesSettings:
+        if self.low_battery_clear_pct < self.low_battery_pct:
+            raise ValueError("low_battery_clear_pct must be >= low_battery_pct")
+        return self
+
+
+class ApiSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo in a key is an error, not a default
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FIREGRID_", env_nested_delimiter="__", extra="forbid"
@@ -101,6 +155,9 @@ class Settings(BaseSettings):
     mqtt: MqttSettings = MqttSettings()
     database: DatabaseSettings = DatabaseSettings()
     ingest: IngestSettings = IngestSettings()
+    broker_auth: BrokerAuthSettings = BrokerAuthSettings()
+    devices: DevicesSettings = DevicesSettings()
+    api: ApiSettings = ApiSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @classmethod

@@ -1,0 +1,62 @@
+"""The seam between the registry and whoever enforces device credentials at the broker.
+
+The registry calls a BrokerAuth inside its own transaction, before COMMIT: if the broker
+refuses, the registry change rolls back; if the commit fails afterwards, the registry
+undoes the broker change. Implementations:
+
+    NoBrokerAuth      mode "none" (development) and "database" (EMQX reads our tables)
+    MosquittoDynsec   mode "mosquitto-dynsec": Mosquitto's dynamic-security plugin over
+                      its control topic (devices/dynsec.py)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from runtime.settings import Settings
+
+
+@dataclass(frozen=True)
+class DeviceCredentials:
+    device_id: str   # also the MQTT username
+    kind: str        # smoke_detector | camera | gateway
+    password: str    # plain text: only ever in memory on its way to the broker and the user
+
+
+class BrokerAuth(Protocol):
+    def add_devices(self, creds: list[DeviceCredentials]) -> None:
+        """Create broker accounts with the device ACL. All or nothing: on failure, remove
+        what was created and raise BrokerAuthError."""
+
+    def set_password(self, device_id: str, password: str) -> None:
+        """Replace a device's password; the old one is refused from now on."""
+
+    def remove_devices(self, device_ids: list[str]) -> None:
+        """Delete the accounts and disconnect any connected session of theirs. Ids the
+        broker does not know are not an error (removal is idempotent)."""
+
+    def close(self) -> None: ...
+
+
+class NoBrokerAuth:
+    """Nothing to push: the broker is open (development) or reads the database itself."""
+
+    def add_devices(self, creds: list[DeviceCredentials]) -> None:
+        pass
+
+    def set_password(self, device_id: str, password: str) -> None:
+        pass
+
+    def remove_devices(self, device_ids: list[str]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def broker_auth(settings: Settings) -> BrokerAuth:
+    if settings.broker_auth.mode == "mosquitto-dynsec":
+        from devices.dynsec import MosquittoDynsec
+        return MosquittoDynsec(settings.mqtt, settings.broker_auth)
+    return NoBrokerAuth()
