@@ -120,9 +120,9 @@ class DevicesSettings(BaseModel):
     liveness_flush_s: float = Field(5.0, gt=0, le=300)
     # The maintenance monitor's period: offline checks and opening/closing tickets.
     monitor_interval_s: float = Field(10.0, gt=0, le=3600)
-    # Offline rules: a camera after 3 missed 60 s keepalives (GB/T 28181); a smoke detector
-    # after 2 missed heartbeat periods, using the period it reports; a gateway after 3.
-    camera_keepalive_s: int = Field(60, ge=1)
+    # Offline rules: a device is offline after N missed periods, the period being the one it
+    # reports (smoke detectors send heartbeat_s) or else the one it was registered with
+    # (cameras: the 60 s GB/T 28181 keepalive). Cameras 3, smoke detectors 2, gateways 3.
     camera_missed: int = Field(3, ge=1)
     smoke_missed: int = Field(2, ge=1)
     gateway_missed: int = Field(3, ge=1)
