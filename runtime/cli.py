@@ -59,6 +59,23 @@ def _parser() -> argparse.ArgumentParser:
     schemas = proto.add_parser("schemas", help="write the JSON Schema files")
     schemas.add_argument("--out", type=Path, default=Path("docs/schemas"))
 
+    dev = sub.add_parser("devices", help="the device registry").add_subparsers(
+        dest="devices_command", required=True, metavar="ACTION")
+    imp = dev.add_parser(
+        "import", help="register hierarchy, workers, roster and devices from CSV files",
+        description="Check every row of every file, then write all of them in one "
+                    "transaction, or nothing. Problems are listed as FILE:LINE: COLUMN: "
+                    "message. docs/field-guide.md describes the four kinds of file.")
+    imp.add_argument("files", nargs="+", type=Path, metavar="FILE.csv")
+    imp.add_argument("--dry-run", action="store_true", help="check and report; write nothing")
+    imp.add_argument("--credentials-out", type=Path, metavar="FILE",
+                     help="where to write generated device passwords (mode 0600); needed "
+                          "when a devices file has no password column")
+    imp.add_argument("--actor", default=f"cli:{os.environ.get('USER', 'unknown')}",
+                     help="who the history records as making the change (default cli:$USER)")
+    imp.add_argument("--tz", default="Asia/Shanghai",
+                     help="time zone of times written without an offset (default Asia/Shanghai)")
+
     demo = sub.add_parser("demo", help="run broker, database, ingest and simulated devices locally",
                           description="Everything on this machine: uses a reachable broker and "
                           "database or starts private ones under .local/, migrates, runs ingest "
@@ -112,11 +129,42 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         for path in write_schemas(args.out):
             print(path)
         return 0
+    if args.command == "devices":
+        return _devices(args, settings)
     if args.command == "demo":
         from simulators.demo import run_demo
         return run_demo(settings, devices=args.devices, rate=args.rate, seconds=args.seconds,
                         state_dir=args.state_dir)
     raise AssertionError(args.command)
+
+
+def _devices(args: argparse.Namespace, settings: Settings) -> int:
+    from devices import importer
+    from devices.broker import broker_auth
+    from devices.errors import ImportRejected
+    from runtime import db
+    if args.devices_command == "import":
+        broker = broker_auth(settings)
+        try:
+            with db.connect(settings.database, autocommit=True) as conn:
+                result = importer.run_import(
+                    conn, broker, args.files, actor=args.actor,
+                    iterations=settings.broker_auth.hash_iterations, dry_run=args.dry_run,
+                    credentials_out=args.credentials_out, tz=args.tz)
+        except ImportRejected as exc:
+            for line in importer.describe(exc):
+                print(line, file=sys.stderr)
+            return exc.exit_code
+        finally:
+            broker.close()
+        verb = "would write" if args.dry_run else "wrote"
+        print(f"{verb} {result.plan.summary() or 'nothing'}"
+              + ("; nothing written (dry run)" if args.dry_run else ""))
+        if result.credentials_file:
+            print(f"device passwords: {result.credentials_file} (keep it safe; they are not "
+                  "stored anywhere else)")
+        return 0
+    raise AssertionError(args.devices_command)
 
 
 def _run_ingest(settings: Settings) -> int:

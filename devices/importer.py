@@ -1,0 +1,389 @@
+"""`firegrid devices import`: bulk registration from CSV, all rows or none.
+
+Four kinds of file, told apart by their header (docs/field-guide.md has the columns):
+
+    hierarchy  street_id, community_id, grid_id, building_id, address, lat, lon, ...
+    workers    worker_id, name, role, areas, phone, sms, wecom, ...
+    roster     worker_id, starts_at, ends_at
+    devices    device_id, kind, building_id, floor, location, ... [password]
+
+Several files go into one import and one transaction, so a devices file may use buildings
+that the hierarchy file beside it creates. First every row of every file is checked — field
+values, duplicates inside the import, references to the registry or to the other files —
+and every problem is reported by file, line and column. Only an import without problems
+writes anything; `--dry-run` stops after the report.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import psycopg
+from pydantic import BaseModel, ValidationError
+
+from devices import registry
+from devices.broker import BrokerAuth
+from devices.credentials import new_password
+from devices.errors import ImportRejected
+from devices.models import (
+    CHANNELS, ROLE_AREA, Building, Community, Grid, NewDevice, Shift, Street, Worker,
+)
+
+_KINDS = {
+    # kind: (columns that identify it, all columns it may have)
+    "devices": ({"device_id", "kind"},
+                {"device_id", "kind", "building_id", "floor", "location", "model", "firmware",
+                 "gateway_id", "installed_at", "heartbeat_s", "password"}),
+    "roster": ({"worker_id", "starts_at"}, {"worker_id", "starts_at", "ends_at"}),
+    "workers": ({"worker_id", "role"},
+                {"worker_id", "name", "role", "phone", "areas", "active", *CHANNELS}),
+    "hierarchy": ({"street_id", "community_id", "grid_id"},
+                  {"street_id", "street_name", "community_id", "community_name", "grid_id",
+                   "grid_name", "grid_households", "building_id", "address", "lat", "lon",
+                   "floors", "households", "use"}),
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int       # line in the file; the header is line 1
+    column: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}: {self.column}: {self.message}"
+
+
+@dataclass
+class _Row:
+    file: str
+    line: int
+    record: BaseModel
+
+
+@dataclass
+class Plan:
+    """What an import would write, and what is wrong with it."""
+    streets: dict[str, _Row] = field(default_factory=dict)
+    communities: dict[str, _Row] = field(default_factory=dict)
+    grids: dict[str, _Row] = field(default_factory=dict)
+    buildings: dict[str, _Row] = field(default_factory=dict)
+    workers: dict[str, _Row] = field(default_factory=dict)
+    shifts: list[_Row] = field(default_factory=list)
+    devices: dict[str, _Row] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    def counts(self) -> dict[str, int]:
+        return {"streets": len(self.streets), "communities": len(self.communities),
+                "grids": len(self.grids), "buildings": len(self.buildings),
+                "workers": len(self.workers), "shifts": len(self.shifts),
+                "devices": len(self.devices)}
+
+    def summary(self) -> str:
+        return ", ".join(f"{n} {name}" for name, n in self.counts().items() if n)
+
+
+@dataclass
+class ImportResult:
+    plan: Plan
+    written: bool
+    credentials_file: Path | None = None
+
+
+def run_import(conn: psycopg.Connection, broker: BrokerAuth, files: Iterable[Path], *,
+               actor: str, iterations: int, dry_run: bool = False,
+               credentials_out: Path | None = None, tz: str = "Asia/Shanghai") -> ImportResult:
+    """Check every file; then write everything in one transaction, or raise ImportRejected
+    with every problem and write nothing."""
+    plan = Plan()
+    zone = ZoneInfo(tz)
+    for path in files:
+        _read(Path(path), plan, zone)
+    _check_references(conn, plan)
+    needs_password = [r for r in plan.devices.values() if not r.record.password]
+    if needs_password and not dry_run and credentials_out is None:
+        plan.problems.append(Problem("(command line)", 0, "--credentials-out",
+                                     f"{len(needs_password)} devices have no password column; "
+                                     "give --credentials-out FILE to receive the generated ones"))
+    if plan.problems:
+        raise ImportRejected(sorted(plan.problems, key=lambda p: (p.file, p.line, p.column)))
+    if dry_run:
+        return ImportResult(plan, written=False)
+
+    devices = [r.record for r in plan.devices.values()]
+    pending = None
+    if needs_password:
+        # The generated passwords go to disk before COMMIT, so a crash between the two can
+        # never leave registered devices whose passwords nobody has.
+        devices = [d if d.password else d.model_copy(update={"password": new_password()})
+                   for d in devices]
+        pending = _write_credentials(credentials_out.with_name(credentials_out.name + ".partial"),
+                                     devices)
+    try:
+        registry.provision(conn, broker, devices, actor, iterations,
+                           before=lambda c: _write_registry(c, plan))
+    except BaseException:
+        if pending is not None:
+            pending.unlink(missing_ok=True)
+        raise
+    if pending is not None:
+        pending.replace(credentials_out)
+    return ImportResult(plan, written=True, credentials_file=credentials_out if pending else None)
+
+
+def _write_credentials(path: Path, devices: list[NewDevice]) -> Path:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow(["device_id", "mqtt_username", "mqtt_password"])
+        for d in devices:
+            writer.writerow([d.id, d.id, d.password])
+    return path
+
+
+def _write_registry(conn: psycopg.Connection, plan: Plan) -> None:
+    for table, rows in (("street_offices", plan.streets), ("communities", plan.communities),
+                        ("grids", plan.grids), ("buildings", plan.buildings)):
+        registry.upsert(conn, table, [r.record for r in rows.values()])
+    registry.upsert_workers(conn, [r.record for r in plan.workers.values()])
+    registry.add_shifts(conn, [r.record for r in plan.shifts])
+
+
+# --- reading and checking rows ------------------------------------------------------------
+
+def _read(path: Path, plan: Plan, zone: ZoneInfo) -> None:
+    name = path.name
+    try:
+        # utf-8-sig: Excel writes a byte-order mark in front of UTF-8 CSV files.
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            header = [h.strip() for h in (reader.fieldnames or [])]
+            kind = _kind_of(header)
+            if kind is None:
+                plan.problems.append(Problem(name, 1, "(header)", _header_help(header)))
+                return
+            unknown = set(header) - _KINDS[kind][1]
+            for column in sorted(unknown):
+                plan.problems.append(Problem(name, 1, column, f"unknown column for a {kind} file"))
+            reader.fieldnames = header
+            for row in reader:
+                line = reader.line_num
+                if None in row:
+                    plan.problems.append(Problem(name, line, "(row)", "more fields than the header"))
+                    continue
+                values = {k: (v or "").strip() for k, v in row.items() if k not in unknown}
+                if not any(values.values()):
+                    continue  # blank lines at the end of a spreadsheet export
+                _READERS[kind](plan, name, line, values, zone)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        plan.problems.append(Problem(name, 0, "(file)", f"cannot read: {exc}"))
+
+
+def _kind_of(header: list[str]) -> str | None:
+    present = set(header)
+    for kind, (needed, _) in _KINDS.items():
+        if needed <= present:
+            return kind
+    return None
+
+
+def _header_help(header: list[str]) -> str:
+    kinds = "; ".join(f"{k}: {', '.join(sorted(need))}" for k, (need, _) in _KINDS.items())
+    return f"not a firegrid import file (header {header}); each kind needs — {kinds}"
+
+
+def _validate(plan: Plan, model: type[BaseModel], data: dict, file: str, line: int,
+              columns: dict[str, str]) -> BaseModel | None:
+    """Build a record; on failure add one problem per bad field, named by its CSV column."""
+    try:
+        return model.model_validate({k: v for k, v in data.items() if v not in ("", None)})
+    except ValidationError as exc:
+        for err in exc.errors():
+            field_name = str(err["loc"][0]) if err["loc"] else "(row)"
+            column = columns.get(field_name, field_name)
+            msg = err["msg"].removeprefix("Value error, ")
+            plan.problems.append(Problem(file, line, column, msg))
+        return None
+
+
+def _add_unique(plan: Plan, table: dict[str, _Row], row: _Row, column: str, what: str) -> None:
+    key = row.record.id  # type: ignore[attr-defined]
+    seen = table.get(key)
+    if seen is None:
+        table[key] = row
+    elif seen.record != row.record:
+        plan.problems.append(Problem(row.file, row.line, column,
+                                     f"{what} {key!r} is defined differently on "
+                                     f"{seen.file}:{seen.line}"))
+
+
+def _read_hierarchy(plan: Plan, file: str, line: int, v: dict, zone: ZoneInfo) -> None:
+    parts = [
+        (Street, {"id": v.get("street_id"), "name": v.get("street_name") or v.get("street_id")},
+         {"id": "street_id", "name": "street_name"}, plan.streets, "street"),
+        (Community, {"id": v.get("community_id"), "street_id": v.get("street_id"),
+                     "name": v.get("community_name") or v.get("community_id")},
+         {"id": "community_id", "name": "community_name"}, plan.communities, "community"),
+        (Grid, {"id": v.get("grid_id"), "community_id": v.get("community_id"),
+                "name": v.get("grid_name") or v.get("grid_id"),
+                "households": v.get("grid_households")},
+         {"id": "grid_id", "households": "grid_households"}, plan.grids, "grid"),
+    ]
+    if v.get("building_id"):
+        parts.append((Building, {"id": v["building_id"], "grid_id": v.get("grid_id"),
+                                 **{k: v.get(k) for k in ("address", "lat", "lon", "floors",
+                                                          "households", "use")}},
+                      {"id": "building_id"}, plan.buildings, "building"))
+    for model, data, columns, table, what in parts:
+        record = _validate(plan, model, data, file, line, columns)
+        if record is not None:
+            column = columns["id"]
+            if what == "building" and v["building_id"] in table:
+                plan.problems.append(Problem(file, line, column, f"duplicate building id "
+                                     f"{v['building_id']!r} (first on line {table[v['building_id']].line})"))
+                continue
+            _add_unique(plan, table, _Row(file, line, record), column, what)
+
+
+def _read_devices(plan: Plan, file: str, line: int, v: dict, zone: ZoneInfo) -> None:
+    data = {**v, "id": v.get("device_id")}
+    data.pop("device_id", None)
+    if data.get("installed_at"):
+        data["installed_at"] = _local_time(data["installed_at"], zone)
+    record = _validate(plan, NewDevice, data, file, line, {"id": "device_id"})
+    if record is None:
+        return
+    seen = plan.devices.get(record.id)
+    if seen is not None:
+        plan.problems.append(Problem(file, line, "device_id", f"duplicate device id "
+                                     f"{record.id!r} (first on {seen.file}:{seen.line})"))
+        return
+    plan.devices[record.id] = _Row(file, line, record)
+
+
+def _read_workers(plan: Plan, file: str, line: int, v: dict, zone: ZoneInfo) -> None:
+    data = {"id": v.get("worker_id"), "name": v.get("name"), "role": v.get("role"),
+            "phone": v.get("phone"),
+            "channels": {c: v[c] for c in CHANNELS if v.get(c)},
+            "areas": v.get("areas", "").replace(";", " ").split()}
+    if v.get("active"):
+        data["active"] = v["active"].lower() not in ("0", "false", "no", "n", "否")
+    record = _validate(plan, Worker, data, file, line, {"id": "worker_id"})
+    if record is None:
+        return
+    seen = plan.workers.get(record.id)
+    if seen is not None:
+        plan.problems.append(Problem(file, line, "worker_id", f"duplicate worker id "
+                                     f"{record.id!r} (first on {seen.file}:{seen.line})"))
+        return
+    plan.workers[record.id] = _Row(file, line, record)
+
+
+def _read_roster(plan: Plan, file: str, line: int, v: dict, zone: ZoneInfo) -> None:
+    data = {k: (_local_time(v[k], zone) if k != "worker_id" and v.get(k) else v.get(k))
+            for k in ("worker_id", "starts_at", "ends_at")}
+    record = _validate(plan, Shift, data, file, line, {})
+    if record is not None:
+        plan.shifts.append(_Row(file, line, record))
+
+
+_READERS = {"hierarchy": _read_hierarchy, "devices": _read_devices, "workers": _read_workers,
+            "roster": _read_roster}
+
+
+def _local_time(text: str, zone: ZoneInfo) -> str | datetime:
+    """Spreadsheets write local times without an offset; read those in the site's zone."""
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        return text  # the model reports it, naming the column
+    return value if value.tzinfo else value.replace(tzinfo=zone)
+
+
+# --- references ---------------------------------------------------------------------------
+
+def _check_references(conn: psycopg.Connection, plan: Plan) -> None:
+    def known(table: str, extra: Iterable[str]) -> set[str]:
+        rows = conn.execute(f"SELECT id FROM {table}").fetchall()  # noqa: S608 - fixed names
+        return {r[0] for r in rows} | set(extra)
+
+    streets = known("street_offices", plan.streets)
+    communities = known("communities", plan.communities)
+    grids = known("grids", plan.grids)
+    buildings = known("buildings", plan.buildings)
+    workers = known("workers", plan.workers)
+    add = plan.problems.append
+
+    for row in plan.communities.values():
+        if row.record.street_id not in streets:
+            add(Problem(row.file, row.line, "street_id", f"unknown street {row.record.street_id!r}"))
+    for row in plan.grids.values():
+        if row.record.community_id not in communities:
+            add(Problem(row.file, row.line, "community_id",
+                        f"unknown community {row.record.community_id!r}"))
+    for row in plan.buildings.values():
+        if row.record.grid_id not in grids:
+            add(Problem(row.file, row.line, "grid_id", f"unknown grid {row.record.grid_id!r}"))
+
+    areas = {"grid": grids, "community": communities, "street": streets}
+    for row in plan.workers.values():
+        level = ROLE_AREA[row.record.role]
+        for area in row.record.areas:
+            if area not in areas[level]:
+                add(Problem(row.file, row.line, "areas",
+                            f"unknown {level} {area!r} (a {row.record.role} covers {level}s)"))
+    starts: dict[tuple[str, datetime], _Row] = {}
+    for row in plan.shifts:
+        if row.record.worker_id not in workers:
+            add(Problem(row.file, row.line, "worker_id", f"unknown worker {row.record.worker_id!r}"))
+        key = (row.record.worker_id, row.record.starts_at)
+        if key in starts:
+            add(Problem(row.file, row.line, "starts_at",
+                        f"duplicate shift (first on line {starts[key].line})"))
+        starts[key] = row
+
+    _check_devices(conn, plan, buildings)
+
+
+def _check_devices(conn: psycopg.Connection, plan: Plan, buildings: set[str]) -> None:
+    if not plan.devices:
+        return
+    ids = list(plan.devices)
+    gateways = {r[0] for r in conn.execute(
+        "SELECT id FROM devices WHERE kind = 'gateway' AND state <> 'retired'")}
+    gateways |= {i for i, r in plan.devices.items() if r.record.kind == "gateway"}
+    floors = dict(conn.execute("SELECT id, floors FROM buildings").fetchall())
+    floors.update({i: r.record.floors for i, r in plan.buildings.items()})
+    add = plan.problems.append
+    for row in plan.devices.values():
+        d = row.record
+        if d.building_id not in buildings:
+            add(Problem(row.file, row.line, "building_id", f"unknown building {d.building_id!r}"))
+        elif d.floor is not None and d.floor > floors.get(d.building_id, 200):
+            add(Problem(row.file, row.line, "floor", f"floor {d.floor} but building "
+                        f"{d.building_id!r} has {floors[d.building_id]} floors"))
+        if d.gateway_id is not None and d.gateway_id not in gateways:
+            add(Problem(row.file, row.line, "gateway_id", f"{d.gateway_id!r} is not a gateway"))
+    already = conn.execute("SELECT id, state FROM devices WHERE id = ANY(%s)", [ids]).fetchall()
+    for device_id, state in already:
+        row = plan.devices[device_id]
+        add(Problem(row.file, row.line, "device_id",
+                    f"duplicate id: device {device_id!r} is already registered ({state}); "
+                    "move, rotate or retire it instead"))
+
+
+def describe(exc: ImportRejected) -> list[str]:
+    """The report lines for a rejected import, grouped the way they were found."""
+    by_file: dict[str, int] = defaultdict(int)
+    for p in exc.problems:
+        by_file[p.file] += 1
+    return [str(p) for p in exc.problems] + [
+        f"{len(exc.problems)} problem(s) in {len(by_file)} file(s); nothing was written"]

@@ -1,0 +1,248 @@
+"""Changes to the registry: the grid hierarchy, devices, people and the roster.
+
+Every change runs in one transaction that names its actor (`firegrid.actor`), so the
+history trigger (migration 0002) records who changed what and when. Functions here take an
+autocommit connection and open their own transaction; `changes()` lets a caller such as the
+CSV import put several of them into one.
+
+Device credentials are pushed to the broker *inside* the transaction, just before COMMIT:
+a broker that refuses rolls the registry back; a COMMIT that fails after the broker took the
+change is undone at the broker. So the broker and the registry agree after every call.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from devices.broker import BrokerAuth, DeviceCredentials
+from devices.credentials import hash_password, new_password
+from devices.errors import Conflict, Invalid, NotFound
+from devices.models import (
+    ROLE_AREA, Building, Community, DevicePlacement, Grid, NewDevice, Shift, Street, Worker,
+)
+
+
+@contextmanager
+def changes(conn: psycopg.Connection, actor: str) -> Iterator[psycopg.Connection]:
+    """One transaction whose changes the history attributes to `actor`."""
+    try:
+        with conn.transaction():
+            conn.execute("SELECT set_config('firegrid.actor', %s, true)", [actor])
+            yield conn
+    except psycopg.errors.IntegrityError as exc:
+        raise translate(exc) from exc
+
+
+# --- the grid hierarchy -------------------------------------------------------------------
+
+_HIERARCHY = {
+    # table: (model, columns)
+    "street_offices": (Street, ("id", "name")),
+    "communities": (Community, ("id", "street_id", "name")),
+    "grids": (Grid, ("id", "community_id", "name", "households")),
+    "buildings": (Building, ("id", "grid_id", "address", "lat", "lon", "floors", "households",
+                             "use")),
+}
+
+
+def upsert(conn: psycopg.Connection, table: str, rows: Sequence) -> None:
+    """Insert or update hierarchy rows by id (streets, communities, grids, buildings).
+    Unchanged rows are left alone, so re-importing the same file adds no history."""
+    if not rows:
+        return
+    _, cols = _HIERARCHY[table]
+    names = ", ".join(cols)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols[1:])
+    sql = (f"INSERT INTO {table} ({names}) VALUES ({', '.join(['%s'] * len(cols))})"
+           f" ON CONFLICT (id) DO UPDATE SET {updates}"
+           f" WHERE ({', '.join(f'{table}.{c}' for c in cols[1:])})"
+           f" IS DISTINCT FROM ({', '.join(f'EXCLUDED.{c}' for c in cols[1:])})")
+    with conn.cursor() as cur:
+        cur.executemany(sql, [tuple(getattr(r, c) for c in cols) for r in rows])
+
+
+def upsert_workers(conn: psycopg.Connection, workers: Sequence[Worker]) -> None:
+    """Insert or update workers and replace the areas each one covers."""
+    if not workers:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO workers (id, name, role, phone, channels, active)"
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
+            " name = EXCLUDED.name, role = EXCLUDED.role, phone = EXCLUDED.phone,"
+            " channels = EXCLUDED.channels, active = EXCLUDED.active"
+            " WHERE (workers.name, workers.role, workers.phone, workers.channels, workers.active)"
+            " IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.role, EXCLUDED.phone,"
+            " EXCLUDED.channels, EXCLUDED.active)",
+            [(w.id, w.name, w.role, w.phone, Jsonb(w.channels), w.active) for w in workers])
+        # Only the areas that really changed are touched, so the history shows them alone.
+        cur.executemany("DELETE FROM worker_areas WHERE worker_id = %s"
+                        " AND coalesce(grid_id, community_id, street_id) <> ALL(%s::text[])",
+                        [(w.id, list(w.areas)) for w in workers])
+        rows = []
+        for w in workers:
+            level = ROLE_AREA[w.role]
+            for area in dict.fromkeys(w.areas):
+                rows.append((w.id, area if level == "grid" else None,
+                             area if level == "community" else None,
+                             area if level == "street" else None))
+        cur.executemany("INSERT INTO worker_areas (worker_id, grid_id, community_id, street_id)"
+                        " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", rows)
+
+
+def add_shifts(conn: psycopg.Connection, shifts: Sequence[Shift]) -> None:
+    """Add roster shifts; a shift already there (same worker and start) takes the new end."""
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO roster (worker_id, starts_at, ends_at) VALUES (%s, %s, %s)"
+            " ON CONFLICT (worker_id, starts_at) DO UPDATE SET ends_at = EXCLUDED.ends_at"
+            " WHERE roster.ends_at <> EXCLUDED.ends_at",
+            [(s.worker_id, s.starts_at, s.ends_at) for s in shifts])
+
+
+# --- devices ------------------------------------------------------------------------------
+
+_DEVICE_COLS = ("id", "kind", "model", "firmware", "building_id", "floor", "location",
+                "gateway_id", "installed_at", "heartbeat_s", "password_hash", "password_salt")
+
+
+def issue_credentials(devices: Sequence[NewDevice], iterations: int
+                      ) -> tuple[list[DeviceCredentials], list[tuple[str, str]]]:
+    """Passwords (given or generated) and their hashes. Hashing is most of the cost of a
+    bulk import; hashlib's PBKDF2 releases the GIL, so threads use every core."""
+    creds = [DeviceCredentials(d.id, d.kind, d.password or new_password()) for d in devices]
+    if len(creds) < 64:
+        hashes = [hash_password(c.password, iterations) for c in creds]
+    else:
+        with ThreadPoolExecutor() as pool:
+            hashes = list(pool.map(lambda c: hash_password(c.password, iterations), creds,
+                                   chunksize=256))
+    return creds, hashes
+
+
+def provision(conn: psycopg.Connection, broker: BrokerAuth, devices: Sequence[NewDevice],
+              actor: str, iterations: int,
+              before: Callable[[psycopg.Connection], None] | None = None,
+              ) -> list[DeviceCredentials]:
+    """Register devices with fresh credentials, in one transaction with `before` (the CSV
+    import writes the hierarchy and people there). Returns the credentials, the only time
+    the passwords exist outside the devices themselves."""
+    creds, hashes = issue_credentials(devices, iterations)
+    pushed = False
+    try:
+        with changes(conn, actor):
+            if before is not None:
+                before(conn)
+            _insert_devices(conn, devices, hashes)
+            broker.add_devices(creds)
+            pushed = True
+    except BaseException:
+        if pushed:  # the COMMIT itself failed: take the accounts back off the broker
+            broker.remove_devices([c.device_id for c in creds])
+        raise
+    return creds
+
+
+def _insert_devices(conn: psycopg.Connection, devices: Sequence[NewDevice],
+                    hashes: list[tuple[str, str]]) -> None:
+    if not devices:
+        return
+    taken = conn.execute("SELECT id FROM devices WHERE id = ANY(%s) LIMIT 1",
+                         [[d.id for d in devices]]).fetchone()
+    if taken:
+        raise Conflict(f"device {taken[0]!r} is already registered", field="id")
+    # COPY: a whole deployment is tens of thousands of rows; the history trigger still
+    # fires per row, so every registration is recorded.
+    with conn.cursor() as cur, cur.copy(
+            f"COPY devices ({', '.join(_DEVICE_COLS)}) FROM STDIN") as copy:
+        for d, (digest, salt) in zip(devices, hashes, strict=True):
+            copy.write_row((d.id, d.kind, d.model, d.firmware, d.building_id, d.floor,
+                            d.location, d.gateway_id, d.installed_at or datetime.now().astimezone(),
+                            d.heartbeat_s, digest, salt))
+
+
+def move_device(conn: psycopg.Connection, device_id: str, to: DevicePlacement,
+                actor: str) -> None:
+    with changes(conn, actor):
+        _live_device(conn, device_id)
+        conn.execute("UPDATE devices SET building_id = %s, floor = %s, location = %s"
+                     " WHERE id = %s", [to.building_id, to.floor, to.location, device_id])
+
+
+def set_state(conn: psycopg.Connection, device_id: str, state: str, actor: str) -> None:
+    """Put a device into maintenance or back to active (retiring is retire_device)."""
+    if state not in ("active", "maintenance"):
+        raise Invalid("state", "must be 'active' or 'maintenance' (use retire to retire)")
+    with changes(conn, actor):
+        _live_device(conn, device_id)
+        conn.execute("UPDATE devices SET state = %s WHERE id = %s", [state, device_id])
+
+
+def rotate_credentials(conn: psycopg.Connection, broker: BrokerAuth, device_id: str,
+                       actor: str, iterations: int, password: str | None = None
+                       ) -> DeviceCredentials:
+    """A new password; the old one is refused from the moment this returns."""
+    password = password or new_password()
+    digest, salt = hash_password(password, iterations)
+    with changes(conn, actor):
+        kind = _live_device(conn, device_id)
+        conn.execute("UPDATE devices SET password_hash = %s, password_salt = %s,"
+                     " credentials_rotated_at = now() WHERE id = %s",
+                     [digest, salt, device_id])
+        broker.set_password(device_id, password)
+    return DeviceCredentials(device_id, kind, password)
+
+
+def retire_device(conn: psycopg.Connection, broker: BrokerAuth, device_id: str,
+                  actor: str) -> None:
+    """Retire for good: the hash is dropped, the broker account deleted and any connected
+    session kicked. The row and its history stay."""
+    with changes(conn, actor):
+        _live_device(conn, device_id)
+        conn.execute("UPDATE devices SET state = 'retired', retired_at = now(),"
+                     " password_hash = NULL, password_salt = NULL WHERE id = %s", [device_id])
+        broker.remove_devices([device_id])
+
+
+def _live_device(conn: psycopg.Connection, device_id: str) -> str:
+    row = conn.execute("SELECT kind, state FROM devices WHERE id = %s FOR UPDATE",
+                       [device_id]).fetchone()
+    if row is None:
+        raise NotFound("device", device_id)
+    if row[1] == "retired":
+        raise Conflict(f"device {device_id!r} is retired")
+    return row[0]
+
+
+# --- errors -------------------------------------------------------------------------------
+
+_KEY = re.compile(r"Key \((?P<cols>[^)]*)\)=\((?P<vals>.*)\)")
+_TABLE_NOUN = {"buildings": "building", "grids": "grid", "communities": "community",
+               "street_offices": "street office", "devices": "device", "workers": "worker"}
+
+
+def translate(exc: psycopg.errors.IntegrityError) -> Exception:
+    """Turn a constraint violation into NotFound/Conflict/Invalid naming the field."""
+    detail = exc.diag.message_detail or ""
+    match = _KEY.search(detail)
+    column = match.group("cols").split(", ")[-1] if match else None
+    value = match.group("vals") if match else "?"
+    if isinstance(exc, psycopg.errors.ForeignKeyViolation) and column:
+        table = re.search(r'table "([^"]+)"', detail)
+        noun = _TABLE_NOUN.get(table.group(1), "row") if table else "row"
+        if "is still referenced" in detail:
+            return Conflict(f"{noun} {value!r} is still in use", field=column)
+        return NotFound(noun, value, field=column)
+    if isinstance(exc, psycopg.errors.UniqueViolation):
+        return Conflict(f"{column or 'key'} {value!r} already exists", field=column)
+    constraint = exc.diag.constraint_name or ""
+    field = constraint.split("_", 1)[1].rsplit("_", 1)[0] if constraint.count("_") >= 2 else "value"
+    return Invalid(field, exc.diag.message_primary or str(exc))

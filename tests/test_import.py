@@ -1,0 +1,200 @@
+"""`firegrid devices import` against a real database: all rows or none, every problem named."""
+
+from __future__ import annotations
+
+import csv
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from devices import importer
+from devices.broker import NoBrokerAuth
+from devices.credentials import verify_password
+from devices.errors import BrokerAuthError, ImportRejected
+from runtime.cli import main
+
+ITER = 10  # hashing cost is not what these tests are about
+
+HIERARCHY = [
+    ["street_id", "street_name", "community_id", "community_name", "grid_id", "grid_name",
+     "grid_households", "building_id", "address", "lat", "lon", "floors", "households", "use"],
+    ["S1", "福田街道", "C1", "水围社区", "G1", "一网格", "420", "B1", "水围村1栋", "22.52", "114.05",
+     "7", "28", "rental"],
+    ["S1", "福田街道", "C1", "水围社区", "G1", "一网格", "420", "B2", "水围村2栋", "22.521", "114.051",
+     "6", "24", "shop"],
+    ["S1", "福田街道", "C1", "水围社区", "G2", "二网格", "380", "B3", "水围村3栋", "22.522", "114.052",
+     "8", "30", "residential"],
+]
+WORKERS = [
+    ["worker_id", "name", "role", "phone", "areas", "wecom", "sms"],
+    ["W1", "张三", "grid_worker", "+8613800000001", "G1", "zhangsan", "+8613800000001"],
+    ["W2", "李四", "grid_leader", "+8613800000002", "G1;G2", "", ""],
+    ["W3", "王五", "community_duty", "", "C1", "", ""],
+    ["W4", "赵六", "field_technician", "", "G1 G2", "", ""],
+]
+ROSTER = [
+    ["worker_id", "starts_at", "ends_at"],
+    ["W1", "2026-11-21 08:00", "2026-11-21 20:00"],
+    ["W2", "2026-11-21T08:00:00+08:00", "2026-11-22T08:00:00+08:00"],
+]
+DEVICES = [
+    ["device_id", "kind", "building_id", "floor", "location", "model", "heartbeat_s"],
+    ["SD-0001", "smoke_detector", "B1", "3", "3F corridor", "JTY-GD-01", "3600"],
+    ["SD-0002", "smoke_detector", "B1", "5", "501", "JTY-GD-01", ""],
+    ["CAM-0001", "camera", "B2", "1", "shop front", "DS-2CD", ""],
+    ["GW-0001", "gateway", "B3", "1", "stairwell", "GW-4G", ""],
+]
+
+
+def write(tmp: Path, name: str, rows: list[list[str]]) -> Path:
+    path = tmp / name
+    with path.open("w", newline="", encoding="utf-8") as out:
+        csv.writer(out).writerows(rows)
+    return path
+
+
+def files(tmp: Path) -> list[Path]:
+    return [write(tmp, "hierarchy.csv", HIERARCHY), write(tmp, "workers.csv", WORKERS),
+            write(tmp, "roster.csv", ROSTER), write(tmp, "devices.csv", DEVICES)]
+
+
+def count(db, table: str) -> int:
+    return db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def test_import_writes_everything_with_history_and_hashed_credentials(db, tmp_path):
+    creds_file = tmp_path / "creds.csv"
+    result = importer.run_import(db, NoBrokerAuth(), files(tmp_path), actor="cli:tech7",
+                                 iterations=ITER, credentials_out=creds_file)
+    assert result.written
+    assert [count(db, t) for t in ("street_offices", "communities", "grids", "buildings",
+                                   "workers", "roster", "devices")] == [1, 1, 2, 3, 4, 2, 4]
+    assert db.execute("SELECT array_agg(coalesce(grid_id, community_id)::text ORDER BY coalesce(grid_id, community_id)::text)"
+                      " FROM worker_areas WHERE worker_id IN ('W2', 'W3')").fetchone()[0] \
+        == ["C1", "G1", "G2"]
+    # A local time without an offset is read in the site's zone (Asia/Shanghai, +08:00).
+    assert db.execute("SELECT starts_at = '2026-11-21T00:00:00Z' FROM roster"
+                      " WHERE worker_id = 'W1'").fetchone()[0]
+    # Defaults by kind; state starts as provisioned.
+    assert dict(db.execute("SELECT id, heartbeat_s FROM devices")) == {
+        "SD-0001": 3600, "SD-0002": 3600, "CAM-0001": 60, "GW-0001": 300}
+    assert {r[0] for r in db.execute("SELECT DISTINCT state FROM devices")} == {"provisioned"}
+
+    # Passwords: written once to a private file, only a hash in the database.
+    assert stat.S_IMODE(os.stat(creds_file).st_mode) == 0o600
+    with creds_file.open() as handle:
+        creds = {r["device_id"]: r["mqtt_password"] for r in csv.DictReader(handle)}
+    assert set(creds) == {"SD-0001", "SD-0002", "CAM-0001", "GW-0001"}
+    for device_id, password in creds.items():
+        digest, salt = db.execute("SELECT password_hash, password_salt FROM devices"
+                                  " WHERE id = %s", [device_id]).fetchone()
+        assert verify_password(password, digest, salt, ITER)
+        assert password not in digest
+    history = db.execute("SELECT actor, action, new FROM registry_history"
+                         " WHERE entity = 'devices' AND entity_id = 'SD-0001'").fetchall()
+    assert [(a, act) for a, act, _ in history] == [("cli:tech7", "insert")]
+    assert "password_hash" not in history[0][2]
+
+
+def test_bad_csv_changes_nothing_and_names_every_bad_row(db, tmp_path):
+    importer.run_import(db, NoBrokerAuth(), [write(tmp_path, "h.csv", HIERARCHY)],
+                        actor="t", iterations=ITER)
+    before = {t: count(db, t) for t in ("buildings", "devices", "workers", "registry_history")}
+    bad_hierarchy = HIERARCHY[:1] + [
+        ["S1", "福田街道", "C1", "水围社区", "G1", "一网格", "420", "B9", "x", "95", "114", "3", "", "rental"],
+        ["S1", "福田街道", "C1", "水围社区", "G1", "一网格", "420", "B8", "y", "0", "0", "3", "", "rental"],
+        ["S1", "福田街道", "C1", "水围社区", "G7", "七网格", "", "B7", "z", "22.5", "114", "3", "", "castle"],
+    ]
+    bad_devices = DEVICES[:1] + [
+        ["SD-0100", "smoke_detector", "B1", "3", "", "", ""],        # fine
+        ["SD-0101", "smoke_detector", "NOPE", "3", "", "", ""],      # unknown building
+        ["SD-0100", "smoke_detector", "B1", "4", "", "", ""],        # duplicate id
+        ["SD-0102", "toaster", "B1", "", "", "", ""],                # bad kind
+        ["SD-0103", "smoke_detector", "B1", "12", "", "", ""],       # B1 has 7 floors
+        ["bad id!", "camera", "B2", "", "", "", "5"],                # bad id, heartbeat too short
+    ]
+    paths = [write(tmp_path, "hierarchy.csv", bad_hierarchy),
+             write(tmp_path, "devices.csv", bad_devices)]
+    with pytest.raises(ImportRejected) as caught:
+        importer.run_import(db, NoBrokerAuth(), paths, actor="t", iterations=ITER,
+                            credentials_out=tmp_path / "c.csv")
+    found = {(p.file, p.line, p.column) for p in caught.value.problems}
+    assert found == {
+        ("hierarchy.csv", 2, "lat"),            # latitude 95
+        ("hierarchy.csv", 3, "lon"),            # 0,0: coordinates missing
+        ("hierarchy.csv", 4, "use"),            # castle
+        ("devices.csv", 3, "building_id"),
+        ("devices.csv", 4, "device_id"),
+        ("devices.csv", 5, "kind"),
+        ("devices.csv", 6, "floor"),
+        ("devices.csv", 7, "device_id"),
+        ("devices.csv", 7, "heartbeat_s"),
+    }, caught.value.problems
+    assert {t: count(db, t) for t in before} == before
+    assert not (tmp_path / "c.csv").exists()
+
+
+def test_dry_run_reports_and_writes_nothing(db, tmp_path):
+    result = importer.run_import(db, NoBrokerAuth(), files(tmp_path), actor="t",
+                                 iterations=ITER, dry_run=True)
+    assert not result.written
+    assert result.plan.counts()["devices"] == 4
+    assert count(db, "devices") == 0 and count(db, "buildings") == 0
+
+
+def test_reimport_reports_registered_devices_and_leaves_hierarchy_history_alone(db, tmp_path):
+    importer.run_import(db, NoBrokerAuth(), files(tmp_path), actor="t", iterations=ITER,
+                        credentials_out=tmp_path / "c.csv")
+    history = count(db, "registry_history")
+    with pytest.raises(ImportRejected) as caught:
+        importer.run_import(db, NoBrokerAuth(), files(tmp_path), actor="t", iterations=ITER,
+                            credentials_out=tmp_path / "c2.csv")
+    assert {(p.line, p.column) for p in caught.value.problems} == {
+        (2, "device_id"), (3, "device_id"), (4, "device_id"), (5, "device_id")}
+    # Same hierarchy, workers and roster again: written as upserts that change nothing.
+    importer.run_import(db, NoBrokerAuth(), files(tmp_path)[:3], actor="t", iterations=ITER)
+    assert count(db, "registry_history") == history
+
+
+def test_given_passwords_are_used_and_need_no_credentials_file(db, tmp_path):
+    rows = [DEVICES[0] + ["password"]] + [r + [f"pw-{r[0]}-0123456789abcdef"] for r in DEVICES[1:]]
+    paths = [write(tmp_path, "h.csv", HIERARCHY), write(tmp_path, "d.csv", rows)]
+    importer.run_import(db, NoBrokerAuth(), paths, actor="t", iterations=ITER)
+    digest, salt = db.execute("SELECT password_hash, password_salt FROM devices"
+                              " WHERE id = 'CAM-0001'").fetchone()
+    assert verify_password("pw-CAM-0001-0123456789abcdef", digest, salt, ITER)
+
+
+class RefusingBroker(NoBrokerAuth):
+    """Stands in for a broker that refuses: what is tested is the registry's rollback."""
+
+    def add_devices(self, creds) -> None:
+        raise BrokerAuthError("broker refused createClient")
+
+
+def test_broker_refusal_rolls_the_whole_import_back(db, tmp_path):
+    with pytest.raises(BrokerAuthError):
+        importer.run_import(db, RefusingBroker(), files(tmp_path), actor="t", iterations=ITER,
+                            credentials_out=tmp_path / "c.csv")
+    assert count(db, "devices") == 0 and count(db, "buildings") == 0
+    assert count(db, "registry_history") == 0
+    assert not list(tmp_path.glob("c.csv*"))
+
+
+def test_cli_import_exit_codes_and_report(db_url, tmp_path, capsys, monkeypatch):
+    bad = write(tmp_path, "devices.csv", DEVICES[:1] + [["X1", "smoke_detector", "B404", "", "",
+                                                          "", ""]])
+    monkeypatch.setenv("FIREGRID_DATABASE__URL", db_url)
+    if True:
+        assert main(["devices", "import", "--dry-run", str(bad)]) == 2
+        err = capsys.readouterr().err
+        assert "devices.csv:2: building_id: unknown building 'B404'" in err
+        assert "nothing was written" in err
+        paths = [str(p) for p in files(tmp_path)]
+        assert main(["devices", "import", *paths]) == 2  # generated passwords need a file
+        assert "--credentials-out" in capsys.readouterr().err
+        assert main(["devices", "import", *paths, "--credentials-out",
+                     str(tmp_path / "creds.csv")]) == 0
+        assert "4 devices" in capsys.readouterr().out
