@@ -7,6 +7,10 @@
                                            BatchWriter.write (COPY, one transaction)
     PUBACK written  ◄──────────────────────  Consumer.ack (only after COMMIT)
 
+After each commit and ack the writer hands the batch to the liveness tracker (in memory);
+its own thread writes last_seen, conditions and the quarantine every few seconds
+(devices/liveness.py), so the ack path never waits for that.
+
 Stop (SIGTERM/SIGINT or stop()): the writer keeps committing and acknowledging what is
 buffered until the window is empty or ingest.drain_timeout_s passes, then disconnects.
 Anything not committed by then is simply not acknowledged: the broker keeps it in our
@@ -21,6 +25,7 @@ import time
 
 from prometheus_client import start_http_server
 
+from devices import liveness  # a module import: devices.liveness imports ingest in turn
 from ingest import metrics
 from ingest.consumer import Consumer
 from ingest.decode import Decoder
@@ -44,6 +49,9 @@ class IngestService:
         )
         self.writer = BatchWriter(settings.database, cfg, self._stopping)
         self.consumer = Consumer(settings.mqtt, self.window, inflight_window=cfg.inflight_window)
+        self.liveness = liveness.LivenessFlusher(
+            liveness.LivenessTracker(settings.devices), settings,
+            watching=self.consumer.subscribed.is_set)
         self.committed = 0  # messages committed (and acknowledged) by this process
         metrics.INFLIGHT.set_function(lambda: self.consumer.received - self.committed)
 
@@ -57,6 +65,7 @@ class IngestService:
         if cfg.metrics_port:
             start_http_server(cfg.metrics_port, addr=cfg.metrics_host)
         self.consumer.start()
+        self.liveness.start()
         log.info("ingest running: window %d, batch %d rows / %d ms", cfg.inflight_window,
                  cfg.batch_max_rows, cfg.batch_max_age_ms)
         try:
@@ -68,6 +77,7 @@ class IngestService:
         finally:
             self.consumer.stop()
             self.writer.close()
+            self.liveness.stop(timeout=cfg.drain_timeout_s)
             log.info("ingest stopped; %d messages committed and acknowledged", self.committed)
 
     def _drain(self) -> None:
@@ -93,6 +103,7 @@ class IngestService:
         decoded = [self.decoder.decode(m.topic, m.payload, m.received_ms) for m in batch]
         result = self.writer.write(decoded)
         acked = self.consumer.ack(batch)
+        self.liveness.tracker.observe(decoded)
         elapsed = time.perf_counter() - started
         n = len(batch)
         self.committed += n
