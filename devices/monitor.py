@@ -1,0 +1,208 @@
+"""The maintenance monitor: offline detection, and the tickets field technicians work from.
+
+Every devices.monitor_interval_s, one transaction of set-based statements (check()):
+
+    close  tickets of retired devices ('retired'); offline tickets of devices heard again
+           and condition tickets whose condition has cleared ('cleared')
+    open   'offline' for active/maintenance devices silent for longer than
+               missed(kind) x period + offline_grace_s
+           (period: the heartbeat_s a detector reports, else the registered one; missed:
+           cameras 3, smoke detectors 2, gateways 3), and a ticket per active condition
+           (tamper, fault, low_battery, occlusion, video_loss) from device_conditions.
+
+Rules the statements keep:
+- At most one open ticket per device and condition: the partial unique index decides, so
+  concurrent monitors cannot duplicate one (INSERT ... ON CONFLICT DO NOTHING); a
+  transaction-level advisory lock makes a second monitor wait rather than redo the work.
+- No ticket for a retired device, nor for a provisioned one (installed, never heard: it
+  becomes active with its first message). An active device never heard at all counts as
+  silent since it was installed.
+- A ticket closed by hand ('manual') is not reopened for the same episode: offline opens
+  again only after the device was heard after the close and fell silent again, a condition
+  only when the device reports it again after the close.
+- No new offline tickets while no ingest says it is subscribed and flushing
+  (ingest_heartbeats): when ingest, the broker or the flush is down, every device looks
+  silent, and 3,000 camera tickets would help nobody. Closing goes on meanwhile.
+- A ticket goes to a field technician covering the building's grid, else its community,
+  else its street (lowest id first), or to nobody when there is none.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import psycopg
+
+from devices import metrics
+from runtime.db import classify, connect
+from runtime.errors import UnavailableError
+from runtime.settings import DevicesSettings, Settings
+
+log = logging.getLogger(__name__)
+
+_LOCK_KEY = 0x66676D6E  # "fgmn"
+CONDITIONS = ("offline", "low_battery", "tamper", "fault", "occlusion", "video_loss")
+
+
+@dataclass
+class MonitorReport:
+    opened: dict[str, int] = field(default_factory=dict)        # by condition
+    closed: dict[str, int] = field(default_factory=dict)        # by reason: cleared, retired
+    open_tickets: dict[str, int] = field(default_factory=dict)  # by condition, after the check
+    offline_paused: bool = False  # no ingest watching: no offline tickets opened
+
+
+# The newest sign of life: last_seen, or for an active device never heard, its installation.
+_HEARD = "coalesce(s.last_seen, d.installed_at)"
+_PERIOD = "coalesce(s.reported_heartbeat_s, d.heartbeat_s)"
+_LIMIT = ("make_interval(secs => CASE d.kind WHEN 'camera' THEN %(camera_missed)s"
+          " WHEN 'gateway' THEN %(gateway_missed)s ELSE %(smoke_missed)s END"
+          f" * {_PERIOD} + %(grace)s)")
+_CLOSE = "closed_at = %(now)s, close_reason = '{}', closed_by = 'monitor'"
+
+_WATCHING = (
+    "SELECT EXISTS (SELECT 1 FROM ingest_heartbeats"
+    " WHERE flushed_at >= %(now)s - %(window)s * interval '1 second'"
+    " AND since <= %(now)s - %(window)s * interval '1 second')"
+)
+_CLOSE_RETIRED = (
+    f"WITH closed AS (UPDATE maintenance_tickets t SET {_CLOSE.format('retired')}"
+    " FROM devices d WHERE d.id = t.device_id AND d.state = 'retired' AND t.closed_at IS NULL"
+    " RETURNING 1) SELECT count(*) FROM closed"
+)
+_CLOSE_HEARD = (
+    f"WITH closed AS (UPDATE maintenance_tickets t SET {_CLOSE.format('cleared')}"
+    " FROM devices d LEFT JOIN device_status s ON s.device_id = d.id"
+    " WHERE d.id = t.device_id AND t.condition = 'offline' AND t.closed_at IS NULL"
+    f" AND {_HEARD} >= %(now)s - {_LIMIT}"
+    " RETURNING 1) SELECT count(*) FROM closed"
+)
+_CLOSE_CLEARED = (
+    f"WITH closed AS (UPDATE maintenance_tickets t SET {_CLOSE.format('cleared')}"
+    " FROM device_conditions c WHERE c.device_id = t.device_id AND c.condition = t.condition"
+    " AND NOT c.active AND t.closed_at IS NULL"
+    " RETURNING 1) SELECT count(*) FROM closed"
+)
+_OPEN = (
+    "WITH due (device_id, condition, since, detail) AS ("
+    # silent devices (skipped wholesale while no ingest is watching)
+    f"  SELECT d.id, 'offline', {_HEARD},"
+    f"   'silent since ' || to_char({_HEARD} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
+    f"   || ' UTC; reports every ' || {_PERIOD} || ' s'"
+    "  FROM devices d LEFT JOIN device_status s ON s.device_id = d.id"
+    "  WHERE %(watching)s AND d.state IN ('active', 'maintenance')"
+    f"  AND {_HEARD} < %(now)s - {_LIMIT}"
+    " UNION ALL"
+    # conditions the devices report
+    "  SELECT c.device_id, c.condition, c.changed_ts, c.detail"
+    "  FROM device_conditions c JOIN devices d ON d.id = c.device_id"
+    "  WHERE c.active AND d.state IN ('active', 'maintenance')"
+    "), fresh AS ("
+    "  SELECT due.* FROM due WHERE NOT EXISTS ("
+    "   SELECT 1 FROM maintenance_tickets t"
+    "   WHERE t.device_id = due.device_id AND t.condition = due.condition"
+    "   AND (t.closed_at IS NULL OR (t.close_reason = 'manual' AND t.closed_at >= due.since)))"
+    "), opened AS ("
+    "  INSERT INTO maintenance_tickets (device_id, condition, opened_at, detail, assigned_to)"
+    "  SELECT f.device_id, f.condition, %(now)s, f.detail, tech.id"
+    "  FROM fresh f JOIN devices d ON d.id = f.device_id"
+    "  JOIN buildings b ON b.id = d.building_id JOIN grids g ON g.id = b.grid_id"
+    "  JOIN communities co ON co.id = g.community_id"
+    "  LEFT JOIN LATERAL ("
+    "   SELECT w.id FROM worker_areas a JOIN workers w ON w.id = a.worker_id"
+    "   WHERE w.role = 'field_technician' AND w.active AND (a.grid_id = b.grid_id"
+    "   OR a.community_id = g.community_id OR a.street_id = co.street_id)"
+    "   ORDER BY a.grid_id IS NULL, a.community_id IS NULL, w.id LIMIT 1) tech ON true"
+    "  ORDER BY f.device_id, f.condition"
+    "  ON CONFLICT (device_id, condition) WHERE closed_at IS NULL DO NOTHING"
+    "  RETURNING condition"
+    ") SELECT condition, count(*) FROM opened GROUP BY condition"
+)
+_OPEN_NOW = ("SELECT condition, count(*) FROM maintenance_tickets WHERE closed_at IS NULL"
+             " GROUP BY condition")
+_UNCLAIMED = "SELECT count(*) FROM quarantine WHERE claimed_at IS NULL"
+
+
+def check(conn: psycopg.Connection, now: datetime, settings: DevicesSettings) -> MonitorReport:
+    """One maintenance check as of `now` (timezone-aware), in one transaction on `conn`
+    (autocommit: the check opens its own)."""
+    if now.tzinfo is None:
+        raise ValueError("check() needs a timezone-aware time")
+    # An ingest is watching when it flushed within this window and has done so for at
+    # least as long: one missed flush is no outage, and a backlog replayed after one gets
+    # time to land before anything is called silent.
+    window = 2 * settings.liveness_flush_s + settings.offline_grace_s
+    params = {"now": now, "window": window, "grace": settings.offline_grace_s,
+              "camera_missed": settings.camera_missed, "smoke_missed": settings.smoke_missed,
+              "gateway_missed": settings.gateway_missed}
+    report = MonitorReport()
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
+        params["watching"] = cur.execute(_WATCHING, params).fetchone()[0]
+        report.offline_paused = not params["watching"]
+        report.closed["retired"] = cur.execute(_CLOSE_RETIRED, params).fetchone()[0]
+        report.closed["cleared"] = (cur.execute(_CLOSE_HEARD, params).fetchone()[0]
+                                    + cur.execute(_CLOSE_CLEARED, params).fetchone()[0])
+        report.opened = dict(cur.execute(_OPEN, params).fetchall())
+        report.open_tickets = dict(cur.execute(_OPEN_NOW).fetchall())
+        unclaimed = cur.execute(_UNCLAIMED).fetchone()[0]
+    report.closed = {reason: n for reason, n in report.closed.items() if n}
+    for condition in CONDITIONS:
+        metrics.OPEN_TICKETS.labels(condition).set(report.open_tickets.get(condition, 0))
+    for condition, n in report.opened.items():
+        metrics.TICKETS_OPENED.labels(condition).inc(n)
+    for reason, n in report.closed.items():
+        metrics.TICKETS_CLOSED.labels(reason).inc(n)
+    metrics.QUARANTINE_UNCLAIMED.set(unclaimed)
+    metrics.OFFLINE_PAUSED.set(int(report.offline_paused))
+    metrics.MONITOR_RUNS.inc()
+    return report
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def run_monitor(settings: Settings, stop: threading.Event,
+                clock: Callable[[], datetime] = _utcnow) -> None:
+    """check() every devices.monitor_interval_s until `stop` is set. A failed check (the
+    database down, a lock timeout) is logged, counted and tried again at the next tick."""
+    interval = settings.devices.monitor_interval_s
+    conn: psycopg.Connection | None = None
+    paused = False
+    log.info("maintenance monitor running: every %.0f s", interval)
+    try:
+        while not stop.is_set():
+            try:
+                if conn is None or conn.closed:
+                    conn = connect(settings.database, autocommit=True)
+                report = check(conn, clock(), settings.devices)
+            except (psycopg.Error, OSError, UnavailableError) as exc:
+                metrics.MONITOR_FAILURES.inc()
+                kind = "transient" if isinstance(exc, UnavailableError | OSError) else classify(exc)
+                text = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                log.log(logging.ERROR if kind == "operator" else logging.WARNING,
+                        "maintenance check failed (%s: %s); next try in %.0f s", kind, text,
+                        interval)
+                if conn is not None:
+                    conn.close()
+                    conn = None
+            else:
+                if report.offline_paused != paused:
+                    paused = report.offline_paused
+                    if paused:
+                        log.warning("no ingest is subscribed and flushing liveness: offline "
+                                    "detection paused")
+                    else:
+                        log.info("an ingest is watching again: offline detection resumed")
+                if report.opened or report.closed:
+                    log.info("maintenance tickets opened %s, closed %s; open now %s",
+                             report.opened, report.closed, report.open_tickets)
+            stop.wait(interval)
+    finally:
+        if conn is not None:
+            conn.close()
