@@ -76,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("--tz", default="Asia/Shanghai",
                      help="time zone of times written without an offset (default Asia/Shanghai)")
 
+    dev.add_parser("monitor", help="open and close maintenance tickets (offline, battery, "
+                   "tamper, fault) until SIGTERM",
+                   description="Every devices.monitor_interval_s: offline detection per kind "
+                               "and one ticket per device and condition. Several monitors "
+                               "may run; the database keeps one open ticket per condition.")
+
     demo = sub.add_parser("demo", help="run broker, database, ingest and simulated devices locally",
                           description="Everything on this machine: uses a reachable broker and "
                           "database or starts private ones under .local/, migrates, runs ingest "
@@ -163,6 +169,19 @@ def _devices(args: argparse.Namespace, settings: Settings) -> int:
         if result.credentials_file:
             print(f"device passwords: {result.credentials_file} (keep it safe; they are not "
                   "stored anywhere else)")
+        return 0
+    if args.devices_command == "monitor":
+        import threading
+
+        from prometheus_client import start_http_server
+
+        from devices.monitor import run_monitor
+        if settings.devices.metrics_port:
+            start_http_server(settings.devices.metrics_port, addr=settings.ingest.metrics_host)
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        run_monitor(settings, stop)
         return 0
     raise AssertionError(args.devices_command)
 

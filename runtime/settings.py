@@ -132,6 +132,8 @@ class DevicesSettings(BaseModel):
     # when a report is at or above low_battery_clear_pct (hysteresis, so it cannot flap).
     low_battery_pct: int = Field(20, ge=0, le=100)
     low_battery_clear_pct: int = Field(30, ge=0, le=100)
+    # Prometheus /metrics of `firegrid devices monitor` (on ingest.metrics_host); 0 disables.
+    metrics_port: int = Field(9109, ge=0, le=65535)
 
     @model_validator(mode="after")
     def _hysteresis(self) -> DevicesSettings:
