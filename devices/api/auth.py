@@ -1,0 +1,129 @@
+"""Bearer tokens and the permission table: who may call what.
+
+A token is 256 random bits shown once when it is created; `api_tokens` keeps only its
+SHA-256 (a fast hash is enough: nobody can guess 256 bits, so a stolen table is useless).
+Each token carries one role. A route states what it needs with one of the permissions in
+PERMISSIONS, and that is the only place roles are listed:
+
+    actor: Annotated[Actor, allow("devices:write")]
+
+`allow` is a FastAPI Security dependency, so the roles also appear in the OpenAPI document
+as the security requirement of the operation (OpenAPI 3.1 lets a bearer scheme list role
+names there); tests/test_api_permissions.py walks that document to prove no route is
+unguarded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import psycopg
+from fastapi import Depends, HTTPException, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
+
+from devices import registry
+from devices.api.deps import Conn
+from devices.errors import Invalid, NotFound
+
+ROLES = ("admin", "field_technician", "street_duty", "community_duty", "grid_leader",
+         "grid_worker")
+
+_READERS = ("admin", "field_technician", "street_duty", "community_duty")
+
+# The permission table. Grid workers and leaders appear nowhere: their screen is the duty
+# console (alerts issue), not the registry.
+PERMISSIONS: dict[str, tuple[str, ...]] = {
+    # devices, tickets, quarantine, device history and the hierarchy
+    "registry:read": _READERS,
+    # register, move, maintenance/active, rotate, retire, claim quarantined ids, close tickets
+    "devices:write": ("admin", "field_technician"),
+    # streets, communities, grids, buildings
+    "hierarchy:write": ("admin",),
+    # workers with their areas, and the roster: phone numbers are for those who dispatch
+    "people:read": ("admin", "street_duty", "community_duty"),
+    "people:write": ("admin",),
+    "tokens:manage": ("admin",),
+}
+
+# Tokens look like fg_<43 characters>: the prefix lets secret scanners and people spot one.
+_PREFIX = "fg_"
+
+
+@dataclass(frozen=True)
+class Actor:
+    name: str               # the token's name
+    role: str
+    worker_id: str | None
+
+    @property
+    def history_name(self) -> str:
+        """How registry_history records changes made with this token."""
+        return f"api:{self.name}"
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def issue_token(conn: psycopg.Connection, name: str, role: str, worker_id: str | None = None,
+                *, actor: str | None = None) -> tuple[int, str]:
+    """Create a token; return (id, token). The token exists nowhere else afterwards."""
+    if role not in ROLES:
+        raise Invalid("role", f"must be one of {', '.join(ROLES)}")
+    if not name.strip():
+        raise Invalid("name", "must not be empty")
+    token = _PREFIX + secrets.token_urlsafe(32)
+    with registry.changes(conn, actor or "cli"):
+        (token_id,) = conn.execute(
+            "INSERT INTO api_tokens (name, role, worker_id, token_sha256)"
+            " VALUES (%s, %s, %s, %s) RETURNING id",
+            [name.strip(), role, worker_id, _digest(token)]).fetchone()
+    return token_id, token
+
+
+def create_token(conn: psycopg.Connection, name: str, role: str, worker_id: str | None = None,
+                 *, actor: str | None = None) -> str:
+    """Create a token for `firegrid api token create`; returns it, the only time it is shown."""
+    return issue_token(conn, name, role, worker_id, actor=actor)[1]
+
+
+def revoke_token(conn: psycopg.Connection, token_id: int, *, actor: str | None = None) -> None:
+    """Refuse the token from now on. Revoking a revoked token changes nothing."""
+    with registry.changes(conn, actor or "cli"):
+        found = conn.execute("UPDATE api_tokens SET revoked_at = coalesce(revoked_at, now())"
+                             " WHERE id = %s RETURNING id", [token_id]).fetchone()
+    if found is None:
+        raise NotFound("token", str(token_id))
+
+
+_bearer = HTTPBearer(auto_error=False, description="a token from `firegrid api token create`"
+                                                   " or POST /v1/tokens")
+
+
+def _authorize(scopes: SecurityScopes, conn: Conn,
+               credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+               ) -> Actor:
+    if credentials is None:
+        raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
+    # A token whose worker has been deactivated stops working with them.
+    row = conn.execute(
+        "SELECT t.name, t.role, t.worker_id FROM api_tokens t"
+        " LEFT JOIN workers w ON w.id = t.worker_id"
+        " WHERE t.token_sha256 = %s AND t.revoked_at IS NULL AND coalesce(w.active, true)",
+        [_digest(credentials.credentials)]).fetchone()
+    if row is None:
+        raise HTTPException(401, "unknown or revoked token",
+                            headers={"WWW-Authenticate": "Bearer"})
+    actor = Actor(*row)
+    if actor.role not in scopes.scopes:
+        raise HTTPException(403, f"role {actor.role!r} may not do this; allowed: "
+                                 f"{', '.join(scopes.scopes)}")
+    return actor
+
+
+def allow(permission: str) -> Any:
+    """The dependency that admits the roles PERMISSIONS gives `permission`."""
+    return Security(_authorize, scopes=list(PERMISSIONS[permission]))

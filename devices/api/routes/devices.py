@@ -1,0 +1,100 @@
+"""/v1/devices: what a field technician does on site, and what duty officers look up.
+
+Every write goes through devices.registry, which records `api:<token name>` in the history
+and pushes credentials to the broker inside the same transaction. Passwords are answered
+once, with Cache-Control: no-store, and never stored in clear.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Response
+
+from devices import queries, registry
+from devices.api.auth import Actor, allow
+from devices.api.deps import AppSettings, Broker, Conn
+from devices.api.schemas import (
+    Credentials, Device, DeviceBody, DeviceSummary, HistoryEntry, Limit, Offset, Page, PathId,
+    QueryId, StateChange, page, shown_once,
+)
+from devices.errors import NotFound
+from devices.models import DEVICE_KINDS, DEVICE_STATES, DevicePlacement
+
+router = APIRouter(prefix="/v1/devices", tags=["devices"])
+
+Reader = Annotated[Actor, allow("registry:read")]
+Writer = Annotated[Actor, allow("devices:write")]
+
+
+def _device(conn, device_id: str) -> dict:
+    row = queries.device(conn, device_id)
+    if row is None:
+        raise NotFound("device", device_id)
+    return row
+
+
+@router.post("", status_code=201, response_model=Credentials,
+             summary="Register a device; answers its MQTT password once")
+def register(body: DeviceBody, actor: Writer, conn: Conn, broker: Broker,
+             settings: AppSettings, response: Response) -> Credentials:
+    [creds] = registry.provision(conn, broker, [body], actor.history_name,
+                                 settings.broker_auth.hash_iterations)
+    return shown_once(creds, response)
+
+
+@router.get("", response_model=Page[DeviceSummary], summary="List devices")
+def list_devices(_: Reader, conn: Conn, building_id: QueryId = None, grid_id: QueryId = None,
+                 community_id: QueryId = None, street_id: QueryId = None,
+                 kind: Literal[DEVICE_KINDS] | None = None,  # type: ignore[valid-type]
+                 state: Literal[DEVICE_STATES] | None = None,  # type: ignore[valid-type]
+                 limit: Limit = 100, offset: Offset = 0) -> dict:
+    rows = queries.devices(conn, building_id=building_id, grid_id=grid_id,
+                           community_id=community_id, street_id=street_id, kind=kind,
+                           state=state, limit=limit + 1, offset=offset)
+    return page(rows, limit, offset)
+
+
+@router.get("/{device_id}", response_model=Device,
+            summary="One device, with when it was last heard and its open tickets")
+def get_device(device_id: PathId, _: Reader, conn: Conn) -> dict:
+    return _device(conn, device_id)
+
+
+@router.post("/{device_id}/move", response_model=Device,
+             summary="Move a device to another building, floor or spot")
+def move(device_id: PathId, body: DevicePlacement, actor: Writer, conn: Conn) -> dict:
+    registry.move_device(conn, device_id, body, actor.history_name)
+    return _device(conn, device_id)
+
+
+@router.post("/{device_id}/state", response_model=Device,
+             summary="Put a device into maintenance or back to active")
+def set_state(device_id: PathId, body: StateChange, actor: Writer, conn: Conn) -> dict:
+    registry.set_state(conn, device_id, body.state, actor.history_name)
+    return _device(conn, device_id)
+
+
+@router.post("/{device_id}/rotate-credentials", response_model=Credentials,
+             summary="Issue a new MQTT password (answered once); the old one stops working")
+def rotate_credentials(device_id: PathId, actor: Writer, conn: Conn, broker: Broker,
+                       settings: AppSettings, response: Response) -> Credentials:
+    creds = registry.rotate_credentials(conn, broker, device_id, actor.history_name,
+                                        settings.broker_auth.hash_iterations)
+    return shown_once(creds, response)
+
+
+@router.post("/{device_id}/retire", response_model=Device,
+             summary="Retire a device for good: its credentials are deleted, its history kept")
+def retire(device_id: PathId, actor: Writer, conn: Conn, broker: Broker) -> dict:
+    registry.retire_device(conn, broker, device_id, actor.history_name)
+    return _device(conn, device_id)
+
+
+@router.get("/{device_id}/history", response_model=Page[HistoryEntry],
+            summary="Every change to the device's registration: who, when, what")
+def history(device_id: PathId, _: Reader, conn: Conn, limit: Limit = 100,
+            offset: Offset = 0) -> dict:
+    _device(conn, device_id)
+    rows = queries.device_history(conn, device_id, limit=limit + 1, offset=offset)
+    return page(rows, limit, offset)

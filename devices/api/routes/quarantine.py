@@ -1,0 +1,56 @@
+"""/v1/quarantine: ids that send valid messages but are not registered, and claiming one.
+
+A detector installed before its registration shows up here (ingest stores its readings
+anyway). Claiming registers it and marks the quarantine row in one transaction, so an id
+is never claimed without being registered, nor registered twice from here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Response
+
+from devices import queries, registry
+from devices.api.auth import Actor, allow
+from devices.api.deps import AppSettings, Broker, Conn
+from devices.api.schemas import (
+    ClaimBody, Credentials, Limit, Offset, Page, PathId, QuarantineEntry, page, shown_once,
+    with_path_id,
+)
+from devices.errors import Conflict, NotFound
+
+router = APIRouter(prefix="/v1/quarantine", tags=["quarantine"])
+
+Reader = Annotated[Actor, allow("registry:read")]
+Writer = Annotated[Actor, allow("devices:write")]
+
+
+@router.get("", response_model=Page[QuarantineEntry],
+            summary="Unregistered ids heard from, most recent first")
+def list_quarantine(_: Reader, conn: Conn, claimed: bool = False, limit: Limit = 100,
+                    offset: Offset = 0) -> dict:
+    rows = queries.quarantine(conn, claimed=claimed, limit=limit + 1, offset=offset)
+    return page(rows, limit, offset)
+
+
+@router.post("/{device_id}/claim", status_code=201, response_model=Credentials,
+             summary="Register a quarantined id as a device; answers its MQTT password once")
+def claim(device_id: PathId, body: ClaimBody, actor: Writer, conn: Conn, broker: Broker,
+          settings: AppSettings, response: Response) -> Credentials:
+    def mark_claimed(tx) -> None:
+        claimed = tx.execute(
+            "UPDATE quarantine SET claimed_at = now(), claimed_by = %s"
+            " WHERE device_id = %s AND claimed_at IS NULL RETURNING 1",
+            [actor.history_name, device_id]).fetchone()
+        if claimed is None:
+            row = tx.execute("SELECT claimed_by FROM quarantine WHERE device_id = %s",
+                             [device_id]).fetchone()
+            if row is None:
+                raise NotFound("quarantined id", device_id)
+            raise Conflict(f"{device_id!r} was already claimed by {row[0]}")
+
+    [creds] = registry.provision(conn, broker, [with_path_id(body, device_id)],
+                                 actor.history_name, settings.broker_auth.hash_iterations,
+                                 before=mark_claimed)
+    return shown_once(creds, response)

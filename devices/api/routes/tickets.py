@@ -1,0 +1,74 @@
+"""/v1/tickets: maintenance tickets, and closing one by hand after a visit.
+
+The monitor (devices/monitor.py) opens and closes tickets from what devices report. A
+technician who fixed something closes the ticket here with a note ('manual'). For a
+reported condition (low battery, tamper, fault, ...) the close also marks the condition
+inactive, so the registry says what the technician saw; the device's next report of it,
+being newer, sets it again and the monitor opens a new ticket. The device clock of the
+last report (changed_ts) is left alone: the server's clock must not outrank a device's. An
+offline ticket is only closed: the device's next message is what shows it is back.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from fastapi import APIRouter
+
+from devices import queries, registry
+from devices.api.auth import Actor, allow
+from devices.api.deps import Conn
+from devices.api.schemas import Limit, Offset, Page, QueryId, RowId, Ticket, TicketClose, page
+from devices.errors import Conflict, NotFound
+
+router = APIRouter(prefix="/v1/tickets", tags=["tickets"])
+
+Reader = Annotated[Actor, allow("registry:read")]
+Writer = Annotated[Actor, allow("devices:write")]
+
+CONDITIONS = ("offline", "low_battery", "tamper", "fault", "occlusion", "video_loss")
+
+
+def _ticket(conn, ticket_id: int) -> dict:
+    row = queries.ticket(conn, ticket_id)
+    if row is None:
+        raise NotFound("ticket", str(ticket_id))
+    return row
+
+
+@router.get("", response_model=Page[Ticket], summary="List tickets, newest first")
+def list_tickets(_: Reader, conn: Conn, status: Literal["open", "closed", "all"] = "open",
+                 condition: Literal[CONDITIONS] | None = None,  # type: ignore[valid-type]
+                 device_id: QueryId = None, building_id: QueryId = None,
+                 grid_id: QueryId = None, community_id: QueryId = None,
+                 assigned_to: QueryId = None, limit: Limit = 100, offset: Offset = 0) -> dict:
+    rows = queries.tickets(conn, status=status, condition=condition, device_id=device_id,
+                           building_id=building_id, grid_id=grid_id,
+                           community_id=community_id, assigned_to=assigned_to,
+                           limit=limit + 1, offset=offset)
+    return page(rows, limit, offset)
+
+
+@router.get("/{ticket_id}", response_model=Ticket, summary="One ticket")
+def get_ticket(ticket_id: RowId, _: Reader, conn: Conn) -> dict:
+    return _ticket(conn, ticket_id)
+
+
+@router.post("/{ticket_id}/close", response_model=Ticket,
+             summary="Close a ticket after a visit, with a note of what was done")
+def close(ticket_id: RowId, body: TicketClose, actor: Writer, conn: Conn) -> dict:
+    with registry.changes(conn, actor.history_name):
+        # No close-note column yet: the note is kept after the opening detail.
+        row = conn.execute(
+            "UPDATE maintenance_tickets SET closed_at = now(), close_reason = 'manual',"
+            " closed_by = %s, detail = concat_ws(' | ', nullif(detail, ''), 'closed: ' || %s)"
+            " WHERE id = %s AND closed_at IS NULL RETURNING device_id, condition",
+            [actor.history_name, body.note, ticket_id]).fetchone()
+        if row is None:
+            _ticket(conn, ticket_id)  # 404 if there is no such ticket
+            raise Conflict(f"ticket {ticket_id} is already closed")
+        device_id, condition = row
+        if condition != "offline":
+            conn.execute("UPDATE device_conditions SET active = false"
+                         " WHERE device_id = %s AND condition = %s", [device_id, condition])
+    return _ticket(conn, ticket_id)
