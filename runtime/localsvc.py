@@ -130,17 +130,30 @@ class Postgres:
 
 
 class Mosquitto:
-    """A private broker with firegrid's shipped conf.d, running as a child process."""
+    """A private broker with firegrid's shipped conf.d, running as a child process.
 
-    def __init__(self, base: Path, port: int | None = None, *, extra_conf: str = "") -> None:
+    Open by default (anonymous clients may do anything), as the ingest tests need. With
+    `dynsec_admin=(username, password)` it loads the dynamic-security plugin instead, with
+    anonymous access off: the admin account is the only one until firegrid creates more over
+    the control topic (devices/dynsec.py). The plugin's JSON file lives in `base`, so a
+    restart keeps every account, as a real deployment's would.
+    """
+
+    def __init__(self, base: Path, port: int | None = None, *, extra_conf: str = "",
+                 dynsec_admin: tuple[str, str] | None = None) -> None:
         self.base = base.resolve()
         self.port = port or free_port()
         self.extra_conf = extra_conf
+        self.dynsec_admin = dynsec_admin
         self.proc: subprocess.Popen | None = None
 
     @property
     def host(self) -> str:
         return "127.0.0.1"
+
+    @property
+    def dynsec_file(self) -> Path:
+        return self.base / "dynamic-security.json"
 
     def start(self) -> Mosquitto:
         self.base.mkdir(parents=True, exist_ok=True)
@@ -151,7 +164,7 @@ class Mosquitto:
             f"persistence_location {self.base}/\n"
             f"log_dest file {self.base}/mosquitto.log\n"
             f"listener {self.port} 127.0.0.1\n"
-            f"allow_anonymous true\n"
+            f"{self._access_conf()}"
             f"{self.extra_conf}\n"
             f"include_dir {BROKER_CONF_D}\n"
         )
@@ -168,6 +181,15 @@ class Mosquitto:
             err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
             raise ServiceError(f"Mosquitto exited at start: {err.strip()}")
         return self
+
+    def _access_conf(self) -> str:
+        if self.dynsec_admin is None:
+            return "allow_anonymous true\n"
+        if not self.dynsec_file.exists():
+            _dynsec_init(self.dynsec_file, *self.dynsec_admin)
+        return ("allow_anonymous false\n"
+                f"plugin {_dynsec_plugin()}\n"
+                f"plugin_opt_config_file {self.dynsec_file}\n")
 
     def stop(self) -> None:
         """SIGTERM: Mosquitto writes its persistence file and exits."""
@@ -201,3 +223,27 @@ def _pg_bindir() -> Path:
         return Path(found).parent
     raise ServiceError("PostgreSQL server binaries not found: install the postgresql package "
                        "(./dev does this)")
+
+
+def _dynsec_plugin() -> Path:
+    # Debian and Ubuntu put it under the multiarch directory; other builds in /usr/lib.
+    found = sorted(glob.glob("/usr/lib/*/mosquitto_dynamic_security.so")
+                   + glob.glob("/usr/lib/mosquitto_dynamic_security.so"))
+    if not found:
+        raise ServiceError("Mosquitto's dynamic-security plugin (mosquitto_dynamic_security.so) "
+                           "not found: install the mosquitto package (./dev does this)")
+    return Path(found[0])
+
+
+def _dynsec_init(path: Path, username: str, password: str) -> None:
+    """The plugin's starting file, written by Mosquitto's own tool so its hash format is
+    whatever this Mosquitto expects: one admin client, whose role may use the control topic
+    and read (never publish) everything else."""
+    tool = shutil.which("mosquitto_ctrl") or "/usr/bin/mosquitto_ctrl"
+    result = subprocess.run([tool, "dynsec", "init", str(path), username, password],
+                            capture_output=True, text=True)
+    if result.returncode != 0 or not path.exists():
+        raise ServiceError(f"mosquitto_ctrl dynsec init failed: "
+                           f"{(result.stderr or result.stdout).strip()}")
+    # It holds password hashes: readable by the broker's user only.
+    path.chmod(0o600)
