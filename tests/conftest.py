@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from dataclasses import dataclass
 
 import psycopg
 import pytest
@@ -74,3 +75,60 @@ def make_settings(broker, db_url, uid):
         return load_settings(None, **base)
 
     return make
+
+
+# --- a broker that enforces per-device credentials (devices/dynsec.py) ----------------------
+
+SECURE_ADMIN = ("firegrid-admin", "test-admin-password")
+SECURE_PREFIX = "fg/v1"
+
+
+@dataclass(frozen=True)
+class SecureBroker:
+    server: Mosquitto
+    admin: tuple[str, str]      # the dynamic-security admin
+    service: tuple[str, str]    # a service account with the ingest and service roles
+    topic_prefix: str = SECURE_PREFIX
+
+    @property
+    def host(self) -> str:
+        return self.server.host
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+
+@pytest.fixture(scope="session")
+def secure_broker():
+    """A private Mosquitto with the dynamic-security plugin and anonymous access off, set up
+    as an operator would (devices.dynsec.setup_broker): deny by default, the ingest and
+    service roles, one service account with both. One topic prefix for the session: tests
+    keep apart by device id (use `uid` in it)."""
+    from devices.dynsec import INGEST_ROLE, SERVICE_ROLE, ServiceAccount, setup_broker
+
+    server = Mosquitto(make_state_dir("fg-test-mqs-"), dynsec_admin=SECURE_ADMIN).start()
+    service = ("firegrid-test-service", "test-service-password")
+    try:
+        settings = load_settings(None, mqtt={"host": server.host, "port": server.port,
+                                             "topic_prefix": SECURE_PREFIX},
+                                 broker_auth={"mode": "mosquitto-dynsec",
+                                              "admin_username": SECURE_ADMIN[0],
+                                              "admin_password": SECURE_ADMIN[1]})
+        setup_broker(settings.mqtt, settings.broker_auth,
+                     [ServiceAccount(*service, roles=(INGEST_ROLE, SERVICE_ROLE))])
+        yield SecureBroker(server, SECURE_ADMIN, service)
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def secure_settings(secure_broker, make_settings) -> Settings:
+    """Settings for the secure broker: ingest logs in as the service account, and
+    broker_auth manages device accounts through the dynamic-security admin."""
+    return make_settings(
+        mqtt={"host": secure_broker.host, "port": secure_broker.port,
+              "topic_prefix": secure_broker.topic_prefix,
+              "username": secure_broker.service[0], "password": secure_broker.service[1]},
+        broker_auth={"mode": "mosquitto-dynsec", "admin_username": secure_broker.admin[0],
+                     "admin_password": secure_broker.admin[1]})
