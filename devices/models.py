@@ -7,7 +7,7 @@ spreadsheet and the API documentation speak the same words.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
@@ -29,6 +29,22 @@ CHANNELS = ("sms", "wecom", "dingtalk", "feishu", "email", "webhook")
 # Registered heartbeat when the row leaves it empty: cameras send the GB/T 28181 keepalive
 # every 60 s; NB-IoT detectors and gateways typically report hourly.
 DEFAULT_HEARTBEAT_S = {"smoke_detector": 3600, "camera": 60, "gateway": 300}
+
+
+# Dates the registry can read back: PostgreSQL stores "0001-01-01T00:00+14:00" (1 BC in UTC)
+# but Python cannot load it, so one such row would break every listing that holds it.
+EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
+
+
+def _aware_and_readable(value: datetime | None) -> datetime | None:
+    if value is None:
+        return value
+    if value.tzinfo is None:
+        raise ValueError("needs a UTC offset, e.g. 2026-11-21T09:30:00+08:00")
+    if not EARLIEST <= value < LATEST:
+        raise ValueError("must be between 2000-01-01 and 2100-01-01")
+    return value
 
 
 class _Record(BaseModel):
@@ -93,12 +109,7 @@ class NewDevice(DevicePlacement):
     # generator does this); otherwise provisioning generates one.
     password: str | None = Field(None, min_length=16, max_length=128)
 
-    @field_validator("installed_at")
-    @classmethod
-    def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            raise ValueError("needs a UTC offset, e.g. 2026-11-21T09:30:00+08:00")
-        return value
+    _installed_at = field_validator("installed_at")(_aware_and_readable)
 
     @model_validator(mode="after")
     def _default_heartbeat(self) -> NewDevice:
@@ -125,12 +136,7 @@ class Shift(_Record):
     starts_at: datetime
     ends_at: datetime
 
-    @field_validator("starts_at", "ends_at")
-    @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        if value.tzinfo is None:
-            raise ValueError("needs a UTC offset, e.g. 2026-11-21T08:00:00+08:00")
-        return value
+    _when = field_validator("starts_at", "ends_at")(_aware_and_readable)
 
     @field_validator("ends_at")
     @classmethod

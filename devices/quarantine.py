@@ -42,15 +42,9 @@ def claim(conn: psycopg.Connection, device_id: str, actor: str) -> QuarantineEnt
             row = conn.execute(f"SELECT {_COLS} FROM quarantine WHERE device_id = %s",
                                [device_id]).fetchone()
             if row is None:
-                raise NotFound("quarantined device", device_id, field="device_id")
+                raise NotFound("quarantined device", device_id)
             if row[6] != actor:
                 raise Conflict(f"quarantined device {device_id!r} was already claimed by "
                                f"{row[6]} at {row[5]:%Y-%m-%d %H:%M:%S%z}", field="device_id")
     return QuarantineEntry(*row)
 
-
-def unclaimed(conn: psycopg.Connection, limit: int = 100) -> list[QuarantineEntry]:
-    """The unclaimed entries, most recently heard first."""
-    rows = conn.execute(f"SELECT {_COLS} FROM quarantine WHERE claimed_at IS NULL"
-                        " ORDER BY last_seen DESC LIMIT %s", [limit]).fetchall()
-    return [QuarantineEntry(*row) for row in rows]

@@ -212,7 +212,8 @@ def on_duty(conn: psycopg.Connection, building_id: str, at: datetime, *,
 
 _TICKET = """
     SELECT t.id, t.device_id, d.kind, d.building_id, b.address, b.grid_id, t.condition,
-           t.opened_at, t.detail, t.assigned_to, t.closed_at, t.close_reason, t.closed_by
+           t.opened_at, t.detail, t.assigned_to, t.closed_at, t.close_reason, t.closed_by,
+           t.close_note
     FROM maintenance_tickets t
     JOIN devices d ON d.id = t.device_id
     JOIN buildings b ON b.id = d.building_id

@@ -283,9 +283,10 @@ def test_closing_a_ticket_by_hand_clears_its_condition(api, grid, db):
 
     r = tech.post(f"/v1/tickets/{tamper}/close", json={"note": "remounted on the ceiling"})
     assert r.status_code == 200, r.text
-    closed = db.execute("SELECT close_reason, closed_by, detail FROM maintenance_tickets"
-                        " WHERE id = %s AND closed_at IS NOT NULL", [tamper]).fetchone()
-    assert closed == ("manual", TECH, "reported | closed: remounted on the ceiling")
+    closed = db.execute("SELECT close_reason, closed_by, detail, close_note FROM"
+                        " maintenance_tickets WHERE id = %s AND closed_at IS NOT NULL",
+                        [tamper]).fetchone()
+    assert closed == ("manual", TECH, "reported", "remounted on the ceiling")
     assert db.execute("SELECT active FROM device_conditions WHERE device_id = 'SD-0001'"
                       ).fetchone() == (False,)
 

@@ -9,11 +9,11 @@ database holds and must never turn a stored row into a 500.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from fastapi import Path, Query, Response
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from devices.api.auth import ROLES
 from devices.broker import DeviceCredentials
@@ -49,30 +49,16 @@ class WorkerBody(Worker):
     id: Ident | None = None
 
 
-# Dates the registry can read back. PostgreSQL stores "0001-01-01T00:00+14:00" (1 BC in
-# UTC) but Python cannot load it, so one such row would break every listing that holds it.
-# Asked of devices/models.py for every way in; until then the API checks it here.
-EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
-LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
+# Request bodies are the registry's models (devices/models.py validates every way in).
+DeviceBody = NewDevice
 
 
-def _readable(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is not None and not EARLIEST <= value < LATEST:
-        raise ValueError("must be between 2000-01-01 and 2100-01-01")
-    return value
-
-
-class DeviceBody(NewDevice):
-    _installed_at = field_validator("installed_at")(_readable)
-
-
-class ClaimBody(DeviceBody):
+class ClaimBody(NewDevice):
     """A registration for a quarantined id: the id is the one in the path."""
     id: Ident | None = None
 
 
-class ShiftBody(Shift):
-    _when = field_validator("starts_at", "ends_at")(_readable)
+ShiftBody = Shift
 
 
 def with_path_id(body: Record, path_id: str) -> Record:
@@ -188,6 +174,7 @@ class Ticket(BaseModel):
     closed_at: datetime | None
     close_reason: str | None
     closed_by: str | None
+    close_note: str | None
 
 
 class QuarantineEntry(BaseModel):

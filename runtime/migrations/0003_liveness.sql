@@ -43,6 +43,7 @@ CREATE TABLE maintenance_tickets (
     closed_at    timestamptz,
     close_reason text        CHECK (close_reason IN ('cleared', 'retired', 'manual')),
     closed_by    text,
+    close_note   text,                         -- what the technician did, for a manual close
     CHECK ((closed_at IS NULL) = (close_reason IS NULL))
 );
 CREATE UNIQUE INDEX maintenance_tickets_one_open

@@ -17,11 +17,11 @@ from devices import queries, registry
 from devices.api.auth import Actor, allow
 from devices.api.deps import Conn
 from devices.api.schemas import (
-    EARLIEST, LATEST, Limit, Offset, Page, PathId, QueryId, ShiftBody, ShiftOut, WorkerBody,
+    Limit, Offset, Page, PathId, QueryId, ShiftBody, ShiftOut, WorkerBody,
     WorkerOut, page, with_path_id,
 )
 from devices.errors import Invalid, NotFound
-from devices.models import WORKER_ROLES
+from devices.models import EARLIEST, LATEST, WORKER_ROLES
 
 router = APIRouter(prefix="/v1", tags=["people"])
 

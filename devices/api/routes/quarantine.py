@@ -11,14 +11,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Response
 
-from devices import queries, registry
+from devices import quarantine, queries, registry
 from devices.api.auth import Actor, allow
 from devices.api.deps import AppSettings, Broker, Conn
 from devices.api.schemas import (
     ClaimBody, Credentials, Limit, Offset, Page, PathId, QuarantineEntry, page, shown_once,
     with_path_id,
 )
-from devices.errors import Conflict, NotFound
 
 router = APIRouter(prefix="/v1/quarantine", tags=["quarantine"])
 
@@ -38,19 +37,7 @@ def list_quarantine(_: Reader, conn: Conn, claimed: bool = False, limit: Limit =
              summary="Register a quarantined id as a device; answers its MQTT password once")
 def claim(device_id: PathId, body: ClaimBody, actor: Writer, conn: Conn, broker: Broker,
           settings: AppSettings, response: Response) -> Credentials:
-    def mark_claimed(tx) -> None:
-        claimed = tx.execute(
-            "UPDATE quarantine SET claimed_at = now(), claimed_by = %s"
-            " WHERE device_id = %s AND claimed_at IS NULL RETURNING 1",
-            [actor.history_name, device_id]).fetchone()
-        if claimed is None:
-            row = tx.execute("SELECT claimed_by FROM quarantine WHERE device_id = %s",
-                             [device_id]).fetchone()
-            if row is None:
-                raise NotFound("quarantined id", device_id)
-            raise Conflict(f"{device_id!r} was already claimed by {row[0]}")
-
     [creds] = registry.provision(conn, broker, [with_path_id(body, device_id)],
                                  actor.history_name, settings.broker_auth.hash_iterations,
-                                 before=mark_claimed)
+                                 before=lambda tx: quarantine.claim(tx, device_id, actor.history_name))
     return shown_once(creds, response)

@@ -1,13 +1,5 @@
-"""/v1/tickets: maintenance tickets, and closing one by hand after a visit.
-
-The monitor (devices/monitor.py) opens and closes tickets from what devices report. A
-technician who fixed something closes the ticket here with a note ('manual'). For a
-reported condition (low battery, tamper, fault, ...) the close also marks the condition
-inactive, so the registry says what the technician saw; the device's next report of it,
-being newer, sets it again and the monitor opens a new ticket. The device clock of the
-last report (changed_ts) is left alone: the server's clock must not outrank a device's. An
-offline ticket is only closed: the device's next message is what shows it is back.
-"""
+"""/v1/tickets: maintenance tickets, and closing one by hand after a visit
+(devices/tickets.py says what a manual close does)."""
 
 from __future__ import annotations
 
@@ -15,11 +7,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter
 
-from devices import queries, registry
+from devices import queries, tickets
 from devices.api.auth import Actor, allow
 from devices.api.deps import Conn
 from devices.api.schemas import Limit, Offset, Page, QueryId, RowId, Ticket, TicketClose, page
-from devices.errors import Conflict, NotFound
+from devices.errors import NotFound
 
 router = APIRouter(prefix="/v1/tickets", tags=["tickets"])
 
@@ -57,18 +49,5 @@ def get_ticket(ticket_id: RowId, _: Reader, conn: Conn) -> dict:
 @router.post("/{ticket_id}/close", response_model=Ticket,
              summary="Close a ticket after a visit, with a note of what was done")
 def close(ticket_id: RowId, body: TicketClose, actor: Writer, conn: Conn) -> dict:
-    with registry.changes(conn, actor.history_name):
-        # No close-note column yet: the note is kept after the opening detail.
-        row = conn.execute(
-            "UPDATE maintenance_tickets SET closed_at = now(), close_reason = 'manual',"
-            " closed_by = %s, detail = concat_ws(' | ', nullif(detail, ''), 'closed: ' || %s)"
-            " WHERE id = %s AND closed_at IS NULL RETURNING device_id, condition",
-            [actor.history_name, body.note, ticket_id]).fetchone()
-        if row is None:
-            _ticket(conn, ticket_id)  # 404 if there is no such ticket
-            raise Conflict(f"ticket {ticket_id} is already closed")
-        device_id, condition = row
-        if condition != "offline":
-            conn.execute("UPDATE device_conditions SET active = false"
-                         " WHERE device_id = %s AND condition = %s", [device_id, condition])
+    tickets.close_ticket(conn, ticket_id, actor.history_name, body.note)
     return _ticket(conn, ticket_id)
