@@ -20,6 +20,8 @@ class DevicesError(FiregridError):
 
 
 class NotFound(DevicesError):
+    exit_code = 2  # the command line named something that is not there
+
     def __init__(self, what: str, ident: str, field: str | None = None) -> None:
         super().__init__(f"{what} {ident!r} does not exist")
         self.field = field

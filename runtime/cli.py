@@ -82,6 +82,21 @@ def _parser() -> argparse.ArgumentParser:
                                "and one ticket per device and condition. Several monitors "
                                "may run; the database keeps one open ticket per condition.")
 
+    api = sub.add_parser("api", help="the provisioning HTTP API").add_subparsers(
+        dest="api_command", required=True, metavar="ACTION")
+    api.add_parser("serve", help="serve the API on api.host:api.port until SIGTERM "
+                   "(OpenAPI at /docs)")
+    token = api.add_parser("token", help="API tokens").add_subparsers(
+        dest="token_command", required=True, metavar="ACTION")
+    create = token.add_parser("create", help="create a token and print it (shown only once)")
+    create.add_argument("--name", required=True, help="who or what holds it, e.g. tech-zhang")
+    create.add_argument("--role", required=True,
+                        choices=["admin", "field_technician", "street_duty", "community_duty",
+                                 "grid_leader", "grid_worker"])
+    create.add_argument("--worker", metavar="WORKER_ID", help="the worker it belongs to")
+    revoke = token.add_parser("revoke", help="revoke a token by its id")
+    revoke.add_argument("token_id", type=int)
+
     demo = sub.add_parser("demo", help="run broker, database, ingest and simulated devices locally",
                           description="Everything on this machine: uses a reachable broker and "
                           "database or starts private ones under .local/, migrates, runs ingest "
@@ -137,6 +152,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "devices":
         return _devices(args, settings)
+    if args.command == "api":
+        return _api(args, settings)
     if args.command == "demo":
         from simulators.demo import run_demo
         return run_demo(settings, devices=args.devices, rate=args.rate, seconds=args.seconds,
@@ -184,6 +201,22 @@ def _devices(args: argparse.Namespace, settings: Settings) -> int:
         run_monitor(settings, stop)
         return 0
     raise AssertionError(args.devices_command)
+
+
+def _api(args: argparse.Namespace, settings: Settings) -> int:
+    from devices import api
+    from runtime import db
+    if args.api_command == "serve":
+        api.serve(settings)
+        return 0
+    actor = f"cli:{os.environ.get('USER', 'unknown')}"
+    with db.connect(settings.database, autocommit=True) as conn:
+        if args.token_command == "create":
+            print(api.create_token(conn, args.name, args.role, args.worker, actor=actor))
+        else:
+            api.revoke_token(conn, args.token_id, actor=actor)
+            print(f"revoked token {args.token_id}")
+    return 0
 
 
 def _run_ingest(settings: Settings) -> int:
