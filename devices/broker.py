@@ -7,6 +7,8 @@ undoes the broker change. Implementations:
     NoBrokerAuth      mode "none" (development) and "database" (EMQX reads our tables)
     MosquittoDynsec   mode "mosquitto-dynsec": Mosquitto's dynamic-security plugin over
                       its control topic (devices/dynsec.py)
+    DynsecFile        the same plugin's file, written while Mosquitto is stopped: the
+                      first load of a large site (devices/dynsec.py)
 """
 
 from __future__ import annotations

@@ -14,23 +14,31 @@ What firegrid keeps in the plugin (docs/broker-auth.md has the operator's view):
 One role per device because Mosquitto 2.0's plugin takes ACL topics literally: `%c` and
 `%u` are not substituted (checked against 2.0.11; issue eclipse/mosquitto#2222, due in 2.1).
 
-Cost, measured on 2.0.11 (docs/broker-auth.md): the plugin rewrites its whole JSON file after
-every changing command, so a command costs time in proportion to the accounts already there
-(about 0.25 s per command at 20,000 devices), and the broker serves no client while it works
-through a control message. Messages are therefore sized by time, not by count (_Pacer):
-each should keep the broker busy for about `busy_s`, however large the file has grown.
+Cost, measured on 2.0.11 (docs/broker-auth.md): the plugin rewrites its whole JSON file
+after every changing command, so a command costs time in proportion to the accounts already
+there (a quarter to half a second at 20,000 devices), and the broker serves no client while
+it works through a control message. Messages are therefore sized by time, not by count
+(_Pacer): each should keep the broker busy for about `busy_s`, however large the file has
+grown. For the first load of a large site, DynsecFile writes the plugin's file directly
+while Mosquitto is stopped: seconds for a street office instead of hours.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import itertools
 import json
 import logging
+import os
 import secrets
+import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -116,12 +124,7 @@ class MosquittoDynsec:
     def add_devices(self, creds: list[DeviceCredentials]) -> None:
         if not creds:
             return
-        for c in creds:
-            _check_device(c.device_id)
-            if c.kind not in _PUBLISHES:
-                raise Invalid("kind", f"unknown device kind {c.kind!r} for {c.device_id!r}")
-            if not c.password:
-                raise Invalid("password", f"empty password for {c.device_id!r}")
+        _check_credentials(creds)
         ids = [c.device_id for c in creds]
         clients, roles = self._lookup(ids)
         taken = [i for i in ids if i in clients]
@@ -144,7 +147,7 @@ class MosquittoDynsec:
         clients, _ = self._lookup([device_id])
         if device_id not in clients:
             raise BrokerAuthError(f"device {device_id!r} has no broker account to rotate")
-        self._refuse_non_devices(clients)
+        _refuse_non_devices(clients)
         # The plugin disconnects the device's sessions itself: they logged in with the old one.
         response, = self._control.exchange([{"command": "setClientPassword",
                                              "username": device_id, "password": password}])
@@ -156,7 +159,7 @@ class MosquittoDynsec:
         for device_id in device_ids:
             _check_device(device_id)
         clients, _ = self._lookup(device_ids)
-        self._refuse_non_devices(clients)
+        _refuse_non_devices(clients)
         # deleteClient also disconnects the device's connected sessions, at once.
         self._paced([(i, _delete_commands(i)) for i in device_ids], missing_ok=True)
 
@@ -231,16 +234,6 @@ class MosquittoDynsec:
                     roles.add(device_id)
         return clients, roles
 
-    def _refuse_non_devices(self, clients: dict[str, dict]) -> None:
-        # Device ids share the username space with the admin and service accounts: never
-        # let a device operation delete or re-key one of those.
-        strangers = [name for name, client in clients.items()
-                     if device_role(name) not in {r["rolename"] for r in client.get("roles", [])}]
-        if strangers:
-            raise BrokerAuthError(
-                f"not firegrid device accounts (no role {DEVICE_ROLE_PREFIX}<id>): "
-                f"{_some(strangers)}; refusing to change them")
-
     def _undo_add(self, ids: list[str], cause: BrokerAuthError) -> None:
         # None of `ids` had a client before this call, so deleting all of them removes
         # exactly what the call created, whichever of its commands the broker carried out.
@@ -251,6 +244,127 @@ class MosquittoDynsec:
             raise BrokerAuthError(
                 f"{cause}; and taking back the accounts already created failed too ({exc}): "
                 f"these may remain at the broker: {_some(ids)}") from cause
+
+
+class DynsecFile:
+    """BrokerAuth that edits the plugin's JSON file itself, for the first load of a large
+    site: Mosquitto must be stopped meanwhile (it reads the file only when it starts, and
+    overwrites it on its next change), and started afterwards. One read and one atomic
+    write per call, so a call is all or nothing and 22,000 devices take seconds, where the
+    control topic takes hours (docs/broker-auth.md). After the start, MosquittoDynsec
+    manages these accounts like any other.
+
+    The constructor refuses if a broker answers at mqtt.host:port: a safety net for the
+    common case of firegrid on the broker's host, not a lock.
+    """
+
+    def __init__(self, path: str | Path, mqtt_settings: MqttSettings) -> None:
+        self._path = Path(path)
+        self._prefix = _checked_prefix(mqtt_settings.topic_prefix)
+        where = f"{mqtt_settings.host}:{mqtt_settings.port}"
+        if _answers(mqtt_settings.host, mqtt_settings.port):
+            raise BrokerAuthError(f"a broker answers at {where}: stop Mosquitto before "
+                                  f"editing {self._path}, and start it afterwards")
+        if not self._path.is_file():
+            raise BrokerAuthError(f"{self._path} does not exist: create it with "
+                                  "`mosquitto_ctrl dynsec init` (docs/broker-auth.md)")
+
+    def add_devices(self, creds: list[DeviceCredentials]) -> None:
+        if not creds:
+            return
+        _check_credentials(creds)
+        ids = [c.device_id for c in creds]
+        twice = sorted(i for i, n in Counter(ids).items() if n > 1)
+        if twice:
+            raise BrokerAuthError(f"listed more than once: {_some(twice)}; nothing was added")
+        config = self._load()
+        clients = config.setdefault("clients", [])
+        taken = sorted({c["username"] for c in clients} & set(ids))
+        if taken:
+            raise BrokerAuthError(
+                f"{len(taken)} device(s) already have a broker account: {_some(taken)}; "
+                "nothing was added (is the registry out of step with the broker?)")
+        new_roles = {device_role(i) for i in ids}
+        roles = [r for r in config.setdefault("roles", []) if r["rolename"] not in new_roles]
+        for c in creds:
+            role = device_role(c.device_id)
+            roles.append({"rolename": role, "acls": [
+                dict(acl, priority=0) for acl in device_acls(c.device_id, c.kind, self._prefix)]})
+            clients.append({"username": c.device_id, **_mosquitto_hash(c.password),
+                            "roles": [{"rolename": role}]})
+        config["roles"] = roles
+        self._save(config)
+
+    def set_password(self, device_id: str, password: str) -> None:
+        _check_device(device_id)
+        if not password:
+            raise Invalid("password", f"empty password for {device_id!r}")
+        config = self._load()
+        client = next((c for c in config.get("clients", []) if c["username"] == device_id),
+                      None)
+        if client is None:
+            raise BrokerAuthError(f"device {device_id!r} has no broker account to rotate")
+        _refuse_non_devices({device_id: client})
+        client.update(_mosquitto_hash(password))
+        self._save(config)
+
+    def remove_devices(self, device_ids: list[str]) -> None:
+        if not device_ids:
+            return
+        for device_id in device_ids:
+            _check_device(device_id)
+        config = self._load()
+        gone = set(device_ids)
+        _refuse_non_devices({c["username"]: c for c in config.get("clients", [])
+                             if c["username"] in gone})
+        roles = {device_role(i) for i in gone}
+        config["clients"] = [c for c in config.get("clients", []) if c["username"] not in gone]
+        config["roles"] = [r for r in config.get("roles", []) if r["rolename"] not in roles]
+        self._save(config)
+
+    def close(self) -> None:
+        pass
+
+    def _load(self) -> dict:
+        try:
+            return json.loads(self._path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise BrokerAuthError(f"cannot read the plugin's file {self._path}: {exc}") from exc
+
+    def _save(self, config: dict) -> None:
+        # Write beside it and rename, so a crash leaves the old file or the new one, never
+        # half of one; keep the owner (the broker's user) and keep it private.
+        temp = self._path.with_name(self._path.name + ".firegrid-new")
+        try:
+            before = self._path.stat()
+            with open(temp, "w", encoding="utf-8") as f:
+                json.dump(config, f, separators=(",", ":"))
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(temp, 0o600)
+            if (before.st_uid, before.st_gid) != (os.getuid(), os.getgid()):
+                os.chown(temp, before.st_uid, before.st_gid)
+            os.replace(temp, self._path)
+        except OSError as exc:
+            temp.unlink(missing_ok=True)
+            raise BrokerAuthError(f"cannot write the plugin's file {self._path}: {exc}") from exc
+
+
+def _mosquitto_hash(password: str) -> dict:
+    """A client password the way Mosquitto 2.0's plugin stores it: PBKDF2-HMAC-SHA512 over
+    12 random bytes of salt, 101 rounds, both base64 (mosquitto_ctrl writes the same)."""
+    salt = secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, 101)
+    return {"password": base64.b64encode(digest).decode(),
+            "salt": base64.b64encode(salt).decode(), "iterations": 101}
+
+
+def _answers(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def setup_broker(mqtt_settings: MqttSettings, auth: BrokerAuthSettings,
@@ -315,6 +429,17 @@ def setup_broker(mqtt_settings: MqttSettings, auth: BrokerAuthSettings,
         control.close()
 
 
+def _refuse_non_devices(clients: dict[str, dict]) -> None:
+    # Device ids share the username space with the admin and service accounts: never let a
+    # device operation delete or re-key one of those.
+    strangers = [name for name, client in clients.items()
+                 if device_role(name) not in {r["rolename"] for r in client.get("roles", [])}]
+    if strangers:
+        raise BrokerAuthError(
+            f"not firegrid device accounts (no role {DEVICE_ROLE_PREFIX}<id>): "
+            f"{_some(strangers)}; refusing to change them")
+
+
 def _delete_commands(device_id: str) -> list[dict]:
     return [{"command": "deleteClient", "username": device_id},
             {"command": "deleteRole", "rolename": device_role(device_id)}]
@@ -328,6 +453,15 @@ def _raise_on_error(response: dict, who: str, *, missing_ok: bool = False) -> No
     if error is None or (missing_ok and error in _NOT_FOUND):
         return
     raise BrokerAuthError(f"the broker refused {response.get('command', '?')} for {who!r}: {error}")
+
+
+def _check_credentials(creds: Sequence[DeviceCredentials]) -> None:
+    for c in creds:
+        _check_device(c.device_id)
+        if c.kind not in _PUBLISHES:
+            raise Invalid("kind", f"unknown device kind {c.kind!r} for {c.device_id!r}")
+        if not c.password:
+            raise Invalid("password", f"empty password for {c.device_id!r}")
 
 
 def _check_device(device_id: str) -> None:

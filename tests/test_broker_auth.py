@@ -27,8 +27,8 @@ from pydantic import SecretStr
 from devices.broker import DeviceCredentials
 from devices.credentials import hash_password, new_password
 from devices.dynsec import (
-    INGEST_ROLE, MosquittoDynsec, ServiceAccount, _ControlClient, _Pacer, device_role,
-    setup_broker,
+    INGEST_ROLE, DynsecFile, MosquittoDynsec, ServiceAccount, _ControlClient, _Pacer,
+    device_role, setup_broker,
 )
 from devices.errors import BrokerAuthError, Invalid
 from runtime.localsvc import Mosquitto, _dynsec_init, make_state_dir
@@ -536,3 +536,53 @@ def test_the_pacer_sizes_messages_by_time():
     for _ in range(10):
         pacer.observe(pacer.devices, 1e-6)
     assert pacer.devices == 400
+
+
+# --- loading a stopped broker from its file ------------------------------------------------
+
+def test_a_stopped_broker_is_loaded_from_its_file(sessions, uid):
+    state = make_state_dir("fg-test-dynsec-file-")
+    server = Mosquitto(state, dynsec_admin=("admin", "admin-pw")).start()
+    try:
+        settings = load_settings(None, mqtt={"host": server.host, "port": server.port},
+                                 broker_auth={"mode": "mosquitto-dynsec",
+                                              "admin_username": "admin",
+                                              "admin_password": "admin-pw"})
+        setup_broker(settings.mqtt, settings.broker_auth, [ServiceAccount("svc", "svc-pw")])
+        with pytest.raises(BrokerAuthError, match="stop Mosquitto"):
+            DynsecFile(server.dynsec_file, settings.mqtt)
+        server.stop()
+
+        creds = [_device(f"F{i}") for i in range(500)] + [_device("GW", "gateway")]
+        loader = DynsecFile(server.dynsec_file, settings.mqtt)
+        loader.add_devices(creds)
+        with pytest.raises(BrokerAuthError, match="already have a broker account"):
+            loader.add_devices([_device("F0")])
+        with pytest.raises(BrokerAuthError, match="not firegrid device accounts"):
+            loader.remove_devices(["svc"])
+        server.start()
+
+        # Mosquitto takes the file's accounts as its own: they log in and are confined ...
+        a, b = creds[0], creds[1]
+        watcher = sessions(server, "admin", "admin-pw")
+        assert watcher.subscribe("#")
+        device_a = sessions(server, a.device_id, a.password)
+        assert device_a.accepted
+        assert not sessions(server, a.device_id, b.password).accepted
+        device_a.publish(f"fg/v1/{b.device_id}/telemetry", b"spoof")
+        device_a.publish(f"fg/v1/{a.device_id}/gateway", b"spoof")
+        device_a.publish(f"fg/v1/{a.device_id}/telemetry", b"own")
+        assert watcher.wait_for(f"fg/v1/{a.device_id}/telemetry", b"own") == [
+            (f"fg/v1/{a.device_id}/telemetry", b"own")]
+        assert sessions(server, "svc", "svc-pw").accepted   # setup's work survives
+
+        # ... and the control topic manages them from here on.
+        dynsec = MosquittoDynsec(settings.mqtt, settings.broker_auth)
+        try:
+            assert dynsec.device_accounts() == {c.device_id for c in creds}
+            dynsec.remove_devices([a.device_id])
+            assert device_a.disconnected.wait(WAIT)
+        finally:
+            dynsec.close()
+    finally:
+        server.destroy()
