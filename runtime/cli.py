@@ -101,7 +101,8 @@ def _parser() -> argparse.ArgumentParser:
                           description="Everything on this machine: uses a reachable broker and "
                           "database or starts private ones under .local/, migrates, runs ingest "
                           "and a fleet of simulated devices, and prints rows as they arrive.")
-    demo.add_argument("--devices", type=int, default=200, help="simulated devices (default 200)")
+    demo.add_argument("--devices", type=int, default=300,
+                      help="simulate at most this many of the registered devices (default 300)")
     demo.add_argument("--rate", type=float, default=100.0, help="messages per second (default 100)")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = Ctrl-C)")
     demo.add_argument("--state-dir", type=Path, default=Path(".local"),

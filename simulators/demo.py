@@ -1,8 +1,10 @@
 """`firegrid demo`: the whole ingest path on one machine, for a newcomer to watch.
 
 Uses the configured broker and database when they answer; otherwise starts private ones
-(runtime.localsvc) under --state-dir on free ports. Then: migrate, run ingest, run a small
-simulated fleet (smoke detectors and cameras, with the occasional alarm and, on purpose,
+(runtime.localsvc) under --state-dir on free ports. Then: migrate, register a small street
+(simulators.topology, preset "small") through the CSV import when the registry is empty,
+run ingest and the maintenance monitor, run a simulated fleet of those devices (smoke
+detectors and cameras, with the occasional alarm, a few unregistered ids and, on purpose,
 the occasional malformed message), and print what lands in the database every 2 seconds.
 The full device simulators and scenarios are `simulators/` proper (a later issue).
 """
@@ -19,11 +21,15 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
+from devices import importer
+from devices.broker import broker_auth
+from devices.monitor import run_monitor
 from ingest.service import IngestService
 from runtime import db, migrate
 from runtime.localsvc import Mosquitto, Postgres, free_port, reachable
 from runtime.settings import Settings
 from simulators import messages as m
+from simulators import topology
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +45,8 @@ def run_demo(settings: Settings, *, devices: int, rate: float, seconds: float,
         report = migrate.migrate(settings.database)
         print(f"database: {settings.database.url} (schema path: {report.flavour})")
         print(f"broker:   {settings.mqtt.host}:{settings.mqtt.port}")
+        ids = _register_street(settings, state_dir)[:devices]
+        ids += [f"STRAY-{i}" for i in range(1, 4)]  # unregistered: they end in quarantine
         service = IngestService(settings)
         ingest = threading.Thread(target=service.run, name="ingest", daemon=True)
         ingest.start()
@@ -46,12 +54,15 @@ def run_demo(settings: Settings, *, devices: int, rate: float, seconds: float,
             print("ingest could not subscribe to the broker")
             return 3
         stop = threading.Event()
-        fleet = threading.Thread(target=_fleet, args=(settings, devices, rate, stop),
+        fleet = threading.Thread(target=_fleet, args=(settings, ids, rate, stop),
                                  name="fleet", daemon=True)
         fleet.start()
+        monitor = threading.Thread(target=run_monitor, args=(settings, stop), name="monitor",
+                                   daemon=True)
+        monitor.start()
         if settings.ingest.metrics_port:
             print(f"metrics:  http://{settings.ingest.metrics_host}:{settings.ingest.metrics_port}/metrics")
-        print(f"{devices} simulated devices, ~{rate:g} messages/s. Ctrl-C stops.\n")
+        print(f"{len(ids)} simulated devices, ~{rate:g} messages/s. Ctrl-C stops.\n")
         try:
             _report(settings, seconds)
         except KeyboardInterrupt:
@@ -64,6 +75,22 @@ def run_demo(settings: Settings, *, devices: int, rate: float, seconds: float,
     finally:
         for server in reversed(started):
             server.stop()
+
+
+def _register_street(settings: Settings, state_dir: Path) -> list[str]:
+    """The registered device ids; registers the "small" street first if there are none."""
+    with db.connect(settings.database, autocommit=True) as conn:
+        if conn.execute("SELECT count(*) FROM devices").fetchone()[0] == 0:
+            files = topology.generate(state_dir / "street", preset="small", seed=7)
+            broker = broker_auth(settings)
+            try:
+                result = importer.run_import(conn, broker, files.values(), actor="demo",
+                                             iterations=settings.broker_auth.hash_iterations)
+            finally:
+                broker.close()
+            print(f"registry: imported {result.plan.summary()} from {state_dir / 'street'}")
+        rows = conn.execute("SELECT id FROM devices WHERE state <> 'retired' ORDER BY id")
+        return [r[0] for r in rows]
 
 
 def _with_services(settings: Settings, state_dir: Path, started: list) -> Settings:
@@ -85,7 +112,7 @@ def _with_services(settings: Settings, state_dir: Path, started: list) -> Settin
     return settings.model_copy(update={"mqtt": mqtt_cfg, "database": db_cfg, "ingest": ingest_cfg})
 
 
-def _fleet(settings: Settings, devices: int, rate: float, stop: threading.Event) -> None:
+def _fleet(settings: Settings, ids: list[str], rate: float, stop: threading.Event) -> None:
     """Devices multiplexed over one connection, each with its own id and seq counter."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"firegrid-demo-fleet-{random.randrange(1 << 30)}")
     client.max_queued_messages_set(0)
@@ -93,7 +120,6 @@ def _fleet(settings: Settings, devices: int, rate: float, stop: threading.Event)
     client.loop_start()
     prefix = settings.mqtt.topic_prefix
     rng = random.Random(7)
-    ids = [f"SD-{i:05d}" if i % 5 else f"CAM-{i:05d}" for i in range(devices)]
     seqs = dict.fromkeys(ids, 0)
     battery = {d: rng.randint(20, 100) for d in ids}
     interval = 1.0 / rate
@@ -106,11 +132,11 @@ def _fleet(settings: Settings, devices: int, rate: float, stop: threading.Event)
             roll = rng.random()
             if roll < 0.005:
                 topic, payload = m.topic(device, "telemetry", prefix), b'{"type": "smoke_status", "ts": '
-            elif roll < 0.01 and device.startswith("SD"):
+            elif roll < 0.01 and not device.startswith("CAM"):
                 topic, payload = m.topic(device, "event", prefix), m.encode(m.event("alarm", seq, obscuration_db_m=0.35))
             elif roll < 0.012 and device.startswith("CAM"):
                 topic, payload = m.topic(device, "event", prefix), m.encode(m.event("smoke_detected", seq, confidence=round(rng.uniform(0.5, 0.99), 2)))
-            elif device.startswith("SD"):
+            elif not device.startswith("CAM"):
                 battery[device] = max(0, battery[device] - (rng.random() < 0.01))
                 topic, payload = m.topic(device, "telemetry", prefix), m.encode(m.smoke_status(
                     seq, obscuration_db_m=round(rng.uniform(0, 0.05), 3),
@@ -134,14 +160,18 @@ def _report(settings: Settings, seconds: float) -> None:
     with psycopg.connect(settings.database.url, autocommit=True) as conn:
         while deadline is None or time.monotonic() < deadline:
             time.sleep(2)
-            readings, events, alarms, dead, lag = conn.execute(
+            readings, events, alarms, dead, lag, seen, tickets, stray = conn.execute(
                 "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM events),"
                 " (SELECT count(*) FROM events WHERE type IN ('alarm', 'smoke_detected', 'fire_detected')),"
                 " (SELECT coalesce(sum(seen_count), 0) FROM dead_letters),"
                 " (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM received_at - ts))"
-                "  FROM readings WHERE received_at > now() - interval '10 seconds')").fetchone()
+                "  FROM readings WHERE received_at > now() - interval '10 seconds'),"
+                " (SELECT count(*) FROM device_status),"
+                " (SELECT count(*) FROM maintenance_tickets WHERE closed_at IS NULL),"
+                " (SELECT count(*) FROM quarantine WHERE claimed_at IS NULL)").fetchone()
             rate = f"+{(readings - last) / 2:.0f}/s" if last is not None else ""
             last = readings
             lag_ms = f"{lag * 1000:.0f} ms" if lag is not None else "-"
             print(f"readings {readings:>8} {rate:>8} | events {events:>6} (fire warnings {alarms})"
-                  f" | dead letters {dead:>4} | lag p50 {lag_ms}", flush=True)
+                  f" | dead letters {dead:>4} | lag p50 {lag_ms} | devices heard {seen}"
+                  f" | open tickets {tickets} | quarantine {stray}", flush=True)
