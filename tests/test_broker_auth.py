@@ -366,13 +366,25 @@ def test_a_wrong_admin_password_is_reported(settings, uid):
 def test_a_broker_without_the_plugin_times_out_with_a_hint(broker, uid):
     settings = load_settings(None, mqtt={"host": broker.host, "port": broker.port},
                              broker_auth={"mode": "mosquitto-dynsec", "admin_password": "x",
-                                          "timeout_s": 0.5})
+                                          "timeout_s": 1.0})
     open_broker = MosquittoDynsec(settings.mqtt, settings.broker_auth)
     try:
         with pytest.raises(BrokerAuthError, match="did not answer.*plugin loaded"):
             open_broker.add_devices([_device(f"{uid}-A")])
     finally:
         open_broker.close()
+
+
+def test_a_broker_restart_is_ridden_out(secure_broker, dynsec, sessions, uid):
+    """A long-lived API process keeps its MosquittoDynsec across broker restarts; the
+    accounts live in the plugin's file and survive too."""
+    before = _device(f"{uid}-before")
+    dynsec.add_devices([before])
+    secure_broker.server.restart()
+    after = _device(f"{uid}-after")
+    dynsec.add_devices([after])
+    assert sessions(secure_broker, before.device_id, before.password).accepted
+    assert sessions(secure_broker, after.device_id, after.password).accepted
 
 
 def test_an_unreachable_broker_is_reported():
