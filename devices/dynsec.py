@@ -549,7 +549,10 @@ class _ControlClient:
                 connection = self._connection
             info = self._client.publish(CONTROL_TOPIC, payload, qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                raise BrokerAuthError(f"could not send to the broker: {mqtt.error_string(info.rc)}")
+                # paho keeps a QoS 1 message for the next connection: say so.
+                raise BrokerAuthError(
+                    f"could not send to the broker ({mqtt.error_string(info.rc)}); the "
+                    "commands may still be applied when the connection comes back")
             deadline = time.monotonic() + self._timeout
             with self._cond:
                 while self._answer is None:
