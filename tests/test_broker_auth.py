@@ -235,6 +235,24 @@ def test_the_ingest_account_reads_every_device_through_a_shared_subscription(
     assert ingest.wait_for(topic, b"reading")[-1] == (topic, b"reading")
 
 
+def test_ingest_logs_in_as_its_service_account_and_stores_a_device_reading(
+        secure_settings, secure_broker, dynsec, sessions, db_url, uid):
+    from simulators import messages as m
+    from tests.helpers import ThreadedIngest, wait_for_count
+
+    d = _device(f"{uid}-I")
+    dynsec.add_devices([d])
+    ingest = ThreadedIngest(secure_settings).start()   # $share/<group>/fg/v1/# as the service
+    try:
+        device = sessions(secure_broker, d.device_id, d.password)
+        device.publish(m.topic(d.device_id, "telemetry", secure_broker.topic_prefix),
+                       m.encode(m.smoke_status(1)))
+        query = f"SELECT count(*) FROM readings WHERE device_id = '{d.device_id}'"
+        assert wait_for_count(db_url, query, 1, timeout=WAIT) == 1
+    finally:
+        ingest.stop()
+
+
 # --- retirement and rotation take effect at once ------------------------------------------
 
 def test_a_removed_device_is_disconnected_and_refused(secure_broker, dynsec, sessions, uid):
