@@ -73,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
                           "when a devices file has no password column")
     imp.add_argument("--actor", default=f"cli:{os.environ.get('USER', 'unknown')}",
                      help="who the history records as making the change (default cli:$USER)")
+    imp.add_argument("--dynsec-file", type=Path, metavar="FILE",
+                     help="first load of a large site: write the device accounts straight into "
+                          "Mosquitto's dynamic-security file (Mosquitto must be stopped; "
+                          "docs/broker-auth.md) instead of using the control topic")
     imp.add_argument("--tz", default="Asia/Shanghai",
                      help="time zone of times written without an offset (default Asia/Shanghai)")
 
@@ -81,6 +85,13 @@ def _parser() -> argparse.ArgumentParser:
                    description="Every devices.monitor_interval_s: offline detection per kind "
                                "and one ticket per device and condition. Several monitors "
                                "may run; the database keeps one open ticket per condition.")
+
+    brk = sub.add_parser("broker", help="broker accounts").add_subparsers(
+        dest="broker_command", required=True, metavar="ACTION")
+    brk.add_parser("setup", help="prepare Mosquitto's dynamic-security plugin: deny by "
+                   "default, firegrid's roles, and the service account mqtt.username",
+                   description="Safe to run again. Needs broker_auth.mode = mosquitto-dynsec "
+                               "and the plugin's admin (broker_auth.admin_username/password).")
 
     api = sub.add_parser("api", help="the provisioning HTTP API").add_subparsers(
         dest="api_command", required=True, metavar="ACTION")
@@ -153,6 +164,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.command == "devices":
         return _devices(args, settings)
+    if args.command == "broker":
+        return _broker_setup(settings)
     if args.command == "api":
         return _api(args, settings)
     if args.command == "demo":
@@ -168,7 +181,11 @@ def _devices(args: argparse.Namespace, settings: Settings) -> int:
     from devices.errors import ImportRejected
     from runtime import db
     if args.devices_command == "import":
-        broker = broker_auth(settings)
+        if args.dynsec_file and not args.dry_run:
+            from devices.dynsec import DynsecFile
+            broker = DynsecFile(args.dynsec_file, settings.mqtt)
+        else:
+            broker = broker_auth(settings)
         try:
             with db.connect(settings.database, autocommit=True) as conn:
                 result = importer.run_import(
@@ -202,6 +219,22 @@ def _devices(args: argparse.Namespace, settings: Settings) -> int:
         run_monitor(settings, stop)
         return 0
     raise AssertionError(args.devices_command)
+
+
+def _broker_setup(settings: Settings) -> int:
+    from devices.dynsec import INGEST_ROLE, SERVICE_ROLE, ServiceAccount, setup_broker
+    from runtime.errors import ConfigError
+    if settings.broker_auth.mode != "mosquitto-dynsec":
+        raise ConfigError("broker setup manages Mosquitto's dynamic-security plugin: set "
+                          "FIREGRID_BROKER_AUTH__MODE=mosquitto-dynsec")
+    services = []
+    if settings.mqtt.username and settings.mqtt.password:
+        services.append(ServiceAccount(settings.mqtt.username,
+                                       settings.mqtt.password.get_secret_value(),
+                                       (INGEST_ROLE, SERVICE_ROLE)))
+    for line in setup_broker(settings.mqtt, settings.broker_auth, services):
+        print(line)
+    return 0
 
 
 def _api(args: argparse.Namespace, settings: Settings) -> int:
