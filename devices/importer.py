@@ -259,14 +259,7 @@ def _read_devices(plan: Plan, file: str, line: int, v: dict, zone: ZoneInfo) -> 
     if data.get("installed_at"):
         data["installed_at"] = _local_time(data["installed_at"], zone)
     record = _validate(plan, NewDevice, data, file, line, {"id": "device_id"})
-    if record is None:
-        return
-    seen = plan.devices.get(record.id)
-    if seen is not None:
-        plan.problems.append(Problem(file, line, "device_id", f"duplicate device id "
-                                     f"{record.id!r} (first on {seen.file}:{seen.line})"))
-        return
-    plan.devices[record.id] = _Row(file, line, record)
+    _keep_first(plan, plan.devices, _Row(file, line, record), "device_id", "device")
 
 
 def _read_workers(plan: Plan, file: str, line: int, v: dict, zone: ZoneInfo) -> None:
@@ -277,14 +270,19 @@ def _read_workers(plan: Plan, file: str, line: int, v: dict, zone: ZoneInfo) -> 
     if v.get("active"):
         data["active"] = v["active"].lower() not in ("0", "false", "no", "n", "否")
     record = _validate(plan, Worker, data, file, line, {"id": "worker_id"})
-    if record is None:
+    _keep_first(plan, plan.workers, _Row(file, line, record), "worker_id", "worker")
+
+
+def _keep_first(plan: Plan, table: dict[str, _Row], row: _Row, column: str, what: str) -> None:
+    """Add a valid record; a second row with the same id is a problem, whatever it says."""
+    if row.record is None:
         return
-    seen = plan.workers.get(record.id)
+    seen = table.get(row.record.id)  # type: ignore[attr-defined]
     if seen is not None:
-        plan.problems.append(Problem(file, line, "worker_id", f"duplicate worker id "
-                                     f"{record.id!r} (first on {seen.file}:{seen.line})"))
+        plan.problems.append(Problem(row.file, row.line, column, f"duplicate {what} id "
+                                     f"{row.record.id!r} (first on {seen.file}:{seen.line})"))  # type: ignore[attr-defined]
         return
-    plan.workers[record.id] = _Row(file, line, record)
+    table[row.record.id] = row  # type: ignore[attr-defined]
 
 
 def _read_roster(plan: Plan, file: str, line: int, v: dict, zone: ZoneInfo) -> None:
