@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from devices.api.auth import ROLES
 from devices.broker import DeviceCredentials
 from devices.errors import Invalid
+from devices.quarantine import QuarantineEntry  # noqa: F401 - the API answers it as is
 from devices.models import (
     Building, Community, Grid, Ident, Name, NewDevice, Shift, Street, Worker,
 )
@@ -175,16 +176,6 @@ class Ticket(BaseModel):
     close_reason: str | None
     closed_by: str | None
     close_note: str | None
-
-
-class QuarantineEntry(BaseModel):
-    device_id: str
-    first_seen: datetime
-    last_seen: datetime
-    messages: int
-    last_topic: str
-    claimed_at: datetime | None
-    claimed_by: str | None
 
 
 class StreetOut(BaseModel):
