@@ -8,6 +8,12 @@ regenerate it instead of committing 20,000-row files. Presets:
             in 3,441 buildings and 3,673 camera channels in 3,537 buildings (mostly the
             same buildings), grids of 300-500 households, their workers and a week's roster.
     small   one village with a handful of grids, for demos and tests.
+    tiny    four buildings, 40 detectors (one building's behind a gateway), 3 cameras: the
+            simulator tests' street, small enough to connect every device in a second.
+
+`load(dir)` reads the files back (as the simulators need them: id, kind, building, floor,
+community, heartbeat, password, gateway), so a street registered from CSVs that were not
+generated here can be simulated too.
 
 Passwords generated here are for simulated devices only: they come from the seed.
 """
@@ -22,6 +28,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from simulators.errors import TopologyError
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -32,6 +40,7 @@ class Preset:
     cameras: int
     both_buildings: int       # buildings with detectors and cameras
     households_per_grid: tuple[int, int] = (300, 500)
+    gateways: int = 0         # buildings whose detectors report through a gateway
 
 
 PRESETS = {
@@ -40,6 +49,8 @@ PRESETS = {
                      camera_buildings=3537, cameras=3673, both_buildings=3078),
     "small": Preset(communities=1, smoke_buildings=40, smoke_detectors=200,
                     camera_buildings=30, cameras=36, both_buildings=25),
+    "tiny": Preset(communities=1, smoke_buildings=4, smoke_detectors=40,
+                   camera_buildings=3, cameras=3, both_buildings=3, gateways=1),
 }
 USES = ["rental"] * 6 + ["residential"] * 2 + ["shop", "mixed", "workshop"]
 ZONE = ZoneInfo("Asia/Shanghai")
@@ -148,16 +159,26 @@ def _write_devices(path: Path, buildings: list, has_smoke: list[bool],
                    has_camera: list[bool], p: Preset, rng: random.Random) -> None:
     smoke_at = [b for b, s in zip(buildings, has_smoke, strict=True) if s]
     camera_at = [b for b, c in zip(buildings, has_camera, strict=True) if c]
+    # The last `gateways` smoke buildings report through a gateway (an older installation
+    # on RS-485). Presets without gateways keep the column set they always had.
+    gateway_of = {b[1]: f"GW{i + 1:06d}" for i, b in enumerate(smoke_at[len(smoke_at) - p.gateways:])
+                  } if p.gateways else {}
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["device_id", "kind", "building_id", "floor", "location", "model",
-                    "firmware", "heartbeat_s", "password"])
+        header = ["device_id", "kind", "building_id", "floor", "location", "model",
+                  "firmware", "heartbeat_s", "password"]
+        w.writerow(header + (["gateway_id"] if gateway_of else []))
+        extra = [""] if gateway_of else []
         for n, (b, floor) in enumerate(_spread(smoke_at, p.smoke_detectors, rng)):
+            via = [gateway_of.get(b[1], "")] if gateway_of else []
             w.writerow([f"SD{n + 1:06d}", "smoke_detector", b[1], floor, f"{floor}F 楼道",
-                        "JTY-GD-NB01", "2.3.1", 3600, _password(rng)])
+                        "JTY-GD-NB01", "2.3.1", 3600, _password(rng)] + via)
         for n, (b, floor) in enumerate(_spread(camera_at, p.cameras, rng)):
             w.writerow([f"CAM{n + 1:06d}", "camera", b[1], 1, "一楼出入口", "DS-2CD3T47",
-                        "5.7.3", 60, _password(rng)])
+                        "5.7.3", 60, _password(rng)] + extra)
+        for building, gw in gateway_of.items():
+            w.writerow([gw, "gateway", building, 1, "1F 弱电间", "GW-485-8", "1.4.0", 300,
+                        _password(rng), ""])
 
 
 def _spread(buildings: list, count: int, rng: random.Random):
@@ -175,3 +196,62 @@ def _spread(buildings: list, count: int, rng: random.Random):
 def _password(rng: random.Random) -> str:
     return "".join(rng.choice("abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789")
                    for _ in range(22))
+
+
+# --- reading a street back ----------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    id: str
+    kind: str                 # smoke_detector | camera | gateway
+    building: str
+    floor: int
+    community: str
+    heartbeat_s: int
+    password: str | None = None
+    gateway_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Building:
+    id: str
+    community: str
+    grid: str
+    floors: int
+
+
+@dataclass(frozen=True)
+class Topology:
+    buildings: dict[str, Building]
+    devices: list[DeviceSpec]
+
+    def in_building(self, building: str) -> list[DeviceSpec]:
+        return [d for d in self.devices if d.building == building]
+
+
+_DEFAULT_HEARTBEAT = {"smoke_detector": 3600, "camera": 60, "gateway": 300}
+
+
+def load(directory: Path) -> Topology:
+    """Read hierarchy.csv and devices.csv (as written by generate, or by a field team)."""
+    try:
+        with (directory / "hierarchy.csv").open(newline="", encoding="utf-8-sig") as f:
+            buildings = {r["building_id"]: Building(r["building_id"], r["community_id"],
+                                                    r["grid_id"], int(r["floors"]))
+                         for r in csv.DictReader(f) if r.get("building_id")}
+        devices = []
+        with (directory / "devices.csv").open(newline="", encoding="utf-8-sig") as f:
+            for line, r in enumerate(csv.DictReader(f), start=2):
+                b = buildings.get(r["building_id"])
+                if b is None:
+                    raise TopologyError(f"devices.csv:{line}: unknown building {r['building_id']!r}")
+                kind = r["kind"]
+                if kind not in _DEFAULT_HEARTBEAT:
+                    raise TopologyError(f"devices.csv:{line}: unknown kind {kind!r}")
+                devices.append(DeviceSpec(
+                    r["device_id"], kind, b.id, int(r.get("floor") or 1), b.community,
+                    int(r.get("heartbeat_s") or _DEFAULT_HEARTBEAT[kind]),
+                    r.get("password") or None, r.get("gateway_id") or None))
+    except (OSError, KeyError, ValueError) as exc:
+        raise TopologyError(f"cannot read the street in {directory}: {exc}") from exc
+    return Topology(buildings, devices)
