@@ -1,6 +1,6 @@
 """The simulators' errors, one tree:
 
-    SimulatorError            anything the simulators refuse or cannot do
+    SimulatorError            anything the simulators refuse or cannot do (runtime.FiregridError)
     ├── ScenarioError         a scenario file is unreadable or invalid (names file and field)
     ├── TopologyError         the topology CSVs are missing, unreadable or inconsistent
     └── ConnectError          a device could not connect to the broker (refused, unreachable)
@@ -8,9 +8,11 @@
 
 from __future__ import annotations
 
+from runtime.errors import FiregridError
 
-class SimulatorError(Exception):
-    pass
+
+class SimulatorError(FiregridError):
+    exit_code = 2  # bad scenario, topology, mode or speed: the command line is at fault
 
 
 class ScenarioError(SimulatorError):
@@ -22,4 +24,4 @@ class TopologyError(SimulatorError):
 
 
 class ConnectError(SimulatorError):
-    pass
+    exit_code = 3  # the broker cannot be reached or refuses the devices
