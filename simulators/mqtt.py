@@ -76,7 +76,8 @@ async def read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 class MqttLink:
     def __init__(self, spec: DeviceSpec, on_lost: Callable[[], None], *, host: str, port: int,
                  slots: asyncio.Semaphore, counters: LinkCounters, keepalive_s: int = 60,
-                 timeout_s: float = 10, use_credentials: bool = True) -> None:
+                 timeout_s: float = 10, use_credentials: bool = True,
+                 source_addr: str | None = None) -> None:
         self.spec = spec
         self.on_lost = on_lost
         self.host, self.port = host, port
@@ -85,6 +86,7 @@ class MqttLink:
         self.keepalive_s = keepalive_s
         self.timeout_s = timeout_s
         self.use_credentials = use_credentials
+        self.source_addr = source_addr   # a local address to bind to (127.0.0.2, ...)
         self.writer: asyncio.StreamWriter | None = None
         self._reader_task: asyncio.Task | None = None
         self._connect_task: asyncio.Task | None = None
@@ -102,7 +104,10 @@ class MqttLink:
         try:
             async with self.slots:
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.host, self.port), self.timeout_s)
+                    asyncio.open_connection(
+                        self.host, self.port,
+                        local_addr=(self.source_addr, 0) if self.source_addr else None),
+                    self.timeout_s)
                 user = self.spec.id if self.use_credentials else None
                 writer.write(connect_packet(self.spec.id, user, self.spec.password,
                                             self.keepalive_s))

@@ -4,10 +4,18 @@
                    truth_path=Path("truth.jsonl"))
 
 One asyncio loop drives everything (simulators.engine on a ScaledClock): it sleeps until the
-next thing is due, or until a connection reports back, and steps the engine. Every device not
-behind a gateway has its own MQTT connection, client id and username = its device id,
-password from the topology (mode "per-device"), so a broker enforcing per-device ACLs is
-exercised for real.
+next thing is due, or until a connection reports back, and steps the engine. Two modes:
+
+    per-device    every device not behind a gateway has its own MQTT connection, client id
+                  and username = its device id, password from the topology, so a broker
+                  enforcing per-device ACLs is exercised for real (simulators.mqtt).
+                  `source_addrs` spreads the connections over local addresses (127.0.0.2,
+                  ...): one source address reaches one broker port ~28,000 times at most.
+    multiplexed   the devices' messages over `connections` shared connections logged in
+                  with the settings' MQTT account, pipelined (simulators.mux): raw load.
+
+Either way each message comes from its device model with its own ts and seq, and the truth
+file records it.
 
 The simulated clock is started in the past by (span - span/speed), so a run compressed by
 `speed` ends on the wall clock: device timestamps never lie in the future, which ingest
@@ -19,6 +27,7 @@ never was, and disconnects. stop_event or Ctrl-C ends it early the same way.
 from __future__ import annotations
 
 import asyncio
+import os
 import tempfile
 import threading
 import time
@@ -33,9 +42,10 @@ from simulators.clock import ScaledClock, start_for
 from simulators.engine import Engine, Stats
 from simulators.errors import SimulatorError
 from simulators.mqtt import LinkCounters, MqttLink
+from simulators.mux import Mux
 from simulators.truth import Truth
 
-MODES = ("per-device",)   # "multiplexed" (raw load over a few connections) comes later
+MODES = ("per-device", "multiplexed")
 
 
 @dataclass
@@ -81,24 +91,34 @@ def run_simulation(settings: Settings, *, preset: str = "small",
                    stop_event: threading.Event | None = None,
                    progress_cb: Callable[[Progress], None] | None = None,
                    duration_s: float | None = None, topology_dir: Path | None = None,
-                   connect_concurrency: int = 200, drain_s: float = 5.0) -> Summary:
+                   connect_concurrency: int = 200, drain_s: float = 5.0,
+                   connections: int = 4, keepalive_s: int | None = None,
+                   source_addrs: Sequence[str] = (), street: topology.Topology | None = None,
+                   ) -> Summary:
     """Run the scenarios on a simulated street; see the module doc. Raises SimulatorError
-    (ScenarioError, TopologyError) before connecting anything if the input is wrong."""
+    (ScenarioError, TopologyError) before connecting anything if the input is wrong.
+
+    connections: shared connections in multiplexed mode. keepalive_s: the devices' MQTT
+    keepalive (default mqtt.keepalive_s; NB-IoT devices use minutes, which also keeps the
+    pings of 100,000 connections cheap). source_addrs: local addresses per-device
+    connections are bound to, round robin. street: an already loaded topology (benchmarks
+    that build one bigger than the presets)."""
     if mode not in MODES:
-        raise SimulatorError(f"mode {mode!r}: this version has {', '.join(MODES)} "
-                             "(multiplexed load mode comes later)")
+        raise SimulatorError(f"mode {mode!r}: modes are {', '.join(MODES)}")
+    if connections < 1:
+        raise SimulatorError(f"connections must be >= 1, not {connections}")
     if speed <= 0:
         raise SimulatorError(f"speed must be > 0, not {speed}")
-    if topology_dir is None and preset not in topology.PRESETS:
+    if street is None and topology_dir is None and preset not in topology.PRESETS:
         raise SimulatorError(f"no preset {preset!r}; presets: {', '.join(sorted(topology.PRESETS))}")
     scenario = scenario_files.combine([scenario_files.load(s) for s in scenarios])
-    if topology_dir is None:
+    if street is None and topology_dir is None:
         # The seed makes the street, ids and passwords: `--preset small --seed 7` is the
         # street `firegrid demo` registers, so its devices can log in.
         with tempfile.TemporaryDirectory(prefix="fg-sim-") as tmp:
             topology.generate(Path(tmp), preset, seed)
             street = topology.load(Path(tmp))
-    else:
+    elif street is None:
         street = topology.load(topology_dir)
     span_ms = int((duration_s if duration_s is not None else scenario.span_s()) * 1000)
     truth = Truth(truth_path)
@@ -106,7 +126,9 @@ def run_simulation(settings: Settings, *, preset: str = "small",
     try:
         asyncio.run(_run(settings, street, scenario, speed, seed, span_ms, truth, state,
                          stop_event, progress_cb, connect_concurrency, drain_s,
-                         preset if topology_dir is None else str(topology_dir), mode))
+                         preset if topology_dir is None else str(topology_dir), mode,
+                         _Wiring(connections, keepalive_s or settings.mqtt.keepalive_s,
+                                 tuple(source_addrs))))
     except KeyboardInterrupt:
         state.interrupted = True
     finally:
@@ -118,6 +140,13 @@ def run_simulation(settings: Settings, *, preset: str = "small",
                    time.monotonic() - state.t0, engine.stats if engine else Stats(),
                    state.counters, truth_path, state.interrupted,
                    truth if truth_path is None else None)
+
+
+@dataclass(frozen=True)
+class _Wiring:
+    connections: int
+    keepalive_s: int
+    source_addrs: tuple[str, ...]
 
 
 @dataclass
@@ -133,17 +162,29 @@ class _State:
 async def _run(settings: Settings, street: topology.Topology, scenario, speed: float,
                seed: int, span_ms: int, truth: Truth, state: _State,
                stop_event: threading.Event | None, progress_cb, concurrency: int,
-               drain_s: float, street_name: str, mode: str) -> None:
+               drain_s: float, street_name: str, mode: str, wiring: _Wiring) -> None:
     clock = ScaledClock(start_for(span_ms, speed), speed)
     slots = asyncio.Semaphore(concurrency)
     links: list[MqttLink] = []
     mq = settings.mqtt
+    mux: Mux | None = None
+    if mode == "multiplexed":
+        mux = Mux(wiring.connections, host=mq.host, port=mq.port,
+                  client_prefix=f"fgsim-{os.getpid()}-{seed}", username=mq.username,
+                  password=mq.password.get_secret_value() if mq.password else None,
+                  keepalive_s=wiring.keepalive_s,
+                  counters=state.counters)
+        mux.start()
+        factory = mux.link
+    else:
+        addrs = wiring.source_addrs
 
-    def factory(spec, on_lost):
-        link = MqttLink(spec, on_lost, host=mq.host, port=mq.port, slots=slots,
-                        counters=state.counters, keepalive_s=mq.keepalive_s)
-        links.append(link)
-        return link
+        def factory(spec, on_lost):
+            link = MqttLink(spec, on_lost, host=mq.host, port=mq.port, slots=slots,
+                            counters=state.counters, keepalive_s=wiring.keepalive_s,
+                            source_addr=addrs[len(links) % len(addrs)] if addrs else None)
+            links.append(link)
+            return link
 
     engine = Engine(street, clock=clock, seed=seed, truth=truth, link_factory=factory,
                     prefix=mq.topic_prefix, models=scenario.devices, uplink=scenario.uplink)
@@ -152,11 +193,13 @@ async def _run(settings: Settings, street: topology.Topology, scenario, speed: f
     engine.kick = wake.set
     truth.write("run", seed=seed, street=street_name, scenario=scenario.name, speed=speed,
                 mode=mode, topic_prefix=mq.topic_prefix, start_ts=engine.start_ms,
-                span_ms=span_ms, devices=len(street.devices), connections=len(engine.uplinks))
+                span_ms=span_ms, devices=len(street.devices),
+                connections=len(engine.uplinks) if mux is None else wiring.connections)
     timeline.plan(engine, scenario, seed)
     end_ms = engine.start_ms + span_ms
     state.end_ms = end_ms
-    pinger = asyncio.get_running_loop().create_task(_ping(links, mq.keepalive_s))
+    pinger = asyncio.get_running_loop().create_task(
+        _ping(links if mux is None else mux.conns, wiring.keepalive_s))
     report = _Reporter(engine, state.counters, speed, progress_cb)
     stopped = lambda: stop_event is not None and stop_event.is_set()  # noqa: E731
     try:
@@ -177,6 +220,8 @@ async def _run(settings: Settings, street: topology.Topology, scenario, speed: f
     finally:
         pinger.cancel()
         engine.finish()
+        if mux is not None:
+            mux.close()
         state.finished = True
         await asyncio.sleep(0)   # let the closed connections' tasks end quietly
 
@@ -194,7 +239,7 @@ async def _nap(wake: asyncio.Event, seconds: float) -> None:
         pass
 
 
-async def _ping(links: list[MqttLink], keepalive_s: int) -> None:
+async def _ping(links: list, keepalive_s: int) -> None:
     # One task pings every idle-or-not connection at half the keepalive: simpler than
     # tracking each connection's last packet, and a PINGREQ is two bytes.
     while True:
