@@ -184,8 +184,10 @@ class MosquittoDynsec:
         return commands + [
             {"command": "createRole", "rolename": role,
              "acls": device_acls(c.device_id, c.kind, self._prefix)},
-            {"command": "createClient", "username": c.device_id, "password": c.password,
-             "roles": [{"rolename": role}]},
+            # The client id is bound to the device id: with the username alone, device A
+            # could connect with client id B and so keep B off the broker (session takeover).
+            {"command": "createClient", "username": c.device_id, "clientid": c.device_id,
+             "password": c.password, "roles": [{"rolename": role}]},
         ]
 
     def _paced(self, work: Sequence[tuple[str, list[dict]]], *, missing_ok: bool = False
@@ -290,7 +292,8 @@ class DynsecFile:
             role = device_role(c.device_id)
             roles.append({"rolename": role, "acls": [
                 dict(acl, priority=0) for acl in device_acls(c.device_id, c.kind, self._prefix)]})
-            clients.append({"username": c.device_id, **_mosquitto_hash(c.password),
+            clients.append({"username": c.device_id, "clientid": c.device_id,
+                            **_mosquitto_hash(c.password),
                             "roles": [{"rolename": role}]})
         config["roles"] = roles
         self._save(config)

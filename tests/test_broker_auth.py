@@ -45,7 +45,8 @@ class Session:
     def __init__(self, broker, username: str | None, password: str | None,
                  client_id: str | None = None):
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
-                                  client_id=client_id or f"{username}-{time.monotonic_ns()}")
+                                  # Devices are bound to client id = device id.
+                                  client_id=client_id or username or f"anon-{time.monotonic_ns()}")
         if username is not None:  # None: anonymous
             self.client.username_pw_set(username, password)
         self.connack = None
@@ -253,6 +254,17 @@ def test_ingest_logs_in_as_its_service_account_and_stores_a_device_reading(
         ingest.stop()
 
 
+def test_a_device_cannot_take_another_devices_client_id(secure_broker, dynsec, sessions, uid):
+    a, b = _device(f"{uid}-A"), _device(f"{uid}-B")
+    dynsec.add_devices([a, b])
+    b_session = sessions(secure_broker, b.device_id, b.password)
+    assert b_session.accepted
+    # A's own credentials, B's client id: refused, and B is not kicked off (takeover).
+    assert not sessions(secure_broker, a.device_id, a.password, client_id=b.device_id).accepted
+    assert not b_session.disconnected.is_set()
+    assert sessions(secure_broker, a.device_id, a.password).accepted
+
+
 # --- retirement and rotation take effect at once ------------------------------------------
 
 def test_a_removed_device_is_disconnected_and_refused(secure_broker, dynsec, sessions, uid):
@@ -450,10 +462,15 @@ def _setting(block: str, key: str) -> str:
     return match.group(1)
 
 
-def _emqx_query(name: str, db: psycopg.Connection, username: str) -> list[tuple]:
-    # EMQX sends ${username} as a bound parameter of a prepared statement; so do we.
-    query = _setting(_emqx_config(name), "query").replace("${username}", "%s")
-    return db.execute(query, [username]).fetchall()
+def _emqx_query(name: str, db: psycopg.Connection, username: str,
+                clientid: str | None = None) -> list[tuple]:
+    # EMQX sends ${username} and ${clientid} as bound parameters of a prepared statement;
+    # so do we, in the order they appear.
+    query = _setting(_emqx_config(name), "query")
+    order = re.findall(r"\$\{(username|clientid)\}", query)
+    values = {"username": username, "clientid": clientid or username}
+    query = re.sub(r"\$\{(username|clientid)\}", "%s", query)
+    return db.execute(query, [values[k] for k in order]).fetchall()
 
 
 @pytest.fixture
@@ -484,6 +501,8 @@ def test_emqx_authentication_query(db, registry):
     assert _emqx_query("emqx-authentication", db, "SD-1") == [(*stored, False)]
     assert _emqx_query("emqx-authentication", db, "CAM-1") == []      # retired
     assert _emqx_query("emqx-authentication", db, "nobody") == []
+    # Another device's client id with SD-1's login: no user, so EMQX refuses it.
+    assert _emqx_query("emqx-authentication", db, "SD-1", clientid="GW-1") == []
 
 
 def test_emqx_authorization_query(db, registry):
