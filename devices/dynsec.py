@@ -140,13 +140,17 @@ class MosquittoDynsec:
             self._undo_add(ids, exc)
             raise
 
-    def set_password(self, device_id: str, password: str) -> None:
+    def set_password(self, device_id: str, password: str, kind: str | None = None) -> None:
         _check_device(device_id)
         if not password:
             raise Invalid("password", f"empty password for {device_id!r}")
         clients, _ = self._lookup([device_id])
         if device_id not in clients:
-            raise BrokerAuthError(f"device {device_id!r} has no broker account to rotate")
+            if kind is None:
+                raise BrokerAuthError(f"device {device_id!r} has no broker account to rotate")
+            # Self-healing: an earlier change whose COMMIT failed left the account missing.
+            self.add_devices([DeviceCredentials(device_id, kind, password)])
+            return
         _refuse_non_devices(clients)
         # The plugin disconnects the device's sessions itself: they logged in with the old one.
         response, = self._control.exchange([{"command": "setClientPassword",
@@ -298,7 +302,7 @@ class DynsecFile:
         config["roles"] = roles
         self._save(config)
 
-    def set_password(self, device_id: str, password: str) -> None:
+    def set_password(self, device_id: str, password: str, kind: str | None = None) -> None:
         _check_device(device_id)
         if not password:
             raise Invalid("password", f"empty password for {device_id!r}")
@@ -306,7 +310,10 @@ class DynsecFile:
         client = next((c for c in config.get("clients", []) if c["username"] == device_id),
                       None)
         if client is None:
-            raise BrokerAuthError(f"device {device_id!r} has no broker account to rotate")
+            if kind is None:
+                raise BrokerAuthError(f"device {device_id!r} has no broker account to rotate")
+            self.add_devices([DeviceCredentials(device_id, kind, password)])
+            return
         _refuse_non_devices({device_id: client})
         client.update(_mosquitto_hash(password))
         self._save(config)

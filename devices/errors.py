@@ -6,8 +6,11 @@
     │                     a building still in use (HTTP 409)
     ├── Invalid           a field value is wrong; `field` names it (HTTP 422, exit code 2)
     ├── ImportRejected    a CSV import found problems; nothing was written (exit code 2)
-    └── BrokerAuthError   the broker refused or did not answer a credentials command; the
-                          registry change was rolled back (HTTP 503, exit code 3)
+    ├── BrokerAuthError   the broker refused or did not answer a credentials command; the
+    │                     registry change was rolled back (HTTP 503, exit code 3); repeat it
+    └── Unconfirmed       the COMMIT after a broker change was not confirmed (connection
+                          lost): the change may or may not be in the registry; the broker
+                          was left as it is (HTTP 503, exit code 3); reconcile
 """
 
 from __future__ import annotations
@@ -50,4 +53,8 @@ class ImportRejected(DevicesError):
 
 
 class BrokerAuthError(DevicesError):
+    exit_code = 3
+
+
+class Unconfirmed(DevicesError):
     exit_code = 3

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ValidationError
 from devices import registry
 from devices.broker import BrokerAuth
 from devices.credentials import new_password
-from devices.errors import ImportRejected
+from devices.errors import ImportRejected, Unconfirmed
 from devices.models import (
     CHANNELS, ROLE_AREA, Building, Community, Grid, NewDevice, Shift, Street, Worker,
 )
@@ -130,6 +130,10 @@ def run_import(conn: psycopg.Connection, broker: BrokerAuth, files: Iterable[Pat
     try:
         registry.provision(conn, broker, devices, actor, iterations,
                            before=lambda c: _write_registry(c, plan))
+    except Unconfirmed:
+        if pending is not None:  # the devices may be registered: their passwords must stay
+            pending.replace(credentials_out)
+        raise
     except BaseException:
         if pending is not None:
             pending.unlink(missing_ok=True)

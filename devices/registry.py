@@ -24,7 +24,7 @@ from psycopg.types.json import Jsonb
 
 from devices.broker import BrokerAuth, DeviceCredentials
 from devices.credentials import hash_password, new_password
-from devices.errors import Conflict, Invalid, NotFound
+from devices.errors import Conflict, Invalid, NotFound, Unconfirmed
 from devices.models import (
     ROLE_AREA, Building, Community, DevicePlacement, Grid, NewDevice, Shift, Street, Worker,
 )
@@ -144,10 +144,19 @@ def provision(conn: psycopg.Connection, broker: BrokerAuth, devices: Sequence[Ne
             _insert_devices(conn, devices, hashes)
             broker.add_devices(creds)
             pushed = True
-    except BaseException:
-        if pushed:  # the COMMIT itself failed: take the accounts back off the broker
+    except BaseException as exc:
+        if not pushed:
+            raise
+        # The COMMIT itself failed. A refused COMMIT (a constraint checked at the end) rolled
+        # back for sure: take the accounts back off the broker. A dropped connection leaves
+        # the outcome unknown: the devices may be registered, so their accounts stay.
+        if isinstance(exc, (psycopg.errors.IntegrityError, Conflict, Invalid, NotFound)):
             broker.remove_devices([c.device_id for c in creds])
-        raise
+            raise
+        raise Unconfirmed(
+            f"the database did not confirm the registration of {len(creds)} device(s) "
+            f"({exc}); their broker accounts were kept. Check with `firegrid broker "
+            "reconcile` before registering them again") from exc
     return creds
 
 
@@ -197,7 +206,7 @@ def rotate_credentials(conn: psycopg.Connection, broker: BrokerAuth, device_id: 
         conn.execute("UPDATE devices SET password_hash = %s, password_salt = %s,"
                      " credentials_rotated_at = now() WHERE id = %s",
                      [digest, salt, device_id])
-        broker.set_password(device_id, password)
+        broker.set_password(device_id, password, kind)
     return DeviceCredentials(device_id, kind, password)
 
 
@@ -210,6 +219,18 @@ def retire_device(conn: psycopg.Connection, broker: BrokerAuth, device_id: str,
         conn.execute("UPDATE devices SET state = 'retired', retired_at = now(),"
                      " password_hash = NULL, password_salt = NULL WHERE id = %s", [device_id])
         broker.remove_devices([device_id])
+
+
+def reconcile(conn: psycopg.Connection, accounts: set[str]) -> tuple[list[str], list[str]]:
+    """Compare the broker's device accounts with the registry, after a change whose COMMIT
+    went unconfirmed. Returns (stale, missing): accounts whose device is retired or not
+    registered (remove them), and live devices without an account (rotate their
+    credentials: that recreates the account)."""
+    states = dict(conn.execute("SELECT id, state FROM devices").fetchall())
+    stale = sorted(a for a in accounts if states.get(a, "retired") == "retired")
+    missing = sorted(i for i, state in states.items()
+                     if state != "retired" and i not in accounts)
+    return stale, missing
 
 
 def _live_device(conn: psycopg.Connection, device_id: str) -> str:

@@ -92,6 +92,9 @@ def _parser() -> argparse.ArgumentParser:
                    "default, firegrid's roles, and the service account mqtt.username",
                    description="Safe to run again. Needs broker_auth.mode = mosquitto-dynsec "
                                "and the plugin's admin (broker_auth.admin_username/password).")
+    rec = brk.add_parser("reconcile", help="compare the broker's device accounts with the "
+                         "registry; --apply removes accounts of retired or unknown devices")
+    rec.add_argument("--apply", action="store_true", help="remove the stale accounts")
 
     api = sub.add_parser("api", help="the provisioning HTTP API").add_subparsers(
         dest="api_command", required=True, metavar="ACTION")
@@ -183,7 +186,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "devices":
         return _devices(args, settings)
     if args.command == "broker":
-        return _broker_setup(settings)
+        return _broker(args, settings)
     if args.command == "api":
         return _api(args, settings)
     if args.command == "simulate":
@@ -241,12 +244,31 @@ def _devices(args: argparse.Namespace, settings: Settings) -> int:
     raise AssertionError(args.devices_command)
 
 
-def _broker_setup(settings: Settings) -> int:
-    from devices.dynsec import INGEST_ROLE, SERVICE_ROLE, ServiceAccount, setup_broker
+def _broker(args: argparse.Namespace, settings: Settings) -> int:
+    from devices.dynsec import (
+        INGEST_ROLE, SERVICE_ROLE, MosquittoDynsec, ServiceAccount, setup_broker,
+    )
     from runtime.errors import ConfigError
     if settings.broker_auth.mode != "mosquitto-dynsec":
-        raise ConfigError("broker setup manages Mosquitto's dynamic-security plugin: set "
-                          "FIREGRID_BROKER_AUTH__MODE=mosquitto-dynsec")
+        raise ConfigError(f"broker {args.broker_command} manages Mosquitto's dynamic-security "
+                          "plugin: set FIREGRID_BROKER_AUTH__MODE=mosquitto-dynsec")
+    if args.broker_command == "reconcile":
+        from devices import registry
+        from runtime import db
+        broker = MosquittoDynsec(settings.mqtt, settings.broker_auth)
+        try:
+            with db.connect(settings.database, autocommit=True) as conn:
+                stale, missing = registry.reconcile(conn, broker.device_accounts())
+            for device_id in stale:
+                print(f"stale account (device retired or not registered): {device_id}")
+            for device_id in missing:
+                print(f"no broker account: {device_id} (rotate its credentials)")
+            if stale and args.apply:
+                broker.remove_devices(stale)
+                print(f"removed {len(stale)} stale account(s)")
+        finally:
+            broker.close()
+        return 1 if missing or (stale and not args.apply) else 0
     services = []
     if settings.mqtt.username and settings.mqtt.password:
         services.append(ServiceAccount(settings.mqtt.username,

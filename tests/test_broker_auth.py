@@ -635,3 +635,14 @@ def test_a_stopped_broker_is_loaded_from_its_file(sessions, uid):
             dynsec.close()
     finally:
         server.destroy()
+
+
+def test_a_rotation_recreates_a_missing_account(secure_broker, dynsec, sessions, uid):
+    # What a retire or rotate whose COMMIT was lost can leave: the registry still has the
+    # device, the broker does not. Rotating again (with the kind) heals it.
+    d = _device(f"{uid}-H")
+    dynsec.add_devices([d])
+    dynsec.remove_devices([d.device_id])
+    new = new_password()
+    dynsec.set_password(d.device_id, new, d.kind)
+    assert sessions(secure_broker, d.device_id, new).accepted

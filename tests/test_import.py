@@ -198,3 +198,34 @@ def test_cli_import_exit_codes_and_report(db_url, tmp_path, capsys, monkeypatch)
         assert main(["devices", "import", *paths, "--credentials-out",
                      str(tmp_path / "creds.csv")]) == 0
         assert "4 devices" in capsys.readouterr().out
+
+
+class ConnectionDroppingBroker(NoBrokerAuth):
+    """Takes the accounts, then the database connection drops before COMMIT: the outcome of
+    the registration is unknown to the importer."""
+
+    def __init__(self, db_url: str, conn) -> None:
+        self.db_url, self.conn, self.removed = db_url, conn, []
+
+    def add_devices(self, creds) -> None:
+        import psycopg
+        with psycopg.connect(self.db_url, autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", [self.conn.info.backend_pid])
+
+    def remove_devices(self, device_ids) -> None:
+        self.removed += device_ids
+
+
+def test_an_unconfirmed_commit_keeps_broker_accounts_and_passwords(db_url, tmp_path):
+    import psycopg
+
+    from devices.errors import Unconfirmed
+    conn = psycopg.connect(db_url, autocommit=True)
+    broker = ConnectionDroppingBroker(db_url, conn)
+    creds = tmp_path / "c.csv"
+    with pytest.raises(Unconfirmed):
+        importer.run_import(conn, broker, files(tmp_path), actor="t", iterations=ITER,
+                            credentials_out=creds)
+    assert broker.removed == []          # the devices might be registered: keep accounts
+    with creds.open() as handle:         # ... and the passwords nobody else has
+        assert len(list(csv.DictReader(handle))) == 4

@@ -4,7 +4,8 @@
     NotFound (an id inside the body)   422  {"detail": [{"loc": ["body", "building_id"], ...}]}
     Invalid                            422  the same list shape, naming the field
     Conflict                           409  {"detail": "...", "field": "id" or null}
-    BrokerAuthError                    503  the registry change was rolled back; try again
+    BrokerAuthError                    503  the broker did not take the change; repeat it
+    Unconfirmed                        503  the database did not confirm the change; reconcile
     psycopg data errors                422  a value the database cannot store (e.g. NUL)
     database unreachable               503
 
@@ -25,7 +26,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from devices import registry
-from devices.errors import BrokerAuthError, Conflict, Invalid, NotFound
+from devices.errors import BrokerAuthError, Conflict, Invalid, NotFound, Unconfirmed
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,14 @@ def _conflict(_: Request, exc: Conflict) -> JSONResponse:
 
 def _broker(_: Request, exc: BrokerAuthError) -> JSONResponse:
     log.warning("broker refused a credentials change: %s", exc)
-    return JSONResponse({"detail": f"the broker did not take the change, nothing was saved: "
-                                   f"{exc}"}, status_code=503, headers={"Retry-After": "10"})
+    return JSONResponse({"detail": f"the broker did not take the change; the registry was "
+                                   f"not changed; repeat the request: {exc}"},
+                        status_code=503, headers={"Retry-After": "10"})
+
+
+def _unconfirmed(_: Request, exc: Unconfirmed) -> JSONResponse:
+    log.error("registry change not confirmed: %s", exc)
+    return JSONResponse({"detail": str(exc)}, status_code=503)
 
 
 def _request_invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -94,6 +101,7 @@ def install(app: FastAPI) -> None:
     for exc_class, handler in ((RequestValidationError, _request_invalid),
                                (NotFound, _not_found), (Invalid, _invalid),
                                (Conflict, _conflict), (BrokerAuthError, _broker),
+                               (Unconfirmed, _unconfirmed),
                                (psycopg.IntegrityError, _integrity),
                                (psycopg.DataError, _data),
                                (psycopg.OperationalError, _unavailable)):
