@@ -14,8 +14,12 @@ import secrets
 
 
 def new_password() -> str:
-    """128 random bits, URL-safe text (22 characters), easy to paste into device config."""
-    return secrets.token_urlsafe(16)
+    """128 random bits, URL-safe text (22 characters), easy to paste into device config.
+    It starts with a letter or digit: a spreadsheet reads a leading '-' as a formula."""
+    while True:
+        password = secrets.token_urlsafe(16)
+        if password[0].isalnum():
+            return password
 
 
 def hash_password(password: str, iterations: int, salt: str | None = None) -> tuple[str, str]:

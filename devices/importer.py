@@ -113,6 +113,10 @@ def run_import(conn: psycopg.Connection, broker: BrokerAuth, files: Iterable[Pat
         plan.problems.append(Problem("(command line)", 0, "--credentials-out",
                                      f"{len(needs_password)} devices have no password column; "
                                      "give --credentials-out FILE to receive the generated ones"))
+    if needs_password and credentials_out is not None and credentials_out.exists():
+        plan.problems.append(Problem("(command line)", 0, "--credentials-out",
+                                     f"{credentials_out} exists; it may hold the only copy of "
+                                     "earlier passwords: give a new file"))
     if plan.problems:
         raise ImportRejected(sorted(plan.problems, key=lambda p: (p.file, p.line, p.column)))
     if dry_run:
@@ -163,6 +167,10 @@ def _write_registry(conn: psycopg.Connection, plan: Plan) -> None:
 
 # --- reading and checking rows ------------------------------------------------------------
 
+# Longer fields than any model accepts still get a row-and-column report, not a file error.
+csv.field_size_limit(16 * 1024 * 1024)
+
+
 def _read(path: Path, plan: Plan, zone: ZoneInfo) -> None:
     name = path.name
     try:
@@ -170,6 +178,11 @@ def _read(path: Path, plan: Plan, zone: ZoneInfo) -> None:
         with path.open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             header = [h.strip() for h in (reader.fieldnames or [])]
+            repeated = sorted({h for h in header if header.count(h) > 1})
+            for column in repeated:
+                plan.problems.append(Problem(name, 1, column, "column appears more than once"))
+            if repeated:
+                return
             kind = _kind_of(header)
             if kind is None:
                 plan.problems.append(Problem(name, 1, "(header)", _header_help(header)))

@@ -7,6 +7,7 @@ spreadsheet and the API documentation speak the same words.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
@@ -47,9 +48,23 @@ def _aware_and_readable(value: datetime | None) -> datetime | None:
     return value
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 class _Record(BaseModel):
     # Unknown fields are refused: a misspelt column must not silently become a default.
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _printable(cls, value: object) -> object:
+        # PostgreSQL cannot store NUL in text, and other control characters in a name or an
+        # address are a broken export, not data: refuse them here, naming the field.
+        texts = value.values() if isinstance(value, dict) else (
+            value if isinstance(value, list) else [value])
+        if any(isinstance(t, str) and _CONTROL.search(t) for t in texts):
+            raise ValueError("contains a control character (NUL, ESC, ...)")
+        return value
 
 
 class Street(_Record):

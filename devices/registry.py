@@ -234,7 +234,9 @@ def reconcile(conn: psycopg.Connection, accounts: set[str]) -> tuple[list[str], 
 
 
 def _live_device(conn: psycopg.Connection, device_id: str) -> str:
-    row = conn.execute("SELECT kind, state FROM devices WHERE id = %s FOR UPDATE",
+    # NO KEY UPDATE: enough to serialise changes to this device, without blocking the
+    # liveness flush's foreign-key lock on it while the broker works.
+    row = conn.execute("SELECT kind, state FROM devices WHERE id = %s FOR NO KEY UPDATE",
                        [device_id]).fetchone()
     if row is None:
         raise NotFound("device", device_id)

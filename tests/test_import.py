@@ -229,3 +229,20 @@ def test_an_unconfirmed_commit_keeps_broker_accounts_and_passwords(db_url, tmp_p
     assert broker.removed == []          # the devices might be registered: keep accounts
     with creds.open() as handle:         # ... and the passwords nobody else has
         assert len(list(csv.DictReader(handle))) == 4
+
+
+def test_broken_exports_are_reported_by_row_not_crashed_on(db, tmp_path):
+    rows = DEVICES[:2] + [["SD-0009", "smoke_detector", "B1", "3", "3F\x00corridor", "", ""],
+                          ["SD-0010", "smoke_detector", "B1", "3", "x" * 200_000, "", ""]]
+    paths = [write(tmp_path, "h.csv", HIERARCHY), write(tmp_path, "d.csv", rows),
+             write(tmp_path, "w.csv", [["worker_id", "name", "role", "role"],
+                                       ["W1", "a", "grid_worker", "grid_leader"]])]
+    (tmp_path / "c.csv").write_text("earlier passwords\n")
+    with pytest.raises(ImportRejected) as caught:
+        importer.run_import(db, NoBrokerAuth(), paths, actor="t", iterations=ITER,
+                            credentials_out=tmp_path / "c.csv")
+    assert {(p.file, p.line, p.column) for p in caught.value.problems} == {
+        ("d.csv", 3, "location"), ("d.csv", 4, "location"), ("w.csv", 1, "role"),
+        ("(command line)", 0, "--credentials-out")}
+    assert (tmp_path / "c.csv").read_text() == "earlier passwords\n"
+    assert count(db, "devices") == 0
