@@ -67,6 +67,9 @@ class _Row:
     file: str
     line: int
     record: BaseModel
+    # The optional fields whose column the file has: only those update an existing row, so
+    # a file without a names or an areas column leaves names and areas as they are.
+    given: frozenset[str] | None = None
 
 
 @dataclass
@@ -160,9 +163,18 @@ def _write_credentials(path: Path, devices: list[NewDevice]) -> Path:
 def _write_registry(conn: psycopg.Connection, plan: Plan) -> None:
     for table, rows in (("street_offices", plan.streets), ("communities", plan.communities),
                         ("grids", plan.grids), ("buildings", plan.buildings)):
-        registry.upsert(conn, table, [r.record for r in rows.values()])
-    registry.upsert_workers(conn, [r.record for r in plan.workers.values()])
+        for given, records in _by_given(rows.values()):
+            registry.upsert(conn, table, records, update=given)
+    for given, records in _by_given(plan.workers.values()):
+        registry.upsert_workers(conn, records, update=given)
     registry.add_shifts(conn, [r.record for r in plan.shifts])
+
+
+def _by_given(rows: Iterable[_Row]) -> list[tuple[frozenset[str] | None, list[BaseModel]]]:
+    groups: dict[frozenset[str] | None, list[BaseModel]] = defaultdict(list)
+    for row in rows:
+        groups[row.given].append(row.record)
+    return list(groups.items())
 
 
 # --- reading and checking rows ------------------------------------------------------------
@@ -243,23 +255,30 @@ def _add_unique(plan: Plan, table: dict[str, _Row], row: _Row, column: str, what
 
 
 def _read_hierarchy(plan: Plan, file: str, line: int, v: dict, zone: ZoneInfo) -> None:
+    def given(*fields: tuple[str, str]) -> frozenset[str]:  # (field, column)
+        return frozenset(f for f, column in fields if column in v)
+
     parts = [
         (Street, {"id": v.get("street_id"), "name": v.get("street_name") or v.get("street_id")},
-         {"id": "street_id", "name": "street_name"}, plan.streets, "street"),
+         {"id": "street_id", "name": "street_name"}, plan.streets, "street",
+         given(("name", "street_name"))),
         (Community, {"id": v.get("community_id"), "street_id": v.get("street_id"),
                      "name": v.get("community_name") or v.get("community_id")},
-         {"id": "community_id", "name": "community_name"}, plan.communities, "community"),
+         {"id": "community_id", "name": "community_name"}, plan.communities, "community",
+         given(("street_id", "street_id"), ("name", "community_name"))),
         (Grid, {"id": v.get("grid_id"), "community_id": v.get("community_id"),
                 "name": v.get("grid_name") or v.get("grid_id"),
                 "households": v.get("grid_households")},
-         {"id": "grid_id", "households": "grid_households"}, plan.grids, "grid"),
+         {"id": "grid_id", "households": "grid_households"}, plan.grids, "grid",
+         given(("community_id", "community_id"), ("name", "grid_name"),
+               ("households", "grid_households"))),
     ]
     if v.get("building_id"):
-        parts.append((Building, {"id": v["building_id"], "grid_id": v.get("grid_id"),
-                                 **{k: v.get(k) for k in ("address", "lat", "lon", "floors",
-                                                          "households", "use")}},
-                      {"id": "building_id"}, plan.buildings, "building"))
-    for model, data, columns, table, what in parts:
+        fields = ("grid_id", "address", "lat", "lon", "floors", "households", "use")
+        parts.append((Building, {"id": v["building_id"], **{k: v.get(k) for k in fields}},
+                      {"id": "building_id"}, plan.buildings, "building",
+                      given(*((f, f) for f in fields))))
+    for model, data, columns, table, what, present in parts:
         record = _validate(plan, model, data, file, line, columns)
         if record is not None:
             column = columns["id"]
@@ -267,7 +286,7 @@ def _read_hierarchy(plan: Plan, file: str, line: int, v: dict, zone: ZoneInfo) -
                 plan.problems.append(Problem(file, line, column, f"duplicate building id "
                                      f"{v['building_id']!r} (first on line {table[v['building_id']].line})"))
                 continue
-            _add_unique(plan, table, _Row(file, line, record), column, what)
+            _add_unique(plan, table, _Row(file, line, record, present), column, what)
 
 
 def _read_devices(plan: Plan, file: str, line: int, v: dict, zone: ZoneInfo) -> None:
@@ -286,8 +305,12 @@ def _read_workers(plan: Plan, file: str, line: int, v: dict, zone: ZoneInfo) -> 
             "areas": v.get("areas", "").replace(";", " ").split()}
     if v.get("active"):
         data["active"] = v["active"].lower() not in ("0", "false", "no", "n", "否")
+    present = {f for f in ("phone", "areas", "active") if f in v}
+    if any(c in v for c in CHANNELS):
+        present.add("channels")
     record = _validate(plan, Worker, data, file, line, {"id": "worker_id"})
-    _keep_first(plan, plan.workers, _Row(file, line, record), "worker_id", "worker")
+    _keep_first(plan, plan.workers, _Row(file, line, record, frozenset(present)), "worker_id",
+                "worker")
 
 
 def _keep_first(plan: Plan, table: dict[str, _Row], row: _Row, column: str, what: str) -> None:

@@ -13,7 +13,7 @@ change is undone at the broker. So the broker and the registry agree after every
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,36 +53,47 @@ _HIERARCHY = {
 }
 
 
-def upsert(conn: psycopg.Connection, table: str, rows: Sequence) -> None:
+def upsert(conn: psycopg.Connection, table: str, rows: Sequence,
+           update: Collection[str] | None = None) -> None:
     """Insert or update hierarchy rows by id (streets, communities, grids, buildings).
-    Unchanged rows are left alone, so re-importing the same file adds no history."""
+    An existing row takes only the fields in `update` (default: all), so a file without a
+    name column does not rename anything. Unchanged rows are left alone, so re-importing the
+    same file adds no history."""
     if not rows:
         return
     _, cols = _HIERARCHY[table]
     names = ", ".join(cols)
-    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in cols[1:])
-    sql = (f"INSERT INTO {table} ({names}) VALUES ({', '.join(['%s'] * len(cols))})"
-           f" ON CONFLICT (id) DO UPDATE SET {updates}"
-           f" WHERE ({', '.join(f'{table}.{c}' for c in cols[1:])})"
-           f" IS DISTINCT FROM ({', '.join(f'EXCLUDED.{c}' for c in cols[1:])})")
+    changed = [c for c in cols[1:] if update is None or c in update]
+    sql = f"INSERT INTO {table} ({names}) VALUES ({', '.join(['%s'] * len(cols))})"
+    if not changed:
+        sql += " ON CONFLICT (id) DO NOTHING"
+    else:
+        sql += (f" ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in changed)}"
+                f" WHERE ({', '.join(f'{table}.{c}' for c in changed)}, NULL)"
+                f" IS DISTINCT FROM ({', '.join(f'EXCLUDED.{c}' for c in changed)}, NULL)")
     with conn.cursor() as cur:
         cur.executemany(sql, [tuple(getattr(r, c) for c in cols) for r in rows])
 
 
-def upsert_workers(conn: psycopg.Connection, workers: Sequence[Worker]) -> None:
-    """Insert or update workers and replace the areas each one covers."""
+def upsert_workers(conn: psycopg.Connection, workers: Sequence[Worker],
+                   update: Collection[str] | None = None) -> None:
+    """Insert or update workers. An existing worker takes name and role, and of phone,
+    channels, active and areas only those in `update` (default: all): a file without an
+    areas column leaves everyone's areas alone. Given areas replace the old ones."""
     if not workers:
         return
+    changed = ["name", "role"] + [c for c in ("phone", "channels", "active")
+                                  if update is None or c in update]
     with conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO workers (id, name, role, phone, channels, active)"
-            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET"
-            " name = EXCLUDED.name, role = EXCLUDED.role, phone = EXCLUDED.phone,"
-            " channels = EXCLUDED.channels, active = EXCLUDED.active"
-            " WHERE (workers.name, workers.role, workers.phone, workers.channels, workers.active)"
-            " IS DISTINCT FROM (EXCLUDED.name, EXCLUDED.role, EXCLUDED.phone,"
-            " EXCLUDED.channels, EXCLUDED.active)",
+            " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+            + ", ".join(f"{c} = EXCLUDED.{c}" for c in changed)
+            + f" WHERE ({', '.join(f'workers.{c}' for c in changed)})"
+            f" IS DISTINCT FROM ({', '.join(f'EXCLUDED.{c}' for c in changed)})",
             [(w.id, w.name, w.role, w.phone, Jsonb(w.channels), w.active) for w in workers])
+        if update is not None and "areas" not in update:
+            return
         # Only the areas that really changed are touched, so the history shows them alone.
         cur.executemany("DELETE FROM worker_areas WHERE worker_id = %s"
                         " AND coalesce(grid_id, community_id, street_id) <> ALL(%s::text[])",

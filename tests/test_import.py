@@ -246,3 +246,24 @@ def test_broken_exports_are_reported_by_row_not_crashed_on(db, tmp_path):
         ("(command line)", 0, "--credentials-out")}
     assert (tmp_path / "c.csv").read_text() == "earlier passwords\n"
     assert count(db, "devices") == 0
+
+
+def test_a_file_without_optional_columns_leaves_them_alone(db, tmp_path):
+    importer.run_import(db, NoBrokerAuth(), files(tmp_path)[:2], actor="t", iterations=ITER)
+    db.execute("UPDATE workers SET active = false WHERE id = 'W4'")
+    # The same people and places, from files without names, households, areas or channels.
+    lean_hierarchy = [["street_id", "community_id", "grid_id", "building_id", "address", "lat",
+                       "lon", "floors", "use"]] + [
+        [r[0], r[2], r[4], r[7], r[8], r[9], r[10], r[11], r[13]] for r in HIERARCHY[1:]]
+    lean_workers = [["worker_id", "name", "role"]] + [r[:3] for r in WORKERS[1:]]
+    importer.run_import(db, NoBrokerAuth(), [write(tmp_path, "h2.csv", lean_hierarchy),
+                                             write(tmp_path, "w2.csv", lean_workers)],
+                        actor="t", iterations=ITER)
+    assert db.execute("SELECT name, households FROM grids WHERE id = 'G1'").fetchone() == (
+        "一网格", 420)
+    assert db.execute("SELECT name FROM street_offices").fetchone() == ("福田街道",)
+    assert db.execute("SELECT households FROM buildings WHERE id = 'B1'").fetchone() == (28,)
+    assert db.execute("SELECT channels->>'wecom', active FROM workers WHERE id = 'W1'"
+                      ).fetchone() == ("zhangsan", True)
+    assert db.execute("SELECT active FROM workers WHERE id = 'W4'").fetchone() == (False,)
+    assert count(db, "worker_areas") == 6
