@@ -126,6 +126,15 @@ class NewDevice(DevicePlacement):
 
     _installed_at = field_validator("installed_at")(_aware_and_readable)
 
+    @field_validator("id")
+    @classmethod
+    def _not_a_service_name(cls, value: str) -> str:
+        # Service accounts (ingest, alert core) are named firegrid-*; a device with such an
+        # id would share their broker username (docs/broker-auth.md, EMQX).
+        if value.lower().startswith("firegrid"):
+            raise ValueError("ids starting with 'firegrid' are reserved for firegrid's services")
+        return value
+
     @model_validator(mode="after")
     def _default_heartbeat(self) -> NewDevice:
         if self.heartbeat_s is None:

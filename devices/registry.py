@@ -187,6 +187,26 @@ def _insert_devices(conn: psycopg.Connection, devices: Sequence[NewDevice],
             copy.write_row((d.id, d.kind, d.model, d.firmware, d.building_id, d.floor,
                             d.location, d.gateway_id, d.installed_at or datetime.now().astimezone(),
                             d.heartbeat_s, digest, salt))
+    _check_placement(conn, [d.id for d in devices])
+
+
+def _check_placement(conn: psycopg.Connection, ids: list[str]) -> None:
+    """What the foreign keys cannot say: the floor exists in the building, and a gateway
+    is a live gateway other than the device itself. (The CSV import reports these by row
+    before writing; this catches every other way in.)"""
+    row = conn.execute(
+        "SELECT d.id, d.floor, b.floors, b.id FROM devices d JOIN buildings b"
+        " ON b.id = d.building_id WHERE d.id = ANY(%s) AND d.floor > b.floors LIMIT 1",
+        [ids]).fetchone()
+    if row:
+        raise Invalid("floor", f"floor {row[1]} but building {row[3]!r} has {row[2]} floors")
+    row = conn.execute(
+        "SELECT d.id, d.gateway_id FROM devices d LEFT JOIN devices g ON g.id = d.gateway_id"
+        " WHERE d.id = ANY(%s) AND d.gateway_id IS NOT NULL"
+        " AND (g.kind IS DISTINCT FROM 'gateway' OR g.state = 'retired' OR g.id = d.id)"
+        " LIMIT 1", [ids]).fetchone()
+    if row:
+        raise Invalid("gateway_id", f"{row[1]!r} is not a gateway in service")
 
 
 def move_device(conn: psycopg.Connection, device_id: str, to: DevicePlacement,
@@ -195,6 +215,7 @@ def move_device(conn: psycopg.Connection, device_id: str, to: DevicePlacement,
         _live_device(conn, device_id)
         conn.execute("UPDATE devices SET building_id = %s, floor = %s, location = %s"
                      " WHERE id = %s", [to.building_id, to.floor, to.location, device_id])
+        _check_placement(conn, [device_id])
 
 
 def set_state(conn: psycopg.Connection, device_id: str, state: str, actor: str) -> None:

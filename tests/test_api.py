@@ -424,3 +424,18 @@ def test_serve_answers_over_http(db_url, db, grid):
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0, proc.stderr.read().decode()
+
+
+def test_registration_checks_floor_gateway_and_reserved_ids(api, db, grid):
+    tech = api.as_("field_technician")
+    r = tech.post("/v1/devices", json={"id": "SD-HIGH", "kind": "smoke_detector",
+                                       "building_id": "B1", "floor": 150})
+    assert r.status_code == 422 and _field(r, "floor"), r.text
+    r = tech.post("/v1/devices", json={"id": "SD-GW", "kind": "smoke_detector",
+                                       "building_id": "B1", "gateway_id": "SD-GW"})
+    assert r.status_code == 422 and _field(r, "gateway_id"), r.text
+    r = tech.post("/v1/devices", json={"id": "firegrid-ingest", "kind": "camera",
+                                       "building_id": "B1"})
+    assert r.status_code == 422 and _field(r, "id"), r.text
+    assert db.execute("SELECT count(*) FROM devices WHERE id IN"
+                      " ('SD-HIGH', 'SD-GW', 'firegrid-ingest')").fetchone() == (0,)
