@@ -12,6 +12,13 @@ waits for it. The flush runs on its own thread because a flush waiting on a lock
 reconnect must not hold up acknowledgements. A failed flush is logged and counted; its
 state goes back into the tracker and is written by the next one.
 
+A gateway speaks only for the devices registered behind it (devices.gateway_id) and for
+itself. An entry it relays for any other registered device is stored by ingest as usual
+(readings.gateway_id records who relayed it) but says nothing about that device here: no
+last_seen, status or condition, counted in firegrid_liveness_foreign_entries_total. Relayed
+entries for unregistered ids still go to the quarantine. Since only the flush can read the
+registry, the tracker keeps relayed state apart per (device, gateway) until then.
+
 Every write is order-independent, since several ingest processes on a shared subscription
 flush the same device in any order: last_seen and last_ts only move forward, status fields
 and conditions change only for a newer device timestamp, message counts add up.
@@ -21,7 +28,8 @@ What one flush writes:
                        newest status report's fields, message count
     devices.state      provisioned -> active the first time a device is heard (actor ingest)
     device_conditions  tamper, fault, low_battery, occlusion, video_loss from events and
-                       statuses (see _event and _status for what sets and clears each)
+                       statuses (see _event and _status for what sets and clears each), with
+                       the device clock of the report that set it and its receive time
     quarantine         ids not in the registry: their rows are stored as usual; this is the
                        list field teams claim them from (devices.quarantine.claim)
     ingest_heartbeats  "this ingest is subscribed and flushing", which the monitor needs
@@ -35,9 +43,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import psycopg
+from prometheus_client import Counter
 
 from devices import metrics
 from ingest.decode import Decoded
@@ -56,6 +65,12 @@ _R_DEVICE, _R_TS, _R_KIND, _R_RECEIVED, _R_GATEWAY, _R_BATTERY, _R_RSRP, _R_HEAR
 _E_DEVICE, _E_TS, _E_TYPE, _E_RECEIVED, _E_GATEWAY, _E_ATTRS = (_EVENT_COLS.index(c) for c in (
     "device_id", "ts_ms", "type", "received_ms", "gateway_id", "attrs"))
 
+# Here rather than in devices.metrics, which this change does not own; same registry.
+LIVENESS_FOREIGN_ENTRIES = Counter(
+    "firegrid_liveness_foreign_entries_total",
+    "Gateway entries ignored for liveness: the device is registered, but not behind the"
+    " gateway that relayed them (stored by ingest all the same)")
+
 _CONDITION_EVENTS = frozenset({"tamper", "fault", "self_test", "low_battery", "occlusion",
                                "video_loss"})
 _NO_STATUS = (None, None, None, None)  # heartbeat_s, battery_pct, rsrp_dbm, stream_online
@@ -71,7 +86,8 @@ class _Seen:
     ts_ms: int | None = None      # newest device clock of any message
     status_ms: int | None = None  # device clock of the newest status report
     status: tuple = _NO_STATUS
-    # condition -> (device ts, active, detail); None until the first one, most ids have none
+    # condition -> (device ts, active, detail, receive time of that report); None until the
+    # first one, most ids have none
     conditions: dict | None = None
 
     def received(self, ms: int, topic: str) -> None:
@@ -89,12 +105,13 @@ class _Seen:
         if self.status_ms is None or ts_ms >= self.status_ms:
             self.status_ms, self.status = ts_ms, status
 
-    def condition(self, name: str, ts_ms: int, active: bool, detail: str) -> None:
+    def condition(self, name: str, ts_ms: int, active: bool, detail: str,
+                  received_ms: int) -> None:
         if self.conditions is None:
             self.conditions = {}
         held = self.conditions.get(name)
         if held is None or ts_ms >= held[0]:  # same millisecond: the later arrival wins
-            self.conditions[name] = (ts_ms, active, detail)
+            self.conditions[name] = (ts_ms, active, detail, received_ms)
 
     def absorb(self, older: _Seen) -> None:
         """Fold in the state of a flush that failed; self holds what arrived since."""
@@ -107,10 +124,16 @@ class _Seen:
         if older.status_ms is not None and (self.status_ms is None
                                             or older.status_ms > self.status_ms):
             self.status_ms, self.status = older.status_ms, older.status
-        for name, (ts_ms, active, detail) in (older.conditions or {}).items():
+        for name, (ts_ms, active, detail, received_ms) in (older.conditions or {}).items():
             held = (self.conditions or {}).get(name)
             if held is None or ts_ms > held[0]:
-                self.condition(name, ts_ms, active, detail)
+                self.condition(name, ts_ms, active, detail, received_ms)
+
+    def merged(self, other: _Seen) -> _Seen:
+        """A new _Seen holding both; neither is changed (a failed flush restores them)."""
+        out = replace(self, conditions=dict(self.conditions) if self.conditions else None)
+        out.absorb(other)
+        return out
 
 
 @dataclass
@@ -119,6 +142,8 @@ class FlushResult:
     activated: int = 0      # provisioned -> active
     quarantined: int = 0    # unknown ids written to the quarantine
     conditions: int = 0     # device_conditions rows that changed
+    foreign: int = 0        # gateway entries ignored: device registered, not behind it
+    foreign_pairs: list[tuple[str, str]] = field(default_factory=list)  # (device, gateway)
 
 
 class LivenessTracker:
@@ -138,7 +163,9 @@ class LivenessTracker:
         self._beat_gap_s = 2 * settings.liveness_flush_s + settings.offline_grace_s
         self._flush_at = flush_at
         self._max_ids = max_ids
-        self._pending: dict[str, _Seen] = {}
+        # Keyed by (device id, relaying gateway id or None): relayed state stays apart
+        # until the flush has checked it against the registry.
+        self._pending: dict[tuple[str, str | None], _Seen] = {}
         self._lock = threading.Lock()
         self.due = threading.Event()
 
@@ -154,70 +181,78 @@ class LivenessTracker:
             for item in items:
                 gateway_id = None
                 for row in item.readings:
-                    seen = self._seen(row[_R_DEVICE], row[_R_RECEIVED], item.topic)
+                    seen = self._seen(row[_R_DEVICE], row[_R_GATEWAY], row[_R_RECEIVED],
+                                      item.topic)
                     if seen is not None:
                         seen.stamp(row[_R_TS])
                         self._status(seen, row)
                     gateway_id = gateway_id or row[_R_GATEWAY]
                 for row in item.events:
-                    seen = self._seen(row[_E_DEVICE], row[_E_RECEIVED], item.topic)
+                    seen = self._seen(row[_E_DEVICE], row[_E_GATEWAY], row[_E_RECEIVED],
+                                      item.topic)
                     if seen is not None:
                         seen.stamp(row[_E_TS])
                         if row[_E_TYPE] in _CONDITION_EVENTS:
                             self._event(seen, row)
                     gateway_id = gateway_id or row[_E_GATEWAY]
                 if gateway_id is not None:
-                    # The relaying gateway is alive too: one message, whatever it carried.
-                    # Its own clock is in the envelope, which ingest does not keep.
-                    self._seen(gateway_id, item.received_ms, item.topic)
+                    # The relaying gateway is alive too: one message, whatever it carried
+                    # and whoever its entries were for. Its own clock is in the envelope,
+                    # which ingest does not keep.
+                    self._seen(gateway_id, None, item.received_ms, item.topic)
             pending = len(self._pending)
         metrics.LIVENESS_PENDING.set(pending)
         if pending >= self._flush_at:
             self.due.set()
 
-    def _seen(self, device_id: str, received_ms: int, topic: str) -> _Seen | None:
-        seen = self._pending.get(device_id)
+    def _seen(self, device_id: str, via: str | None, received_ms: int,
+              topic: str) -> _Seen | None:
+        # A gateway's entry about itself is its own word, as on its own topics.
+        key = (device_id, None if via == device_id else via)
+        seen = self._pending.get(key)
         if seen is None:
             if len(self._pending) >= self._max_ids:
                 metrics.LIVENESS_DROPPED.inc()
                 return None
-            seen = self._pending[device_id] = _Seen(received_ms, received_ms, topic)
+            seen = self._pending[key] = _Seen(received_ms, received_ms, topic)
         seen.received(received_ms, topic)
         return seen
 
     def _status(self, seen: _Seen, row: tuple) -> None:
-        ts = row[_R_TS]
+        ts, received = row[_R_TS], row[_R_RECEIVED]
         if row[_R_KIND] == "smoke":
             battery = row[_R_BATTERY]
             seen.report(ts, (row[_R_HEARTBEAT], battery, row[_R_RSRP], None))
             # Hysteresis: between the two thresholds the condition stays as it was.
             if battery <= self._low:
-                seen.condition("low_battery", ts, True, f"battery {battery}%")
+                seen.condition("low_battery", ts, True, f"battery {battery}%", received)
             elif battery >= self._clear:
-                seen.condition("low_battery", ts, False, f"battery {battery}%")
+                seen.condition("low_battery", ts, False, f"battery {battery}%", received)
         else:
             seen.report(ts, (None, None, None, row[_R_STREAM]))
             if row[_R_STREAM] and row[_R_RECORDING]:
-                seen.condition("fault", ts, False, "streaming and recording")
+                seen.condition("fault", ts, False, "streaming and recording", received)
 
     def _event(self, seen: _Seen, row: tuple) -> None:
-        kind, ts = row[_E_TYPE], row[_E_TS]
+        kind, ts, received = row[_E_TYPE], row[_E_TS], row[_E_RECEIVED]
         attrs = json.loads(row[_E_ATTRS])
         if kind == "tamper":
-            seen.condition("tamper", ts, attrs["state"] != "restored", attrs["state"])
+            seen.condition("tamper", ts, attrs["state"] != "restored", attrs["state"],
+                           received)
         elif kind == "fault":
             detail = attrs["code"] + (f": {attrs['detail']}" if attrs.get("detail") else "")
-            seen.condition("fault", ts, True, detail)
+            seen.condition("fault", ts, True, detail, received)
         elif kind == "self_test":
             # A failed self test is a fault a technician must see; a passing one clears it.
             failed = attrs["result"] == "fail"
             detail = "self_test " + attrs["result"] + (
                 f": {attrs['detail']}" if attrs.get("detail") else "")
-            seen.condition("fault", ts, failed, detail)
+            seen.condition("fault", ts, failed, detail, received)
         elif kind == "low_battery":
-            seen.condition("low_battery", ts, True, f"battery {attrs['battery_pct']}%")
+            seen.condition("low_battery", ts, True, f"battery {attrs['battery_pct']}%",
+                           received)
         else:  # occlusion, video_loss
-            seen.condition(kind, ts, attrs["active"], "")
+            seen.condition(kind, ts, attrs["active"], "", received)
 
     # --- the flusher thread -------------------------------------------------------------
 
@@ -248,17 +283,25 @@ class LivenessTracker:
         metrics.LIVENESS_FLUSH_SECONDS.observe(time.perf_counter() - started)
         metrics.QUARANTINE_FLUSHED.inc(result.quarantined)
         metrics.LIVENESS_PENDING.set(len(self._pending))
+        if result.foreign:
+            # Counted once committed: a failed flush's entries come round again.
+            LIVENESS_FOREIGN_ENTRIES.inc(result.foreign)
+            shown = ", ".join(f"{d} via {g}" for d, g in result.foreign_pairs[:5])
+            more = len(result.foreign_pairs) - 5
+            log.warning("liveness: ignored %d gateway entries for registered devices not behind"
+                        " the gateway that relayed them: %s%s", result.foreign, shown,
+                        f" and {more} more" if more > 0 else "")
         return result
 
-    def _restore(self, older: dict[str, _Seen]) -> None:
+    def _restore(self, older: dict[tuple[str, str | None], _Seen]) -> None:
         with self._lock:
             newer = self._pending
-            for device_id, seen in older.items():
-                held = newer.get(device_id)
+            for key, seen in older.items():
+                held = newer.get(key)
                 if held is not None:
                     held.absorb(seen)
                 elif len(newer) < self._max_ids:  # the bound holds through failed flushes
-                    newer[device_id] = seen
+                    newer[key] = seen
                 else:
                     metrics.LIVENESS_DROPPED.inc()
 
@@ -273,8 +316,8 @@ _SEEN_COLS = ("device_id", "first_ms", "last_ms", "topic", "messages", "ts_ms", 
               "heartbeat_s", "battery_pct", "rsrp_dbm", "stream_online")
 _SEEN_TYPES = ("text", "int8", "int8", "text", "int8", "int8", "int8", "int4", "int2", "int2",
                "bool")
-_COND_COLS = ("device_id", "condition", "active", "changed_ms", "detail")
-_COND_TYPES = ("text", "text", "bool", "int8", "text")
+_COND_COLS = ("device_id", "condition", "active", "changed_ms", "detail", "reported_ms")
+_COND_TYPES = ("text", "text", "bool", "int8", "text", "int8")
 
 
 def _stage(name: str, cols: tuple[str, ...], types: tuple[str, ...]) -> str:
@@ -319,12 +362,15 @@ _UPSERT_QUARANTINE = (
     "              THEN EXCLUDED.last_topic ELSE q.last_topic END"
 )
 _UPSERT_CONDITIONS = (
-    "INSERT INTO device_conditions AS dc (device_id, condition, active, changed_ts, detail)"
-    f" SELECT c.device_id, c.condition, c.active, {_at('c.changed_ms')}, c.detail"
+    "INSERT INTO device_conditions AS dc (device_id, condition, active, changed_ts, detail,"
+    " reported_at)"
+    f" SELECT c.device_id, c.condition, c.active, {_at('c.changed_ms')}, c.detail,"
+    f" {_at('c.reported_ms')}"
     " FROM liveness_conditions c WHERE EXISTS (SELECT 1 FROM devices d WHERE d.id = c.device_id)"
     " ORDER BY c.device_id, c.condition"
     " ON CONFLICT (device_id, condition) DO UPDATE SET active = EXCLUDED.active,"
-    " changed_ts = EXCLUDED.changed_ts, detail = EXCLUDED.detail"
+    " changed_ts = EXCLUDED.changed_ts, detail = EXCLUDED.detail,"
+    " reported_at = EXCLUDED.reported_at"
     " WHERE EXCLUDED.changed_ts > dc.changed_ts"
 )
 _BEAT = (
@@ -336,16 +382,43 @@ _BEAT = (
 )
 
 
-def _write(conn: psycopg.Connection, pending: dict[str, _Seen]) -> FlushResult:
-    seen_rows, cond_rows = [], []
-    for device_id in sorted(pending):
-        s = pending[device_id]
-        seen_rows.append((device_id, s.first_ms, s.last_ms, s.topic, s.messages, s.ts_ms,
-                          s.status_ms, *s.status))
-        for name, (ts_ms, active, detail) in (s.conditions or {}).items():
-            cond_rows.append((device_id, name, active, ts_ms, detail))
+# Who is behind which gateway, for the registered ones among the ids gateways relayed.
+_GATEWAY_OF = "SELECT id, gateway_id FROM devices WHERE id = ANY(%s)"
+
+
+def _vouched(cur: psycopg.Cursor, pending: dict[tuple[str, str | None], _Seen],
+             result: FlushResult) -> dict[str, _Seen]:
+    """One _Seen per device id: its own messages, and what gateways relayed for it when the
+    registry puts it behind that gateway (or does not know the id: the quarantine's).
+    Relayed entries for any other registered device are left out and counted."""
+    relayed = sorted({device_id for device_id, via in pending if via is not None})
+    behind = dict(cur.execute(_GATEWAY_OF, [relayed]).fetchall()) if relayed else {}
+    out: dict[str, _Seen] = {}
+    for (device_id, via), seen in pending.items():
+        if via is not None and device_id in behind and behind[device_id] != via:
+            result.foreign += seen.messages
+            result.foreign_pairs.append((device_id, via))
+            continue
+        held = out.get(device_id)
+        out[device_id] = seen if held is None else held.merged(seen)
+    result.foreign_pairs.sort()
+    return out
+
+
+def _write(conn: psycopg.Connection, pending: dict[tuple[str, str | None], _Seen]
+           ) -> FlushResult:
     result = FlushResult()
     with conn.cursor() as cur:
+        vouched = _vouched(cur, pending, result)
+        seen_rows, cond_rows = [], []
+        for device_id in sorted(vouched):
+            s = vouched[device_id]
+            seen_rows.append((device_id, s.first_ms, s.last_ms, s.topic, s.messages, s.ts_ms,
+                              s.status_ms, *s.status))
+            for name, (ts_ms, active, detail, received_ms) in (s.conditions or {}).items():
+                cond_rows.append((device_id, name, active, ts_ms, detail, received_ms))
+        if not seen_rows:
+            return result
         # A history row for a device heard the first time names ingest as the actor.
         cur.execute("SELECT set_config('firegrid.actor', 'ingest', true)")
         cur.execute(_stage("liveness_seen", _SEEN_COLS, _SEEN_TYPES))

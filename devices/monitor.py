@@ -19,7 +19,10 @@ Rules the statements keep:
   silent since it was installed.
 - A ticket closed by hand ('manual') is not reopened for the same episode: offline opens
   again only after the device was heard after the close and fell silent again, a condition
-  only when the device reports it again after the close.
+  only when the device reports it again after the close. "After" compares server times
+  only: closed_at with last_seen, or with the receive time of the report that set the
+  condition (device_conditions.reported_at), never with a device clock, which may be
+  minutes behind.
 - No new offline tickets while no ingest says it is subscribed and flushing
   (ingest_heartbeats): when ingest, the broker or the flush is down, every device looks
   silent, and 3,000 camera tickets would help nobody. Closing goes on meanwhile.
@@ -88,7 +91,9 @@ _CLOSE_CLEARED = (
     " RETURNING 1) SELECT count(*) FROM closed"
 )
 _OPEN = (
-    "WITH due (device_id, condition, since, detail) AS ("
+    # heard: server time of the evidence (last_seen or installation; a condition's report
+    # receive time), to compare with a manual close's closed_at
+    "WITH due (device_id, condition, heard, detail) AS ("
     # silent devices (skipped wholesale while no ingest is watching)
     f"  SELECT d.id, 'offline', {_HEARD},"
     f"   'silent since ' || to_char({_HEARD} AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS')"
@@ -98,14 +103,14 @@ _OPEN = (
     f"  AND {_HEARD} < %(now)s - {_LIMIT}"
     " UNION ALL"
     # conditions the devices report
-    "  SELECT c.device_id, c.condition, c.changed_ts, c.detail"
+    "  SELECT c.device_id, c.condition, c.reported_at, c.detail"
     "  FROM device_conditions c JOIN devices d ON d.id = c.device_id"
     "  WHERE c.active AND d.state IN ('active', 'maintenance')"
     "), fresh AS ("
     "  SELECT due.* FROM due WHERE NOT EXISTS ("
     "   SELECT 1 FROM maintenance_tickets t"
     "   WHERE t.device_id = due.device_id AND t.condition = due.condition"
-    "   AND (t.closed_at IS NULL OR (t.close_reason = 'manual' AND t.closed_at >= due.since)))"
+    "   AND (t.closed_at IS NULL OR (t.close_reason = 'manual' AND t.closed_at >= due.heard)))"
     "), opened AS ("
     "  INSERT INTO maintenance_tickets (device_id, condition, opened_at, detail, assigned_to)"
     "  SELECT f.device_id, f.condition, %(now)s, f.detail, tech.id"

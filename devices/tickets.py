@@ -5,8 +5,10 @@ technician who fixed something closes the ticket with a note ('manual'). For a r
 condition (low battery, tamper, fault, ...) the close also marks the condition inactive, so
 the registry says what the technician saw; the device's next report of it, being newer,
 sets it again and the monitor opens a new ticket. The device clock of the last report
-(changed_ts) is left alone: the server's clock must not outrank a device's. An offline
-ticket is only closed: the device's next message is what shows it is back.
+(changed_ts) and its receive time (reported_at) are left alone: the server's clock must not
+outrank a device's, and the monitor compares closed_at only with reported_at, a server time
+(a detector whose clock runs behind still gets its new ticket). An offline ticket is only
+closed: the device's next message is what shows it is back.
 """
 
 from __future__ import annotations

@@ -31,13 +31,14 @@ def add_building(db: psycopg.Connection, building: str = "B1", grid: str = "G1",
 
 def add_device(db: psycopg.Connection, device_id: str, kind: str = "smoke_detector", *,
                heartbeat_s: int = 3600, state: str = "provisioned", building: str = "B1",
-               installed_at: datetime | None = None) -> None:
+               installed_at: datetime | None = None, gateway: str | None = None) -> None:
+    """`gateway`: the registered gateway it reports through (devices.gateway_id)."""
     add_building(db, building)
     db.execute(
         "INSERT INTO devices (id, kind, building_id, heartbeat_s, state, password_hash,"
-        " password_salt, installed_at) VALUES (%s, %s, %s, %s, %s, 'ab12', 'cd34',"
-        " coalesce(%s, now()))",
-        [device_id, kind, building, heartbeat_s, state, installed_at])
+        " password_salt, installed_at, gateway_id) VALUES (%s, %s, %s, %s, %s, 'ab12', 'cd34',"
+        " coalesce(%s, now()), %s)",
+        [device_id, kind, building, heartbeat_s, state, installed_at, gateway])
 
 
 def retire(db: psycopg.Connection, device_id: str) -> None:

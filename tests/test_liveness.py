@@ -8,7 +8,7 @@ import pytest
 
 from devices import metrics, quarantine, queries
 from devices.errors import Conflict, NotFound
-from devices.liveness import LivenessTracker
+from devices.liveness import LIVENESS_FOREIGN_ENTRIES, LivenessTracker
 from runtime.settings import DevicesSettings
 from simulators import messages as m
 from tests.fleet import add_device, at, decoded
@@ -81,7 +81,8 @@ def test_ingest_keeps_last_seen_per_device_not_per_message(make_settings, publis
 def test_unknown_ids_are_quarantined_and_their_readings_still_stored(
         make_settings, publisher, db, db_url):
     add_device(db, "GW-1", "gateway", heartbeat_s=300)
-    add_device(db, "SD-2")
+    add_device(db, "SD-2", gateway="GW-1")
+    add_device(db, "SD-9")  # not behind GW-1
     settings = make_settings(devices={"liveness_flush_s": 0.2})
     prefix = settings.mqtt.topic_prefix
     ts = m.now_ms() - 5000
@@ -90,7 +91,8 @@ def test_unknown_ids_are_quarantined_and_their_readings_still_stored(
     stray.append((m.topic("STRAY-1", "event", prefix),
                   m.encode(m.event("tamper", 3, ts + 3, state="removed"))))
     batch = m.gateway(1, [{"device_id": "SD-2", **m.smoke_status(1, ts)},
-                          {"device_id": "STRAY-2", **m.event("alarm", 1, ts)}])
+                          {"device_id": "STRAY-2", **m.event("alarm", 1, ts)},
+                          {"device_id": "SD-9", **m.smoke_status(1, ts)}])
     gateway_topic = m.topic("GW-1", "gateway", prefix)
     ingest = ThreadedIngest(settings).start()
     try:
@@ -108,9 +110,13 @@ def test_unknown_ids_are_quarantined_and_their_readings_still_stored(
     assert db.execute("SELECT count(*) FROM events WHERE device_id LIKE 'STRAY-%'").fetchone()[0] == 2
     assert db.execute("SELECT count(*) FROM device_conditions WHERE device_id LIKE 'STRAY-%'"
                       ).fetchone()[0] == 0
-    # The gateway is heard by its own message, the child by its entry.
+    # The gateway is heard by its own message, the device behind it by its entry; SD-9's
+    # entry is stored with the gateway that relayed it, but says nothing about SD-9's life.
     assert db.execute("SELECT device_id, messages FROM device_status ORDER BY 1").fetchall() == [
         ("GW-1", 1), ("SD-2", 1)]
+    assert db.execute("SELECT gateway_id FROM readings WHERE device_id = 'SD-9'").fetchall() == [
+        ("GW-1",)]
+    assert db.execute("SELECT state FROM devices WHERE id = 'SD-9'").fetchone() == ("provisioned",)
 
     entry = quarantine.claim(db, "STRAY-1", "tech-7")
     assert (entry.device_id, entry.claimed_by, entry.messages) == ("STRAY-1", "tech-7", 4)
@@ -219,6 +225,80 @@ def test_older_messages_do_not_overwrite_newer_state(db):
     assert db.execute("SELECT last_seen, last_ts, status_ts, reported_heartbeat_s, battery_pct,"
                       " messages FROM device_status").fetchone() == (
         at(T0 + 60_000), at(T0 + 60_000), at(T0 + 60_000), 600, 80, 4)
+
+
+def _gateway_batch(gateway_id: str, seq: int, received_ms: int, *entries: dict):
+    return decoded(gateway_id, "gateway", m.gateway(seq, list(entries), received_ms),
+                   received_ms)
+
+
+def test_a_gateway_speaks_only_for_the_devices_registered_behind_it(db):
+    add_device(db, "GW-1", "gateway", heartbeat_s=300, state="active")
+    add_device(db, "GW-9", "gateway", heartbeat_s=300, state="active")
+    add_device(db, "SD-1", state="active")                  # reports on its own topics
+    add_device(db, "SD-2", state="active", gateway="GW-1")  # behind GW-1
+    _flush(db, decoded("SD-1", "event", m.event("fault", 1, T0, code="E07"), T0),
+           decoded("SD-1", "telemetry", m.smoke_status(2, T0, heartbeat_s=3600), T0),
+           _gateway_batch("GW-1", 1, T0, {"device_id": "SD-2", **m.event("tamper", 1, T0,
+                                                                          state="removed")}))
+    before = db.execute("SELECT * FROM device_status WHERE device_id = 'SD-1'").fetchone()
+    foreign = LIVENESS_FOREIGN_ENTRIES._value.get()
+
+    later = T0 + 60_000
+    result = _flush(db, _gateway_batch(
+        "GW-9", 1, later,
+        # GW-9 is nobody's gateway: none of this may touch SD-1 or SD-2.
+        {"device_id": "SD-1", **m.event("self_test", 3, later, result="pass")},
+        {"device_id": "SD-1", **m.smoke_status(4, later, heartbeat_s=604800)},
+        {"device_id": "SD-2", **m.event("tamper", 2, later, state="restored")},
+        # An id the registry does not know goes to the quarantine as before, and a
+        # gateway's entry about itself is its own.
+        {"device_id": "STRAY-9", **m.smoke_status(1, later)},
+        {"device_id": "GW-9", **m.event("fault", 1, later, code="G1")}))
+
+    assert result.foreign == 3
+    assert LIVENESS_FOREIGN_ENTRIES._value.get() == foreign + 3
+    assert db.execute("SELECT * FROM device_status WHERE device_id = 'SD-1'").fetchone() == before
+    assert db.execute("SELECT reported_heartbeat_s FROM device_status WHERE device_id = 'SD-1'"
+                      ).fetchone() == (3600,)
+    assert _conditions(db) == {
+        ("SD-1", "fault"): (True, at(T0), "E07"),
+        ("SD-1", "low_battery"): (False, at(T0), "battery 87%"),
+        ("SD-2", "tamper"): (True, at(T0), "removed"),
+        ("GW-9", "fault"): (True, at(later), "G1"),
+    }
+    # The relaying gateway was heard all the same: one message, with its own entry.
+    assert db.execute("SELECT device_id, last_seen, messages FROM device_status"
+                      " WHERE device_id LIKE 'GW-%' ORDER BY 1").fetchall() == [
+        ("GW-1", at(T0), 1), ("GW-9", at(later), 2)]
+    assert db.execute("SELECT device_id, messages FROM quarantine").fetchall() == [("STRAY-9", 1)]
+
+    # Its own gateway still speaks for SD-2, also in the flush where SD-2 is heard directly.
+    result = _flush(db,
+                    _gateway_batch("GW-1", 2, later, {"device_id": "SD-2",
+                                                      **m.event("tamper", 2, later,
+                                                                state="restored")}),
+                    decoded("SD-2", "telemetry", m.smoke_status(3, later + 1000), later + 1000))
+    assert result.foreign == 0
+    assert _conditions(db)[("SD-2", "tamper")] == (False, at(later), "restored")
+    assert db.execute("SELECT last_seen, last_ts, messages FROM device_status"
+                      " WHERE device_id = 'SD-2'").fetchone() == (at(later + 1000),
+                                                                  at(later + 1000), 3)
+
+
+def test_conditions_record_when_the_server_received_the_report(db):
+    add_device(db, "SD-C", state="active")
+    slow = 10 * 60_000  # the detector's clock is ten minutes behind
+    _flush(db, decoded("SD-C", "event", m.event("tamper", 1, T0 - slow, state="removed"), T0))
+    # Redelivered later: the same device time, so the same report, and nothing changes.
+    _flush(db, decoded("SD-C", "event", m.event("tamper", 1, T0 - slow, state="removed"),
+                       T0 + 30_000))
+    assert db.execute("SELECT changed_ts, reported_at FROM device_conditions").fetchall() == [
+        (at(T0 - slow), at(T0))]
+    _flush(db, decoded("SD-C", "event", m.event("tamper", 2, T0 + 60_000 - slow,
+                                                state="opened"), T0 + 60_000))
+    assert db.execute("SELECT changed_ts, reported_at, detail FROM device_conditions"
+                      ).fetchall() == [(at(T0 + 60_000 - slow), at(T0 + 60_000), "opened")]
 
 
 def test_a_failed_flush_keeps_its_state_for_the_next(db, db_url):

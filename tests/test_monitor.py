@@ -10,12 +10,12 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from devices import metrics
+from devices import metrics, tickets
 from devices.liveness import LivenessTracker
 from devices.monitor import check, run_monitor
 from runtime.settings import DevicesSettings
 from simulators import messages as m
-from tests.fleet import add_device, add_worker, at, decoded, retire, watching
+from tests.fleet import add_device, add_worker, at, decoded, ms, retire, watching
 from tests.helpers import wait_for_count
 
 SETTINGS = DevicesSettings()  # cameras 3 x 60 s, detectors 2 x period, grace 10 s
@@ -146,6 +146,55 @@ def test_a_ticket_closed_by_hand_stays_closed_until_the_device_reports_again(db)
                                                code="E1"), int(later.timestamp() * 1000)),
           _keepalive("CAM-M", later, seq=2))
     assert _check(db, later + timedelta(minutes=10)).opened == {"fault": 1, "offline": 1}
+
+
+def test_a_manual_close_does_not_silence_a_later_report_from_a_slow_device_clock(db):
+    add_device(db, "SD-S", state="active")
+    slow = 10 * 60_000  # the detector's clock is ten minutes behind the server's
+    tamper = lambda seq, received_ms, state, ts=None: decoded(
+        "SD-S", "event", m.event("tamper", seq, ts or received_ms - slow, state=state),
+        received_ms)
+    # Real time: the manual close stamps closed_at with the database's clock.
+    first = ms(db.execute("SELECT now()").fetchone()[0]) - 60_000
+    _hear(db, tamper(1, first, "removed"))
+    assert _check(db, at(first + 30_000)).opened == {"tamper": 1}
+    ticket = db.execute("SELECT id FROM maintenance_tickets").fetchone()[0]
+    tickets.close_ticket(db, ticket, "tech-1", "remounted")
+    closed_at = db.execute("SELECT closed_at FROM maintenance_tickets").fetchone()[0]
+    # The close marks the condition inactive and leaves the device's clock alone.
+    assert db.execute("SELECT active, changed_ts FROM device_conditions").fetchone() == (
+        False, at(first - slow))
+
+    # The report from before the repair, redelivered: the same episode, no ticket.
+    _hear(db, tamper(1, ms(closed_at) + 60_000, "removed", ts=first - slow))
+    assert _check(db, closed_at + timedelta(minutes=2)).opened == {}
+
+    # Five minutes after the close the detector reports a new tamper. Its own clock says
+    # five minutes *before* the close; the server received it after: a new ticket.
+    again = ms(closed_at) + 5 * 60_000
+    _hear(db, tamper(2, again, "opened"))
+    assert _check(db, at(again + 10_000)).opened == {"tamper": 1}
+    assert _open(db) == [("SD-S", "tamper", at(again + 10_000), None)]
+    assert db.execute("SELECT active, changed_ts, reported_at FROM device_conditions"
+                      ).fetchone() == (True, at(again - slow), at(again))
+
+
+def test_a_gateway_cannot_clear_tickets_of_a_device_not_behind_it(db):
+    add_device(db, "GW-9", "gateway", heartbeat_s=300, state="active")
+    add_device(db, "SD-1", heartbeat_s=600, state="active")  # no gateway
+    _hear(db, decoded("SD-1", "event", m.event("fault", 1, T0, code="E07"), T0))
+    silent = L + timedelta(hours=1)
+    assert _check(db, silent).opened == {"fault": 1, "offline": 1}
+    # An unrelated gateway relays a passing self test and a two-week heartbeat for SD-1.
+    later = T0 + 3_600_000 + 60_000
+    _hear(db, decoded("GW-9", "gateway", m.gateway(1, [
+        {"device_id": "SD-1", **m.event("self_test", 2, later, result="pass")},
+        {"device_id": "SD-1", **m.smoke_status(3, later, heartbeat_s=604800)}], later), later))
+    report = _check(db, at(later + 1000))
+    assert report.closed == {} and report.opened == {}
+    assert _open(db) == [("SD-1", "fault", silent, None), ("SD-1", "offline", silent, None)]
+    assert db.execute("SELECT last_seen, reported_heartbeat_s FROM device_status"
+                      " WHERE device_id = 'SD-1'").fetchone() == (L, None)
 
 
 def test_no_offline_tickets_while_no_ingest_is_watching(db):

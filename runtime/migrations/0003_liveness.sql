@@ -19,14 +19,18 @@ CREATE TABLE device_status (
 CREATE INDEX device_status_last_seen ON device_status (last_seen);
 
 -- The latest state of each maintenance condition a device has reported. The newest device
--- timestamp wins, so several ingest processes can write in any order.
+-- timestamp wins, so several ingest processes can write in any order. reported_at is when
+-- ingest received that message (server clock): what the monitor compares with a ticket's
+-- closed_at, since a device clock running behind must not hide a report made after a
+-- manual close. A manual close sets active = false and leaves both times alone.
 CREATE TABLE device_conditions (
-    device_id  fg_id       NOT NULL REFERENCES devices ON DELETE CASCADE,
-    condition  text        NOT NULL CHECK (condition IN ('low_battery', 'tamper', 'fault',
-                                                         'occlusion', 'video_loss')),
-    active     boolean     NOT NULL,
-    changed_ts timestamptz NOT NULL,          -- device clock of the message that set it
-    detail     text        NOT NULL DEFAULT '',
+    device_id   fg_id       NOT NULL REFERENCES devices ON DELETE CASCADE,
+    condition   text        NOT NULL CHECK (condition IN ('low_battery', 'tamper', 'fault',
+                                                          'occlusion', 'video_loss')),
+    active      boolean     NOT NULL,
+    changed_ts  timestamptz NOT NULL,         -- device clock of the message that set it
+    detail      text        NOT NULL DEFAULT '',
+    reported_at timestamptz NOT NULL DEFAULT now(),  -- receive time of that message
     PRIMARY KEY (device_id, condition)
 );
 
