@@ -46,7 +46,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 
 import psycopg
-from prometheus_client import Counter
 
 from devices import metrics
 from ingest.decode import Decoded
@@ -64,12 +63,6 @@ _R_DEVICE, _R_TS, _R_KIND, _R_RECEIVED, _R_GATEWAY, _R_BATTERY, _R_RSRP, _R_HEAR
         "heartbeat_s", "stream_online", "recording"))
 _E_DEVICE, _E_TS, _E_TYPE, _E_RECEIVED, _E_GATEWAY, _E_ATTRS = (_EVENT_COLS.index(c) for c in (
     "device_id", "ts_ms", "type", "received_ms", "gateway_id", "attrs"))
-
-# Here rather than in devices.metrics, which this change does not own; same registry.
-LIVENESS_FOREIGN_ENTRIES = Counter(
-    "firegrid_liveness_foreign_entries_total",
-    "Gateway entries ignored for liveness: the device is registered, but not behind the"
-    " gateway that relayed them (stored by ingest all the same)")
 
 _CONDITION_EVENTS = frozenset({"tamper", "fault", "self_test", "low_battery", "occlusion",
                                "video_loss"})
@@ -285,7 +278,7 @@ class LivenessTracker:
         metrics.LIVENESS_PENDING.set(len(self._pending))
         if result.foreign:
             # Counted once committed: a failed flush's entries come round again.
-            LIVENESS_FOREIGN_ENTRIES.inc(result.foreign)
+            metrics.LIVENESS_FOREIGN_ENTRIES.inc(result.foreign)
             shown = ", ".join(f"{d} via {g}" for d, g in result.foreign_pairs[:5])
             more = len(result.foreign_pairs) - 5
             log.warning("liveness: ignored %d gateway entries for registered devices not behind"

@@ -19,6 +19,10 @@ LIVENESS_PENDING = Gauge("firegrid_liveness_pending_devices",
 LIVENESS_DROPPED = Counter(
     "firegrid_liveness_dropped_total",
     "Observations of new ids not kept because the pending set was full (flushes failing)")
+LIVENESS_FOREIGN_ENTRIES = Counter(
+    "firegrid_liveness_foreign_entries_total",
+    "Gateway entries ignored for liveness: the device is registered, but not behind the"
+    " gateway that relayed them (stored by ingest all the same)")
 QUARANTINE_FLUSHED = Counter(
     "firegrid_liveness_quarantine_writes_total",
     "Quarantine rows written by flushes: unknown ids heard (each flush counts its own)")

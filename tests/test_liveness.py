@@ -8,7 +8,8 @@ import pytest
 
 from devices import metrics, quarantine, queries
 from devices.errors import Conflict, NotFound
-from devices.liveness import LIVENESS_FOREIGN_ENTRIES, LivenessTracker
+from devices.liveness import LivenessTracker
+from devices.metrics import LIVENESS_FOREIGN_ENTRIES
 from runtime.settings import DevicesSettings
 from simulators import messages as m
 from tests.fleet import add_device, at, decoded
