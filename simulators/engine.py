@@ -110,8 +110,16 @@ class Engine:
 
     # --- the loop ---
 
-    def step(self, now_ms: int) -> int:
+    def step(self, now_ms: int, budget: int | None = None) -> int:
+        """Do what is due up to now_ms; with a budget, at most that many scheduled things,
+        so a driver that has fallen behind still gets to its sockets in between (the next
+        time returned is then already due)."""
+        left = budget if budget is not None else -1
         while self._heap and self._heap[0][0] <= now_ms:
+            if left == 0:
+                now_ms = self._heap[0][0]   # send what is ready as of where we stopped
+                break
+            left -= 1
             t, _, tag, item = heapq.heappop(self._heap)
             if tag == 0:
                 self._service_ready(t)   # what was due before the action goes out first

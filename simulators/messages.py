@@ -12,8 +12,12 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+# One encoder for every message: json.dumps with separators builds a new one per call.
+_ENCODE = json.JSONEncoder(separators=(",", ":")).encode
+
+
 def encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode()
+    return _ENCODE(message).encode()
 
 
 def smoke_status(seq: int, ts: int | None = None, *, obscuration_db_m: float = 0.02,

@@ -205,16 +205,16 @@ async def _run(settings: Settings, street: topology.Topology, scenario, speed: f
     try:
         while not stopped():
             now = min(clock.now_ms(), end_ms)
-            nxt = engine.step(now)
+            nxt = engine.step(now, budget=_STEP_BUDGET)
             report.maybe(now)
-            if now >= end_ms:
-                break
+            if now >= end_ms and nxt > end_ms:
+                break            # the end, and nothing due before it left undone
             # Wake for the next thing due, a link's news, or at least 5x/s for stop_event.
             await _nap(wake, min(clock.real_delay_s(min(nxt, end_ms)), 0.2))
         # Give what is in flight a moment to be acknowledged before counting it unacked.
         deadline = time.monotonic() + drain_s
         while not stopped() and time.monotonic() < deadline and _busy(engine):
-            engine.step(end_ms)
+            engine.step(end_ms, budget=_STEP_BUDGET)
             await _nap(wake, 0.05)
         report.maybe(end_ms, force=True)
     finally:
@@ -224,6 +224,11 @@ async def _run(settings: Settings, street: topology.Topology, scenario, speed: f
             mux.close()
         state.finished = True
         await asyncio.sleep(0)   # let the closed connections' tasks end quietly
+
+
+# Scheduled things per engine step before the loop gets back to its sockets: when the engine
+# falls behind the clock it would otherwise build a whole backlog before writing any of it.
+_STEP_BUDGET = 2000
 
 
 def _busy(engine: Engine) -> bool:

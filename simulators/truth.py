@@ -29,6 +29,9 @@ from typing import IO, Any
 from simulators.uplink import Outgoing
 
 
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+
 class Truth:
     def __init__(self, path: Path | None = None) -> None:
         # In memory when no path is given (tests); on disk, line by line, otherwise, so a
@@ -42,7 +45,7 @@ class Truth:
         record = {"kind": kind, **fields}
         self.counts[kind] = self.counts.get(kind, 0) + 1
         if self._file is not None:
-            self._file.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
+            self._file.write(_ENCODE(record))
             self._file.write("\n")
         else:
             self.records.append(record)

@@ -39,7 +39,9 @@ def test_multiplexed_delivers_exactly_the_truth(broker, make_settings, uid, tmp_
         sub.close()
     assert records[0]["mode"] == "multiplexed" and records[0]["connections"] == 3
     assert len(published) == len(sent), "a message recorded as first-published twice"
-    assert summary.counters.connect_errors == 0 and summary.stats.connections_lost > 0
+    assert summary.counters.connect_errors == 0
+    # The outage hit devices, online (lost) or still connecting (refused by their network).
+    assert summary.stats.connections_lost + summary.stats.connect_failures > 0
     assert got <= sent, f"invented: {sorted(got - sent)[:5]}"
     assert sent - maybe <= got, f"missing: {sorted(sent - maybe - got)[:5]}"
     # Resends of unacknowledged alarms may arrive twice; nothing else may.
