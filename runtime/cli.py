@@ -128,6 +128,17 @@ def _parser() -> argparse.ArgumentParser:
                      help="write the ground truth (published messages, incidents) here")
     sim.add_argument("--seconds", type=float, metavar="S",
                      help="stop after this long (default: when the scenarios end)")
+    sim.add_argument("--mode", choices=["per-device", "multiplexed"], default="per-device",
+                     help="per-device: every device its own connection and credentials "
+                          "(realism, ACLs exercised); multiplexed: all devices over a few "
+                          "connections with the mqtt.username account (raw load)")
+    sim.add_argument("--connections", type=int, default=4,
+                     help="shared connections in multiplexed mode (default 4)")
+    sim.add_argument("--source-addr", action="append", default=[], metavar="ADDR",
+                     help="bind device connections to these local addresses, e.g. 127.0.0.2 "
+                          "(repeat; one source address gives ~28,000 connections to a port)")
+    sim.add_argument("--keepalive", type=int, metavar="S",
+                     help="the devices' MQTT keepalive (default mqtt.keepalive_s)")
 
     demo = sub.add_parser("demo", help="run broker, database, ingest and simulated devices locally",
                           description="Everything on this machine: uses a reachable broker and "
@@ -301,14 +312,15 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
 
     from simulators.run import run_simulation
     # One connection per device: the full street needs more descriptors than the default.
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     summary = run_simulation(
         settings, preset=args.preset, scenarios=args.scenario, speed=args.speed, seed=args.seed,
-        truth_path=args.truth, stop_event=stop, duration_s=args.seconds,
+        truth_path=args.truth, stop_event=stop, duration_s=args.seconds, mode=args.mode,
+        connections=args.connections, source_addrs=args.source_addr, keepalive_s=args.keepalive,
         progress_cb=lambda p: print(p.line(), flush=True))
     st = summary.stats
     print(f"done{' (interrupted)' if summary.interrupted else ''}: {st.published} published, "
