@@ -19,6 +19,9 @@ import struct
 import time
 from collections.abc import Iterable, Sequence
 
+# The simulators' MQTT encoding, shared so the two raw clients cannot drift apart.
+from simulators.mqtt import utf8, varint
+
 CONNECT, CONNACK, PUBLISH, PUBACK = 0x10, 0x20, 0x30, 0x40
 SUBSCRIBE, SUBACK, PINGRESP, DISCONNECT = 0x82, 0x90, 0xD0, 0xE0
 
@@ -28,21 +31,6 @@ class ProtocolError(RuntimeError):
 
 
 # --- encoding ---------------------------------------------------------------------------
-
-def varint(n: int) -> bytes:
-    """MQTT variable byte integer (remaining length, property length)."""
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | 0x80 if n else byte)
-        if not n:
-            return bytes(out)
-
-
-def utf8(text: str | bytes) -> bytes:
-    raw = text.encode() if isinstance(text, str) else text
-    return struct.pack("!H", len(raw)) + raw
-
 
 def packet(first: int, body: bytes) -> bytes:
     return bytes([first]) + varint(len(body)) + body

@@ -30,7 +30,7 @@ class LinkCounters:
     last_error: str = ""
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
     out = bytearray()
     while True:
         byte, n = n & 0x7F, n >> 7
@@ -39,7 +39,7 @@ def _varint(n: int) -> bytes:
             return bytes(out)
 
 
-def _utf8(text: str | bytes) -> bytes:
+def utf8(text: str | bytes) -> bytes:
     raw = text.encode() if isinstance(text, str) else text
     return struct.pack("!H", len(raw)) + raw
 
@@ -47,17 +47,17 @@ def _utf8(text: str | bytes) -> bytes:
 def connect_packet(client_id: str, username: str | None, password: str | None,
                    keepalive_s: int) -> bytes:
     flags = 0x02 | (0x80 if username else 0) | (0x40 if username and password else 0)
-    body = _utf8("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive_s) + _utf8(client_id)
+    body = utf8("MQTT") + bytes([4, flags]) + struct.pack("!H", keepalive_s) + utf8(client_id)
     if username:
-        body += _utf8(username)
+        body += utf8(username)
         if password:
-            body += _utf8(password)
-    return bytes([CONNECT]) + _varint(len(body)) + body
+            body += utf8(password)
+    return bytes([CONNECT]) + varint(len(body)) + body
 
 
 def publish_packet(topic: bytes, payload: bytes, pid: int) -> bytes:
     body_len = 2 + len(topic) + 2 + len(payload)
-    return b"".join((b"\x32", _varint(body_len), struct.pack("!H", len(topic)), topic,
+    return b"".join((b"\x32", varint(body_len), struct.pack("!H", len(topic)), topic,
                      struct.pack("!H", pid), payload))
 
 

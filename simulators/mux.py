@@ -33,7 +33,7 @@ import struct
 from collections import deque
 from collections.abc import Callable
 
-from simulators.mqtt import CONNACK, DISCONNECT, PINGREQ, PUBACK, LinkCounters, _varint, connect_packet
+from simulators.mqtt import CONNACK, DISCONNECT, PINGREQ, PUBACK, LinkCounters, varint, connect_packet
 from simulators.topology import DeviceSpec
 
 _PID = struct.Struct("!H")
@@ -182,7 +182,7 @@ class MuxConnection(asyncio.Protocol):
         self._pid = pid
         acks[pid] = on_ack
         body_len = 4 + len(topic) + len(payload)
-        self._out.append(b"".join((b"\x32", _varint(body_len), _PID.pack(len(topic)), topic,
+        self._out.append(b"".join((b"\x32", varint(body_len), _PID.pack(len(topic)), topic,
                                    _PID.pack(pid), payload)))
         self.sent += 1
         if not self._flush_scheduled:
