@@ -11,6 +11,7 @@ import time
 from datetime import datetime, timedelta, timezone
 
 import httpx
+import pytest
 
 from devices import monitor
 from devices.api import create_app, create_token, revoke_token
@@ -439,3 +440,13 @@ def test_registration_checks_floor_gateway_and_reserved_ids(api, db, grid):
     assert r.status_code == 422 and _field(r, "id"), r.text
     assert db.execute("SELECT count(*) FROM devices WHERE id IN"
                       " ('SD-HIGH', 'SD-GW', 'firegrid-ingest')").fetchone() == (0,)
+
+
+def test_live_token_names_are_unique_so_history_names_one_holder(api, db):
+    from devices.errors import Conflict
+    first_id = db.execute("SELECT id FROM api_tokens WHERE name = %s",
+                          [token_name("admin")]).fetchone()[0]
+    with pytest.raises(Conflict):
+        create_token(db, token_name("admin"), "admin")
+    revoke_token(db, first_id)
+    assert create_token(db, token_name("admin"), "admin")  # the name is free again

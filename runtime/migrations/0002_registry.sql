@@ -112,6 +112,8 @@ CREATE TABLE api_tokens (
     created_at   timestamptz NOT NULL DEFAULT now(),
     revoked_at   timestamptz
 );
+-- The history names a token's holder as api:<name>, so live names must be unique.
+CREATE UNIQUE INDEX api_tokens_live_name ON api_tokens (name) WHERE revoked_at IS NULL;
 
 -- History: who changed what, and when. Written by a trigger, so no code path can forget
 -- it. The actor is the transaction's `firegrid.actor` setting (devices.registry sets it);
