@@ -10,12 +10,15 @@ engine hands them to the device's Uplink (or, behind a gateway, to the gateway).
                    source is near; alarm at the threshold, alarm_clear when it falls back
                    below half of it (hysteresis, as real detectors do); low_battery once when
                    the battery crosses its threshold; fault/tamper/self_test/mute when a
-                   scenario schedules them.
+                   scenario schedules them; a battery a scenario drains to empty
+                   (drain_to_empty), after which the device is dead and sends nothing.
     Camera         a channel's keepalive every 60 s (GB/T 28181), stream and recording state,
                    smoke_detected/fire_detected with confidence, occlusion and video_loss.
     Gateway        collects its devices' messages and relays them in one `gateway` batch
                    every batch_s, at once when an entry is critical. Entries keep their own
                    device's ts and seq.
+
+Any device can be made to flood (`flood`): a valid status message every few ms for a while.
 """
 
 from __future__ import annotations
@@ -64,6 +67,12 @@ class Device:
         self.seq = 0
         self.scripted: list[tuple[int, int, str, dict]] = []   # (ms, order, type, fields)
         self._order = 0
+        self.dead = False                 # battery empty: sends nothing any more
+        # A flood (simulators.timeline): a status message every flood_every ms until flood_end.
+        self.flood_next = NEVER
+        self.flood_end = NEVER
+        self.flood_every = 0
+        self.flood_incident: str | None = None
 
     def next_seq(self) -> int:
         seq = self.seq
@@ -77,13 +86,36 @@ class Device:
 
     @property
     def next_ms(self) -> int:
+        return NEVER if self.dead else min(self._next_ms(), self.flood_next)
+
+    def _next_ms(self) -> int:
         return self.scripted[0][0] if self.scripted else NEVER
 
     def advance(self, now_ms: int) -> list[Outgoing]:
         out: list[Outgoing] = []
         while (t := self.next_ms) <= now_ms:
-            self._step(t, out)
+            if t == self.flood_next:
+                self._flood(t, out)
+            else:
+                self._step(t, out)
         return out
+
+    def flood(self, start_ms: int, end_ms: int, every_ms: int, incident: str) -> None:
+        """Publish a valid status message every every_ms from start_ms to end_ms (a firmware
+        stuck in its send loop)."""
+        self.flood_next, self.flood_end = start_ms, end_ms
+        self.flood_every, self.flood_incident = max(1, every_ms), incident
+
+    def _flood(self, t: int, out: list[Outgoing]) -> None:
+        msg = self.status(t)
+        msg.incident = self.flood_incident
+        out.append(msg)
+        nxt = t + self.flood_every
+        self.flood_next = nxt if nxt < self.flood_end else NEVER
+
+    def status(self, t: int) -> Outgoing:
+        """The device's status message (its heartbeat's content) as of t."""
+        raise NotImplementedError(f"a {self.kind} has no status message of its own")
 
     def _step(self, t: int, out: list[Outgoing]) -> None:
         if self.scripted and self.scripted[0][0] == t:
@@ -124,10 +156,19 @@ class SmokeDetector(Device):
         self.sample_phase = rng.randrange(int(config.sample_s * 1000))
         self.alarm: SmokeSource | None = None     # the source that set the alarm off
         self.alarm_ts: int | None = None
+        self.drain_from: tuple[int, float, int] | None = None   # (t, pct, empty at t)
+        self.battery_incident: str | None = None
 
-    @property
-    def next_ms(self) -> int:
-        return min(self.next_heartbeat, self.next_sample, super().next_ms)
+    def _next_ms(self) -> int:
+        return min(self.next_heartbeat, self.next_sample, super()._next_ms())
+
+    def drain_to_empty(self, t_ms: int, level_pct: float, empty_ms: int,
+                       incident: str | None = None) -> None:
+        """From t_ms the battery holds level_pct and runs down linearly to 0 at empty_ms
+        (a battery at the end of its life, weeks compressed into a scenario's days)."""
+        self.drain_from = (t_ms, level_pct, empty_ms)
+        self.low_battery_sent = level_pct <= self.config.low_battery_pct
+        self.battery_incident = incident
 
     def watch(self, source: SmokeSource) -> None:
         """Smoke from this source will reach us: sample from its arrival on."""
@@ -141,6 +182,9 @@ class SmokeDetector(Device):
         return k * period + self.sample_phase
 
     def battery_pct(self, t: int) -> float:
+        if self.drain_from is not None and t >= self.drain_from[0]:
+            t0, level, empty = self.drain_from
+            return max(0.0, level * (empty - t) / max(1, empty - t0))
         return max(0.0, self.battery0 - self.drain * (t - self.start_ms) / DAY_MS)
 
     def obscuration(self, t: int) -> float:
@@ -154,19 +198,24 @@ class SmokeDetector(Device):
         else:
             super()._step(t, out)
 
-    def _heartbeat(self, t: int, out: list[Outgoing]) -> None:
+    def status(self, t: int) -> Outgoing:
         pct = self.battery_pct(t)
         obs = self.obscuration(t)
         rsrp = max(-140, min(-44, self.rsrp0 + self.rng.randint(-4, 4)))
-        out.append(self.telemetry(m.smoke_status(
+        return self.telemetry(m.smoke_status(
             self.next_seq(), t, obscuration_db_m=round(obs, 3),
             temperature_c=round(self.ambient + 12 * obs + self.rng.uniform(-0.3, 0.3), 1),
             battery_pct=int(pct), battery_v=round(2.6 + 0.45 * pct / 100, 2),
             rsrp_dbm=rsrp, sinr_db=round((rsrp + 125) / 3 + self.rng.uniform(-2, 2), 1),
-            heartbeat_s=self.heartbeat_s)))
+            heartbeat_s=self.heartbeat_s))
+
+    def _heartbeat(self, t: int, out: list[Outgoing]) -> None:
+        out.append(self.status(t))
+        pct = self.battery_pct(t)
         if not self.low_battery_sent and pct <= self.config.low_battery_pct:
             self.low_battery_sent = True
-            out.append(self.event(t, "low_battery", battery_pct=int(pct),
+            out.append(self.event(t, "low_battery", incident=self.battery_incident,
+                                  battery_pct=int(pct),
                                   battery_v=round(2.6 + 0.45 * pct / 100, 2)))
         self.next_heartbeat = t + self._jittered_ms(self.heartbeat_s)
 
@@ -206,9 +255,17 @@ class Camera(Device):
         self.video_loss = False
         self.occluded = False
 
-    @property
-    def next_ms(self) -> int:
-        return min(self.next_keepalive, super().next_ms)
+    def _next_ms(self) -> int:
+        return min(self.next_keepalive, super()._next_ms())
+
+    def status(self, t: int) -> Outgoing:
+        online = not self.video_loss
+        self.storage_free_mb = max(0, self.storage_free_mb - self.rng.randint(0, 3))
+        return self.telemetry(m.camera_status(
+            self.next_seq(), t, stream_online=online,
+            recording=online and self.storage_free_mb > 0,
+            storage_free_mb=self.storage_free_mb,
+            temperature_c=round(self.temperature + self.rng.uniform(-0.5, 0.5), 1)))
 
     def see_fire(self, incident: str, smoke_ms: int, fire_ms: int | None) -> None:
         """Video analytics will see smoke at smoke_ms and flame at fire_ms."""
@@ -220,13 +277,7 @@ class Camera(Device):
 
     def _step(self, t: int, out: list[Outgoing]) -> None:
         if t == self.next_keepalive and not (self.scripted and self.scripted[0][0] == t):
-            online = not self.video_loss
-            self.storage_free_mb = max(0, self.storage_free_mb - self.rng.randint(0, 3))
-            out.append(self.telemetry(m.camera_status(
-                self.next_seq(), t, stream_online=online,
-                recording=online and self.storage_free_mb > 0,
-                storage_free_mb=self.storage_free_mb,
-                temperature_c=round(self.temperature + self.rng.uniform(-0.5, 0.5), 1))))
+            out.append(self.status(t))
             self.next_keepalive = t + self._jittered_ms(self.config.camera_keepalive_s)
             return
         kind, fields = self.scripted[0][2], self.scripted[0][3]
@@ -255,9 +306,8 @@ class Gateway(Device):
         at = msg.ts if msg.critical else msg.ts + int(self.config.gateway_batch_s * 1000)
         self.flush_at = min(self.flush_at, at)
 
-    @property
-    def next_ms(self) -> int:
-        return min(self.flush_at, super().next_ms)
+    def _next_ms(self) -> int:
+        return min(self.flush_at, super()._next_ms())
 
     def _step(self, t: int, out: list[Outgoing]) -> None:
         if t != self.flush_at:

@@ -245,15 +245,31 @@ class Engine:
                 self.network_down.discard(device_id)
             else:
                 self.network_down.add(device_id)
-                if self.uplinks[device_id].state != "offline":
+                if self.uplinks[device_id].state not in ("offline", "off"):
                     self.links[device_id].close()
                     self._drop(device_id, now)
             self._ready[device_id] = None
+
+    def power_off(self, device_id: str, now: int) -> None:
+        """The device is dead (its battery ran out): it produces nothing more, its connection
+        closes and it never reconnects. What it had not sent stays unsent (`unacked`)."""
+        self.devices[device_id].dead = True
+        up = self.uplinks.get(device_id)
+        if up is not None:
+            if up.state != "offline":
+                self.links[device_id].close()
+            if up.state == "online":
+                self.stats.connected -= 1
+            up.power_off()
 
     def _observe(self, msg: Outgoing) -> None:
         facts = self.incidents.setdefault(msg.incident, {"alarms": []})
         if msg.type in ("alarm", "smoke_detected", "fire_detected"):
             facts["alarms"].append([msg.device_id, msg.type, msg.ts])
+        if msg.channel == "event":
+            facts.setdefault("events", []).append([msg.device_id, msg.type, msg.ts])
+        else:
+            facts["messages"] = facts.get("messages", 0) + 1
 
     def finish(self) -> None:
         """End of run: record what never got acknowledged, close every connection."""

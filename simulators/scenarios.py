@@ -7,8 +7,8 @@
     duration = "20m"
 
 Tables, each a list so one file can hold several: [[fire]], [[cooking]], [[outage]],
-[[hostile]], [[event]] (one scripted device event: fault, tamper, self_test, mute, occlusion,
-video_loss). [devices] overrides the models' behaviour (simulators.devices.ModelConfig),
+[[hostile]], [[tamper]], [[occlusion]], [[battery]], [[flapping]], [[flood]], [[event]] (one
+scripted device event: fault, tamper, self_test, mute, occlusion, video_loss). [devices] overrides the models' behaviour (simulators.devices.ModelConfig),
 [uplink] the devices' buffering and reconnects (simulators.uplink.UplinkConfig).
 
 Built-in scenarios live in simulators/scenarios/*.toml and are named by file name; anything
@@ -89,6 +89,53 @@ class Hostile(_Table):
     rounds: int = Field(1, ge=1, le=10_000)
 
 
+class Tamper(_Table):
+    device: str | None = Field(None, description="default: a smoke detector from the seed")
+    state: Literal["removed", "opened"] = "removed"
+    duration: Seconds | None = Field(1200, description="then `restored`; none: never put back")
+
+
+class Occlusion(_Table):
+    device: str | None = Field(None, description="a camera; default: one from the seed")
+    kind: Literal["occlusion", "video_loss"] = "occlusion"
+    duration: Seconds | None = Field(600, description="then clear again; none: never")
+
+
+class Battery(_Table):
+    device: str | None = Field(None, description="a smoke detector; default: from the seed")
+    level: float = Field(30, gt=0, le=100, description="battery % at `at`")
+    empty_after: Seconds = Field(2 * 86400, description="from `level` to 0 %: then it dies")
+
+    @model_validator(mode="after")
+    def _drains(self) -> Battery:
+        if self.empty_after <= 0:
+            raise ValueError("empty_after must be more than 0 s")
+        return self
+
+
+class Flapping(_Table):
+    device: str | None = None
+    duration: Seconds = 1800
+    connection: bool = Field(True, description="the network drops and comes back")
+    alarm: bool = Field(False, description="the alarm goes off and clears (a smoke detector)")
+    up: Seconds = Field(180, description="mean time between flaps (±50 %)")
+    down: Seconds = Field(20, description="mean length of a flap (±50 %)")
+
+    @model_validator(mode="after")
+    def _something(self) -> Flapping:
+        if not (self.connection or self.alarm):
+            raise ValueError("say what flaps: connection = true and/or alarm = true")
+        if self.up <= 0 or self.down <= 0:
+            raise ValueError("up and down must be more than 0 s")
+        return self
+
+
+class Flood(_Table):
+    device: str | None = Field(None, description="with its own connection; default: from the seed")
+    duration: Seconds = 120
+    rate: float = Field(20, gt=0, le=1000, description="status messages per simulated second")
+
+
 class Event(_Table):
     device: str
     type: Literal["fault", "tamper", "self_test", "mute", "occlusion", "video_loss"]
@@ -106,6 +153,11 @@ class Scenario(BaseModel):
     cooking: list[Cooking] = []
     outage: list[Outage] = []
     hostile: list[Hostile] = []
+    tamper: list[Tamper] = []
+    occlusion: list[Occlusion] = []
+    battery: list[Battery] = []
+    flapping: list[Flapping] = []
+    flood: list[Flood] = []
     event: list[Event] = []
 
     def span_s(self) -> float:
@@ -117,8 +169,18 @@ class Scenario(BaseModel):
         ends += [c.at + c.duration + 300 for c in self.cooking]
         ends += [o.at + o.duration + 600 for o in self.outage]  # reconnect backoff, flush
         ends += [h.at + h.every * (h.rounds - 1) + 60 for h in self.hostile]
+        ends += [t.at + (t.duration or 0) + 60 for t in self.tamper]
+        ends += [o.at + (o.duration or 0) + 60 for o in self.occlusion]
+        # an hour and more of silence after the battery is empty
+        ends += [b.at + b.empty_after + 2 * 3600 for b in self.battery]
+        ends += [f.at + f.duration + 600 for f in self.flapping]   # the last reconnect
+        ends += [f.at + f.duration + 60 for f in self.flood]
         ends += [e.at + 60 for e in self.event]
         return min(max(ends), MAX_SPAN_S)
+
+
+INCIDENT_TABLES = ("fire", "cooking", "outage", "hostile", "tamper", "occlusion", "battery",
+                   "flapping", "flood", "event")
 
 
 def builtin_names() -> list[str]:
@@ -163,7 +225,7 @@ def combine(scenarios: list[Scenario]) -> Scenario:
         return Scenario(name="quiet")
     devices: dict = {}
     uplink: dict = {}
-    lists: dict[str, list] = {k: [] for k in ("fire", "cooking", "outage", "hostile", "event")}
+    lists: dict[str, list] = {k: [] for k in INCIDENT_TABLES}
     durations = []
     for s in scenarios:
         devices.update(s.devices.model_dump(exclude_unset=True))

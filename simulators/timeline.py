@@ -26,6 +26,16 @@ def plan(engine: Engine, scenario: Scenario, seed: int) -> None:
         _outage(engine, topo, f"outage-{n}", spec, start + _ms(spec.at), rng)
     for n, spec in enumerate(scenario.hostile, start=1):
         _hostile(engine, topo, f"hostile-{n}", spec, start + _ms(spec.at), rng)
+    for n, spec in enumerate(scenario.tamper, start=1):
+        _tamper(engine, topo, f"tamper-{n}", spec, start + _ms(spec.at), rng)
+    for n, spec in enumerate(scenario.occlusion, start=1):
+        _occlusion(engine, topo, f"occlusion-{n}", spec, start + _ms(spec.at), rng)
+    for n, spec in enumerate(scenario.battery, start=1):
+        _battery(engine, topo, f"battery-{n}", spec, start + _ms(spec.at), rng)
+    for n, spec in enumerate(scenario.flapping, start=1):
+        _flapping(engine, topo, f"flapping-{n}", spec, start + _ms(spec.at), rng)
+    for n, spec in enumerate(scenario.flood, start=1):
+        _flood(engine, topo, f"flood-{n}", spec, start + _ms(spec.at), rng)
     for n, spec in enumerate(scenario.event, start=1):
         device = _device(topo, spec.device, f"event[{n - 1}].device")
         engine.devices[device.id].schedule(start + _ms(spec.at), spec.type, **spec.fields)
@@ -185,3 +195,183 @@ def _hostile(engine: Engine, topo: Topology, incident: str, spec, t0: int,
 
     for r in range(spec.rounds):
         engine.at(t0 + _ms(spec.every) * r, Action(f"{incident} round {r + 1}", burst))
+
+
+def _pick(topo: Topology, device_id: str | None, where: str, rng: random.Random, *,
+          kind: str | None = None, own_connection: bool = False) -> DeviceSpec:
+    """The device a table names (checked), or one chosen from the seed."""
+    if device_id:
+        device = _device(topo, device_id, where, kind)
+        if own_connection and device.gateway_id:
+            raise ScenarioError(f"{where}: {device.id!r} is behind a gateway; "
+                                "pick a device with its own connection")
+        return device
+    fits = [d for d in topo.devices if (kind is None or d.kind == kind)
+            and not (own_connection and d.gateway_id)]
+    if not fits:
+        raise ScenarioError(f"{where}: this street has no "
+                            f"{kind or 'device'}{' with its own connection' if own_connection else ''}")
+    return rng.choice(fits)
+
+
+def _ender_with_events(incident: str, **extra):
+    """incident_end for incidents whose story is the events they caused (tamper, battery...)."""
+    def end(e: Engine, t: int) -> None:
+        facts = e.incidents.setdefault(incident, {"alarms": []})
+        facts["ended"] = True
+        e.truth.write("incident_end", id=incident, ts=t, alarms=facts["alarms"],
+                      events=facts.get("events", []), **extra)
+    return end
+
+
+def _scripted(engine: Engine, device_id: str, t: int, kind: str, **fields) -> None:
+    device = engine.devices[device_id]
+    device.schedule(t, kind, **fields)
+    engine.reschedule(device)
+
+
+def _tamper(engine: Engine, topo: Topology, incident: str, spec, t0: int,
+            rng: random.Random) -> None:
+    """Taken off its base (or its housing opened) at t0, put back `duration` later."""
+    device = _pick(topo, spec.device, f"{incident}.device", rng,
+                   kind=None if spec.device else "smoke_detector")
+    if device.kind == "gateway":
+        raise ScenarioError(f"{incident}.device: {device.id!r} is a gateway; tamper is sent "
+                            "by smoke detectors and cameras")
+    end = t0 + _ms(spec.duration) if spec.duration is not None else None
+    _scripted(engine, device.id, t0, "tamper", state=spec.state, incident=incident)
+    if end is not None:
+        _scripted(engine, device.id, end, "tamper", state="restored", incident=incident)
+
+    def start(e: Engine, t: int) -> None:
+        e.incidents.setdefault(incident, {"alarms": []})
+        e.truth.write("incident", id=incident, what="tamper", ts=t, device=device.id,
+                      building=device.building, floor=device.floor, state=spec.state,
+                      ends_ts=end)
+
+    engine.at(t0, Action(f"{incident}: {device.id} {spec.state}", start))
+    if end is not None:
+        engine.at(end + 1, Action(f"{incident}: {device.id} restored", _ender_with_events(incident)))
+
+
+def _occlusion(engine: Engine, topo: Topology, incident: str, spec, t0: int,
+               rng: random.Random) -> None:
+    """A camera's lens blocked (or its video lost) at t0, clear again `duration` later."""
+    camera = _pick(topo, spec.device, f"{incident}.device", rng, kind="camera")
+    end = t0 + _ms(spec.duration) if spec.duration is not None else None
+    _scripted(engine, camera.id, t0, spec.kind, active=True, incident=incident)
+    if end is not None:
+        _scripted(engine, camera.id, end, spec.kind, active=False, incident=incident)
+
+    def start(e: Engine, t: int) -> None:
+        e.incidents.setdefault(incident, {"alarms": []})
+        e.truth.write("incident", id=incident, what=spec.kind, ts=t, device=camera.id,
+                      building=camera.building, ends_ts=end)
+
+    engine.at(t0, Action(f"{incident}: {camera.id} {spec.kind}", start))
+    if end is not None:
+        engine.at(end + 1, Action(f"{incident}: {camera.id} clear", _ender_with_events(incident)))
+
+
+def _battery(engine: Engine, topo: Topology, incident: str, spec, t0: int,
+             rng: random.Random) -> None:
+    """A detector's battery at `level` % from t0, empty `empty_after` later: low_battery when
+    it crosses the threshold (at a heartbeat), then silence: a dead device sends nothing."""
+    device = _pick(topo, spec.device, f"{incident}.device", rng, kind="smoke_detector")
+    empty = t0 + _ms(spec.empty_after)
+    detector = engine.devices[device.id]
+    assert isinstance(detector, SmokeDetector)
+    threshold = detector.config.low_battery_pct
+    # When the heartbeats' battery level crosses the threshold (linear drain).
+    low_ts = t0 if spec.level <= threshold else int(
+        t0 + (empty - t0) * (1 - threshold / spec.level))
+
+    def start(e: Engine, t: int) -> None:
+        e.incidents.setdefault(incident, {"alarms": []})
+        e.truth.write("incident", id=incident, what="battery", ts=t, device=device.id,
+                      building=device.building, level=spec.level, low_pct=threshold,
+                      low_ts=low_ts, ends_ts=empty)
+        detector.drain_to_empty(t, spec.level, empty, incident)
+        e.reschedule(detector)
+
+    def dies(e: Engine, t: int) -> None:
+        e.power_off(device.id, t)
+        _ender_with_events(incident, dead=True)(e, t)
+
+    engine.at(t0, Action(f"{incident}: {device.id} at {spec.level:g} %", start))
+    engine.at(empty, Action(f"{incident}: {device.id} dead", dies))
+
+
+def _flapping(engine: Engine, topo: Topology, incident: str, spec, t0: int,
+              rng: random.Random) -> None:
+    """Every `up` (±50 %) the connection drops and/or the alarm goes off, for `down` (±50 %)."""
+    device = _pick(topo, spec.device, f"{incident}.device", rng,
+                   kind="smoke_detector" if spec.alarm or not spec.device else None,
+                   own_connection=spec.connection)
+    if spec.alarm and device.kind != "smoke_detector":
+        raise ScenarioError(f"{incident}.device: {device.id!r} is a {device.kind}; only a "
+                            "smoke detector's alarm can flap")
+    end = t0 + _ms(spec.duration)
+    flaps, t = [], t0
+    while True:
+        begin = t + int(_ms(spec.up) * rng.uniform(0.5, 1.5))
+        if begin >= end:
+            break
+        t = min(end, begin + max(1000, int(_ms(spec.down) * rng.uniform(0.5, 1.5))))
+        flaps.append([begin, t])
+    detector = engine.devices[device.id]
+    if spec.alarm:
+        threshold = detector.config.alarm_db_m
+        for begin, finish in flaps:
+            detector.schedule(begin, "alarm", incident=incident,
+                              obscuration_db_m=round(threshold * rng.uniform(1.0, 1.3), 3))
+            detector.schedule(finish, "alarm_clear", incident=incident)
+        engine.reschedule(detector)
+
+    def start(e: Engine, t: int) -> None:
+        e.incidents.setdefault(incident, {"alarms": []})
+        e.truth.write("incident", id=incident, what="flapping", ts=t, device=device.id,
+                      building=device.building, connection=spec.connection, alarm=spec.alarm,
+                      flaps=flaps, ends_ts=end)
+
+    def drop(e: Engine, t: int) -> None:
+        e.set_network([device.id], False, t)
+
+    def back(e: Engine, t: int) -> None:
+        e.set_network([device.id], True, t)
+
+    engine.at(t0, Action(f"{incident}: {device.id} starts flapping", start))
+    if spec.connection:
+        for begin, finish in flaps:
+            engine.at(begin, Action(f"{incident}: {device.id} drops", drop))
+            engine.at(finish, Action(f"{incident}: {device.id} back", back))
+    engine.at(end + 1, Action(f"{incident} over", _ender_with_events(incident, flaps=len(flaps))))
+
+
+def _flood(engine: Engine, topo: Topology, incident: str, spec, t0: int,
+           rng: random.Random) -> None:
+    """Valid status messages at `rate` per simulated second from one device (a firmware stuck
+    in its send loop): stored by ingest, and a load the broker and ingest must shrug off."""
+    device = _pick(topo, spec.device, f"{incident}.device", rng,
+                   kind=None if spec.device else "smoke_detector", own_connection=True)
+    if device.kind == "gateway":
+        raise ScenarioError(f"{incident}.device: {device.id!r} is a gateway; pick a smoke "
+                            "detector or a camera")
+    end = t0 + _ms(spec.duration)
+    every = max(1, int(1000 / spec.rate))
+
+    def start(e: Engine, t: int) -> None:
+        e.incidents.setdefault(incident, {"alarms": []})
+        e.truth.write("incident", id=incident, what="flood", ts=t, device=device.id,
+                      rate=spec.rate, ends_ts=end, messages=-(-(end - t) // every))
+        flooder = e.devices[device.id]
+        flooder.flood(t, end, every, incident)
+        e.reschedule(flooder)
+
+    def over(e: Engine, t: int) -> None:
+        facts = e.incidents.setdefault(incident, {"alarms": []})
+        facts["ended"] = True
+        e.truth.write("incident_end", id=incident, ts=t, messages=facts.get("messages", 0))
+
+    engine.at(t0, Action(f"{incident}: {device.id} floods", start))
+    engine.at(end + 1, Action(f"{incident} over", over))

@@ -75,7 +75,7 @@ class Uplink:
     device_id: str
     config: UplinkConfig
     rng: random.Random
-    state: str = "offline"               # offline | connecting | online
+    state: str = "offline"               # offline | connecting | online | off (dead)
     next_attempt_ms: int = 0
     backoff_s: float = 0.0
     buffer: deque = field(default_factory=deque)
@@ -107,9 +107,17 @@ class Uplink:
         self.state = "offline"
         self._schedule_retry(now_ms)
 
+    def power_off(self) -> None:
+        """The device died: no more sends, no reconnects; what is unsent stays unsent."""
+        for m in reversed(self.inflight):
+            if not m.acked:
+                self.buffer.appendleft(m)
+        self.inflight.clear()
+        self.state = "off"
+
     def lost(self, now_ms: int) -> None:
         """The connection dropped: what was not acknowledged goes back to be sent again."""
-        if self.state == "offline":
+        if self.state in ("offline", "off"):
             return
         self.state = "offline"
         for m in reversed(self.inflight):
