@@ -56,9 +56,13 @@ USES = ["rental"] * 6 + ["residential"] * 2 + ["shop", "mixed", "workshop"]
 ZONE = ZoneInfo("Asia/Shanghai")
 
 
-def generate(out: Path, preset: str = "street", seed: int = 1, week_of: datetime | None = None
-             ) -> dict[str, Path]:
-    """Write hierarchy.csv, workers.csv, roster.csv and devices.csv into `out`."""
+def generate(out: Path, preset: str = "street", seed: int = 1, week_of: datetime | None = None,
+             *, id_prefix: str = "") -> dict[str, Path]:
+    """Write hierarchy.csv, workers.csv, roster.csv and devices.csv into `out`.
+
+    id_prefix goes in front of every device id (`t42-SD000001`), so several streets can share
+    one broker's accounts (tests on one broker, two sites' demos); the rest of the street,
+    passwords included, is the same as without it."""
     p = PRESETS[preset]
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -81,7 +85,7 @@ def generate(out: Path, preset: str = "street", seed: int = 1, week_of: datetime
     files = {name: out / f"{name}.csv" for name in ("hierarchy", "workers", "roster", "devices")}
     grids = _write_hierarchy(files["hierarchy"], buildings, p, rng)
     _write_people(files["workers"], files["roster"], grids, p.communities, week_of)
-    _write_devices(files["devices"], buildings, has_smoke, has_camera, p, rng)
+    _write_devices(files["devices"], buildings, has_smoke, has_camera, p, rng, id_prefix)
     return files
 
 
@@ -156,12 +160,13 @@ def _write_people(workers_path: Path, roster_path: Path, grids: dict[str, list[s
 
 
 def _write_devices(path: Path, buildings: list, has_smoke: list[bool],
-                   has_camera: list[bool], p: Preset, rng: random.Random) -> None:
+                   has_camera: list[bool], p: Preset, rng: random.Random, prefix: str = ""
+                   ) -> None:
     smoke_at = [b for b, s in zip(buildings, has_smoke, strict=True) if s]
     camera_at = [b for b, c in zip(buildings, has_camera, strict=True) if c]
     # The last `gateways` smoke buildings report through a gateway (an older installation
     # on RS-485). Presets without gateways keep the column set they always had.
-    gateway_of = {b[1]: f"GW{i + 1:06d}" for i, b in enumerate(smoke_at[len(smoke_at) - p.gateways:])
+    gateway_of = {b[1]: f"{prefix}GW{i + 1:06d}" for i, b in enumerate(smoke_at[len(smoke_at) - p.gateways:])
                   } if p.gateways else {}
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
@@ -171,10 +176,10 @@ def _write_devices(path: Path, buildings: list, has_smoke: list[bool],
         extra = [""] if gateway_of else []
         for n, (b, floor) in enumerate(_spread(smoke_at, p.smoke_detectors, rng)):
             via = [gateway_of.get(b[1], "")] if gateway_of else []
-            w.writerow([f"SD{n + 1:06d}", "smoke_detector", b[1], floor, f"{floor}F 楼道",
+            w.writerow([f"{prefix}SD{n + 1:06d}", "smoke_detector", b[1], floor, f"{floor}F 楼道",
                         "JTY-GD-NB01", "2.3.1", 3600, _password(rng)] + via)
         for n, (b, floor) in enumerate(_spread(camera_at, p.cameras, rng)):
-            w.writerow([f"CAM{n + 1:06d}", "camera", b[1], 1, "一楼出入口", "DS-2CD3T47",
+            w.writerow([f"{prefix}CAM{n + 1:06d}", "camera", b[1], 1, "一楼出入口", "DS-2CD3T47",
                         "5.7.3", 60, _password(rng)] + extra)
         for building, gw in gateway_of.items():
             w.writerow([gw, "gateway", building, 1, "1F 弱电间", "GW-485-8", "1.4.0", 300,

@@ -21,11 +21,14 @@ from tests.helpers import Publisher, ThreadedIngest, await_subscribed, wait_for_
 class Subscriber:
     """Everything published under a prefix, QoS 1, as (topic, payload)."""
 
-    def __init__(self, host: str, port: int, prefix: str, client_id: str) -> None:
+    def __init__(self, host: str, port: int, prefix: str, client_id: str,
+                 auth: tuple[str, str] | None = None) -> None:
         self.received: list[tuple[str, bytes]] = []
         self.lock = threading.Lock()
         subscribed = threading.Event()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        if auth:
+            self.client.username_pw_set(*auth)
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: subscribed.set()
         self.client.connect(host, port)
