@@ -119,8 +119,8 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--preset", default="small", help="street to simulate: tiny, small or "
                      "street (default small; `street` is the full deployment)")
     sim.add_argument("--scenario", action="append", default=[], metavar="NAME|FILE.toml",
-                     help="built-in scenario (fire, cooking, outage, hostile) or a scenario "
-                          "file; repeat to combine")
+                     help="built-in scenario (fire, cooking, outage, hostile, tamper, "
+                          "battery, flapping, flood) or a scenario file; repeat to combine")
     sim.add_argument("--speed", type=float, default=60.0,
                      help="simulated seconds per real second (default 60)")
     sim.add_argument("--seed", type=int, default=1, help="the street and the randomness")
