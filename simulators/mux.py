@@ -33,7 +33,8 @@ import struct
 from collections import deque
 from collections.abc import Callable
 
-from simulators.mqtt import CONNACK, DISCONNECT, PINGREQ, PUBACK, LinkCounters, varint, connect_packet
+from simulators.mqtt import (CONNACK, DISCONNECT, PINGREQ, PUBACK, ConnackRefused, LinkCounters,
+                             connect_cause, connect_packet, varint)
 from simulators.topology import DeviceSpec
 
 _PID = struct.Struct("!H")
@@ -84,10 +85,11 @@ class MuxConnection(asyncio.Protocol):
                                                     self.password, self.keepalive_s))
                 code = await asyncio.wait_for(self._connack, 10)
                 if code != 0:
-                    raise ConnectionRefusedError(f"CONNACK code {code}")
+                    raise ConnackRefused(f"{code:02x}")
             except (OSError, asyncio.TimeoutError) as exc:
-                self.counters.connect_errors += 1
-                self.counters.last_error = f"{self.client_id}: {exc!r}"[:200]
+                self.counters.connect_failed(
+                    connect_cause(exc, "connack" if self.transport else "tcp"),
+                    f"{self.client_id}: {exc!r}")
                 if self.transport is not None:
                     self.transport.abort()
                 self._fail_waiting()

@@ -63,6 +63,7 @@ class Progress:
     connect_errors: int
     lost: int
     last_error: str
+    connect_causes: dict[str, int] = field(default_factory=dict)   # connect_errors by cause
 
     def line(self) -> str:
         sim = time.strftime("%H:%M:%S", time.gmtime(self.sim_ms / 1000))
@@ -269,4 +270,4 @@ class _Reporter:
         self.cb(Progress(now - self.t0, sim_ms, self.speed, len(self.engine.uplinks),
                          s.connected, s.published, s.acked, s.resent, rate, s.dropped,
                          self.counters.connect_errors, self.counters.lost,
-                         self.counters.last_error))
+                         self.counters.last_error, dict(self.counters.connect_causes)))
