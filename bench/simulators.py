@@ -1,7 +1,8 @@
 """Simulator load benchmark (issue 4): publish rate of the multiplexed mode against paho-mqtt
 publishers, and 100,000 per-device connections at once with the memory per device.
 
-    .venv/bin/python bench/simulators.py                       # about 10 minutes on 2 cores
+    .venv/bin/python bench/simulators.py                       # about 5 minutes on 2 cores
+    .venv/bin/python bench/simulators.py --skip-load           # 100,000 connections (~2.5 min)
     .venv/bin/python bench/simulators.py --skip-connections    # the publish rates only (~2 min)
     .venv/bin/python bench/simulators.py --devices 20000 --processes 2   # a smaller hold
 
@@ -16,15 +17,25 @@ Everything against private Mosquittos (runtime.localsvc, shipped conf.d) on 127.
                 messages acknowledged by the broker per second over the steady part of the
                 run (first seconds of connecting left out); every one is a device model's
                 message with its own ts/seq, in the truth file.
-    connections --devices per-device connections (own client id, keepalive 600 s) held at
-                once, from --processes simulator processes bound to 127.0.0.2, .3, ...;
-                RSS of every simulator process and broker when the last one is connected.
+    connections --devices per-device connections (own client id, keepalive 600 s) from
+                --processes simulator processes, each with its own broker and bound to
+                --source-addrs (2) addresses of its own (127.0.0.2-.3, .4-.5, ...): under
+                half the ephemeral range per address, where connect() finds a port fast.
+                Every 5 s: connected (per process), connect errors by cause
+                (timeout_tcp, timeout_connack, refused, EMFILE, EADDRNOTAVAIL...),
+                connections lost, RSS. Once all are connected they are held --hold-s
+                (60) more and measured again (held, RSS); if they are not all connected
+                after --give-up-s (900) the run reports the plateau and its causes. Then
+                the brokers' log lines, counted by kind. --connect-concurrency (500 per
+                process) bounds attempts in flight; failed devices retry with their own
+                backoff (2 s doubling to 300 s), as real ones do.
 
 One process may hold only as many sockets as its open-file limit (20,000 hard here, and
 raising it needs CAP_SYS_RESOURCE), and a Mosquitto child inherits the same limit: so the
 connections are spread over --processes simulators, each with its own broker. Ends with
-`RESULT mux_msgs_per_s=... vs_paho=... vs_issue_paho=... connections=... sim_kb_per_device=...
-broker_kb_per_connection=...`.
+`RESULT mux_msgs_per_s=... vs_paho=... vs_issue_paho=... connections=... peak=...
+connect_all_s=... sim_kb_per_device=... broker_kb_per_connection=...` (connections: held at
+the end). `kill <pid>` stops it cleanly (simulators and brokers too).
 
 Worker modes (`bench/simulators.py _paho|_mux|_hold ...`) are internal.
 """
@@ -34,7 +45,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
+import signal
 import subprocess
 import sys
 import threading
@@ -108,7 +121,6 @@ def _shard(street, index: int, count: int):
 
 
 def w_mux(a: argparse.Namespace) -> None:
-    import tempfile
 
     from runtime.settings import load_settings
     from simulators import topology
@@ -135,8 +147,8 @@ def w_mux(a: argparse.Namespace) -> None:
 
 
 def w_hold(a: argparse.Namespace) -> None:
-    """Connect `count` devices, each on its own connection; report when all are, then hold
-    them until told to stop on stdin."""
+    """Connect `count` devices, each on its own connection, and hold them until told to stop
+    on stdin; report every few seconds (and at once when all are connected)."""
     from runtime.settings import load_settings
     from simulators.run import run_simulation
     from simulators.topology import Building, DeviceSpec, Topology
@@ -150,22 +162,28 @@ def w_hold(a: argparse.Namespace) -> None:
     settings = load_settings(None, mqtt={"host": "127.0.0.1", "port": a.port,
                                          "topic_prefix": "fg/v1"})
     stop = threading.Event()
-    reported = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()), daemon=True).start()
     t0 = time.monotonic()
+    state = {"all_s": None, "peak": 0, "last": 0.0}
 
     def progress(p) -> None:
-        if p.connected == p.devices and not reported.is_set():
-            reported.set()
-            emit({"connected": p.connected, "connect_s": time.monotonic() - t0,
-                  "rss_mb": rss_mb(), "base_rss_mb": base,
-                  "connect_errors": p.connect_errors})
-            threading.Thread(target=lambda: (sys.stdin.readline(), stop.set()),
-                             daemon=True).start()
+        now = time.monotonic()
+        state["peak"] = max(state["peak"], p.connected)
+        first_all = p.connected == p.devices and state["all_s"] is None
+        if first_all:
+            state["all_s"] = now - t0
+        if first_all or now - state["last"] >= a.report_s:
+            state["last"] = now
+            emit({"t": now - t0, "connected": p.connected, "peak": state["peak"],
+                  "devices": p.devices, "all_s": state["all_s"], "rss_mb": rss_mb(),
+                  "base_rss_mb": base, "connect_errors": p.connect_errors,
+                  "causes": p.connect_causes, "lost": p.lost,
+                  "fds": len(os.listdir("/proc/self/fd"))})
 
     summary = run_simulation(settings, street=street, speed=1, duration_s=7 * 86400 - 1,
                              seed=1, stop_event=stop, progress_cb=progress,
-                             source_addrs=[a.source], keepalive_s=600,
-                             connect_concurrency=500, drain_s=0)
+                             source_addrs=a.source.split(","), keepalive_s=600,
+                             connect_concurrency=a.concurrency, drain_s=0)
     emit({"done": True, "lost": summary.counters.lost})
 
 
@@ -184,6 +202,8 @@ def worker_main(argv: list[str]) -> None:
     p.add_argument("--offset", type=int, default=0)
     p.add_argument("--count", type=int, default=0)
     p.add_argument("--source", default="127.0.0.2")
+    p.add_argument("--concurrency", type=int, default=500)
+    p.add_argument("--report-s", type=float, default=5)
     a = p.parse_args(argv)
     WORKERS[a.mode](a)
 
@@ -194,6 +214,8 @@ class Worker:
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen([sys.executable, __file__, *args], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        self.last: dict | None = None        # the latest report, read by a thread (_hold)
+        self._reader: threading.Thread | None = None
 
     def result(self, timeout: float) -> dict:
         deadline = time.monotonic() + timeout
@@ -204,18 +226,26 @@ class Worker:
                 break
         raise RuntimeError(f"worker {self.proc.args[2:]} gave no result")
 
+    def follow(self) -> None:
+        """Keep `last` up to date with the worker's reports, in the background."""
+        def read() -> None:
+            for line in self.proc.stdout:
+                if line.startswith("@"):
+                    self.last = json.loads(line[1:])
+        self._reader = threading.Thread(target=read, daemon=True)
+        self._reader.start()
+
     def finish(self) -> dict | None:
         try:
             self.proc.stdin.write("stop\n")
             self.proc.stdin.flush()
         except OSError:
             pass
-        out = None
-        for line in self.proc.stdout:
-            if line.startswith("@"):
-                out = json.loads(line[1:])
-        self.proc.wait(60)
-        return out
+        if self._reader is None:
+            self.follow()
+        self.proc.wait(120)
+        self._reader.join(10)
+        return self.last
 
 
 def brokers(n: int):
@@ -240,41 +270,110 @@ def load_rates(processes: int, seconds: float, speed: float) -> dict:
     return out
 
 
-def hold_connections(devices: int, processes: int) -> dict:
+def _add(into: dict, more: dict) -> dict:
+    for k, v in more.items():
+        into[k] = into.get(k, 0) + v
+    return into
+
+
+_LOG_NOISE = re.compile(r"^\d+: |/\S+|\b(SD\d+|[0-9.]+:\d+|auto-[0-9A-F-]+|\d+)\b")
+
+
+def broker_log_summary(mq) -> dict:
+    """What the broker logged, by kind of line (ids, addresses and numbers blanked)."""
+    kinds: dict[str, int] = {}
+    try:
+        with open(mq.base / "mosquitto.log", errors="replace") as f:
+            for line in f:
+                kind = _LOG_NOISE.sub("#", line.strip())
+                kinds[kind] = kinds.get(kind, 0) + 1
+    except OSError:
+        pass
+    return kinds
+
+
+def hold_connections(devices: int, processes: int, concurrency: int, hold_s: float,
+                     give_up_s: float, addrs: int) -> dict:
+    """Connect `devices` per-device connections from `processes` simulators, each with its
+    own broker and source address; watch them every 5 s until all are connected (then hold
+    them hold_s more and measure again) or until give_up_s without all of them."""
     per = -(-devices // processes)
     if per > resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 200:
         raise SystemExit(f"{per} connections per process is over the open-file limit: "
                          "use more --processes")
     mqs = brokers(processes)
-    workers = []
+    workers: list[Worker] = []
+    out: dict = {"timeline": []}
     try:
         base_broker = sum(rss_mb(mq.proc.pid) for mq in mqs)
         t0 = time.monotonic()
         for i, mq in enumerate(mqs):
             count = min(per, devices - i * per)
             workers.append(Worker("_hold", "--port", str(mq.port), "--offset", str(i * per),
-                                  "--count", str(count), "--source", f"127.0.0.{2 + i}"))
-        reports = [w.result(1800) for w in workers]
-        wall = time.monotonic() - t0
-        # Every device connected at once: measure everyone now.
-        sim_rss = sum(rss_mb(w.proc.pid) for w in workers)
-        broker_rss = sum(rss_mb(mq.proc.pid) for mq in mqs)
+                                  "--count", str(count), "--source", ",".join(
+                                      f"127.0.0.{2 + i * addrs + k}" for k in range(addrs)),
+                                  "--index", str(i), "--concurrency", str(concurrency)))
+            workers[-1].follow()
+        peak, all_at, held_until = 0, None, None
+        while True:
+            time.sleep(5)
+            dead = [w for w in workers if w.proc.poll() is not None]
+            if dead:
+                raise RuntimeError(f"simulator {dead[0].proc.args[2:]} exited "
+                                   f"({dead[0].proc.returncode})")
+            reps = [w.last or {} for w in workers]
+            t = time.monotonic() - t0
+            connected = sum(r.get("connected", 0) for r in reps)
+            causes = {}
+            for r in reps:
+                _add(causes, r.get("causes", {}))
+            sample = {"t": round(t), "connected": connected,
+                      "each": [r.get("connected", 0) for r in reps],
+                      "errors": sum(r.get("connect_errors", 0) for r in reps), "causes": causes,
+                      "lost": sum(r.get("lost", 0) for r in reps),
+                      "sim_rss_mb": sum(rss_mb(w.proc.pid) for w in workers),
+                      "broker_rss_mb": sum(rss_mb(mq.proc.pid) for mq in mqs),
+                      "sim_fds": [r.get("fds", 0) for r in reps]}
+            out["timeline"].append(sample)
+            print(f"  {t:5.0f} s  connected {connected:7,}  each {sample['each']}  "
+                  f"connect errors {sample['errors']} {causes}  lost {sample['lost']}  "
+                  f"sim {sample['sim_rss_mb']:,.0f} MB  brokers "
+                  f"{sample['broker_rss_mb']:,.0f} MB", flush=True)
+            peak = max(peak, connected)
+            if all_at is None and connected == devices:
+                all_at = sample
+                out["all_s"] = max(r["all_s"] for r in reps)
+                held_until = time.monotonic() + hold_s
+            if held_until is not None and time.monotonic() >= held_until:
+                break
+            if all_at is None and t > give_up_s:
+                break
+        end = out["timeline"][-1]
+        sim_base = sum(r.get("base_rss_mb", 0) for r in reps)
         finals = [w.finish() for w in workers]
+        out["broker_logs"] = _add({}, {})
+        for mq in mqs:
+            _add(out["broker_logs"], broker_log_summary(mq))
     finally:
         for w in workers:
             if w.proc.poll() is None:
                 w.proc.kill()
+                w.proc.wait(10)
         for mq in mqs:
             mq.destroy()
-    connected = sum(r["connected"] for r in reports)
-    base = sum(r["base_rss_mb"] for r in reports)
-    return {"connected": connected, "wall_s": wall, "sim_rss_mb": sim_rss, "sim_base_mb": base,
-            "broker_rss_mb": broker_rss, "broker_base_mb": base_broker,
-            "sim_kb_per_device": (sim_rss - base) * 1024 / connected,
-            "sim_total_kb_per_device": sim_rss * 1024 / connected,
-            "broker_kb_per_connection": (broker_rss - base_broker) * 1024 / connected,
-            "connect_errors": sum(r["connect_errors"] for r in reports),
-            "lost": sum((f or {}).get("lost", 0) for f in finals)}
+    connected = end["connected"]
+    out.update({
+        "devices": devices, "peak": peak, "held": connected, "all_connected": all_at is not None,
+        "held_s": end["t"] - all_at["t"] if all_at else 0,
+        "wall_s": end["t"], "sim_rss_mb": end["sim_rss_mb"], "sim_base_mb": sim_base,
+        "broker_rss_mb": end["broker_rss_mb"], "broker_base_mb": base_broker,
+        "sim_kb_per_device": (end["sim_rss_mb"] - sim_base) * 1024 / max(connected, 1),
+        "sim_total_kb_per_device": end["sim_rss_mb"] * 1024 / max(connected, 1),
+        "broker_kb_per_connection":
+            (end["broker_rss_mb"] - base_broker) * 1024 / max(connected, 1),
+        "connect_errors": end["errors"], "causes": end["causes"],
+        "lost": sum((f or {}).get("lost", 0) for f in finals)})
+    return out
 
 
 def contention() -> str:
@@ -291,9 +390,19 @@ def main(argv: list[str]) -> int:
                    help="mux run speed: high enough that the engine, not the clock, limits")
     p.add_argument("--devices", type=int, default=100_000)
     p.add_argument("--processes", type=int, default=6)
+    p.add_argument("--connect-concurrency", type=int, default=500,
+                   help="connection attempts in flight per simulator process")
+    p.add_argument("--source-addrs", type=int, default=2,
+                   help="source addresses per simulator process (127.0.0.2, .3, ...)")
+    p.add_argument("--hold-s", type=float, default=60,
+                   help="once all are connected, hold them this long and measure again")
+    p.add_argument("--give-up-s", type=float, default=900,
+                   help="stop waiting for all to connect after this")
     p.add_argument("--skip-load", action="store_true")
     p.add_argument("--skip-connections", action="store_true")
     a = p.parse_args(argv)
+    # `kill <pid>` ends the run through the finally blocks: no simulator or broker left over.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print(f"busiest processes before: {contention()}", flush=True)
     rows = []
     res: dict = {}
@@ -305,9 +414,13 @@ def main(argv: list[str]) -> int:
                  (f"multiplexed mode, {a.load_processes} processes x 4 connections, QoS 1",
                   f"{mux:,.0f} msg/s", f"{mux / paho:.2f}x", f"{mux / ISSUE_PAHO:.2f}x")]
     if not a.skip_connections:
-        c = res["conn"] = hold_connections(a.devices, a.processes)
-        rows += [(f"per-device connections held at once ({a.processes} processes)",
-                  f"{c['connected']:,}", f"{c['wall_s']:.0f} s to connect", ""),
+        c = res["conn"] = hold_connections(a.devices, a.processes, a.connect_concurrency,
+                                           a.hold_s, a.give_up_s, a.source_addrs)
+        to_all = f"{c['all_s']:.0f} s to connect all" if c["all_connected"] else "not all"
+        rows += [(f"per-device connections, peak at once ({a.processes} processes)",
+                  f"{c['peak']:,}", to_all, ""),
+                 (f"per-device connections held {c['held_s']:.0f} s after", f"{c['held']:,}",
+                  f"connect errors {c['connect_errors']:,}", ""),
                  ("simulator RSS per device (growth / total)",
                   f"{c['sim_kb_per_device']:.1f} / {c['sim_total_kb_per_device']:.1f} KB",
                   f"{c['sim_rss_mb']:,.0f} MB total", ""),
@@ -325,7 +438,8 @@ def main(argv: list[str]) -> int:
         result += [f"mux_msgs_per_s={mux:.0f}", f"vs_paho={mux / paho:.2f}",
                    f"vs_issue_paho={mux / ISSUE_PAHO:.2f}"]
     if "conn" in res:
-        result += [f"connections={c['connected']}",
+        result += [f"connections={c['held']}", f"peak={c['peak']}",
+                   f"connect_all_s={c.get('all_s', 0):.0f}",
                    f"sim_kb_per_device={c['sim_kb_per_device']:.1f}",
                    f"broker_kb_per_connection={c['broker_kb_per_connection']:.2f}"]
     print("RESULT " + " ".join(result))
