@@ -18,24 +18,14 @@ from simulators.topology import DeviceSpec, Topology
 def plan(engine: Engine, scenario: Scenario, seed: int) -> None:
     rng = random.Random(f"{seed}:scenario")
     topo, start = engine.topology, engine.start_ms
-    for n, spec in enumerate(scenario.fire, start=1):
-        _fire(engine, topo, f"fire-{n}", spec, start + _ms(spec.at), rng)
-    for n, spec in enumerate(scenario.cooking, start=1):
-        _cooking(engine, topo, f"cooking-{n}", spec, start + _ms(spec.at), rng)
-    for n, spec in enumerate(scenario.outage, start=1):
-        _outage(engine, topo, f"outage-{n}", spec, start + _ms(spec.at), rng)
-    for n, spec in enumerate(scenario.hostile, start=1):
-        _hostile(engine, topo, f"hostile-{n}", spec, start + _ms(spec.at), rng)
-    for n, spec in enumerate(scenario.tamper, start=1):
-        _tamper(engine, topo, f"tamper-{n}", spec, start + _ms(spec.at), rng)
-    for n, spec in enumerate(scenario.occlusion, start=1):
-        _occlusion(engine, topo, f"occlusion-{n}", spec, start + _ms(spec.at), rng)
-    for n, spec in enumerate(scenario.battery, start=1):
-        _battery(engine, topo, f"battery-{n}", spec, start + _ms(spec.at), rng)
-    for n, spec in enumerate(scenario.flapping, start=1):
-        _flapping(engine, topo, f"flapping-{n}", spec, start + _ms(spec.at), rng)
-    for n, spec in enumerate(scenario.flood, start=1):
-        _flood(engine, topo, f"flood-{n}", spec, start + _ms(spec.at), rng)
+    # In this order, always: the planners draw from one rng, so the order is part of what
+    # makes a run the same for a seed.
+    planners = (("fire", _fire), ("cooking", _cooking), ("outage", _outage),
+                ("hostile", _hostile), ("tamper", _tamper), ("occlusion", _occlusion),
+                ("battery", _battery), ("flapping", _flapping), ("flood", _flood))
+    for name, planner in planners:
+        for n, spec in enumerate(getattr(scenario, name), start=1):
+            planner(engine, topo, f"{name}-{n}", spec, start + _ms(spec.at), rng)
     for n, spec in enumerate(scenario.event, start=1):
         device = _device(topo, spec.device, f"event[{n - 1}].device")
         engine.devices[device.id].schedule(start + _ms(spec.at), spec.type, **spec.fields)
