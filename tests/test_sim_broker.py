@@ -44,6 +44,16 @@ class Subscriber:
         with self.lock:
             return {(t, *_ts_seq(p)) for t, p in self.received}
 
+    def wait_for(self, want: set, timeout: float, keep=lambda key: True) -> set:
+        """The (topic, ts, seq) keys received that `keep` accepts, once they include all of
+        `want` or the deadline passes (the test's assertions then say what is missing)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            got = {k for k in self.keys() if keep(k)}
+            if want <= got or time.monotonic() >= deadline:
+                return got
+            time.sleep(0.05)
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
@@ -61,6 +71,12 @@ def _published_keys(records: list[dict]) -> set[tuple]:
     return {(r["topic"], r["ts"], r["seq"]) for r in records if r["kind"] == "published"}
 
 
+def _unacked_keys(records: list[dict]) -> set[tuple]:
+    """Sent but never acknowledged: the broker may or may not have delivered them."""
+    return {(r["topic"], r["ts"], r["seq"]) for r in records
+            if r["kind"] == "unacked" and r["sent"]}
+
+
 def test_truth_is_what_the_broker_delivered(broker, make_settings, uid, tmp_path):
     settings = make_settings()
     sub = Subscriber(broker.host, broker.port, settings.mqtt.topic_prefix, f"sub-{uid}")
@@ -72,12 +88,8 @@ def test_truth_is_what_the_broker_delivered(broker, make_settings, uid, tmp_path
                                  speed=2000, seed=4, truth_path=truth_path)
         records = read(truth_path)
         sent = _published_keys(records)
-        maybe = {(r["topic"], r["ts"], r["seq"]) for r in records
-                 if r["kind"] == "unacked" and r["sent"]}
-        deadline = time.monotonic() + 15
-        while not (sent - maybe) <= sub.keys() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        got = sub.keys()
+        maybe = _unacked_keys(records)
+        got = sub.wait_for(sent - maybe, 15)
     finally:
         sub.close()
     assert summary.stats.connections_lost > 0 and summary.counters.connect_errors == 0

@@ -6,12 +6,11 @@ connect. The long runs (100,000 connections, publish rates) are bench/simulators
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 
 from simulators.run import run_simulation
 from simulators.truth import read
-from tests.test_sim_broker import Subscriber, _ts_seq
+from tests.test_sim_broker import Subscriber, _ts_seq, _unacked_keys
 
 
 def test_multiplexed_delivers_exactly_the_truth(broker, make_settings, uid, tmp_path):
@@ -27,12 +26,8 @@ def test_multiplexed_delivers_exactly_the_truth(broker, make_settings, uid, tmp_
         records = read(truth_path)
         published = [(r["topic"], r["ts"], r["seq"]) for r in records if r["kind"] == "published"]
         sent = set(published)
-        maybe = {(r["topic"], r["ts"], r["seq"]) for r in records
-                 if r["kind"] == "unacked" and r["sent"]}
-        deadline = time.monotonic() + 15
-        while not (sent - maybe) <= sub.keys() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        got = sub.keys()
+        maybe = _unacked_keys(records)
+        got = sub.wait_for(sent - maybe, 15)
         with sub.lock:
             received = [(t, *_ts_seq(p)) for t, p in sub.received]
     finally:

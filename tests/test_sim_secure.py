@@ -10,7 +10,6 @@ its accounts are deleted at the end."""
 from __future__ import annotations
 
 import asyncio
-import time
 
 import psycopg
 
@@ -20,7 +19,7 @@ from simulators import topology
 from simulators.mqtt import CONNACK, connect_packet, read_packet
 from simulators.run import run_simulation
 from simulators.truth import read
-from tests.test_sim_broker import Subscriber, _published_keys
+from tests.test_sim_broker import Subscriber, _published_keys, _unacked_keys
 
 # Short, and busy on the wire: a false alarm, a detector taken off its base, a detector whose
 # connection drops every minute or so (each reconnect is a fresh login), a small flood.
@@ -91,16 +90,10 @@ def test_every_device_logs_in_with_its_own_credentials(secure_settings, secure_b
                                      truth_path=truth_path)
             records = read(truth_path)
             sent = _published_keys(records)
-            maybe = {(r["topic"], r["ts"], r["seq"]) for r in records
-                     if r["kind"] == "unacked" and r["sent"]}
-
-            def ours() -> set:
-                return {k for k in sub.keys() if k[0].split("/")[-2].startswith(f"{uid}-")}
-
-            deadline = time.monotonic() + 10
-            while not (sent - maybe) <= ours() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            got = ours()
+            maybe = _unacked_keys(records)
+            # The secure broker is shared by the session: only this test's devices count.
+            got = sub.wait_for(sent - maybe, 10,
+                               keep=lambda k: k[0].split("/")[-2].startswith(f"{uid}-"))
         finally:
             sub.close()
     finally:
