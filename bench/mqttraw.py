@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterable, Sequence
 
 # The simulators' MQTT encoding, shared so the two raw clients cannot drift apart.
-from simulators.mqtt import utf8, varint
+from simulators.mqtt import publish_packet, utf8, varint
 
 CONNECT, CONNACK, PUBLISH, PUBACK = 0x10, 0x20, 0x30, 0x40
 SUBSCRIBE, SUBACK, PINGRESP, DISCONNECT = 0x82, 0x90, 0xD0, 0xE0
@@ -55,13 +55,6 @@ def subscribe_packet(filters: Sequence[str], *, version: int, pid: int = 1) -> b
     for f in filters:
         body += utf8(f) + b"\x01"  # QoS 1
     return packet(SUBSCRIBE, body)
-
-
-def publish_packet(topic: bytes, payload: bytes, pid: int) -> bytes:
-    """QoS 1 PUBLISH, MQTT 3.1.1 layout."""
-    body_len = 2 + len(topic) + 2 + len(payload)
-    return b"".join((b"\x32", varint(body_len), struct.pack("!H", len(topic)), topic,
-                     struct.pack("!H", pid), payload))
 
 
 # --- decoding ---------------------------------------------------------------------------
