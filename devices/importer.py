@@ -282,11 +282,10 @@ def _read_hierarchy(plan: Plan, file: str, line: int, v: dict, zone: ZoneInfo) -
         record = _validate(plan, model, data, file, line, columns)
         if record is not None:
             column = columns["id"]
-            if what == "building" and v["building_id"] in table:
-                plan.problems.append(Problem(file, line, column, f"duplicate building id "
-                                     f"{v['building_id']!r} (first on line {table[v['building_id']].line})"))
-                continue
-            _add_unique(plan, table, _Row(file, line, record, present), column, what)
+            row = _Row(file, line, record, present)
+            # A building has one row; the street, community and grid repeat on each of theirs.
+            add = _keep_first if what == "building" else _add_unique
+            add(plan, table, row, column, what)
 
 
 def _read_devices(plan: Plan, file: str, line: int, v: dict, zone: ZoneInfo) -> None:

@@ -106,6 +106,8 @@ def test_bad_csv_changes_nothing_and_names_every_bad_row(db, tmp_path):
         ["S1", "福田街道", "C1", "水围社区", "G1", "一网格", "420", "B9", "x", "95", "114", "3", "", "rental"],
         ["S1", "福田街道", "C1", "水围社区", "G1", "一网格", "420", "B8", "y", "0", "0", "3", "", "rental"],
         ["S1", "福田街道", "C1", "水围社区", "G7", "七网格", "", "B7", "z", "22.5", "114", "3", "", "castle"],
+        ["S1", "福田街道", "C1", "水围社区", "G1", "一网格", "420", "B6", "w", "22.5", "114", "3", "", "shop"],
+        ["S1", "福田街道", "C1", "水围社区", "G1", "一网格", "420", "B6", "w", "22.5", "114", "3", "", "shop"],
     ]
     bad_devices = DEVICES[:1] + [
         ["SD-0100", "smoke_detector", "B1", "3", "", "", ""],        # fine
@@ -125,6 +127,7 @@ def test_bad_csv_changes_nothing_and_names_every_bad_row(db, tmp_path):
         ("hierarchy.csv", 2, "lat"),            # latitude 95
         ("hierarchy.csv", 3, "lon"),            # 0,0: coordinates missing
         ("hierarchy.csv", 4, "use"),            # castle
+        ("hierarchy.csv", 6, "building_id"),    # B6 twice, even with the same values
         ("devices.csv", 3, "building_id"),
         ("devices.csv", 4, "device_id"),
         ("devices.csv", 5, "kind"),
