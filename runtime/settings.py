@@ -149,6 +149,45 @@ class ApiSettings(BaseModel):
     port: int = Field(8080, ge=1, le=65535)
 
 
+class AlertsSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")  # a typo in a key is an error, not a default
+
+    # Rules, confirmation, ladders and feedback (a TOML file, validated at start; see
+    # alerts/default_rules.toml, which is used when this is empty).
+    rules_file: str | None = None
+    # The alert core is its own MQTT consumer of the device topics, so alarms never wait
+    # for ingest's bulk batches. Its own persistent session (client id) and share group:
+    # several alert-core processes with the same group split the devices between them.
+    client_id: str = Field("firegrid-alerts-1", min_length=1, max_length=120)
+    share_group: str = "firegrid-alerts"
+    # Pages for the worker app go to {page_topic_prefix}/{worker_id}/pages (QoS 1).
+    page_topic_prefix: str = "firegrid/v1/workers"
+    # Messages evaluated per transaction at most; alarms are taken as soon as they arrive.
+    batch_max: int = Field(200, ge=1, le=5000)
+    # Due escalations fired per transaction, and how often to look when nothing woke us.
+    escalation_batch: int = Field(1000, ge=1, le=20000)
+    poll_s: float = Field(1.0, gt=0, le=60)
+    # Webhooks (per-worker `webhook` channel and the fire-service hook) are signed with
+    # HMAC-SHA256 over "<unix time>.<body>" with this secret (docs/alerts.md).
+    webhook_secret: SecretStr | None = None
+    # Where confirmed fires are forwarded (the 119 centre's gateway); empty: no forwarding.
+    fire_service_url: str | None = None
+    # An Apprise URL for SMS with {phone} where the number goes, e.g. a provider's
+    # "twilio://SID:TOKEN@+8610.../{phone}"; empty: the sms channel is not used.
+    sms_url: str | None = None
+    # Channel retries: exponential backoff between these bounds, giving up after
+    # max_attempts (the page is then 'failed', counted and visible in the log).
+    retry_min_s: float = Field(2.0, gt=0)
+    retry_max_s: float = Field(300.0, gt=0)
+    max_attempts: int = Field(8, ge=1, le=100)
+    # HTTP timeout for webhooks and chat robots.
+    http_timeout_s: float = Field(10.0, gt=0, le=120)
+    # Link to the incident in pages ("{base}/incidents/{id}"); empty: no link.
+    console_url: str | None = None
+    # Prometheus /metrics of `firegrid alerts run` (on ingest.metrics_host); 0 disables.
+    metrics_port: int = Field(9110, ge=0, le=65535)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="FIREGRID_", env_nested_delimiter="__", extra="forbid"
@@ -160,6 +199,7 @@ class Settings(BaseSettings):
     broker_auth: BrokerAuthSettings = BrokerAuthSettings()
     devices: DevicesSettings = DevicesSettings()
     api: ApiSettings = ApiSettings()
+    alerts: AlertsSettings = AlertsSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @classmethod

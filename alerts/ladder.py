@@ -1,0 +1,205 @@
+"""The escalation ladder: who is paged, when, and what is recorded.
+
+    fire(conn, incidents, now, ...)   fire the next rung of each incident, set-based
+    claim_due(conn, now, limit)       lock incidents whose timer is due (SKIP LOCKED)
+    next_due(conn)                    the earliest running timer, for the escalator's sleep
+
+An incident is on a ladder (its severity's: policy.ladder[ladder]) at a rung (-1 before the
+first). Firing moves to the next rung: everyone on duty for the building in the rung's
+roles gets a page on each of their channels, the pages written in the caller's transaction
+(the outbox), and the timer set to now + ack_timeout_s. A rung with nobody on duty is
+skipped at once and the skip recorded; past the last rung the ladder is exhausted.
+
+Everything happens in the caller's transaction on rows the caller has locked, so firing is
+exactly-once per rung whatever the number of alert-core processes: the evaluator fires new
+incidents from the upsert that locked them, the escalator those it claimed. The pages'
+unique key (incident, step, worker, channel) backs that up.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import psycopg
+
+from alerts import metrics
+from alerts.rules import Policy
+
+ACTOR = "alerts"
+# Channels a worker's `channels` map may name, beside the MQTT push everybody gets.
+_EXTRA_CHANNELS = ("webhook", "sms", "wecom", "dingtalk", "feishu", "email")
+
+
+@dataclass(slots=True)
+class Incident:
+    """The ladder's view of one locked incident row."""
+    id: int
+    building_id: str
+    severity: str
+    state: str
+    ladder: str
+    rung: int
+    step: int
+    muted: bool
+    escalate_at: datetime | None = None
+
+
+_COLUMNS = "id, building_id, severity, state, ladder, rung, step, muted, escalate_at"
+
+
+@dataclass
+class _Batch:
+    pages: list[tuple] = field(default_factory=list)
+    log: list[tuple] = field(default_factory=list)
+    timers: int = 0
+
+
+def claim_due(conn: psycopg.Connection, now: datetime, limit: int) -> list[Incident]:
+    """Lock up to `limit` incidents whose timer is due, oldest first. Rows another
+    escalator holds are skipped, not waited for."""
+    rows = conn.execute(
+        f"SELECT {_COLUMNS} FROM incidents WHERE escalate_at <= %s"
+        " ORDER BY escalate_at LIMIT %s FOR UPDATE SKIP LOCKED", [now, limit]).fetchall()
+    return [Incident(*row) for row in rows]
+
+
+def next_due(conn: psycopg.Connection) -> datetime | None:
+    return conn.execute("SELECT min(escalate_at) FROM incidents").fetchone()[0]
+
+
+def fire(conn: psycopg.Connection, incidents: list[Incident], now: datetime, policy: Policy,
+         channels: frozenset[str]) -> int:
+    """Fire the next rung of each incident (rows locked by the caller). `channels` are the
+    extra channels configured in this process (alerts.channels); the MQTT push is always
+    on. Returns the number of pages written for sending (muted ones excluded)."""
+    if not incidents:
+        return 0
+    buildings = sorted({i.building_id for i in incidents})
+    silenced, on_duty = _lookups(conn, buildings, now, policy)
+    batch = _Batch()
+    updates = []
+    for inc in incidents:
+        muted = inc.muted or inc.building_id in silenced
+        _advance(inc, on_duty.get(inc.building_id, {}), muted, now, policy, channels, batch)
+        updates.append((inc.id, inc.state, inc.rung, inc.step, inc.escalate_at))
+    with conn.cursor() as cur:
+        cur.execute(
+            "UPDATE incidents i SET state = u.state, rung = u.rung, step = u.step,"
+            " escalate_at = u.escalate_at,"
+            " notified_at = CASE WHEN u.state = 'notified' THEN coalesce(i.notified_at, %s)"
+            "                    ELSE i.notified_at END"
+            " FROM unnest(%s::bigint[], %s::text[], %s::int[], %s::int[], %s::timestamptz[])"
+            "   AS u(id, state, rung, step, escalate_at) WHERE i.id = u.id",
+            [now, *map(list, zip(*updates, strict=True))])
+        if batch.log:
+            cur.execute(
+                "INSERT INTO incident_log (incident_id, at, actor, action, from_state, to_state,"
+                " detail) SELECT id, %s, %s, action, from_state, to_state, detail::jsonb"
+                " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::text[], %s::text[])"
+                "   AS l(id, action, from_state, to_state, detail)",
+                [now, ACTOR, *map(list, zip(*batch.log, strict=True))])
+        sent = 0
+        if batch.pages:
+            cur.execute(
+                "INSERT INTO pages (incident_id, step, worker_id, channel, status, created_at,"
+                " due_at, payload) SELECT id, step, worker, channel, status, %s, %s,"
+                " payload::jsonb FROM unnest(%s::bigint[], %s::int[], %s::text[], %s::text[],"
+                " %s::text[], %s::text[]) AS p(id, step, worker, channel, status, payload)"
+                " ON CONFLICT DO NOTHING",
+                [now, now, *map(list, zip(*batch.pages, strict=True))])
+            sent = sum(1 for p in batch.pages if p[4] == "pending")
+            cur.execute("SELECT pg_notify('firegrid_pages', '')")
+        if batch.timers:
+            # Escalators in every process recompute their sleep at our COMMIT.
+            cur.execute("SELECT pg_notify('firegrid_escalate', '')")
+    return sent
+
+
+def _lookups(conn: psycopg.Connection, buildings: list[str], now: datetime, policy: Policy,
+             ) -> tuple[set[str], dict[str, dict[str, list[tuple[str, dict]]]]]:
+    """Which buildings are silenced now, and who is on duty there by role. A worker covers
+    a building through its grid, community or street (worker_areas); on duty = a roster
+    shift covers `now`. Three joins, not one OR join, so each uses its index."""
+    silenced = {row[0] for row in conn.execute(
+        "SELECT b.id FROM buildings b WHERE b.id = ANY(%(b)s) AND EXISTS ("
+        " SELECT 1 FROM silences s WHERE s.starts_at <= %(now)s AND s.ends_at > %(now)s"
+        " AND (s.building_id = b.id OR s.grid_id = b.grid_id))",
+        {"b": buildings, "now": now})}
+    rows = conn.execute("""
+        WITH bl AS (
+            SELECT b.id, b.grid_id, g.community_id, c.street_id FROM buildings b
+            JOIN grids g ON g.id = b.grid_id JOIN communities c ON c.id = g.community_id
+            WHERE b.id = ANY(%(b)s)),
+        cover AS (
+            SELECT bl.id AS building_id, a.worker_id FROM bl
+            JOIN worker_areas a ON a.grid_id = bl.grid_id
+            UNION SELECT bl.id, a.worker_id FROM bl
+            JOIN worker_areas a ON a.community_id = bl.community_id
+            UNION SELECT bl.id, a.worker_id FROM bl
+            JOIN worker_areas a ON a.street_id = bl.street_id)
+        SELECT cover.building_id, w.role, w.id, w.channels FROM cover
+        JOIN workers w ON w.id = cover.worker_id AND w.active AND w.role = ANY(%(roles)s)
+        WHERE EXISTS (SELECT 1 FROM roster r WHERE r.worker_id = w.id
+                      AND r.starts_at <= %(now)s AND r.ends_at > %(now)s)
+        ORDER BY 1, 2, 3""",
+        {"b": buildings, "now": now, "roles": list(policy.ladder_roles)}).fetchall()
+    on_duty: dict[str, dict[str, list[tuple[str, dict]]]] = defaultdict(lambda: defaultdict(list))
+    for building, role, worker, worker_channels in rows:
+        on_duty[building][role].append((worker, worker_channels))
+    return silenced, on_duty
+
+
+def _advance(inc: Incident, on_duty: dict[str, list[tuple[str, dict]]], muted: bool,
+             now: datetime, policy: Policy, channels: frozenset[str], batch: _Batch) -> None:
+    rungs = policy.ladder[inc.ladder]
+    while True:
+        inc.rung += 1
+        if inc.rung >= len(rungs):
+            batch.log.append((inc.id, "exhausted", inc.state, inc.state,
+                              json.dumps({"ladder": inc.ladder})))
+            metrics.ESCALATIONS.labels("exhausted").inc()
+            inc.escalate_at = None
+            return
+        rung = rungs[inc.rung]
+        people = [(role, w, c) for role in rung.roles for w, c in on_duty.get(role, ())]
+        forward = rung.fire_service and "fire_service" in channels
+        if not people and not forward:
+            batch.log.append((inc.id, "skipped", inc.state, inc.state, json.dumps(
+                {"ladder": inc.ladder, "rung": inc.rung, "roles": rung.roles,
+                 "reason": "nobody on duty"})))
+            metrics.ESCALATIONS.labels("skipped").inc()
+            continue
+        break
+    inc.step += 1
+    status = "muted" if muted else "pending"
+    payload = json.dumps({"severity": inc.severity, "ladder": inc.ladder, "rung": inc.rung,
+                          "roles": rung.roles, "muted": muted}, separators=(",", ":"))
+    workers = []
+    for _role, worker, worker_channels in people:
+        workers.append(worker)
+        batch.pages.append((inc.id, inc.step, worker, "mqtt", status, payload))
+        for name in _EXTRA_CHANNELS:
+            if name in channels and worker_channels.get(name):
+                batch.pages.append((inc.id, inc.step, worker, name, status, payload))
+    if forward:
+        batch.pages.append((inc.id, inc.step, None, "fire_service", status, payload))
+        batch.log.append((inc.id, "forwarded", inc.state, inc.state,
+                          json.dumps({"step": inc.step, "muted": muted})))
+    before = inc.state
+    if inc.state == "raised" and not muted:
+        inc.state = "notified"
+    batch.log.append((inc.id, "notified", before, inc.state, json.dumps(
+        {"ladder": inc.ladder, "rung": inc.rung, "step": inc.step, "roles": rung.roles,
+         "workers": workers, "missing_roles": [r for r in rung.roles if not on_duty.get(r)],
+         "muted": muted})))
+    metrics.ESCALATIONS.labels("fired").inc()
+    # Once someone has acknowledged, a rung (a confirmation's all-levels page) informs; it
+    # does not start a timer again.
+    if inc.state in ("raised", "notified"):
+        inc.escalate_at = now + timedelta(seconds=rung.ack_timeout_s)
+        batch.timers += 1
+    else:
+        inc.escalate_at = None

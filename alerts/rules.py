@@ -1,0 +1,169 @@
+"""The rules: which device messages are fire alerts, what confirms a fire, the ladders.
+
+    Policy          the validated rules file (alerts/default_rules.toml documents it)
+    load_policy     read and validate one, raising ConfigError with every problem named
+    RuleEngine      decoded messages -> Candidate alerts; pure logic, no I/O
+
+The engine keeps one number per detector (its last temperature, for the rate-of-rise
+rule) and nothing else; after a restart that rule needs two reports again.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from runtime.errors import ConfigError
+
+LadderRole = Literal["grid_worker", "grid_leader", "community_duty", "street_duty"]
+SEVERITIES = ("warning", "confirmed")
+RULES = ("smoke_alarm", "camera_smoke", "camera_fire", "high_temperature", "rate_of_rise")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DetectorRules(_Strict):
+    alarm: bool = True
+    high_temperature_c: float | None = Field(57.0, ge=30, le=200)
+    rate_of_rise_c_per_min: float | None = Field(10.0, gt=0, le=100)
+    rate_of_rise_window_s: int = Field(600, ge=10, le=86400)
+
+
+class CameraRules(_Strict):
+    smoke_confidence: float | None = Field(0.8, ge=0, le=1)
+    fire_confidence: float | None = Field(0.7, ge=0, le=1)
+
+
+class ConfirmRules(_Strict):
+    window_s: int = Field(300, ge=1, le=86400)
+    detectors: int = Field(2, ge=2, le=100)
+    detector_and_camera: bool = True
+
+
+class FeedbackRules(_Strict):
+    false_alarms: int = Field(3, ge=1, le=1000)
+    window_days: int = Field(30, ge=1, le=366)
+
+
+class Rung(_Strict):
+    roles: list[LadderRole] = Field(min_length=1)
+    ack_timeout_s: int = Field(ge=1, le=86400)
+    fire_service: bool = False
+
+
+class Policy(_Strict):
+    smoke_detector: DetectorRules = DetectorRules()
+    camera: CameraRules = CameraRules()
+    confirm: ConfirmRules = ConfirmRules()
+    feedback: FeedbackRules = FeedbackRules()
+    ladder: dict[Literal["warning", "confirmed"], list[Rung]]
+
+    @model_validator(mode="after")
+    def _both_ladders(self) -> Policy:
+        for severity in SEVERITIES:
+            if not self.ladder.get(severity):
+                raise ValueError(f"ladder.{severity} needs at least one rung")
+        return self
+
+    @property
+    def ladder_roles(self) -> tuple[str, ...]:
+        """Every role any rung pages, for one look-up of who is on duty."""
+        return tuple(sorted({r for rungs in self.ladder.values() for rung in rungs
+                             for r in rung.roles}))
+
+
+def load_policy(path: str | Path | None = None) -> Policy:
+    """The rules file at `path`, or the built-in default; ConfigError names each problem."""
+    if path:
+        source = Path(path)
+        if not source.is_file():
+            raise ConfigError(f"rules file not found: {source}")
+        text, name = source.read_text(encoding="utf-8"), str(source)
+    else:
+        text = resources.files("alerts").joinpath("default_rules.toml").read_text("utf-8")
+        name = "alerts/default_rules.toml"
+    try:
+        return Policy.model_validate(tomllib.loads(text))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"rules file {name} is not valid TOML: {exc}") from exc
+    except ValidationError as exc:
+        lines = [f"invalid rules file {name}:"]
+        for err in exc.errors(include_url=False):
+            where = ".".join(str(part) for part in err["loc"]) or "(file)"
+            lines.append(f"  {where}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One rule firing on one message: the alert the store records."""
+    device_id: str
+    ts_ms: int          # device clock of the message
+    seq: int
+    rule: str
+    received_ms: int
+    detail: dict = field(default_factory=dict)
+
+
+@dataclass
+class RuleEngine:
+    policy: Policy
+    _last_temp: dict[str, tuple[int, float]] = field(default_factory=dict)
+
+    def events(self, rows: list[tuple]) -> list[Candidate]:
+        """Rows as ingest.decode yields them: (device_id, ts_ms, seq, type, received_ms,
+        gateway_id, attrs_json)."""
+        out: list[Candidate] = []
+        det, cam = self.policy.smoke_detector, self.policy.camera
+        for device_id, ts, seq, kind, received, _gw, attrs_json in rows:
+            if kind == "alarm":
+                attrs = json.loads(attrs_json)
+                if det.alarm:
+                    out.append(Candidate(device_id, ts, seq, "smoke_alarm", received, attrs))
+                temp = attrs.get("temperature_c")
+                if temp is not None:
+                    self._temperature(out, device_id, ts, seq, received, temp)
+            elif kind in ("smoke_detected", "fire_detected"):
+                attrs = json.loads(attrs_json)
+                floor = cam.smoke_confidence if kind == "smoke_detected" else cam.fire_confidence
+                if floor is not None and attrs["confidence"] >= floor:
+                    rule = "camera_smoke" if kind == "smoke_detected" else "camera_fire"
+                    out.append(Candidate(device_id, ts, seq, rule, received, attrs))
+        return out
+
+    def readings(self, rows: list[tuple]) -> list[Candidate]:
+        """Telemetry rows as ingest.decode yields them; only detectors' temperatures count
+        (a camera's temperature is its own housing's)."""
+        out: list[Candidate] = []
+        for row in rows:
+            if row[3] == "smoke" and row[7] is not None:
+                self._temperature(out, row[0], row[1], row[2], row[4], row[7])
+        return out
+
+    def _temperature(self, out: list[Candidate], device_id: str, ts: int, seq: int,
+                     received: int, temp: float) -> None:
+        det = self.policy.smoke_detector
+        if det.high_temperature_c is not None and temp >= det.high_temperature_c:
+            out.append(Candidate(device_id, ts, seq, "high_temperature", received,
+                                 {"temperature_c": temp, "threshold_c": det.high_temperature_c}))
+        previous = self._last_temp.get(device_id)
+        if previous is None or ts > previous[0]:
+            self._last_temp[device_id] = (ts, temp)
+        if det.rate_of_rise_c_per_min is None or previous is None:
+            return
+        then, before = previous
+        gap_s = (ts - then) / 1000
+        if 0 < gap_s <= det.rate_of_rise_window_s:
+            rate = (temp - before) / gap_s * 60
+            if rate >= det.rate_of_rise_c_per_min:
+                out.append(Candidate(device_id, ts, seq, "rate_of_rise", received,
+                                     {"c_per_min": round(rate, 2), "from_c": before,
+                                      "to_c": temp, "over_s": gap_s}))
