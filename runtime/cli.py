@@ -111,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     revoke = token.add_parser("revoke", help="revoke a token by its id")
     revoke.add_argument("token_id", type=int)
 
+    _alerts_parser(sub)
+
     sim = sub.add_parser(
         "simulate", help="run a street of simulated devices and scenarios against the broker",
         description="Every device on its own MQTT connection with its own credentials, "
@@ -203,6 +205,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _api(args, settings)
     if args.command == "simulate":
         return _simulate(args, settings)
+    if args.command == "alerts":
+        return _alerts(args, settings)
     if args.command == "demo":
         from simulators.demo import run_demo
         return run_demo(settings, devices=args.devices, rate=args.rate, seconds=args.seconds,
@@ -328,6 +332,65 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
           f"{st.acked} acknowledged, {st.resent} resent, {st.dropped} dropped, {st.bad} bad "
           f"on purpose"
           + (f"; ground truth in {summary.truth_path}" if summary.truth_path else ""))
+    return 0
+
+
+def _alerts_parser(sub: argparse._SubParsersAction) -> None:
+    alerts = sub.add_parser("alerts", help="the alert core: fire warnings, incidents, pages")
+    act = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
+    act.add_parser("run", help="run the alert core until SIGTERM: evaluate alarms, open "
+                   "incidents, page and escalate (several may run side by side)")
+    check = act.add_parser("check-rules", help="validate a rules file and print it")
+    check.add_argument("file", nargs="?", help="default: alerts.rules_file or the built-in")
+    rep = act.add_parser("report", help="daily/weekly/monthly report per grid or community")
+    rep.add_argument("--period", choices=["day", "week", "month"], default="week")
+    rep.add_argument("--date", help="a day inside the period, YYYY-MM-DD (default: today; "
+                     "the last complete period is --date of a day in it)")
+    rep.add_argument("--by", choices=["grid", "community"], default="grid")
+    rep.add_argument("--community", metavar="ID", help="only this community")
+    rep.add_argument("--street", metavar="ID", help="only this street office")
+    rep.add_argument("--tz", default="Asia/Shanghai", help="time zone of the calendar")
+    rep.add_argument("--csv", type=Path, metavar="FILE", help="also write the figures as CSV")
+    try:
+        from alerts import cli as people
+    except ImportError:  # the people's commands land in their own module
+        return
+    if hasattr(people, "add_actions"):
+        people.add_actions(act)
+
+
+def _alerts(args: argparse.Namespace, settings: Settings) -> int:
+    if args.alerts_command == "run":
+        from alerts.service import AlertService
+        service = AlertService(settings)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: service.stop())
+        service.run()
+        return 0
+    if args.alerts_command == "check-rules":
+        from alerts.rules import load_policy
+        policy = load_policy(args.file or settings.alerts.rules_file)
+        print(json.dumps(policy.model_dump(mode="json"), indent=2, ensure_ascii=False))
+        return 0
+    if args.alerts_command == "report":
+        return _report(args, settings)
+    from alerts import cli as people
+    return people.run(args, settings)
+
+
+def _report(args: argparse.Namespace, settings: Settings) -> int:
+    from datetime import date
+
+    from alerts import reports
+    from runtime.db import connect
+    day = date.fromisoformat(args.date) if args.date else date.today()
+    with connect(settings.database, autocommit=True) as conn:
+        report = reports.build_report(conn, args.period, day, by=args.by, tz=args.tz,
+                                      community_id=args.community, street_id=args.street)
+    print(reports.to_text(report))
+    if args.csv:
+        with open(args.csv, "w", encoding="utf-8", newline="") as out:
+            reports.to_csv(report, out)
     return 0
 
 

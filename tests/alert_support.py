@@ -5,7 +5,8 @@
     workers: gw1 (grid worker, G1), gl1 (grid leader, G1), gw2 (grid worker, G2),
              cd1 (community duty, C1), sd1 (street duty, S1), tech1 (technician, G1)
     devices: SD-1, SD-2, CAM-1 in B1; SD-3 in B2; SD-4 in B3
-Everybody is on shift from T0 - 1 day to T0 + 1 day unless a test changes the roster."""
+Everybody is on shift from T0 - 1 day to T0 + 1 day (or around another time) unless a
+test changes the roster."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ NO_CHANNELS = frozenset()
 
 
 def build_ward(conn: psycopg.Connection, *, on_shift: tuple[str, ...] = tuple(WORKERS),
-               channels: dict[str, dict] | None = None) -> None:
+               channels: dict[str, dict] | None = None, around: datetime = T0) -> None:
     with registry.changes(conn, "test-setup"):
         registry.upsert(conn, "street_offices", [Street(id="S1", name="Futian")])
         registry.upsert(conn, "communities", [Community(id="C1", street_id="S1",
@@ -45,8 +46,8 @@ def build_ward(conn: psycopg.Connection, *, on_shift: tuple[str, ...] = tuple(WO
             Worker(id=w, name=w, role=role, areas=[area],
                    channels=(channels or {}).get(w, {}))
             for w, (role, area) in WORKERS.items()])
-        registry.add_shifts(conn, [Shift(worker_id=w, starts_at=T0 - timedelta(days=1),
-                                         ends_at=T0 + timedelta(days=1)) for w in on_shift])
+        registry.add_shifts(conn, [Shift(worker_id=w, starts_at=around - timedelta(days=1),
+                                         ends_at=around + timedelta(days=1)) for w in on_shift])
     registry.provision(conn, NoBrokerAuth(), [
         NewDevice(id=d, kind=kind, building_id=b, floor=2) for d, (kind, b) in DEVICES.items()],
         "test-setup", 1)

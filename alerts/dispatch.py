@@ -1,0 +1,218 @@
+"""The dispatcher: pages from the outbox (the `pages` table) to the channels.
+
+    Dispatcher.pass_once()   send what is due; returns True when there may be more
+    ticket_pages(conn, now)  write pages for newly opened maintenance tickets
+
+MQTT pages are sent while their rows are locked (SELECT ... FOR UPDATE SKIP LOCKED, publish,
+wait for the broker's PUBACK, mark sent, COMMIT). A process killed at any point before the
+COMMIT leaves its pages pending and unlocked, so the next pass of any process sends them;
+only a kill in the instant between PUBACK and COMMIT can send one twice, and then with the
+same page_id and key, which the app drops. Nothing is ever lost.
+
+Other channels (webhooks, chat robots, SMS) may take seconds, so a page is leased instead:
+attempts + 1 and due_at pushed past the HTTP timeout in one short transaction, then sent
+on a worker thread, and its outcome written back: sent; a transient error -> due again
+after an exponential backoff; a permanent one, or alerts.max_attempts used up -> 'failed'
+with the error kept in last_error, counted in firegrid_pages_total{outcome="failed"}. A
+process that dies mid-send leaves the lease to expire, and the page is tried again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+from psycopg.rows import namedtuple_row
+
+from alerts import messages, metrics
+from alerts.channels import Channel, ChannelError, Outbound
+from alerts.publisher import PagePublisher
+from runtime.settings import AlertsSettings
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+_PUBACK_TIMEOUT_S = 10.0
+
+_CLAIM = """
+    SELECT p.id AS page_id, p.incident_id, p.ticket_id, p.step, p.worker_id, p.channel,
+           p.payload, p.attempts, p.created_at, w.channels AS worker_channels,
+           i.state AS incident_state, i.opened_at, i.alert_count, t.condition, t.device_id,
+           t.detail AS ticket_detail, b.id AS building_id, b.address, b.lat, b.lon,
+           b.grid_id, g.community_id
+    FROM pages p
+    LEFT JOIN workers w ON w.id = p.worker_id
+    LEFT JOIN incidents i ON i.id = p.incident_id
+    LEFT JOIN maintenance_tickets t ON t.id = p.ticket_id
+    LEFT JOIN devices td ON td.id = t.device_id
+    JOIN buildings b ON b.id = coalesce(i.building_id, td.building_id)
+    JOIN grids g ON g.id = b.grid_id
+    WHERE p.status = 'pending' AND p.due_at <= %s AND (p.channel = 'mqtt') = %s
+    ORDER BY p.due_at LIMIT %s
+    FOR UPDATE OF p SKIP LOCKED"""
+
+
+def ticket_pages(conn: psycopg.Connection, now: datetime) -> int:
+    """Page the technician a maintenance ticket is assigned to, once per ticket, on the
+    MQTT push (maintenance goes to field technicians, never to fire responders)."""
+    cur = conn.execute(
+        "INSERT INTO pages (ticket_id, step, worker_id, channel, status, created_at, due_at,"
+        " payload)"
+        " SELECT t.id, 0, t.assigned_to, 'mqtt', 'pending', %(now)s, %(now)s,"
+        "        jsonb_build_object('condition', t.condition)"
+        " FROM maintenance_tickets t WHERE t.closed_at IS NULL AND t.assigned_to IS NOT NULL"
+        " AND t.opened_at > %(now)s - interval '1 day'"
+        " AND NOT EXISTS (SELECT 1 FROM pages p WHERE p.ticket_id = t.id)"
+        " ON CONFLICT DO NOTHING", {"now": now})
+    return cur.rowcount
+
+
+class Dispatcher:
+    def __init__(self, conn: psycopg.Connection, settings: AlertsSettings,
+                 publisher: PagePublisher, channels: dict[str, Channel]) -> None:
+        conn.row_factory = namedtuple_row  # type: ignore[assignment]
+        self._conn = conn
+        self._settings = settings
+        self._publisher = publisher
+        self._channels = channels
+        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="page-send")
+        self._outcomes: queue.SimpleQueue = queue.SimpleQueue()
+        self._in_flight = 0
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._write_outcomes()
+        for channel in self._channels.values():
+            channel.close()
+
+    def pass_once(self, now: datetime | None = None) -> bool:
+        """One round: MQTT pages, then the slower channels. True if a full batch was
+        taken (call again at once)."""
+        now = now or datetime.now(UTC)
+        self._write_outcomes()
+        full = self._mqtt(now)
+        if self._in_flight < BATCH:
+            full = self._lease(now) or full
+        return full
+
+    # --- MQTT: locked while sending ------------------------------------------------------
+
+    def _mqtt(self, now: datetime) -> bool:
+        conn = self._conn
+        with conn.transaction():
+            rows = conn.execute(_CLAIM, [now, True, BATCH]).fetchall()
+            if not rows:
+                return False
+            wire = [(self._publisher.topic(r.worker_id),
+                     messages.encode(messages.page(r, now, self._settings.console_url)))
+                    for r in rows]
+            acked = self._publisher.publish_all(wire, _PUBACK_TIMEOUT_S)
+            sent = [r.page_id for r, ok in zip(rows, acked, strict=True) if ok]
+            late = [r for r, ok in zip(rows, acked, strict=True) if not ok]
+            done_at = datetime.now(UTC)
+            if sent:
+                conn.execute("UPDATE pages SET status = 'sent', sent_at = %s,"
+                             " attempts = attempts + 1 WHERE id = ANY(%s)", [done_at, sent])
+            for r in late:   # the broker is away: retry soon, never give up on the app
+                conn.execute("UPDATE pages SET attempts = attempts + 1, due_at = %s,"
+                             " last_error = 'broker did not acknowledge' WHERE id = %s",
+                             [done_at + timedelta(seconds=min(5.0, 0.5 * 2 ** r.attempts)),
+                              r.page_id])
+        for r, ok in zip(rows, acked, strict=True):
+            metrics.PAGES.labels("mqtt", "sent" if ok else "retry").inc()
+            if ok:
+                metrics.PAGE_SECONDS.labels("mqtt").observe(
+                    (done_at - r.created_at).total_seconds())
+        return len(rows) == BATCH
+
+    # --- other channels: leased, sent on worker threads ----------------------------------
+
+    def _lease(self, now: datetime) -> bool:
+        conn = self._conn
+        lease = timedelta(seconds=2 * self._settings.http_timeout_s + 5)
+        with conn.transaction():
+            rows = conn.execute(_CLAIM, [now, False, BATCH - self._in_flight]).fetchall()
+            if rows:
+                conn.execute("UPDATE pages SET attempts = attempts + 1, due_at = %s"
+                             " WHERE id = ANY(%s)", [now + lease, [r.page_id for r in rows]])
+        for r in rows:
+            self._in_flight += 1
+            self._pool.submit(self._send, r, r.attempts + 1, now)
+        return len(rows) == BATCH
+
+    def _send(self, row: tuple, attempt: int, now: datetime) -> None:
+        page_id, channel_name = row.page_id, row.channel
+        try:
+            channel = self._channels.get(channel_name)
+            if channel is None:
+                raise ChannelError(f"channel {channel_name!r} is not configured here",
+                                   permanent=True)
+            if row.incident_state == "resolved":
+                raise ChannelError("the incident was resolved before this page went out",
+                                   permanent=True)
+            target = self._target(row)
+            payload = messages.page(row, now, self._settings.console_url)
+            channel.send(Outbound(page_id=page_id, key=payload["key"], channel=channel_name,
+                                  target=target, payload=payload))
+            self._outcomes.put((page_id, channel_name, attempt, None, row.created_at))
+        except ChannelError as exc:
+            self._outcomes.put((page_id, channel_name, attempt, exc, row.created_at))
+        except Exception as exc:  # noqa: BLE001 - a channel bug must not kill the dispatcher
+            log.exception("channel %s crashed on page %s", channel_name, page_id)
+            self._outcomes.put((page_id, channel_name, attempt,
+                                ChannelError(f"internal error: {exc!r}", permanent=False),
+                                row.created_at))
+
+    def _target(self, row: tuple) -> str:
+        channel, worker_channels = row.channel, row.worker_channels or {}
+        if channel == "fire_service":
+            return self._settings.fire_service_url or ""
+        if channel not in worker_channels:
+            raise ChannelError(f"worker {row.worker_id} has no {channel} address any more",
+                               permanent=True)
+        return worker_channels[channel]
+
+    def _write_outcomes(self) -> None:
+        results = []
+        while True:
+            try:
+                results.append(self._outcomes.get_nowait())
+            except queue.Empty:
+                break
+        if not results:
+            return
+        self._in_flight -= len(results)
+        cfg = self._settings
+        done_at = datetime.now(UTC)
+        with self._conn.transaction():
+            for page_id, channel, attempt, exc, created_at in results:
+                if exc is None:
+                    outcome = "sent"
+                    self._conn.execute("UPDATE pages SET status = 'sent', sent_at = %s,"
+                                       " last_error = NULL WHERE id = %s", [done_at, page_id])
+                    metrics.PAGE_SECONDS.labels(channel).observe(
+                        (done_at - created_at).total_seconds())
+                elif exc.permanent or attempt >= cfg.max_attempts:
+                    outcome = "failed"
+                    log.warning("page %s on %s failed for good after %d attempt(s): %s",
+                                page_id, channel, attempt, exc)
+                    self._conn.execute("UPDATE pages SET status = 'failed', last_error = %s"
+                                       " WHERE id = %s", [str(exc)[:1000], page_id])
+                else:
+                    outcome = "retry"
+                    delay = min(cfg.retry_max_s, cfg.retry_min_s * 2 ** (attempt - 1))
+                    delay = max(delay * random.uniform(0.75, 1.0), exc.retry_after_s or 0)
+                    self._conn.execute("UPDATE pages SET due_at = %s, last_error = %s"
+                                       " WHERE id = %s",
+                                       [done_at + timedelta(seconds=delay), str(exc)[:1000],
+                                        page_id])
+                metrics.PAGES.labels(channel, outcome).inc()
+
+
+def pending_count(conn: psycopg.Connection) -> int:
+    return conn.execute("SELECT count(*) FROM pages WHERE status = 'pending'").fetchone()[0]
+

@@ -1,0 +1,256 @@
+"""The alert core process: `firegrid alerts run`.
+
+    paho network thread        evaluator (calling thread)            escalator thread
+    on_message -> Window  ──►  decode, RuleEngine, store.record      claim_due -> ladder.fire
+                               COMMIT, then ack                      sleeps to the next timer
+                                      │ wake                                │ wake
+                                      ▼                                     ▼
+                               dispatcher thread: outbox -> MQTT push, webhooks, chat, SMS
+    listener thread: LISTEN firegrid_escalate / firegrid_pages, wakes the two above when
+    another process (or the API) sets a timer or writes a page.
+
+The alert core subscribes to the device topics itself, with its own persistent session,
+so an alarm is evaluated the moment it arrives instead of waiting in ingest's bulk batch;
+ingest still stores every message. A message is acknowledged only after its alerts are
+committed, so a crash redelivers it, and the alert key makes the redelivery a no-op.
+Messages ingest would dead-letter are acknowledged and ignored here: ingest keeps them.
+
+All state is in PostgreSQL. Several alert-core processes can run side by side on one share
+group: the database keeps one open incident per building, row locks make each ladder rung
+fire once, and pages are claimed with SKIP LOCKED.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import psycopg
+from prometheus_client import start_http_server
+
+from alerts import dispatch, ladder, metrics, store
+from alerts.channels import build_channels
+from alerts.publisher import PagePublisher
+from alerts.rules import Policy, RuleEngine, load_policy
+from ingest.consumer import Consumer
+from ingest.decode import Decoder
+from ingest.window import Inbound, Window
+from runtime.db import classify, connect
+from runtime.errors import UnavailableError
+from runtime.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class AlertService:
+    def __init__(self, settings: Settings, policy: Policy | None = None) -> None:
+        cfg = settings.alerts
+        self._settings = settings
+        self.policy = policy or load_policy(cfg.rules_file)
+        self.stopping = threading.Event()
+        self._escalate = threading.Event()
+        self._dispatch = threading.Event()
+        self.window = Window(batch_max=cfg.batch_max, max_age_s=0)
+        mqtt = settings.mqtt.model_copy(update={"client_id": cfg.client_id,
+                                                "share_group": cfg.share_group})
+        self.consumer = Consumer(mqtt, self.window, inflight_window=settings.ingest.inflight_window)
+        self.decoder = Decoder(prefix=mqtt.topic_prefix,
+                               max_payload_bytes=settings.ingest.max_payload_bytes,
+                               max_future_skew_s=settings.ingest.max_future_skew_s,
+                               max_age_days=settings.ingest.max_age_days)
+        self.engine = RuleEngine(self.policy)
+        self.publisher = PagePublisher(settings.mqtt, cfg)
+        self.channels = build_channels(cfg)
+        # The channels a page may be written for: MQTT always, the rest when configured.
+        self.channel_names = frozenset(self.channels)
+        self._threads: list[threading.Thread] = []
+
+    def stop(self) -> None:
+        """Ask run() to return. Safe from signal handlers and other threads."""
+        self.stopping.set()
+        self.window.close()
+        self._escalate.set()
+        self._dispatch.set()
+
+    def run(self) -> None:
+        cfg = self._settings.alerts
+        if cfg.metrics_port:
+            start_http_server(cfg.metrics_port, addr=self._settings.ingest.metrics_host)
+        self.publisher.start()
+        for name, target in (("escalator", self._escalator), ("dispatcher", self._dispatcher),
+                             ("listener", self._listener)):
+            thread = threading.Thread(target=self._guard(name, target), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        self.consumer.start()
+        log.info("alert core running: client %s, share group %r", cfg.client_id,
+                 cfg.share_group)
+        try:
+            self._evaluate_forever()
+        finally:
+            self.consumer.stop()
+            self.stop()
+            for thread in self._threads:
+                thread.join(timeout=15)
+            self.publisher.stop()
+            log.info("alert core stopped")
+
+    # --- the evaluator: messages -> alerts -> incidents -> first pages --------------------
+
+    def _evaluate_forever(self) -> None:
+        conn: psycopg.Connection | None = None
+        try:
+            while not self.stopping.is_set():
+                batch = self.window.take()
+                if batch:
+                    conn = self._evaluate_batch(conn, batch)
+        finally:
+            if conn is not None:
+                conn.close()
+
+    def _evaluate_batch(self, conn: psycopg.Connection | None,
+                        batch: list[Inbound]) -> psycopg.Connection | None:
+        started = time.perf_counter()
+        candidates = []
+        for item in batch:
+            decoded = self.decoder.decode(item.topic, item.payload, item.received_ms)
+            if decoded.events:
+                candidates += self.engine.events(decoded.events)
+            if decoded.readings:
+                candidates += self.engine.readings(decoded.readings)
+        attempt = 0
+        while candidates:
+            # Nothing is acknowledged before this commits: a transient failure retries the
+            # same batch; stopping meanwhile leaves it to the broker to redeliver.
+            try:
+                if conn is None or conn.closed:
+                    conn = connect(self._settings.database)
+                with conn.transaction():
+                    out = store.record(conn, candidates, datetime.now(UTC), self.policy,
+                                       self.channel_names)
+                if out.pages:
+                    self._dispatch.set()
+                metrics.EVALUATE_SECONDS.observe(time.perf_counter() - started)
+                break
+            except (psycopg.Error, UnavailableError) as exc:
+                if conn is not None:
+                    conn.close()
+                conn = None
+                metrics.DB_ERRORS.labels("evaluator").inc()
+                if isinstance(exc, psycopg.Error) and classify(exc) == "data":
+                    # A bug, not an outage: retrying would hold every later alarm back. The
+                    # messages themselves are in ingest's tables; say so loudly.
+                    log.error("alerts of %d message(s) could not be recorded: %s; messages "
+                              "acknowledged, see ingest's events table", len(batch), exc)
+                    break
+                attempt += 1
+                delay = min(5.0, 0.1 * 2 ** min(attempt, 6)) * random.uniform(0.5, 1.0)
+                log.warning("evaluator: database unavailable (%s); retry in %.1fs",
+                            _first_line(exc), delay)
+                if self.stopping.wait(delay):
+                    return conn
+        self.consumer.ack(batch)
+        metrics.MESSAGES.labels("alert" if candidates else "quiet").inc(len(batch))
+        return conn
+
+    # --- the escalator: due timers -> next rung -------------------------------------------
+
+    def _escalator(self) -> None:
+        self._loop("escalator", self._escalate_loop)
+
+    def _escalate_loop(self, conn: psycopg.Connection) -> None:
+        limit, poll = self._settings.alerts.escalation_batch, self._settings.alerts.poll_s
+        while not self.stopping.is_set():
+            now = datetime.now(UTC)
+            with conn.transaction():
+                due = ladder.claim_due(conn, now, limit)
+                pages = ladder.fire(conn, due, now, self.policy, self.channel_names)
+            for inc in due:
+                metrics.TIMER_LATENESS.observe((now - inc.escalate_at).total_seconds())
+            if pages:
+                self._dispatch.set()
+            if len(due) == limit:
+                continue
+            with conn.transaction():
+                nxt = ladder.next_due(conn)
+            wait = poll if nxt is None else (nxt - datetime.now(UTC)).total_seconds()
+            if wait > 0:
+                self._escalate.wait(min(wait, poll))
+                self._escalate.clear()
+
+    # --- the dispatcher: outbox -> channels --------------------------------------------------
+
+    def _dispatcher(self) -> None:
+        self._loop("dispatcher", self._dispatch_loop)
+
+    def _dispatch_loop(self, conn: psycopg.Connection) -> None:
+        sender = dispatch.Dispatcher(conn, self._settings.alerts, self.publisher, self.channels)
+        poll = self._settings.alerts.poll_s
+        last_sweep = 0.0
+        try:
+            while not self.stopping.is_set():
+                if time.monotonic() - last_sweep >= poll:
+                    with conn.transaction():
+                        dispatch.ticket_pages(conn, datetime.now(UTC))
+                        metrics.PAGES_PENDING.set(dispatch.pending_count(conn))
+                    last_sweep = time.monotonic()
+                if sender.pass_once():
+                    continue
+                self._dispatch.wait(poll)
+                self._dispatch.clear()
+        finally:
+            sender.close()
+
+    # --- wake-ups from other processes -----------------------------------------------------
+
+    def _listener(self) -> None:
+        self._loop("listener", self._listen, autocommit=True)
+
+    def _listen(self, conn: psycopg.Connection) -> None:
+        conn.execute("LISTEN firegrid_escalate")
+        conn.execute("LISTEN firegrid_pages")
+        # A notification may have been missed while we were (re)connecting.
+        self._escalate.set()
+        self._dispatch.set()
+        while not self.stopping.is_set():
+            for note in conn.notifies(timeout=1.0):
+                (self._escalate if note.channel == "firegrid_escalate" else self._dispatch).set()
+
+    # --- plumbing ----------------------------------------------------------------------
+
+    def _loop(self, name: str, body: Callable[[psycopg.Connection], None], *,
+              autocommit: bool = False) -> None:
+        """Run `body` with a database connection until stopping; on a database error log,
+        back off with jitter, reconnect and run it again. State is all in the database, so
+        starting over loses nothing."""
+        attempt = 0
+        while not self.stopping.is_set():
+            try:
+                with connect(self._settings.database, autocommit=autocommit) as conn:
+                    attempt = 0
+                    body(conn)
+            except (psycopg.Error, UnavailableError) as exc:
+                metrics.DB_ERRORS.labels(name).inc()
+                attempt += 1
+                delay = min(10.0, 0.2 * 2 ** min(attempt, 6)) * random.uniform(0.5, 1.0)
+                log.warning("%s: database error (%s); again in %.1fs", name, _first_line(exc),
+                            delay)
+                self.stopping.wait(delay)
+
+    def _guard(self, name: str, target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except Exception:
+                log.exception("%s crashed; stopping the alert core", name)
+                self.stop()
+        return run
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else repr(exc)

@@ -1,0 +1,108 @@
+"""Running the alert core against the test's broker and database: in a thread, or as a
+`firegrid alerts run` child process that tests can kill -9; and a worker's phone, a
+subscriber on the page topics that records what arrives."""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from alerts.service import AlertService
+from runtime.settings import Settings
+from tests.helpers import settings_env
+
+
+def alert_settings(make_settings, uid: str, **alerts) -> Settings:
+    return make_settings(alerts={"client_id": f"alerts-{uid}", "share_group": f"a{uid}",
+                                 "page_topic_prefix": f"pages/{uid}", "metrics_port": 0,
+                                 "poll_s": 0.2, **alerts})
+
+
+class Phones:
+    """Subscribes to every worker's page topic; `take` waits for the next page."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.pages: queue.Queue = queue.Queue()
+        self.seen: list[tuple[str, dict]] = []
+        subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        self.client.on_message = lambda c, u, msg: self._got(msg)
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        topic = f"{settings.alerts.page_topic_prefix}/+/pages"
+        self.client.on_connect = lambda c, *a: c.subscribe(topic, qos=1)
+        self.client.connect(settings.mqtt.host, settings.mqtt.port)
+        self.client.loop_start()
+        assert subscribed.wait(10), "phone did not subscribe"
+
+    def _got(self, msg) -> None:
+        worker = msg.topic.split("/")[-2]
+        page = json.loads(msg.payload)
+        self.seen.append((worker, page))
+        self.pages.put((worker, page))
+
+    def take(self, timeout: float = 20) -> tuple[str, dict]:
+        return self.pages.get(timeout=timeout)
+
+    def take_n(self, n: int, timeout: float = 30) -> list[tuple[str, dict]]:
+        deadline = time.monotonic() + timeout
+        return [self.pages.get(timeout=max(0.01, deadline - time.monotonic()))
+                for _ in range(n)]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class ThreadedAlerts:
+    def __init__(self, settings: Settings) -> None:
+        self.service = AlertService(settings)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.service.run()
+        except BaseException as exc:  # surfaced by stop()
+            self.error = exc
+
+    def start(self) -> ThreadedAlerts:
+        self.thread.start()
+        assert self.service.consumer.subscribed.wait(15), "alert core did not subscribe"
+        return self
+
+    def stop(self) -> None:
+        self.service.stop()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "alert core did not stop"
+        if self.error:
+            raise self.error
+
+
+class AlertsProcess:
+    """`firegrid alerts run` as a child process."""
+
+    def __init__(self, settings: Settings, log_path) -> None:
+        self.env = settings_env(settings)
+        for key, value in settings.alerts.model_dump(mode="json").items():
+            if value is not None:
+                self.env[f"FIREGRID_ALERTS__{key.upper()}"] = str(value)
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> AlertsProcess:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "alerts", "run"],
+                                     env=self.env, stdout=log, stderr=log)
+        return self
+
+    def kill(self, sig: int = 9) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(20)
