@@ -1,0 +1,243 @@
+"""The closed loop: people acknowledge, arrive at, resolve and reopen incidents.
+
+    raised ─┬─> notified ─┬─> acknowledged ──> on_site ──> resolved ──(reopen)──> raised
+            └─────────────┴──────────────────────────────────^
+    (raised -> notified is the escalator's, alerts/ladder.py; the rest are people's)
+
+    acknowledge(conn, id, actor, note=None, now=None)
+    arrive(conn, id, actor, note=None, now=None)
+    resolve(conn, id, actor, cause, note, policy, now=None)
+    reopen(conn, id, actor, note, now=None)
+
+Each call is one transaction: lock the incident row (SELECT ... FOR UPDATE, so a second
+click, a retrying phone or an escalation firing at that moment waits and then sees the new
+state), change it, and append its rows to incident_log. Each returns the incident row.
+
+- Acknowledging or arriving stops the ladder (escalate_at = NULL): someone has it.
+- Repeating an acknowledgement, or acknowledging after arrival, returns the incident as it
+  is: phones retry, and two workers may press at once; neither is an error, and the log
+  keeps one row. Arriving twice likewise.
+- Arriving implies acknowledging: from raised or notified both rows are logged.
+- Resolving needs a cause and a note (the loop's feedback). It fills acknowledged_at if
+  nobody acknowledged, so time to acknowledge is never longer than time to resolve.
+- Reopening starts the ladder again from its first rung at once (rung -1, escalate_at now,
+  a NOTIFY wakes the escalators at COMMIT); the first acknowledgement and arrival stay, since
+  reports measure the first response.
+
+False-alarm feedback (on resolve with cooking_steam, dust_insects or device_fault): each
+registered, unretired device that raised an unmuted alert in the incident is checked; when
+it was in at least policy.feedback.false_alarms such incidents resolved within
+policy.feedback.window_days, it gets a 'false_alarms' maintenance ticket, assigned like the
+monitor's tickets (devices/monitor.py): a field technician of the grid, else the community,
+else the street. Muted alerts do not count: a device under test or in a building under
+renovation was expected to alarm. The ticket ids are kept in the 'resolved' log row.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from alerts.errors import Conflict, Invalid, NotFound
+from alerts.rules import Policy
+
+CAUSES = ("real_fire", "cooking_steam", "dust_insects", "device_fault", "test_drill")
+FALSE_ALARM_CAUSES = ("cooking_steam", "dust_insects", "device_fault")
+NOTE_MAX = 2000
+ESCALATE_CHANNEL = "firegrid_escalate"
+
+Row = dict[str, Any]
+
+
+def acknowledge(conn: psycopg.Connection, incident_id: int, actor: str,
+                note: str | None = None, now: datetime | None = None) -> Row:
+    note = _optional_note(note)
+    with conn.transaction():
+        row, now = _lock(conn, incident_id, now)
+        before = row["state"]
+        if before == "resolved":
+            raise Conflict(f"incident {incident_id} is resolved; reopen it first")
+        if before in ("acknowledged", "on_site"):
+            return row
+        row = _update(conn, incident_id, """
+            state = 'acknowledged', escalate_at = NULL,
+            acknowledged_at = coalesce(acknowledged_at, %(now)s),
+            acknowledged_by = coalesce(acknowledged_by, %(actor)s)""", now, actor)
+        _log(conn, incident_id, now, actor, "acknowledged", before, "acknowledged",
+             {"note": note})
+        return row
+
+
+def arrive(conn: psycopg.Connection, incident_id: int, actor: str,
+           note: str | None = None, now: datetime | None = None) -> Row:
+    note = _optional_note(note)
+    with conn.transaction():
+        row, now = _lock(conn, incident_id, now)
+        before = row["state"]
+        if before == "resolved":
+            raise Conflict(f"incident {incident_id} is resolved; reopen it first")
+        if before == "on_site":
+            return row
+        row = _update(conn, incident_id, """
+            state = 'on_site', escalate_at = NULL,
+            acknowledged_at = coalesce(acknowledged_at, %(now)s),
+            acknowledged_by = coalesce(acknowledged_by, %(actor)s),
+            on_site_at = coalesce(on_site_at, %(now)s),
+            on_site_by = coalesce(on_site_by, %(actor)s)""", now, actor)
+        if before in ("raised", "notified"):
+            _log(conn, incident_id, now, actor, "acknowledged", before, "acknowledged",
+                 {"note": note})
+        _log(conn, incident_id, now, actor, "on_site", "acknowledged", "on_site",
+             {"note": note})
+        return row
+
+
+def resolve(conn: psycopg.Connection, incident_id: int, actor: str, cause: str, note: str,
+            policy: Policy, now: datetime | None = None) -> Row:
+    if cause not in CAUSES:
+        raise Invalid("cause", f"must be one of {', '.join(CAUSES)}")
+    note = _required_note(note)
+    with conn.transaction():
+        row, now = _lock(conn, incident_id, now)
+        before = row["state"]
+        if before == "resolved":
+            raise Conflict(f"incident {incident_id} is already resolved")
+        row = _update(conn, incident_id, """
+            state = 'resolved', escalate_at = NULL, resolved_at = %(now)s,
+            resolved_by = %(actor)s, cause = %(cause)s, note = %(note)s,
+            acknowledged_at = coalesce(acknowledged_at, %(now)s),
+            acknowledged_by = coalesce(acknowledged_by, %(actor)s)""", now, actor,
+            cause=cause, note=note)
+        tickets = (_false_alarm_tickets(conn, incident_id, now, policy)
+                   if cause in FALSE_ALARM_CAUSES else [])
+        detail: dict[str, Any] = {"note": note, "cause": cause}
+        if tickets:
+            detail["tickets"] = tickets
+        _log(conn, incident_id, now, actor, "resolved", before, "resolved", detail)
+        return row
+
+
+def reopen(conn: psycopg.Connection, incident_id: int, actor: str, note: str,
+           now: datetime | None = None) -> Row:
+    note = _required_note(note)
+    try:
+        with conn.transaction():
+            row, now = _lock(conn, incident_id, now)
+            if row["state"] != "resolved":
+                raise Conflict(f"incident {incident_id} is open ({row['state']}); only a "
+                               "resolved incident can be reopened")
+            row = _update(conn, incident_id, """
+                state = 'raised', reopened = reopened + 1, resolved_at = NULL,
+                resolved_by = NULL, cause = NULL, note = NULL, ladder = severity,
+                rung = -1, escalate_at = %(now)s""", now, actor)
+            _log(conn, incident_id, now, actor, "reopened", "resolved", "raised",
+                 {"note": note})
+            # Delivered at COMMIT: escalators wake and fire the first rung at once.
+            conn.execute("SELECT pg_notify(%s, '')", [ESCALATE_CHANNEL])
+            return row
+    except psycopg.errors.UniqueViolation as exc:
+        if (exc.diag.constraint_name or "") != "incidents_one_open":
+            raise
+    # Rolled back: another open incident holds the building and hazard.
+    holder = conn.execute(
+        "SELECT o.id FROM incidents i JOIN incidents o ON o.building_id = i.building_id"
+        " AND o.hazard = i.hazard AND o.state <> 'resolved' AND o.id <> i.id"
+        " WHERE i.id = %s", [incident_id]).fetchone()
+    which = f"incident {holder[0]}" if holder else "another incident"
+    raise Conflict(f"{which} is open for the same building and hazard; incident "
+                   f"{incident_id} cannot be reopened while it is", field="id")
+
+
+# --- inside the transaction -----------------------------------------------------------------
+
+def _lock(conn: psycopg.Connection, incident_id: int,
+          now: datetime | None) -> tuple[Row, datetime]:
+    """The incident row, locked until COMMIT, and the time of the change (the database's
+    clock unless the caller gives one: the escalator compares escalate_at with it too)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute("SELECT i.*, now() AS db_now FROM incidents i WHERE i.id = %s"
+                          " FOR UPDATE", [incident_id]).fetchone()
+    if row is None:
+        raise NotFound("incident", str(incident_id))
+    db_now = row.pop("db_now")
+    return row, now or db_now
+
+
+def _update(conn: psycopg.Connection, incident_id: int, assignments: str, now: datetime,
+            actor: str, **values: Any) -> Row:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(f"UPDATE incidents SET {assignments} WHERE id = %(id)s RETURNING *",
+                          {"id": incident_id, "now": now, "actor": actor, **values}).fetchone()
+    return row
+
+
+def _log(conn: psycopg.Connection, incident_id: int, now: datetime, actor: str, action: str,
+         from_state: str, to_state: str, detail: dict[str, Any]) -> None:
+    conn.execute("INSERT INTO incident_log (incident_id, at, actor, action, from_state,"
+                 " to_state, detail) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+                 [incident_id, now, actor, action, from_state, to_state, Jsonb(detail)])
+
+
+def _required_note(note: str | None) -> str:
+    note = _optional_note(note)
+    if note is None:
+        raise Invalid("note", "must not be empty: say what was found and done")
+    return note
+
+
+def _optional_note(note: str | None) -> str | None:
+    note = (note or "").strip()
+    if len(note) > NOTE_MAX:
+        raise Invalid("note", f"at most {NOTE_MAX} characters")
+    return note or None
+
+
+_FEEDBACK = """
+    WITH suspects AS (
+        SELECT DISTINCT a.device_id FROM alerts a
+        JOIN devices d ON d.id = a.device_id AND d.state <> 'retired'
+        WHERE a.incident_id = %(incident)s AND NOT a.muted
+    ), counted AS (
+        SELECT s.device_id, count(DISTINCT i.id) AS n, min(i.opened_at) AS since,
+               string_agg(DISTINCT i.id::text, ', ') AS ids
+        FROM suspects s
+        JOIN alerts a ON a.device_id = s.device_id AND NOT a.muted
+        JOIN incidents i ON i.id = a.incident_id
+        WHERE i.state = 'resolved' AND i.cause = ANY(%(causes)s)
+          AND i.resolved_at >= %(now)s - make_interval(days => %(days)s)
+        GROUP BY s.device_id
+    )
+    INSERT INTO maintenance_tickets (device_id, condition, opened_at, detail, assigned_to)
+    SELECT c.device_id, 'false_alarms', %(now)s,
+           c.n || ' false alarms in ' || %(days)s || ' days (cooking/steam, dust/insects or'
+           || ' device fault), the first opened '
+           || to_char(c.since AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI') || ' UTC; incidents '
+           || c.ids,
+           tech.id
+    FROM counted c JOIN devices d ON d.id = c.device_id
+    JOIN buildings b ON b.id = d.building_id JOIN grids g ON g.id = b.grid_id
+    JOIN communities co ON co.id = g.community_id
+    LEFT JOIN LATERAL (
+        SELECT w.id FROM worker_areas wa JOIN workers w ON w.id = wa.worker_id
+        WHERE w.role = 'field_technician' AND w.active AND (wa.grid_id = b.grid_id
+        OR wa.community_id = g.community_id OR wa.street_id = co.street_id)
+        ORDER BY wa.grid_id IS NULL, wa.community_id IS NULL, w.id LIMIT 1) tech ON true
+    WHERE c.n >= %(threshold)s
+    ORDER BY c.device_id
+    ON CONFLICT (device_id, condition) WHERE closed_at IS NULL DO NOTHING
+    RETURNING id
+"""
+
+
+def _false_alarm_tickets(conn: psycopg.Connection, incident_id: int, now: datetime,
+                         policy: Policy) -> list[int]:
+    """Open the feedback tickets this resolution calls for; their ids (new ones only)."""
+    rows = conn.execute(_FEEDBACK, {
+        "incident": incident_id, "causes": list(FALSE_ALARM_CAUSES), "now": now,
+        "days": policy.feedback.window_days,
+        "threshold": policy.feedback.false_alarms}).fetchall()
+    return [r[0] for r in rows]
