@@ -23,7 +23,9 @@ from fastapi.responses import JSONResponse
 from psycopg_pool import ConnectionPool
 
 from devices.api import errors
-from devices.api.routes import devices, hierarchy, people, quarantine, tickets, tokens
+from devices.api.routes import (
+    devices, hierarchy, incidents, people, quarantine, silences, tickets, tokens,
+)
 from devices.broker import BrokerAuth, broker_auth
 from runtime.settings import Settings
 
@@ -66,7 +68,8 @@ def create_app(settings: Settings, broker: BrokerAuth | None = None) -> FastAPI:
                               "operation lists the roles it admits.",
                   lifespan=lifespan)
     errors.install(app)
-    for module in (devices, hierarchy, people, tickets, quarantine, tokens):
+    for module in (devices, hierarchy, people, tickets, quarantine, tokens, incidents,
+                   silences):
         app.include_router(module.router)
     app.add_api_route("/healthz", _healthz, methods=["GET"], tags=["health"],
                       summary="200 when the database answers (no token needed)")

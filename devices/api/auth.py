@@ -24,6 +24,7 @@ import psycopg
 from fastapi import Depends, HTTPException, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 
+from alerts.queries import Scope
 from devices import registry
 from devices.api.deps import Conn
 from devices.errors import Invalid, NotFound
@@ -46,6 +47,15 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "people:read": ("admin", "street_duty", "community_duty"),
     "people:write": ("admin",),
     "tokens:manage": ("admin",),
+    # fire incidents in the caller's area (area_scope), and the silences there; field
+    # technicians read the incidents of their grids (they fix the devices) but do not act
+    "incidents:read": ROLES,
+    # acknowledge, arrive, resolve, reopen
+    "incidents:act": ("admin", "street_duty", "community_duty", "grid_leader", "grid_worker"),
+    # mute pages for a device, building or grid in the caller's area (a technician puts a
+    # device in test mode; a leader silences a drill)
+    "silences:write": ("admin", "field_technician", "street_duty", "community_duty",
+                       "grid_leader"),
 }
 
 # Tokens look like fg_<43 characters>: the prefix lets secret scanners and people spot one.
@@ -127,3 +137,20 @@ def _authorize(scopes: SecurityScopes, conn: Conn,
 def allow(permission: str) -> Any:
     """The dependency that admits the roles PERMISSIONS gives `permission`."""
     return Security(_authorize, scopes=list(PERMISSIONS[permission]))
+
+
+def area_scope(conn: psycopg.Connection, actor: Actor) -> Scope:
+    """Where the caller may see and act on incidents and silences: everything for an admin,
+    else the grids, communities and streets their worker covers (worker_areas). A token
+    that belongs to no worker covers nothing, which is a 403 rather than an empty list, so
+    the admin who issued it learns what is missing."""
+    if actor.role == "admin":
+        return Scope.all()
+    if actor.worker_id is None:
+        raise HTTPException(403, f"token {actor.name!r} belongs to no worker, so it covers no "
+                                 "area; issue it with a worker_id")
+    rows = conn.execute("SELECT grid_id, community_id, street_id FROM worker_areas"
+                        " WHERE worker_id = %s", [actor.worker_id]).fetchall()
+    return Scope(grids=tuple(r[0] for r in rows if r[0]),
+                 communities=tuple(r[1] for r in rows if r[1]),
+                 streets=tuple(r[2] for r in rows if r[2]))
