@@ -12,6 +12,7 @@ import re
 from urllib.parse import quote
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -34,8 +35,11 @@ RAW_BODIES = [b"", b"{", b"null", b"[]", b"[{}]", b'"text"', b"1", b'{"lat": NaN
 BAD_IDS = ["%00", "a%20b", "x" * 65, ".hidden", "-x", "%F0%9F%94%A5", "..%2F..", "a%2Fb",
            "%27--"]
 BAD_ROW_IDS = ["0", "-1", "1.5", "abc", "9223372036854775808", "1" * 40, "%00"]
+ROW_ID_PARAMS = ("ticket_id", "token_id", "incident_id", "silence_id")  # integers
 START = "2026-03-02T08:00:00+08:00"
 END = "2026-03-02T20:00:00+08:00"
+# A silence must end in the future, within 90 days.
+SOON = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
 
 
 @dataclass
@@ -73,6 +77,32 @@ def _token(db, n: int) -> dict[str, str]:
     return {"token_id": str(token_id)}
 
 
+def _incident(db, n: int, state: str = "notified") -> dict[str, str]:
+    # Its own building each time: one open incident per building and hazard.
+    building = f"FB-{n}"
+    db.execute("INSERT INTO buildings (id, grid_id, address, lat, lon, floors, use)"
+               " VALUES (%s, 'G1', 'Fuzz Rd', 22.5, 114.1, 6, 'rental')", [building])
+    resolved = state == "resolved"
+    (incident_id,) = db.execute(
+        "INSERT INTO incidents (building_id, hazard, severity, state, opened_at, last_alert_at,"
+        " ladder, resolved_at, cause) VALUES (%s, 'fire', 'warning', %s, now(), now(),"
+        " 'warning', CASE WHEN %s THEN now() END, CASE WHEN %s THEN 'test_drill' END)"
+        " RETURNING id", [building, state, resolved, resolved]).fetchone()
+    return {"incident_id": str(incident_id)}
+
+
+def _resolved(db, n: int) -> dict[str, str]:
+    return _incident(db, n, "resolved")
+
+
+def _silence(db, n: int) -> dict[str, str]:
+    (silence_id,) = db.execute(
+        "INSERT INTO silences (building_id, starts_at, ends_at, reason, created_by)"
+        " VALUES ('B1', now(), now() + interval '1 hour', 'fuzz', 'fuzz') RETURNING id"
+    ).fetchone()
+    return {"silence_id": str(silence_id)}
+
+
 def _fixed(**params: str) -> Callable[[Any, int], dict[str, str]]:
     return lambda db, n: params
 
@@ -107,6 +137,15 @@ WRITES: dict[tuple[str, str], Op] = {
     ("post", "/v1/tokens"): Op({"name": "phone", "role": "street_duty", "worker_id": "W0"},
                                _fixed()),
     ("post", "/v1/tokens/{token_id}/revoke"): Op(None, _token),
+    ("post", "/v1/incidents/{incident_id}/acknowledge"): Op({"note": "on my way"}, _incident),
+    ("post", "/v1/incidents/{incident_id}/arrive"): Op({"note": "3F corridor"}, _incident),
+    ("post", "/v1/incidents/{incident_id}/resolve"): Op({"cause": "cooking_steam",
+                                                        "note": "burnt rice"}, _incident),
+    ("post", "/v1/incidents/{incident_id}/reopen"): Op({"note": "smoke again"}, _resolved),
+    ("post", "/v1/silences"): Op({"device_id": None, "building_id": "B1", "grid_id": None,
+                                  "starts_at": None, "ends_at": SOON,
+                                  "reason": "renovation"}, _fixed()),
+    ("post", "/v1/silences/{silence_id}/end"): Op(None, _silence),
 }
 
 
@@ -174,7 +213,7 @@ def test_malformed_writes_never_get_a_5xx(client, db):
         for raw in RAW_BODIES:
             send(method, path, op, raw=raw)
         for name in re.findall(r"\{(\w+)\}", path):
-            bad = BAD_ROW_IDS if name in ("ticket_id", "token_id") else BAD_IDS
+            bad = BAD_ROW_IDS if name in ROW_ID_PARAMS else BAD_IDS
             for value in bad:
                 send(method, path, op, example, params={**op.target(db, next(counter)),
                                                         name: value})
@@ -201,7 +240,7 @@ def test_malformed_reads_never_get_a_5xx(client):
         names = [p["name"] for p in op.get("parameters", [])]
         for name in names:
             for value in values:
-                params = {n: ("1" if n.endswith(("ticket_id", "token_id")) else "B1")
+                params = {n: ("1" if n in ROW_ID_PARAMS else "B1")
                           for n in names if f"{{{n}}}" in path}
                 query = {}
                 if f"{{{name}}}" in path:
