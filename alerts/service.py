@@ -168,9 +168,10 @@ class AlertService:
             now = datetime.now(UTC)
             with conn.transaction():
                 due = ladder.claim_due(conn, now, limit)
+                late = [(now - inc.escalate_at).total_seconds() for inc in due]
                 pages = ladder.fire(conn, due, now, self.policy, self.channel_names)
-            for inc in due:
-                metrics.TIMER_LATENESS.observe((now - inc.escalate_at).total_seconds())
+            for seconds in late:
+                metrics.TIMER_LATENESS.observe(seconds)
             if pages:
                 self._dispatch.set()
             if len(due) == limit:
