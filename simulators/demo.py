@@ -3,7 +3,8 @@
 Uses the configured broker and database when they answer; otherwise starts private ones
 (runtime.localsvc) under --state-dir on free ports. Then: migrate, register a small street
 (simulators.topology, preset "small") through the CSV import when the registry is empty,
-run ingest and the maintenance monitor, run a simulated fleet of those devices (smoke
+run ingest, the maintenance monitor and the alert core (fire warnings become incidents and
+pages on firegrid/v1/workers/<id>/pages), run a simulated fleet of those devices (smoke
 detectors and cameras, with the occasional alarm, a few unregistered ids and, on purpose,
 the occasional malformed message), and print what lands in the database every 2 seconds.
 The full device simulators and scenarios are `simulators/` proper (a later issue).
@@ -21,6 +22,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
+from alerts.service import AlertService
 from devices import importer
 from devices.broker import broker_auth
 from devices.monitor import run_monitor
@@ -53,6 +55,12 @@ def run_demo(settings: Settings, *, devices: int, rate: float, seconds: float,
         if not service.consumer.subscribed.wait(30):
             print("ingest could not subscribe to the broker")
             return 3
+        alerts = AlertService(settings)
+        alert_core = threading.Thread(target=alerts.run, name="alerts", daemon=True)
+        alert_core.start()
+        if not alerts.consumer.subscribed.wait(30):
+            print("the alert core could not subscribe to the broker")
+            return 3
         stop = threading.Event()
         fleet = threading.Thread(target=_fleet, args=(settings, ids, rate, stop),
                                  name="fleet", daemon=True)
@@ -69,6 +77,8 @@ def run_demo(settings: Settings, *, devices: int, rate: float, seconds: float,
             pass
         stop.set()
         fleet.join(10)
+        alerts.stop()
+        alert_core.join(30)
         service.stop()
         ingest.join(60)
         return 0
@@ -109,7 +119,11 @@ def _with_services(settings: Settings, state_dir: Path, started: list) -> Settin
         print(f"no database at {host}:{port}: started PostgreSQL on port {pg.port}")
     if ingest_cfg.metrics_port and reachable(ingest_cfg.metrics_host, ingest_cfg.metrics_port):
         ingest_cfg = ingest_cfg.model_copy(update={"metrics_port": free_port()})
-    return settings.model_copy(update={"mqtt": mqtt_cfg, "database": db_cfg, "ingest": ingest_cfg})
+    alerts_cfg = settings.alerts
+    if alerts_cfg.metrics_port and reachable(ingest_cfg.metrics_host, alerts_cfg.metrics_port):
+        alerts_cfg = alerts_cfg.model_copy(update={"metrics_port": free_port()})
+    return settings.model_copy(update={"mqtt": mqtt_cfg, "database": db_cfg, "ingest": ingest_cfg,
+                                       "alerts": alerts_cfg})
 
 
 def _fleet(settings: Settings, ids: list[str], rate: float, stop: threading.Event) -> None:
@@ -160,7 +174,7 @@ def _report(settings: Settings, seconds: float) -> None:
     with psycopg.connect(settings.database.url, autocommit=True) as conn:
         while deadline is None or time.monotonic() < deadline:
             time.sleep(2)
-            readings, events, alarms, dead, lag, seen, tickets, stray = conn.execute(
+            readings, events, alarms, dead, lag, seen, tickets, stray, incidents, pages = conn.execute(
                 "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM events),"
                 " (SELECT count(*) FROM events WHERE type IN ('alarm', 'smoke_detected', 'fire_detected')),"
                 " (SELECT coalesce(sum(seen_count), 0) FROM dead_letters),"
@@ -168,10 +182,13 @@ def _report(settings: Settings, seconds: float) -> None:
                 "  FROM readings WHERE received_at > now() - interval '10 seconds'),"
                 " (SELECT count(*) FROM device_status),"
                 " (SELECT count(*) FROM maintenance_tickets WHERE closed_at IS NULL),"
-                " (SELECT count(*) FROM quarantine WHERE claimed_at IS NULL)").fetchone()
+                " (SELECT count(*) FROM quarantine WHERE claimed_at IS NULL),"
+                " (SELECT count(*) FROM incidents WHERE state <> 'resolved'),"
+                " (SELECT count(*) FROM pages WHERE status = 'sent')").fetchone()
             rate = f"+{(readings - last) / 2:.0f}/s" if last is not None else ""
             last = readings
             lag_ms = f"{lag * 1000:.0f} ms" if lag is not None else "-"
             print(f"readings {readings:>8} {rate:>8} | events {events:>6} (fire warnings {alarms})"
                   f" | dead letters {dead:>4} | lag p50 {lag_ms} | devices heard {seen}"
-                  f" | open tickets {tickets} | quarantine {stray}", flush=True)
+                  f" | open tickets {tickets} | quarantine {stray}"
+                  f" | open incidents {incidents} | pages sent {pages}", flush=True)
