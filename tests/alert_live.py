@@ -16,7 +16,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.service import AlertService
 from runtime.settings import Settings
-from tests.helpers import settings_env
+from tests.helpers import ThreadedService, settings_env
 
 
 def alert_settings(make_settings, uid: str, **alerts) -> Settings:
@@ -60,29 +60,9 @@ class Phones:
         self.client.loop_stop()
 
 
-class ThreadedAlerts:
+class ThreadedAlerts(ThreadedService):
     def __init__(self, settings: Settings) -> None:
-        self.service = AlertService(settings)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        try:
-            self.service.run()
-        except BaseException as exc:  # surfaced by stop()
-            self.error = exc
-
-    def start(self) -> ThreadedAlerts:
-        self.thread.start()
-        assert self.service.consumer.subscribed.wait(15), "alert core did not subscribe"
-        return self
-
-    def stop(self) -> None:
-        self.service.stop()
-        self.thread.join(30)
-        assert not self.thread.is_alive(), "alert core did not stop"
-        if self.error:
-            raise self.error
+        super().__init__(AlertService(settings), "alert core")
 
 
 class AlertsProcess:

@@ -42,11 +42,12 @@ class Publisher:
         self.client.loop_stop()
 
 
-class ThreadedIngest:
-    """IngestService in a background thread of the test process."""
+class ThreadedService:
+    """A service (ingest, the alert core) in a background thread of the test process."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.service = IngestService(settings)
+    def __init__(self, service, name: str = "ingest") -> None:
+        self.service = service
+        self.name = name
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -56,17 +57,22 @@ class ThreadedIngest:
         except BaseException as exc:  # surfaced by stop()
             self.error = exc
 
-    def start(self) -> ThreadedIngest:
+    def start(self) -> ThreadedService:
         self.thread.start()
-        assert self.service.consumer.subscribed.wait(15), "ingest did not subscribe"
+        assert self.service.consumer.subscribed.wait(15), f"{self.name} did not subscribe"
         return self
 
     def stop(self) -> None:
         self.service.stop()
         self.thread.join(60)
-        assert not self.thread.is_alive(), "ingest did not stop"
+        assert not self.thread.is_alive(), f"{self.name} did not stop"
         if self.error:
             raise self.error
+
+
+class ThreadedIngest(ThreadedService):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(IngestService(settings), "ingest")
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
