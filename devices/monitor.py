@@ -48,7 +48,10 @@ from runtime.settings import DevicesSettings, Settings
 log = logging.getLogger(__name__)
 
 _LOCK_KEY = 0x66676D6E  # "fgmn"
-CONDITIONS = ("offline", "low_battery", "tamper", "fault", "occlusion", "video_loss")
+# Every ticket condition; 'false_alarms' tickets are opened by the alert core's feedback
+# (alerts.loop), not here, and closed by hand after a visit.
+CONDITIONS = ("offline", "low_battery", "tamper", "fault", "occlusion", "video_loss",
+              "false_alarms")
 
 
 @dataclass

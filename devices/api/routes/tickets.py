@@ -12,13 +12,13 @@ from devices.api.auth import Actor, allow
 from devices.api.deps import Conn
 from devices.api.schemas import Limit, Offset, Page, QueryId, RowId, Ticket, TicketClose, page
 from devices.errors import NotFound
+from devices.monitor import CONDITIONS
 
 router = APIRouter(prefix="/v1/tickets", tags=["tickets"])
 
 Reader = Annotated[Actor, allow("registry:read")]
 Writer = Annotated[Actor, allow("devices:write")]
 
-CONDITIONS = ("offline", "low_battery", "tamper", "fault", "occlusion", "video_loss")
 
 
 def _ticket(conn, ticket_id: int) -> dict:
