@@ -7,7 +7,9 @@ MQTT pages are sent while their rows are locked (SELECT ... FOR UPDATE SKIP LOCK
 wait for the broker's PUBACK, mark sent, COMMIT). A process killed at any point before the
 COMMIT leaves its pages pending and unlocked, so the next pass of any process sends them;
 only a kill in the instant between PUBACK and COMMIT can send one twice, and then with the
-same page_id and key, which the app drops. Nothing is ever lost.
+same page_id and key, which the app drops. (So can a broker that takes longer than the
+PUBACK timeout, or a connection lost after the PUBLISH left: the page is published again.)
+Nothing is ever lost.
 
 Other channels (webhooks, chat robots, SMS) may take seconds, so a page is leased instead:
 attempts + 1 and due_at pushed past the HTTP timeout in one short transaction, then sent
@@ -215,4 +217,12 @@ class Dispatcher:
 
 def pending_count(conn: psycopg.Connection) -> int:
     return conn.execute("SELECT count(*) FROM pages WHERE status = 'pending'").fetchone()[0]
+
+
+def open_incidents(conn: psycopg.Connection) -> dict[str, int]:
+    counts = dict.fromkeys(("warning", "confirmed"), 0)
+    for severity, n in conn.execute("SELECT severity, count(*) FROM incidents"
+                                    " WHERE state <> 'resolved' GROUP BY severity"):
+        counts[severity] = n
+    return counts
 

@@ -111,6 +111,7 @@ class Candidate:
     rule: str
     received_ms: int
     detail: dict = field(default_factory=dict)
+    gateway_id: str | None = None   # set when a gateway relayed it
 
 
 @dataclass
@@ -123,20 +124,20 @@ class RuleEngine:
         gateway_id, attrs_json)."""
         out: list[Candidate] = []
         det, cam = self.policy.smoke_detector, self.policy.camera
-        for device_id, ts, seq, kind, received, _gw, attrs_json in rows:
+        for device_id, ts, seq, kind, received, gw, attrs_json in rows:
             if kind == "alarm":
-                attrs = json.loads(attrs_json)
+                attrs = _clean(json.loads(attrs_json))
                 if det.alarm:
-                    out.append(Candidate(device_id, ts, seq, "smoke_alarm", received, attrs))
+                    out.append(Candidate(device_id, ts, seq, "smoke_alarm", received, attrs, gw))
                 temp = attrs.get("temperature_c")
                 if temp is not None:
-                    self._temperature(out, device_id, ts, seq, received, temp)
+                    self._temperature(out, device_id, ts, seq, received, temp, gw)
             elif kind in ("smoke_detected", "fire_detected"):
-                attrs = json.loads(attrs_json)
+                attrs = _clean(json.loads(attrs_json))
                 floor = cam.smoke_confidence if kind == "smoke_detected" else cam.fire_confidence
                 if floor is not None and attrs["confidence"] >= floor:
                     rule = "camera_smoke" if kind == "smoke_detected" else "camera_fire"
-                    out.append(Candidate(device_id, ts, seq, rule, received, attrs))
+                    out.append(Candidate(device_id, ts, seq, rule, received, attrs, gw))
         return out
 
     def readings(self, rows: list[tuple]) -> list[Candidate]:
@@ -145,15 +146,16 @@ class RuleEngine:
         out: list[Candidate] = []
         for row in rows:
             if row[3] == "smoke" and row[7] is not None:
-                self._temperature(out, row[0], row[1], row[2], row[4], row[7])
+                self._temperature(out, row[0], row[1], row[2], row[4], row[7], row[5])
         return out
 
     def _temperature(self, out: list[Candidate], device_id: str, ts: int, seq: int,
-                     received: int, temp: float) -> None:
+                     received: int, temp: float, gw: str | None) -> None:
         det = self.policy.smoke_detector
         if det.high_temperature_c is not None and temp >= det.high_temperature_c:
             out.append(Candidate(device_id, ts, seq, "high_temperature", received,
-                                 {"temperature_c": temp, "threshold_c": det.high_temperature_c}))
+                                 {"temperature_c": temp, "threshold_c": det.high_temperature_c},
+                                 gw))
         previous = self._last_temp.get(device_id)
         if previous is None or ts > previous[0]:
             self._last_temp[device_id] = (ts, temp)
@@ -166,4 +168,10 @@ class RuleEngine:
             if rate >= det.rate_of_rise_c_per_min:
                 out.append(Candidate(device_id, ts, seq, "rate_of_rise", received,
                                      {"c_per_min": round(rate, 2), "from_c": before,
-                                      "to_c": temp, "over_s": gap_s}))
+                                      "to_c": temp, "over_s": gap_s}, gw))
+
+
+def _clean(attrs: dict) -> dict:
+    """PostgreSQL's jsonb refuses NUL characters, which valid JSON text may carry (a
+    camera's snapshot_url, say); ingest keeps the raw event, the alert keeps the rest."""
+    return {k: v.replace("\x00", "") if isinstance(v, str) else v for k, v in attrs.items()}

@@ -142,10 +142,9 @@ class AlertService:
                 conn = None
                 metrics.DB_ERRORS.labels("evaluator").inc()
                 if isinstance(exc, psycopg.Error) and classify(exc) == "data":
-                    # A bug, not an outage: retrying would hold every later alarm back. The
-                    # messages themselves are in ingest's tables; say so loudly.
-                    log.error("alerts of %d message(s) could not be recorded: %s; messages "
-                              "acknowledged, see ingest's events table", len(batch), exc)
+                    # Some alert's values are refused: record the others one by one, so one
+                    # bad message never holds back the real alarms batched with it.
+                    self._record_each(candidates, exc)
                     break
                 attempt += 1
                 delay = min(5.0, 0.1 * 2 ** min(attempt, 6)) * random.uniform(0.5, 1.0)
@@ -156,6 +155,26 @@ class AlertService:
         self.consumer.ack(batch)
         metrics.MESSAGES.labels("alert" if candidates else "quiet").inc(len(batch))
         return conn
+
+    def _record_each(self, candidates: list, first: psycopg.Error) -> None:
+        log.warning("a batch of alerts was refused (%s); recording them one by one",
+                    _first_line(first))
+        with connect(self._settings.database) as conn:
+            for candidate in candidates:
+                try:
+                    with conn.transaction():
+                        out = store.record(conn, [candidate], datetime.now(UTC), self.policy,
+                                           self.channel_names)
+                    if out.pages:
+                        self._dispatch.set()
+                except psycopg.Error as exc:
+                    if classify(exc) != "data":
+                        raise
+                    metrics.DB_ERRORS.labels("evaluator").inc()
+                    log.error("alert %s of %s (ts %s, seq %s) refused by the database: %s; "
+                              "the message itself is in ingest's tables", candidate.rule,
+                              candidate.device_id, candidate.ts_ms, candidate.seq,
+                              _first_line(exc))
 
     # --- the escalator: due timers -> next rung -------------------------------------------
 
@@ -198,6 +217,8 @@ class AlertService:
                     with conn.transaction():
                         dispatch.ticket_pages(conn, datetime.now(UTC))
                         metrics.PAGES_PENDING.set(dispatch.pending_count(conn))
+                        for severity, n in dispatch.open_incidents(conn).items():
+                            metrics.OPEN_INCIDENTS.labels(severity).set(n)
                     last_sweep = time.monotonic()
                 if sender.pass_once():
                     continue

@@ -18,13 +18,14 @@ An alert is muted when its device is in maintenance (test mode) or under a silen
 device, its building or its grid: it is recorded like any other, but an incident whose
 alerts are all muted writes its pages as 'muted', and muted alerts never confirm a fire.
 Alerts of unknown devices are kept with no building or incident (the ids are in ingest's
-quarantine list; `firegrid devices` claims them).
+quarantine list; `firegrid devices` claims them), and so are alarms a gateway relays for a
+device not registered behind it (detail.refused says so): they page nobody.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 import psycopg
@@ -54,11 +55,21 @@ def record(conn: psycopg.Connection, candidates: list[Candidate], now: datetime,
     # One message can reach us twice in a batch (a redelivery behind the original).
     candidates = list({(c.device_id, c.ts_ms, c.seq, c.rule): c for c in candidates}.values())
     devices = _devices(conn, sorted({c.device_id for c in candidates}), now)
-    new = _insert_alerts(conn, candidates, devices)
+    # A gateway speaks only for the devices registered behind it (as in liveness): an alarm
+    # it relays for any other id is kept, unrouted, and never pages anyone.
+    candidates = [c if c.gateway_id is None or c.device_id not in devices
+                  or devices[c.device_id][3] == c.gateway_id
+                  else replace(c, detail={
+                      **c.detail, "refused": f"gateway {c.gateway_id} does not serve it"})
+                  for c in candidates]
+    foreign = {(c.device_id, c.ts_ms, c.seq, c.rule) for c in candidates
+               if "refused" in c.detail}
+    new = _insert_alerts(conn, candidates, devices, foreign)
     out.alerts = len(new)
     for c in new:
         metrics.ALERTS.labels(c.rule).inc()
-    routable = [c for c in new if c.device_id in devices]
+    routable = [c for c in new if c.device_id in devices
+                and (c.device_id, c.ts_ms, c.seq, c.rule) not in foreign]
     out.unroutable = len(new) - len(routable)
     metrics.UNROUTABLE.inc(out.unroutable)
     if not routable:
@@ -85,23 +96,26 @@ def record(conn: psycopg.Connection, candidates: list[Candidate], now: datetime,
 
 
 def _devices(conn: psycopg.Connection, ids: list[str], now: datetime) -> dict[str, tuple]:
-    """device id -> (kind, building, muted) for registered devices."""
+    """device id -> (kind, building, muted, gateway) for registered devices."""
     rows = conn.execute("""
         SELECT d.id, d.kind, d.building_id,
                d.state = 'maintenance' OR EXISTS (
                    SELECT 1 FROM silences s WHERE s.starts_at <= %(now)s AND s.ends_at > %(now)s
                    AND (s.device_id = d.id OR s.building_id = d.building_id
-                        OR s.grid_id = b.grid_id))
+                        OR s.grid_id = b.grid_id)),
+               d.gateway_id
         FROM devices d JOIN buildings b ON b.id = d.building_id
         WHERE d.id = ANY(%(ids)s) AND d.state <> 'retired'""", {"ids": ids, "now": now})
     return {row[0]: row[1:] for row in rows}
 
 
 def _insert_alerts(conn: psycopg.Connection, candidates: list[Candidate],
-                   devices: dict[str, tuple]) -> list[Candidate]:
+                   devices: dict[str, tuple], foreign: set[tuple]) -> list[Candidate]:
     cols: list[list] = [[] for _ in range(9)]
     for c in candidates:
-        kind, building, muted = devices.get(c.device_id, (None, None, False))
+        kind, building, muted = devices.get(c.device_id, (None, None, False, None))[:3]
+        if (c.device_id, c.ts_ms, c.seq, c.rule) in foreign:
+            building = None
         for col, value in zip(cols, (c.device_id, c.ts_ms, c.seq, c.rule, kind, building,
                                      c.received_ms, muted, json.dumps(c.detail)), strict=True):
             col.append(value)
@@ -126,7 +140,7 @@ def _upsert_incidents(conn: psycopg.Connection, alerts: list[Candidate],
     it was muted and got its first unmuted alert now). Alerts get their incident id."""
     per_building: dict[str, list] = {}
     for c in alerts:
-        _, building, muted = devices[c.device_id]
+        _, building, muted, _ = devices[c.device_id]
         entry = per_building.setdefault(building, [0, True])
         entry[0] += 1
         entry[1] = entry[1] and muted

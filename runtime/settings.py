@@ -157,7 +157,9 @@ class AlertsSettings(BaseModel):
     rules_file: str | None = None
     # The alert core is its own MQTT consumer of the device topics, so alarms never wait
     # for ingest's bulk batches. Its own persistent session (client id) and share group:
-    # several alert-core processes with the same group split the devices between them.
+    # several alert-core processes with the same group split the messages between them
+    # (rate-of-rise then sees part of a detector's reports unless the broker shares by
+    # client id, as EMQX's hash_clientid strategy does).
     client_id: str = Field("firegrid-alerts-1", min_length=1, max_length=120)
     share_group: str = "firegrid-alerts"
     # Pages for the worker app go to {page_topic_prefix}/{worker_id}/pages (QoS 1).

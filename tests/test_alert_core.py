@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from dataclasses import replace
 from datetime import timedelta
 
 import psycopg
 import pytest
 
-from alerts.rules import load_policy
+from alerts.rules import RuleEngine, load_policy
 from tests.alert_support import T0, alarm, build_ward, log, pages, record, tick
 
 
@@ -169,3 +171,26 @@ def test_a_storm_from_many_connections_opens_one_incident_per_building(ward, db_
     assert rows == [("B1", 1, 160), ("B2", 1, 160), ("B3", 1, 160)]
     first_pages = ward.execute("SELECT count(*) FROM pages WHERE step = 1").fetchone()[0]
     assert first_pages == 3
+
+
+def test_a_gateway_cannot_raise_alarms_for_devices_not_behind_it(ward):
+    ward.execute("INSERT INTO devices (id, kind, building_id, heartbeat_s, password_hash,"
+                 " password_salt) VALUES ('GW-1', 'gateway', 'B3', 60, 'x', 'y')")
+    spoofed = alarm("SD-1", 1, T0)
+    out = record(ward, [replace(spoofed, gateway_id="GW-1")], T0)
+    assert (out.alerts, out.unroutable, out.opened) == (1, 1, [])
+    assert ward.execute("SELECT building_id, incident_id, detail->>'refused' FROM alerts"
+                        ).fetchone() == (None, None, "gateway GW-1 does not serve it")
+    ward.execute("UPDATE devices SET gateway_id = 'GW-1' WHERE id = 'SD-2'")
+    out = record(ward, [replace(alarm("SD-2", 1, T0), gateway_id="GW-1")], T0)
+    assert len(out.opened) == 1                       # its own gateway speaks for it
+
+
+def test_a_nul_in_an_event_does_not_stop_the_alarms_batched_with_it(ward):
+    engine = RuleEngine(load_policy())
+    ms = int(T0.timestamp() * 1000)
+    rows = [("CAM-1", ms, 1, "smoke_detected", ms, None,
+             json.dumps({"confidence": 0.9, "snapshot_url": "http://x/\x00.jpg"})),
+            ("SD-3", ms, 1, "alarm", ms, None, "{}")]
+    out = record(ward, engine.events(rows), T0)
+    assert out.alerts == 2 and len(out.opened) == 2
