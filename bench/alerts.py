@@ -1,0 +1,618 @@
+#!/usr/bin/env python
+"""The alert core's benchmark (issue 5 item 11): time to page, an alarm storm, escalation
+timers, duplicate pages.
+
+    .venv/bin/python bench/alerts.py             # about 90 s on 2 cores
+    .venv/bin/python bench/alerts.py --quick     # smoke run: small preset, fewer samples
+
+A private, durable PostgreSQL (fsync on) and a private Mosquitto (runtime.localsvc, shipped
+conf.d) on 127.0.0.1; the street preset imported with `firegrid devices import`; then as
+child processes with FIREGRID_* settings (shipped defaults otherwise): `firegrid ingest`,
+`firegrid alerts run` and `firegrid simulate --preset street --speed 10 --mode multiplexed`
+(the background load, on for every part). In this process: a publisher of alarm events and
+the workers' phone, one subscriber on {alerts.page_topic_prefix}/+/pages; one clock
+(perf_counter) times the publish and the page's arrival.
+
+    single   --samples alarms, one at a time, each from a detector in a building of its own
+             with no open incident, 100-250 ms apart after the previous page: publish ->
+             the first page of that building's incident on the grid worker's topic.
+    storm    --storm-buildings x --storm-per-building detectors alarm within
+             --storm-seconds, each building's alarms spread over the whole span: incidents
+             opened (one per building), and each building's first publish -> first page.
+    timers   --timers synthetic buildings (their own street, 100 buildings per grid, a
+             grid worker and leader on shift) with an incident each, inserted with SQL as
+             notified at rung 0 of the warning ladder, all due at one instant a few seconds
+             ahead: lateness = incident_log.at of the rung-1 firing - due; and the time
+             until all their pages were acknowledged by the broker and on the phone.
+    dupes    (page key, step, worker) triples the phone received more than once, all parts.
+
+The last line printed is always
+    RESULT page_p50_ms=<x> page_p99_ms=<x> storm_incidents=<n> storm_page_p99_ms=<x>
+           timer_late_p99_ms=<x> duplicate_pages=<n>                      (one line)
+Percentiles are nearest-rank. Ctrl-C or `kill <pid>` stops it cleanly: children, services
+and temporary directories are removed (--keep keeps the directory with every log).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections import Counter, defaultdict
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import paho.mqtt.client as mqtt  # noqa: E402
+import psycopg  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+
+from runtime import migrate  # noqa: E402
+from runtime.localsvc import Mosquitto, Postgres, free_port, make_state_dir  # noqa: E402
+from runtime.settings import DatabaseSettings  # noqa: E402
+from simulators import messages as m  # noqa: E402
+from simulators import topology  # noqa: E402
+
+PAGES = "firegrid/v1/workers"    # alerts.page_topic_prefix, the shipped default
+PREFIX = "fg/v1"                 # mqtt.topic_prefix
+
+
+def pct(values: list[float], p: float) -> float:
+    """Nearest rank: of 200 samples, p99 is the 198th smallest."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
+
+
+class Phone:
+    """Every worker's page topic; remembers each page and the first page per building."""
+
+    def __init__(self, port: int) -> None:
+        self.cond = threading.Condition()
+        self.got: list[tuple[float, float, str, dict]] = []   # perf, wall, worker, page
+        self.first: dict[str, tuple[float, str, dict]] = {}   # building -> perf, worker, page
+        self.triples: Counter = Counter()
+        subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-phone")
+        self.client.on_message = self._got
+        self.client.on_subscribe = lambda *a: subscribed.set()
+        self.client.on_connect = lambda c, *a: c.subscribe(f"{PAGES}/+/pages", qos=1)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        if not subscribed.wait(10):
+            raise RuntimeError("the phone did not subscribe")
+
+    def _got(self, client, userdata, msg) -> None:
+        now, wall = time.perf_counter(), time.time()
+        worker, page = msg.topic.split("/")[-2], json.loads(msg.payload)
+        with self.cond:
+            self.got.append((now, wall, worker, page))
+            self.triples[(page["key"], page["step"], worker)] += 1
+            self.first.setdefault(page["building"]["id"], (now, worker, page))
+            self.cond.notify_all()
+
+    def wait(self, predicate, timeout: float) -> bool:
+        with self.cond:
+            return self.cond.wait_for(predicate, timeout)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Alarms:
+    """The detectors' side: QoS 1 alarm events, timed just before the publish call."""
+
+    def __init__(self, port: int) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-alarms")
+        self.client.max_inflight_messages_set(1000)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.seq = 1_000_000
+
+    def send(self, device: str) -> float:
+        self.seq += 1
+        topic = m.topic(device, "event", PREFIX)
+        payload = m.encode(m.event("alarm", self.seq, obscuration_db_m=1.2))
+        started = time.perf_counter()
+        self.client.publish(topic, payload, qos=1)
+        return started
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Child:
+    """A firegrid command as a child process in its own session (a Ctrl-C reaches only
+    the benchmark, which stops the children), stopped when `stack` closes."""
+
+    def __init__(self, name: str, args: list[str], env: dict, logdir: Path,
+                 stack: ExitStack) -> None:
+        self.name, self.log = name, logdir / f"{name}.log"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", *args], env=env,
+                                         stdout=log, stderr=log, cwd=REPO,
+                                         start_new_session=True)
+        # The simulator ends its run on SIGINT; the services on SIGTERM.
+        stack.callback(self.stop, signal.SIGINT if name == "simulate" else signal.SIGTERM)
+
+    def stop(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+class CpuMeter:
+    """CPU % of one core per process between start() and read()."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+
+    def start(self) -> None:
+        self.t0, self.cpu0 = time.monotonic(), {k: cpu_s(v) for k, v in self.pids.items()}
+
+    def read(self) -> dict[str, float]:
+        elapsed = time.monotonic() - self.t0
+        return {k: (cpu_s(v) - self.cpu0[k]) / elapsed * 100 for k, v in self.pids.items()}
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds of a process; for PostgreSQL's postmaster, with its backends."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid or (int(fields[1]) == pid and pid != os.getpid()
+                                 and fields[0] != "Z"):
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def child_env(mq: Mosquitto, db_url: str, metrics_port: int) -> dict:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("FIREGRID_")}
+    env.update({"FIREGRID_MQTT__HOST": mq.host, "FIREGRID_MQTT__PORT": str(mq.port),
+                "FIREGRID_DATABASE__URL": db_url, "FIREGRID_DATABASE__TIMESCALE": "off",
+                "FIREGRID_INGEST__METRICS_PORT": "0", "FIREGRID_DEVICES__METRICS_PORT": "0",
+                "FIREGRID_ALERTS__METRICS_PORT": str(metrics_port),
+                "FIREGRID_ALERTS__CLIENT_ID": "bench-alerts",
+                "FIREGRID_MQTT__CLIENT_ID": "bench-ingest"})
+    return env
+
+
+def register(work: Path, preset: str, env: dict) -> dict[str, list[str]]:
+    """The preset from CSVs through `firegrid devices import`; detectors by building."""
+    files = topology.generate(work / "street", preset, 1)
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "runtime.cli", "devices", "import",
+                    *map(str, files.values()), "--actor", "bench"], env=env, cwd=REPO,
+                   check=True, capture_output=True)
+    print(f"imported the {preset} preset in {time.perf_counter() - started:.1f} s", flush=True)
+    detectors: dict[str, list[str]] = defaultdict(list)
+    for d in topology.load(work / "street").devices:
+        if d.kind == "smoke_detector" and d.gateway_id is None:
+            detectors[d.building].append(d.id)
+    return detectors
+
+
+def check_roster(conn: psycopg.Connection, hours: float) -> None:
+    """The generated roster runs a week from yesterday 08:00 (Asia/Shanghai); a building
+    without a grid worker on duty would skip rung 0. Cover the run if it does not."""
+    query = """SELECT count(*) FROM buildings b WHERE NOT EXISTS (
+        SELECT 1 FROM worker_areas a JOIN workers w ON w.id = a.worker_id
+        JOIN roster r ON r.worker_id = w.id WHERE a.grid_id = b.grid_id
+        AND w.role = 'grid_worker' AND r.starts_at <= %(t)s AND r.ends_at > %(t)s)"""
+    now = datetime.now(UTC)
+    uncovered = [conn.execute(query, {"t": t}).fetchone()[0]
+                 for t in (now, now + timedelta(hours=hours))]
+    until = conn.execute("SELECT max(ends_at) FROM roster").fetchone()[0]
+    print(f"roster runs until {until:%Y-%m-%d %H:%M} UTC; buildings without a grid worker on "
+          f"duty now / in {hours:g} h: {uncovered[0]} / {uncovered[1]}", flush=True)
+    if any(uncovered):
+        conn.execute("INSERT INTO roster (worker_id, starts_at, ends_at) SELECT id, %s, %s"
+                     " FROM workers WHERE role <> 'field_technician' ON CONFLICT DO NOTHING",
+                     [now - timedelta(hours=1), now + timedelta(hours=hours + 1)])
+        print("  added a shift covering the run for every worker", flush=True)
+
+
+def synthetic_street(conn: psycopg.Connection, n: int) -> list[str]:
+    """n buildings in a street of their own, 100 per grid, each grid with a grid worker
+    and a grid leader on shift now."""
+    grids = -(-n // 100)
+    now = datetime.now(UTC)
+    with conn.transaction(), conn.cursor() as cur:
+        cur.execute("INSERT INTO street_offices VALUES ('BS', 'bench street')")
+        cur.execute("INSERT INTO communities VALUES ('BC', 'BS', 'bench community')")
+        cur.executemany("INSERT INTO grids (id, community_id, name) VALUES (%s, 'BC', 'grid')",
+                        [(f"BG{g:03d}",) for g in range(grids)])
+        people = [(f"BG{g:03d}-{r[0].upper()}", r, f"BG{g:03d}") for g in range(grids)
+                  for r in ("worker", "leader")]
+        cur.executemany("INSERT INTO workers (id, name, role) VALUES (%s, %s, %s)",
+                        [(w, w, f"grid_{r}") for w, r, _ in people])
+        cur.executemany("INSERT INTO worker_areas (worker_id, grid_id) VALUES (%s, %s)",
+                        [(w, g) for w, _, g in people])
+        cur.executemany("INSERT INTO roster (worker_id, starts_at, ends_at) VALUES (%s, %s, %s)",
+                        [(w, now - timedelta(hours=1), now + timedelta(hours=12))
+                         for w, _, _ in people])
+        ids = [f"BX{i:05d}" for i in range(n)]
+        with cur.copy("COPY buildings (id, grid_id, address, lat, lon, floors, use)"
+                      " FROM STDIN") as copy:
+            for i, b in enumerate(ids):
+                copy.write_row((b, f"BG{i // 100:03d}", f"bench {b}", 22.5, 114.1, 6, "rental"))
+    return ids
+
+
+def settle(conn: psycopg.Connection, phone: Phone, ids: list[int], timeout: float) -> int:
+    """Wait until every MQTT page of these incidents is sent and on the phone; the number
+    still missing when the time is up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = conn.execute("SELECT 'incident-' || incident_id, step, worker_id, status"
+                            " FROM pages WHERE incident_id = ANY(%s) AND channel = 'mqtt'"
+                            " AND status <> 'muted'", [ids]).fetchall()
+        with phone.cond:
+            missing = sum(1 for k, s, w, st in rows if (k, s, w) not in phone.triples)
+        if not missing or time.monotonic() > deadline:
+            return missing
+        time.sleep(0.2)
+
+
+def part_single(conn, phone: Phone, alarms: Alarms, buildings: list[tuple[str, str]],
+                rng: random.Random) -> dict:
+    sent: dict[str, float] = {}
+    for building, device in buildings:
+        sent[building] = alarms.send(device)
+        phone.wait(lambda b=building: b in phone.first, 10)
+        time.sleep(rng.uniform(0.10, 0.25))
+    ms = [(phone.first[b][0] - t) * 1000 for b, t in sent.items() if b in phone.first]
+    # The first page goes to the grid worker on duty for the building's grid.
+    wrong = sum(1 for b in sent if b in phone.first
+                and not phone.first[b][1].startswith(phone.first[b][2]["building"]["grid_id"]
+                                                     + "-W"))
+    ids = [r[0] for r in conn.execute("SELECT id FROM incidents WHERE building_id = ANY(%s)",
+                                      [list(sent)])]
+    return {"ms": ms, "lost": len(sent) - len(ms), "wrong_worker": wrong, "incidents": len(ids)}
+
+
+def part_storm(a, conn, phone: Phone, alarms: Alarms, plan: list[tuple[str, list[str]]]
+               ) -> dict:
+    n, k = len(plan), a.storm_per_building
+    gap = a.storm_seconds / (n * k)
+    # Round k sends the k-th detector of every building: each building's alarms are spread
+    # over the whole span, and the first of every building is out in the first 1/k of it.
+    order = [(r * n + j, b, ds[r]) for r in range(k) for j, (b, ds) in enumerate(plan)]
+    first: dict[str, float] = {}
+    start = time.perf_counter()
+    for slot, building, device in order:
+        delay = start + slot * gap - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        first.setdefault(building, alarms.send(device))
+    span = time.perf_counter() - start
+    phone.wait(lambda: all(b in phone.first for b in first), 60)
+    # The last alarms went out just now: count the incidents once every alert is recorded.
+    deadline = time.monotonic() + 30
+    while conn.execute("SELECT count(*) FROM alerts WHERE building_id = ANY(%s)",
+                       [list(first)]).fetchone()[0] < len(order) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    ms = [(phone.first[b][0] - t) * 1000 for b, t in first.items() if b in phone.first]
+    rows = conn.execute("SELECT id, alert_count, severity FROM incidents"
+                        " WHERE building_id = ANY(%s)", [list(first)]).fetchall()
+    ids = [r[0] for r in rows]
+    missing = settle(conn, phone, ids, 60)
+    pages = conn.execute("SELECT count(*) FROM pages WHERE incident_id = ANY(%s)"
+                         " AND channel = 'mqtt'", [ids]).fetchone()[0]
+    return {"ms": ms, "lost": len(first) - len(ms), "incidents": len(rows),
+            "alerts": sum(r[1] for r in rows), "span_s": span, "pages": pages,
+            "confirmed": sum(r[2] == "confirmed" for r in rows), "missing": missing}
+
+
+def part_timers(a, conn, phone: Phone, buildings: list[str], meter: CpuMeter) -> dict:
+    due = datetime.now(UTC) + timedelta(seconds=a.timer_lead_s)
+    with conn.transaction():
+        ids = [r[0] for r in conn.execute(
+            "INSERT INTO incidents (building_id, hazard, severity, state, opened_at,"
+            " last_alert_at, alert_count, notified_at, ladder, rung, step, escalate_at)"
+            " SELECT b, 'fire', 'warning', 'notified', %(t)s, %(t)s, 1, %(t)s, 'warning', 0, 1,"
+            " %(due)s FROM unnest(%(b)s::text[]) AS b RETURNING id",
+            {"b": buildings, "t": due - timedelta(minutes=1), "due": due})]
+        conn.execute("SELECT pg_notify('firegrid_escalate', '')")
+    ahead = (due - datetime.now(UTC)).total_seconds()
+    print(f"  {len(ids):,} incidents committed {ahead:.1f} s before they are due", flush=True)
+    if ahead <= 0:
+        raise SystemExit("the insert took longer than --timer-lead-s: raise it")
+    keys = {f"incident-{i}" for i in ids}
+    time.sleep(ahead)
+    meter.start()
+    deadline = time.monotonic() + 120
+    fired: dict[int, datetime] = {}
+    while len(fired) < len(ids) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        fired = dict(conn.execute(
+            "SELECT incident_id, min(at) FROM incident_log WHERE incident_id = ANY(%s)"
+            " AND action IN ('notified', 'skipped', 'exhausted') GROUP BY 1", [ids]).fetchall())
+    late = [(at - due).total_seconds() * 1000 for at in fired.values()]
+    # One escalator transaction stamps its whole batch with one `at`: the batches' spacing.
+    batches = sorted(set(fired.values()))
+    gap_ms = ((batches[-1] - batches[0]).total_seconds() * 1000 / (len(batches) - 1)
+              if len(batches) > 1 else math.nan)
+    missing = settle(conn, phone, ids, 120)
+    cpu = meter.read()     # from due until the last page is on the phone
+    first: dict[str, float] = {}
+    with phone.cond:
+        for _, wall, _, page in phone.got:
+            if page["key"] in keys:
+                first.setdefault(page["key"], wall)
+    # `at` is stamped when the escalator claims a batch, before its pages are written and
+    # committed: due -> page on the phone is what a worker waits.
+    paged = [(wall - due.timestamp()) * 1000 for wall in first.values()]
+    acked = conn.execute("SELECT max(sent_at), count(*) FROM pages WHERE incident_id = ANY(%s)"
+                         " AND step = 2 AND status = 'sent'", [ids]).fetchone()
+    return {"late_ms": late, "fired": len(fired), "count": len(ids), "missing": missing,
+            "paged_ms": paged, "batches": len(batches),
+            "gap_ms": gap_ms, "pages_sent": acked[1], "cpu": cpu,
+            "broker_all_s": (acked[0] - due).total_seconds() if acked[0] else math.nan}
+
+
+def core_means(port: int) -> dict[str, tuple[float, float]]:
+    """Count and mean (ms) of the alert core's latency histograms, from its /metrics."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+    except OSError:
+        return {}
+    out = {}
+    for family in text_string_to_metric_families(text.decode()):
+        if family.type != "histogram":
+            continue
+        found = {(s.name, s.labels.get("channel")): s.value for s in family.samples}
+        for channel in {c for _, c in found}:
+            count = found.get((family.name + "_count", channel), 0)
+            if count:
+                label = family.name.removeprefix("firegrid_") + (f"[{channel}]" if channel else "")
+                out[label] = (count, found[(family.name + "_sum", channel)] / count * 1000)
+    return out
+
+
+def pick(detectors: dict[str, list[str]], a, rng: random.Random):
+    """Storm buildings (enough detectors), single-alarm buildings and warm-ups, disjoint."""
+    names = sorted(detectors)
+    rng.shuffle(names)
+    storm = [b for b in names if len(detectors[b]) >= a.storm_per_building][:a.storm_buildings]
+    rest = [b for b in names if b not in set(storm)]
+    need = a.samples + a.warmup
+    if len(storm) < a.storm_buildings or len(rest) < need:
+        raise SystemExit(f"the preset has too few buildings with detectors for "
+                         f"{a.storm_buildings} storm and {need} single-alarm buildings")
+    single = [(b, rng.choice(detectors[b])) for b in rest[:need]]
+    plan = [(b, rng.sample(detectors[b], a.storm_per_building)) for b in storm]
+    return single[:a.warmup], single[a.warmup:], plan
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="smoke run: small preset, 10 samples, storm 10x5, 1,000 timers")
+    p.add_argument("--preset", default="street", choices=sorted(topology.PRESETS))
+    p.add_argument("--speed", type=float, default=10, help="background simulator speed "
+                   "(0: no background load)")
+    p.add_argument("--samples", type=int, default=200)
+    p.add_argument("--warmup", type=int, default=3, help="alarms before the samples, uncounted")
+    p.add_argument("--storm-buildings", type=int, default=200)
+    p.add_argument("--storm-per-building", type=int, default=5)
+    p.add_argument("--storm-seconds", type=float, default=10)
+    p.add_argument("--timers", type=int, default=10_000)
+    p.add_argument("--timer-lead-s", type=float, default=5)
+    p.add_argument("--settle-s", type=float, default=20,
+                   help="background load alone before the first sample")
+    p.add_argument("--alert-cores", type=int, default=1, metavar="N",
+                   help="run N alert-core processes side by side (default 1)")
+    p.add_argument("--timers-muted", action="store_true",
+                   help="analysis: silence the timers' grids, so their pages are written "
+                        "muted and never sent: the escalator without the dispatcher beside it")
+    p.add_argument("--py-spy", metavar="FILE", help="py-spy record the alert core for the "
+                   "whole run into FILE (raw collapsed stacks per thread, idle included)")
+    p.add_argument("--seed", type=int, default=5)
+    p.add_argument("--keep", action="store_true", help="keep the work directory and logs")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.preset, a.samples, a.storm_buildings, a.timers = "small", 10, 10, 1000
+    # `kill <pid>` unwinds like Ctrl-C: the ExitStack stops and removes everything it started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with ExitStack() as stack:
+        return run(a, stack)
+
+
+def run(a: argparse.Namespace, stack: ExitStack) -> int:
+    rng = random.Random(a.seed)
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} before the run",
+          flush=True)
+    work = Path(tempfile.mkdtemp(prefix="fg-bench-alerts-"))
+    stack.callback(lambda: print(f"logs kept in {work}") if a.keep
+                   else shutil.rmtree(work, ignore_errors=True))
+    pg = Postgres(make_state_dir("fg-bench-alerts-pg-"), durable=True)
+    stack.callback(pg.destroy)
+    mq = Mosquitto(make_state_dir("fg-bench-alerts-mq-"))
+    stack.callback(mq.destroy)
+    pg.start()
+    mq.start()
+    with psycopg.connect(pg.url(), autocommit=True) as admin:
+        admin.execute("CREATE DATABASE bench")
+    url = pg.url("bench")
+    migrate.migrate(DatabaseSettings(url=url, timescale="off"))
+    conn = stack.enter_context(psycopg.connect(url, autocommit=True))
+    metrics_port = free_port()
+    env = child_env(mq, url, metrics_port)
+    detectors = register(work, a.preset, env)
+    check_roster(conn, 2)
+    warm, single, plan = pick(detectors, a, rng)
+    synthetic = synthetic_street(conn, a.timers)
+    if a.timers_muted:
+        conn.execute("INSERT INTO silences (grid_id, starts_at, ends_at, reason, created_by)"
+                     " SELECT id, now(), now() + interval '1 day', 'bench', 'bench'"
+                     " FROM grids WHERE community_id = 'BC'")
+
+    phone = Phone(mq.port)
+    stack.callback(phone.close)
+    alarms = Alarms(mq.port)
+    stack.callback(alarms.close)
+    children = [Child("ingest", ["ingest"], env, work, stack),
+                Child("alerts", ["alerts", "run"], env, work, stack)]
+    for i in range(2, a.alert_cores + 1):   # more alert-core processes on the same group
+        children.append(Child(f"alerts{i}", ["alerts", "run"], {
+            **env, "FIREGRID_ALERTS__CLIENT_ID": f"bench-alerts-{i}",
+            "FIREGRID_ALERTS__METRICS_PORT": "0"}, work, stack))
+    if a.py_spy:
+        spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record",
+                                "--pid", str(children[1].proc.pid), "--threads", "--idle",
+                                "--format", "raw", "--output", a.py_spy, "--nonblocking"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stack.callback(lambda: (spy.send_signal(signal.SIGINT), spy.wait(30)))
+    if a.speed > 0:
+        children.append(Child("simulate", [
+            "simulate", "--preset", a.preset, "--speed", f"{a.speed:g}", "--mode",
+            "multiplexed", "--seconds", str(int(a.speed * 3600))], env, work, stack))
+    try:
+        for building, device in warm:
+            # Sent again until it pages: the alert core is subscribed and paging then.
+            for _ in range(30):
+                alarms.send(device)
+                if phone.wait(lambda b=building: b in phone.first, 2):
+                    break
+            else:
+                raise RuntimeError(f"no page for the warm-up alarm in {building}")
+        print(f"alert core paging; background load alone for {a.settle_s:g} s", flush=True)
+        time.sleep(a.settle_s)
+
+        pids = {c.name: c.proc.pid for c in children}
+        pids.update(mosquitto=mq.proc.pid, postgres=_postmaster(pg), bench=os.getpid())
+        meter = CpuMeter(pids)
+        rows0 = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
+        meter.start()
+        print(f"single: {len(single)} alarms", flush=True)
+        one = part_single(conn, phone, alarms, single, rng)
+        elapsed = time.monotonic() - meter.t0
+        background = {"readings_per_s": (conn.execute("SELECT count(*) FROM readings")
+                                         .fetchone()[0] - rows0) / elapsed,
+                      "cpu": meter.read()}
+        print(f"storm: {a.storm_buildings} buildings x {a.storm_per_building} detectors in "
+              f"{a.storm_seconds:g} s", flush=True)
+        storm = part_storm(a, conn, phone, alarms, plan)
+        print(f"timers: {a.timers:,} incidents due at once", flush=True)
+        timers = part_timers(a, conn, phone, synthetic, meter)
+        for c in children:
+            if c.proc.poll() is not None:
+                raise RuntimeError(f"{c.name} exited ({c.proc.returncode}); see {c.log}")
+        background["means"] = core_means(metrics_port)
+        time.sleep(2)   # a late duplicate would arrive now
+    except BaseException:
+        for c in children:
+            print(f"--- {c.name} log, last lines:\n" + _tail(c.log), file=sys.stderr)
+        raise
+    with phone.cond:
+        dupes = sum(1 for n in phone.triples.values() if n > 1)
+        background["received"] = len(phone.got)
+    background["sent"] = conn.execute("SELECT count(*) FROM pages WHERE channel = 'mqtt'"
+                                      " AND status = 'sent'").fetchone()[0]
+    result = {"page_p50_ms": pct(one["ms"], 50), "page_p99_ms": pct(one["ms"], 99),
+              "storm_incidents": storm["incidents"], "storm_page_p99_ms": pct(storm["ms"], 99),
+              "timer_late_p99_ms": pct(timers["late_ms"], 99), "duplicate_pages": dupes}
+    stack.close()    # stop everything before the figures, so they come last
+    report(a, one, storm, timers, result, background)
+    return 0
+
+
+def report(a, one: dict, storm: dict, timers: dict, result: dict, bg: dict) -> None:
+    late, paged = timers["late_ms"], timers["paged_ms"]
+    print(f"\nbackground during the single alarms: {bg['readings_per_s']:,.0f} readings/s "
+          "stored by ingest; CPU % of one core: "
+          + ", ".join(f"{k} {v:.0f}" for k, v in bg["cpu"].items()))
+    print(f"single: {one['incidents']} incidents opened, {len(one['ms'])} paged, "
+          f"{one['lost']} never; first page not to the "
+          f"building's grid worker: {one['wrong_worker']}; p90 {pct(one['ms'], 90):.1f} ms, "
+          f"max {max(one['ms'], default=math.nan):.1f} ms")
+    print(f"storm: published in {storm['span_s']:.1f} s; {storm['incidents']} incidents, "
+          f"{storm['alerts']} alerts grouped into them, {storm['confirmed']} confirmed; "
+          f"{storm['pages']} MQTT pages, {storm['missing']} never on the phone; p50 "
+          f"{pct(storm['ms'], 50):.0f} ms, max {max(storm['ms'], default=math.nan):.0f} ms")
+    print(f"timers: {timers['fired']:,} of {timers['count']:,} fired in {timers['batches']} "
+          f"batch(es) {timers['gap_ms']:.0f} ms apart; late p50 {pct(late, 50):.0f} ms, max "
+          f"{max(late, default=math.nan):.0f} ms; due -> page on the phone p50 "
+          f"{pct(paged, 50):.0f} ms, max {max(paged, default=math.nan):.0f} ms; "
+          f"{timers['pages_sent']:,} pages, the last acknowledged by the broker "
+          f"{timers['broker_all_s']:.1f} s after due, {timers['missing']} never on the phone; "
+          "CPU % of one core from due to the last page: "
+          + ", ".join(f"{k} {v:.0f}" for k, v in timers["cpu"].items()))
+    print(f"phone: {bg['received']:,} pages received; {bg['sent']:,} MQTT pages marked sent; "
+          f"load average at the end {os.getloadavg()[0]:.2f}")
+    if bg["means"]:
+        print("alert core histograms (count x mean): " + ", ".join(
+            f"{k} {n:.0f} x {ms:.1f} ms" for k, (n, ms) in bg["means"].items()))
+    sim = f"{a.preset} x{a.speed:g} in the background" if a.speed > 0 else "no background"
+    rows = [(f"single alarm -> first page, p50 ({sim})", result["page_p50_ms"], None, "ms"),
+            (f"single alarm -> first page, p99 ({sim})", result["page_p99_ms"], 100, "ms"),
+            (f"storm: incidents ({a.storm_buildings * a.storm_per_building} detectors, "
+             f"{a.storm_buildings} buildings, {a.storm_seconds:g} s)",
+             result["storm_incidents"], a.storm_buildings, "="),
+            ("storm: first alarm -> first page, p99", result["storm_page_p99_ms"], 1000, "ms"),
+            (f"timers: {a.timers:,} due at once, lateness (incident_log.at - due), p99"
+             + (" MUTED" if a.timers_muted else ""),
+             result["timer_late_p99_ms"], 1000, "ms"),
+            ("timers: due -> page on the phone, p99 (informational)", pct(paged, 99), None,
+             "ms"),
+            ("duplicate pages: (key, step, worker) received twice or more",
+             result["duplicate_pages"], 0, "")]
+    print(f"\n| {'figure':<70} | {'value':>10} | {'target':>10} | {'value/target':>12} |")
+    print(f"|{'-' * 72}|{'-' * 11}:|{'-' * 11}:|{'-' * 13}:|")
+    for name, value, target, unit in rows:
+        shown = f"{value:.1f} ms" if unit == "ms" else f"{value}"
+        goal = ("" if target is None else f"= {target}" if unit == "=" else
+                f"<= {target} {unit}".strip())
+        ratio = ("" if target is None else f"{value / target:.2f}" if target else
+                 "0" if value == 0 else "inf")
+        print(f"| {name:<70} | {shown:>10} | {goal:>10} | {ratio:>12} |")
+    print("RESULT " + " ".join(
+        f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
+
+
+def _postmaster(pg: Postgres) -> int:
+    try:
+        return int((pg.data / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return -1
+
+
+def _tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
