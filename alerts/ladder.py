@@ -29,6 +29,10 @@ from alerts import metrics
 from alerts.rules import Policy
 
 ACTOR = "alerts"
+# PostgreSQL notification channels: a timer was set (escalators recompute their sleep), a
+# page was written (dispatchers look). Delivered at COMMIT, to every alert-core process.
+ESCALATE_CHANNEL = "firegrid_escalate"
+PAGES_CHANNEL = "firegrid_pages"
 # Channels a worker's `channels` map may name, beside the MQTT push everybody gets.
 _EXTRA_CHANNELS = ("webhook", "sms", "wecom", "dingtalk", "feishu", "email")
 
@@ -111,10 +115,10 @@ def fire(conn: psycopg.Connection, incidents: list[Incident], now: datetime, pol
                 " ON CONFLICT DO NOTHING",
                 [now, now, *map(list, zip(*batch.pages, strict=True))])
             sent = sum(1 for p in batch.pages if p[4] == "pending")
-            cur.execute("SELECT pg_notify('firegrid_pages', '')")
+            cur.execute("SELECT pg_notify(%s, '')", [PAGES_CHANNEL])
         if batch.timers:
             # Escalators in every process recompute their sleep at our COMMIT.
-            cur.execute("SELECT pg_notify('firegrid_escalate', '')")
+            cur.execute("SELECT pg_notify(%s, '')", [ESCALATE_CHANNEL])
     return sent
 
 

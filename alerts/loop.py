@@ -43,12 +43,12 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from alerts.errors import Conflict, Invalid, NotFound
+from alerts.ladder import ESCALATE_CHANNEL
 from alerts.rules import Policy
 
 CAUSES = ("real_fire", "cooking_steam", "dust_insects", "device_fault", "test_drill")
 FALSE_ALARM_CAUSES = ("cooking_steam", "dust_insects", "device_fault")
 NOTE_MAX = 2000
-ESCALATE_CHANNEL = "firegrid_escalate"
 
 Row = dict[str, Any]
 

@@ -39,15 +39,12 @@ import psycopg
 from psycopg.rows import dict_row
 
 from alerts.errors import Invalid, NotFound
+from alerts.loop import CAUSES, FALSE_ALARM_CAUSES
+from devices.monitor import CONDITIONS
 
 Period = Literal["day", "week", "month"]
 By = Literal["grid", "community"]
 
-# The CHECK lists of incidents.cause and maintenance_tickets.condition (migrations 0003, 0006).
-CAUSES = ("real_fire", "cooking_steam", "dust_insects", "device_fault", "test_drill")
-FALSE_ALARM_CAUSES = ("cooking_steam", "dust_insects", "device_fault")
-CONDITIONS = ("offline", "low_battery", "tamper", "fault", "occlusion", "video_loss",
-              "false_alarms")
 TIMERS = ("ack", "arrive", "resolve")
 
 

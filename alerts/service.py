@@ -233,14 +233,15 @@ class AlertService:
         self._loop("listener", self._listen, autocommit=True)
 
     def _listen(self, conn: psycopg.Connection) -> None:
-        conn.execute("LISTEN firegrid_escalate")
-        conn.execute("LISTEN firegrid_pages")
+        conn.execute(f"LISTEN {ladder.ESCALATE_CHANNEL}")
+        conn.execute(f"LISTEN {ladder.PAGES_CHANNEL}")
         # A notification may have been missed while we were (re)connecting.
         self._escalate.set()
         self._dispatch.set()
         while not self.stopping.is_set():
             for note in conn.notifies(timeout=1.0):
-                (self._escalate if note.channel == "firegrid_escalate" else self._dispatch).set()
+                wake = self._escalate if note.channel == ladder.ESCALATE_CHANNEL else self._dispatch
+                wake.set()
 
     # --- plumbing ----------------------------------------------------------------------
 
