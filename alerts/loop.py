@@ -45,6 +45,7 @@ from psycopg.types.json import Jsonb
 from alerts.errors import Conflict, Invalid, NotFound
 from alerts.ladder import ESCALATE_CHANNEL
 from alerts.rules import Policy
+from devices.monitor import TECHNICIAN
 
 CAUSES = ("real_fire", "cooking_steam", "dust_insects", "device_fault", "test_drill")
 FALSE_ALARM_CAUSES = ("cooking_steam", "dust_insects", "device_fault")
@@ -196,7 +197,7 @@ def _optional_note(note: str | None) -> str | None:
     return note or None
 
 
-_FEEDBACK = """
+_FEEDBACK = f"""
     WITH suspects AS (
         SELECT DISTINCT a.device_id FROM alerts a
         JOIN devices d ON d.id = a.device_id AND d.state <> 'retired'
@@ -221,11 +222,7 @@ _FEEDBACK = """
     FROM counted c JOIN devices d ON d.id = c.device_id
     JOIN buildings b ON b.id = d.building_id JOIN grids g ON g.id = b.grid_id
     JOIN communities co ON co.id = g.community_id
-    LEFT JOIN LATERAL (
-        SELECT w.id FROM worker_areas wa JOIN workers w ON w.id = wa.worker_id
-        WHERE w.role = 'field_technician' AND w.active AND (wa.grid_id = b.grid_id
-        OR wa.community_id = g.community_id OR wa.street_id = co.street_id)
-        ORDER BY wa.grid_id IS NULL, wa.community_id IS NULL, w.id LIMIT 1) tech ON true
+    {TECHNICIAN}
     WHERE c.n >= %(threshold)s
     ORDER BY c.device_id
     ON CONFLICT (device_id, condition) WHERE closed_at IS NULL DO NOTHING
