@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import queue
-import subprocess
-import sys
 import threading
 import time
 
@@ -16,7 +14,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from alerts.service import AlertService
 from runtime.settings import Settings
-from tests.helpers import ThreadedService, settings_env
+from tests.helpers import IngestProcess, ThreadedService
 
 
 def alert_settings(make_settings, uid: str, **alerts) -> Settings:
@@ -65,24 +63,7 @@ class ThreadedAlerts(ThreadedService):
         super().__init__(AlertService(settings), "alert core")
 
 
-class AlertsProcess:
+class AlertsProcess(IngestProcess):
     """`firegrid alerts run` as a child process."""
 
-    def __init__(self, settings: Settings, log_path) -> None:
-        self.env = settings_env(settings)
-        for key, value in settings.alerts.model_dump(mode="json").items():
-            if value is not None:
-                self.env[f"FIREGRID_ALERTS__{key.upper()}"] = str(value)
-        self.log_path = log_path
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> AlertsProcess:
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "alerts", "run"],
-                                     env=self.env, stdout=log, stderr=log)
-        return self
-
-    def kill(self, sig: int = 9) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(20)
+    command = ("alerts", "run")

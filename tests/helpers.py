@@ -76,9 +76,9 @@ class ThreadedIngest(ThreadedService):
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
-    """The same settings as FIREGRID_* variables, for `firegrid ingest` in a child process."""
+    """The same settings as FIREGRID_* variables, for `firegrid ...` in a child process."""
     env = dict(os.environ)
-    for section in ("mqtt", "database", "ingest"):
+    for section in ("mqtt", "database", "ingest", "alerts"):
         for key, value in getattr(settings, section).model_dump(mode="json").items():
             if value is not None:
                 env[f"FIREGRID_{section.upper()}__{key.upper()}"] = str(value)
@@ -86,7 +86,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 class IngestProcess:
-    """`firegrid ingest` as a real child process, so tests can SIGKILL or SIGTERM it."""
+    """`firegrid ingest` (or another service command) as a real child process, so tests can
+    SIGKILL or SIGTERM it."""
+
+    command: tuple[str, ...] = ("ingest",)
 
     def __init__(self, settings: Settings, log_path) -> None:
         self._env = settings_env(settings)
@@ -95,7 +98,7 @@ class IngestProcess:
 
     def start(self) -> IngestProcess:
         log = open(self._log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "ingest"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", *self.command],
                                      env=self._env, stdout=log, stderr=log)
         return self
 
