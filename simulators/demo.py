@@ -49,17 +49,11 @@ def run_demo(settings: Settings, *, devices: int, rate: float, seconds: float,
         print(f"broker:   {settings.mqtt.host}:{settings.mqtt.port}")
         ids = _register_street(settings, state_dir)[:devices]
         ids += [f"STRAY-{i}" for i in range(1, 4)]  # unregistered: they end in quarantine
-        service = IngestService(settings)
-        ingest = threading.Thread(target=service.run, name="ingest", daemon=True)
-        ingest.start()
-        if not service.consumer.subscribed.wait(30):
-            print("ingest could not subscribe to the broker")
+        service, ingest = _start(IngestService(settings), "ingest")
+        if ingest is None:
             return 3
-        alerts = AlertService(settings)
-        alert_core = threading.Thread(target=alerts.run, name="alerts", daemon=True)
-        alert_core.start()
-        if not alerts.consumer.subscribed.wait(30):
-            print("the alert core could not subscribe to the broker")
+        alerts, alert_core = _start(AlertService(settings), "the alert core")
+        if alert_core is None:
             return 3
         stop = threading.Event()
         fleet = threading.Thread(target=_fleet, args=(settings, ids, rate, stop),
@@ -85,6 +79,17 @@ def run_demo(settings: Settings, *, devices: int, rate: float, seconds: float,
     finally:
         for server in reversed(started):
             server.stop()
+
+
+def _start(service, name: str):
+    """Run a broker-consuming service in a thread; (service, thread), or (service, None)
+    when it does not get its subscription within 30 s."""
+    thread = threading.Thread(target=service.run, name=name, daemon=True)
+    thread.start()
+    if not service.consumer.subscribed.wait(30):
+        print(f"{name} could not subscribe to the broker")
+        return service, None
+    return service, thread
 
 
 def _register_street(settings: Settings, state_dir: Path) -> list[str]:
