@@ -279,12 +279,12 @@ class Engine:
                                  note="still going when the run stopped")
         for device_id, up in self.uplinks.items():
             for msg in up.pending():
-                self.truth.unacked(msg)
+                self.truth.unacked(msg, m.topic(msg.device_id, msg.channel, self.prefix))
             self.links[device_id].close()
         for device in self.devices.values():
             if isinstance(device, Gateway):
                 for msg in device.pending:
-                    self.truth.unacked(msg)
+                    self.truth.unacked(msg, m.topic(msg.device_id, msg.channel, self.prefix))
 
 
 # --- a virtual run, for tests ------------------------------------------------------------------

@@ -233,7 +233,9 @@ _STEP_BUDGET = 2000
 
 
 def _busy(engine: Engine) -> bool:
-    return any(up.state == "online" and (up.inflight or up.buffer)
+    # A connection still being opened counts: a device back from a drop just before the end
+    # (a flapping one, a slow login on a loaded broker) is about to resend what it holds.
+    return any((up.state == "online" and (up.inflight or up.buffer)) or up.state == "connecting"
                for up in engine.uplinks.values())
 
 

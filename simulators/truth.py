@@ -13,7 +13,8 @@ One JSON object per line, `kind` first (docs/simulators.md has the full format):
                  floor, origin device, devices affected...
     incident_end it ended: id, ts, and what the devices did (first alarm, alarm order)
     unacked      at the end of the run: published but never acknowledged by the broker (it
-                 may or may not have arrived), or still waiting in a device's buffer
+                 may or may not have arrived), or still waiting in a device's buffer; topic,
+                 ts, seq and sent (whether it ever left the device)
     end          once, last: counts
 
 Resends are not repeated: one `published` line per message, identified by (device, ts, seq)
@@ -56,8 +57,8 @@ class Truth:
     def dropped(self, msg: Outgoing, now_ms: int) -> None:
         self.write("dropped", **_describe(msg), at=now_ms)
 
-    def unacked(self, msg: Outgoing) -> None:
-        self.write("unacked", **_describe(msg), sent=msg.attempts > 0)
+    def unacked(self, msg: Outgoing, topic: str) -> None:
+        self.write("unacked", **_describe(msg), topic=topic, sent=msg.attempts > 0)
 
     def close(self) -> None:
         self.write("end", counts=dict(self.counts))
