@@ -35,6 +35,8 @@ renovation was expected to alarm. The ticket ids are kept in the 'resolved' log 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -57,11 +59,8 @@ Row = dict[str, Any]
 def acknowledge(conn: psycopg.Connection, incident_id: int, actor: str,
                 note: str | None = None, now: datetime | None = None) -> Row:
     note = _optional_note(note)
-    with conn.transaction():
-        row, now = _lock(conn, incident_id, now)
+    with _open_incident(conn, incident_id, now, "is resolved; reopen it first") as (row, now):
         before = row["state"]
-        if before == "resolved":
-            raise Conflict(f"incident {incident_id} is resolved; reopen it first")
         if before in ("acknowledged", "on_site"):
             return row
         row = _update(conn, incident_id, """
@@ -76,11 +75,8 @@ def acknowledge(conn: psycopg.Connection, incident_id: int, actor: str,
 def arrive(conn: psycopg.Connection, incident_id: int, actor: str,
            note: str | None = None, now: datetime | None = None) -> Row:
     note = _optional_note(note)
-    with conn.transaction():
-        row, now = _lock(conn, incident_id, now)
+    with _open_incident(conn, incident_id, now, "is resolved; reopen it first") as (row, now):
         before = row["state"]
-        if before == "resolved":
-            raise Conflict(f"incident {incident_id} is resolved; reopen it first")
         if before == "on_site":
             return row
         row = _update(conn, incident_id, """
@@ -102,11 +98,8 @@ def resolve(conn: psycopg.Connection, incident_id: int, actor: str, cause: str, 
     if cause not in CAUSES:
         raise Invalid("cause", f"must be one of {', '.join(CAUSES)}")
     note = _required_note(note)
-    with conn.transaction():
-        row, now = _lock(conn, incident_id, now)
+    with _open_incident(conn, incident_id, now, "is already resolved") as (row, now):
         before = row["state"]
-        if before == "resolved":
-            raise Conflict(f"incident {incident_id} is already resolved")
         row = _update(conn, incident_id, """
             state = 'resolved', escalate_at = NULL, resolved_at = %(now)s,
             resolved_by = %(actor)s, cause = %(cause)s, note = %(note)s,
@@ -154,6 +147,17 @@ def reopen(conn: psycopg.Connection, incident_id: int, actor: str, note: str,
 
 
 # --- inside the transaction -----------------------------------------------------------------
+
+@contextmanager
+def _open_incident(conn: psycopg.Connection, incident_id: int, now: datetime | None,
+                   if_resolved: str) -> Iterator[tuple[Row, datetime]]:
+    """In one transaction: the incident's row locked, and a Conflict if it is resolved."""
+    with conn.transaction():
+        row, now = _lock(conn, incident_id, now)
+        if row["state"] == "resolved":
+            raise Conflict(f"incident {incident_id} {if_resolved}")
+        yield row, now
+
 
 def _lock(conn: psycopg.Connection, incident_id: int,
           now: datetime | None) -> tuple[Row, datetime]:

@@ -2,6 +2,8 @@
 
     Scope           the area a caller may see (everything, or grids, communities, streets)
     list_incidents  incidents in a scope, newest first, with their escalation state
+    by_ids          the same rows for given ids, whatever their area (the console's feed
+                    filters them per person)
     incident        one incident with its alerts, audit log and pages
     in_scope        whether an incident exists and lies in a scope (before acting on it)
 
@@ -129,6 +131,12 @@ def list_incidents(conn: psycopg.Connection, *, scope: Scope, state: str = "open
                       " ORDER BY i.opened_at DESC, i.id DESC"
                       " LIMIT %(limit)s OFFSET %(offset)s",
                       {**params, "limit": limit, "offset": offset})
+
+
+def by_ids(conn: psycopg.Connection, ids: list[int]) -> list[Row]:
+    """Incidents as list_incidents shows them, for these ids, in no scope: the caller
+    decides who may see each (devices/api/live.py sends each console only its area)."""
+    return _incidents(conn, f"{_INCIDENT} WHERE i.id = ANY(%(ids)s)", {"ids": ids})
 
 
 def in_scope(conn: psycopg.Connection, incident_id: int, scope: Scope) -> bool:

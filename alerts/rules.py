@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections import deque
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -23,6 +24,8 @@ from runtime.errors import ConfigError
 
 LadderRole = Literal["grid_worker", "grid_leader", "community_duty", "street_duty"]
 SEVERITIES = ("warning", "confirmed")
+# Reports kept per detector for rate-of-rise: bounds memory under a flood of reports.
+_RECENT_MAX = 64
 RULES = ("smoke_alarm", "camera_smoke", "camera_fire", "high_temperature", "rate_of_rise")
 
 
@@ -35,6 +38,9 @@ class DetectorRules(_Strict):
     high_temperature_c: float | None = Field(57.0, ge=30, le=200)
     rate_of_rise_c_per_min: float | None = Field(10.0, gt=0, le=100)
     rate_of_rise_window_s: int = Field(600, ge=10, le=86400)
+    # A rise must also be this large: two reports a second apart 0.2 °C apart are sensor
+    # noise at 12 °C/min, not a fire.
+    rate_of_rise_min_rise_c: float = Field(5.0, gt=0, le=100)
 
 
 class CameraRules(_Strict):
@@ -117,7 +123,9 @@ class Candidate:
 @dataclass
 class RuleEngine:
     policy: Policy
-    _last_temp: dict[str, tuple[int, float]] = field(default_factory=dict)
+    # Per detector, its recent (ts_ms, temperature_c) reports within the rate-of-rise
+    # window, oldest first; detectors report hourly, so usually one.
+    _temps: dict[str, deque] = field(default_factory=dict)
 
     def events(self, rows: list[tuple]) -> list[Candidate]:
         """Rows as ingest.decode yields them: (device_id, ts_ms, seq, type, received_ms,
@@ -156,19 +164,23 @@ class RuleEngine:
             out.append(Candidate(device_id, ts, seq, "high_temperature", received,
                                  {"temperature_c": temp, "threshold_c": det.high_temperature_c},
                                  gw))
-        previous = self._last_temp.get(device_id)
-        if previous is None or ts > previous[0]:
-            self._last_temp[device_id] = (ts, temp)
-        if det.rate_of_rise_c_per_min is None or previous is None:
-            return
-        then, before = previous
-        gap_s = (ts - then) / 1000
-        if 0 < gap_s <= det.rate_of_rise_window_s:
-            rate = (temp - before) / gap_s * 60
-            if rate >= det.rate_of_rise_c_per_min:
+        recent = self._temps.setdefault(device_id, deque(maxlen=_RECENT_MAX))
+        if recent and ts <= recent[-1][0]:
+            return      # a redelivery or an older report: the rise was judged with it
+        while recent and ts - recent[0][0] > det.rate_of_rise_window_s * 1000:
+            recent.popleft()
+        if det.rate_of_rise_c_per_min is not None and recent:
+            # From the coolest report in the window: a rise reported in many small steps
+            # counts as a whole, and one noisy pair of reports does not.
+            then, before = min(recent, key=lambda r: r[1])
+            gap_s = (ts - then) / 1000
+            rise = temp - before
+            rate = rise / gap_s * 60
+            if rise >= det.rate_of_rise_min_rise_c and rate >= det.rate_of_rise_c_per_min:
                 out.append(Candidate(device_id, ts, seq, "rate_of_rise", received,
                                      {"c_per_min": round(rate, 2), "from_c": before,
                                       "to_c": temp, "over_s": gap_s}, gw))
+        recent.append((ts, temp))
 
 
 def _clean(attrs: dict) -> dict:

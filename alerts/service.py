@@ -1,8 +1,9 @@
 """The alert core process: `firegrid alerts run`.
 
-    paho network thread        evaluator (calling thread)            escalator thread
+    paho network thread        evaluator (calling thread)            escalator threads
     on_message -> Window  ──►  decode, RuleEngine, store.record      claim_due -> ladder.fire
-                               COMMIT, then ack                      sleeps to the next timer
+                               COMMIT, then ack                      (alerts.escalators), sleep
+                                                                     to the next timer
                                       │ wake                                │ wake
                                       ▼                                     ▼
                                dispatcher thread: outbox -> MQTT push, webhooks, chat, SMS
@@ -54,6 +55,10 @@ class AlertService:
         self.stopping = threading.Event()
         self._escalate = threading.Event()
         self._dispatch = threading.Event()
+        # Clear while escalators are working through a burst of due timers (full batches):
+        # the dispatcher then holds off, up to poll_s, so the rungs are written first.
+        self._no_backlog = threading.Event()
+        self._no_backlog.set()
         self.window = Window(batch_max=cfg.batch_max, max_age_s=0)
         mqtt = settings.mqtt.model_copy(update={"client_id": cfg.client_id,
                                                 "share_group": cfg.share_group})
@@ -75,13 +80,15 @@ class AlertService:
         self.window.close()
         self._escalate.set()
         self._dispatch.set()
+        self._no_backlog.set()
 
     def run(self) -> None:
         cfg = self._settings.alerts
         if cfg.metrics_port:
             start_http_server(cfg.metrics_port, addr=self._settings.ingest.metrics_host)
         self.publisher.start()
-        for name, target in (("escalator", self._escalator), ("dispatcher", self._dispatcher),
+        loops = [(f"escalator-{i + 1}", self._escalator) for i in range(cfg.escalators)]
+        for name, target in (*loops, ("dispatcher", self._dispatcher),
                              ("listener", self._listener)):
             thread = threading.Thread(target=self._guard(name, target), name=name, daemon=True)
             thread.start()
@@ -116,12 +123,15 @@ class AlertService:
                         batch: list[Inbound]) -> psycopg.Connection | None:
         started = time.perf_counter()
         candidates = []
+        alerting = 0    # messages with at least one alert
         for item in batch:
             decoded = self.decoder.decode(item.topic, item.payload, item.received_ms)
+            before = len(candidates)
             if decoded.events:
                 candidates += self.engine.events(decoded.events)
             if decoded.readings:
                 candidates += self.engine.readings(decoded.readings)
+            alerting += len(candidates) > before
         attempt = 0
         while candidates:
             # Nothing is acknowledged before this commits: a transient failure retries the
@@ -153,7 +163,8 @@ class AlertService:
                 if self.stopping.wait(delay):
                     return conn
         self.consumer.ack(batch)
-        metrics.MESSAGES.labels("alert" if candidates else "quiet").inc(len(batch))
+        metrics.MESSAGES.labels("alert").inc(alerting)
+        metrics.MESSAGES.labels("quiet").inc(len(batch) - alerting)
         return conn
 
     def _record_each(self, candidates: list, first: psycopg.Error) -> None:
@@ -194,7 +205,9 @@ class AlertService:
             if pages:
                 self._dispatch.set()
             if len(due) == limit:
+                self._no_backlog.clear()
                 continue
+            self._no_backlog.set()
             with conn.transaction():
                 nxt = ladder.next_due(conn)
             wait = poll if nxt is None else (nxt - datetime.now(UTC)).total_seconds()
@@ -220,6 +233,7 @@ class AlertService:
                         for severity, n in dispatch.open_incidents(conn).items():
                             metrics.OPEN_INCIDENTS.labels(severity).set(n)
                     last_sweep = time.monotonic()
+                self._no_backlog.wait(poll)
                 if sender.pass_once():
                     continue
                 self._dispatch.wait(poll)

@@ -124,8 +124,8 @@ def _insert_alerts(conn: psycopg.Connection, candidates: list[Candidate],
         " muted, detail)"
         " SELECT d, timestamptz 'epoch' + t * interval '1 ms', s, r, k, b,"
         "        timestamptz 'epoch' + rc * interval '1 ms', m, dt::jsonb"
-        " FROM unnest(%s::text[], %s::int8[], %s::int8[], %s::text[], %s::text[], %s::text[],"
-        "             %s::int8[], %s::bool[], %s::text[]) AS u(d, t, s, r, k, b, rc, m, dt)"
+        " FROM unnest(%b::text[], %b::int8[], %b::int8[], %b::text[], %b::text[], %b::text[],"
+        "             %b::int8[], %b::bool[], %b::text[]) AS u(d, t, s, r, k, b, rc, m, dt)"
         " ON CONFLICT DO NOTHING"
         " RETURNING device_id, (extract(epoch FROM ts) * 1000)::int8, seq, rule",
         cols).fetchall()

@@ -134,6 +134,9 @@ class DevicesSettings(BaseModel):
     low_battery_clear_pct: int = Field(30, ge=0, le=100)
     # Prometheus /metrics of `firegrid devices monitor` (on ingest.metrics_host); 0 disables.
     metrics_port: int = Field(9109, ge=0, le=65535)
+    # The monitor brings the daily readings rollup (readings_daily, devices/rollup.py) up to
+    # date this often: yesterday and today each time, history on the first run; 0 disables.
+    rollup_interval_s: float = Field(300.0, ge=0, le=86400)
 
     @model_validator(mode="after")
     def _hysteresis(self) -> DevicesSettings:
@@ -168,6 +171,10 @@ class AlertsSettings(BaseModel):
     batch_max: int = Field(200, ge=1, le=5000)
     # Due escalations fired per transaction, and how often to look when nothing woke us.
     escalation_batch: int = Field(1000, ge=1, le=20000)
+    # Escalator threads, each with its own connection, claiming due timers side by side
+    # (SKIP LOCKED): a burst of timers is mostly database work, which several connections
+    # spread over the database's cores (bench/alerts.py: 3 beat 2 on two cores).
+    escalators: int = Field(3, ge=1, le=16)
     poll_s: float = Field(1.0, gt=0, le=60)
     # Webhooks (per-worker `webhook` channel and the fire-service hook) are signed with
     # HMAC-SHA256 over "<unix time>.<body>" with this secret (docs/alerts.md).

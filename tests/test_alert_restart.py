@@ -10,36 +10,20 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from simulators import messages as m
-from tests.alert_live import AlertsProcess, Phones, alert_settings
+from tests.alert_live import (
+    AlertsProcess, Phones, alert_settings, fast_ladder, pages_sent, send_alarm,
+)
 from tests.alert_support import build_ward
 from tests.helpers import Publisher, wait_for_count
 
 RUNG_S = 3
-RULES = f"""
-[[ladder.warning]]
-roles = ["grid_worker"]
-ack_timeout_s = {RUNG_S}
-[[ladder.warning]]
-roles = ["grid_leader"]
-ack_timeout_s = {RUNG_S}
-[[ladder.warning]]
-roles = ["community_duty"]
-ack_timeout_s = {RUNG_S}
-[[ladder.warning]]
-roles = ["street_duty"]
-ack_timeout_s = {RUNG_S}
-[[ladder.confirmed]]
-roles = ["grid_worker", "grid_leader", "community_duty", "street_duty"]
-ack_timeout_s = 60
-"""
 
 
 @pytest.fixture
 def setup(db, make_settings, uid, tmp_path):
     build_ward(db, around=datetime.now(UTC))
     rules = tmp_path / "rules.toml"
-    rules.write_text(RULES)
+    rules.write_text(fast_ladder(RUNG_S))
     settings = alert_settings(make_settings, uid, rules_file=str(rules))
     phones = Phones(settings)
     publisher = Publisher(settings.mqtt.host, settings.mqtt.port, f"dev-{uid}")
@@ -57,21 +41,6 @@ def setup(db, make_settings, uid, tmp_path):
     phones.close()
 
 
-def alarm(publisher, settings, device: str) -> None:
-    publisher.publish_all([(m.topic(device, "event", settings.mqtt.topic_prefix),
-                            m.encode(m.event("alarm", 1)))])
-
-
-def sent(settings, n: int) -> int:
-    """Wait until n pages are sent and none is pending: a quiet moment between rungs. (A
-    kill in the instant between the broker's PUBACK and the COMMIT that marks a page sent
-    would send it again, with the same page_id for the app to drop: docs/alerts.md. The
-    kills here land between rungs, where the guarantee is exactly once.)"""
-    quiet = ("SELECT CASE WHEN count(*) FILTER (WHERE status = 'pending') = 0"
-             " THEN count(*) FILTER (WHERE status = 'sent') ELSE 0 END FROM pages")
-    return wait_for_count(settings.database.url, quiet, n)
-
-
 def test_kill_9_mid_escalation_loses_nothing_and_pages_nobody_twice(setup, db):
     settings, phones, publisher, start = setup
     core = start()
@@ -80,23 +49,23 @@ def test_kill_9_mid_escalation_loses_nothing_and_pages_nobody_twice(setup, db):
     # of SD-1's alarm only count on the same incident).
     deadline = time.monotonic() + 30
     while True:
-        alarm(publisher, settings, "SD-1")
+        send_alarm(publisher, settings, "SD-1")
         try:
             assert phones.take(0.5)[0] == "gw1"
             break
         except queue.Empty:
             assert time.monotonic() < deadline, "the alert core never paged"
-    alarm(publisher, settings, "SD-3")
-    assert sent(settings, 2) == 2            # both first pages committed as sent
+    send_alarm(publisher, settings, "SD-3")
+    assert pages_sent(settings, 2) == 2            # both first pages committed as sent
     core.kill()                              # kill -9 while both ladders are running
 
-    alarm(publisher, settings, "SD-4")       # arrives while no alert core runs
+    send_alarm(publisher, settings, "SD-4")       # arrives while no alert core runs
     time.sleep(RUNG_S)                       # the downtime itself: timers fall due meanwhile
     restarts = [datetime.now(UTC)]
     core = start()
     # SD-4's alarm waited in the core's session; the overdue rungs fire at restart:
     # B1 and B2 page their grid leader, B3 its grid worker.
-    assert sent(settings, 5) == 5
+    assert pages_sent(settings, 5) == 5
     core.kill()                              # and once more, in the middle of the ladder
     restarts.append(datetime.now(UTC))
     core = start()
@@ -104,7 +73,7 @@ def test_kill_9_mid_escalation_loses_nothing_and_pages_nobody_twice(setup, db):
     # grid G2, which has no grid leader: that rung is skipped.
     assert wait_for_count(settings.database.url, "SELECT count(*) FROM incident_log"
                           " WHERE action = 'exhausted'", 3, timeout=90) == 3
-    assert sent(settings, 11) == 11
+    assert pages_sent(settings, 11) == 11
     got = phones.take_n(11 - 1, timeout=30)  # the first page was taken above
 
     received = collections.Counter((p["key"], p["step"], w) for w, p in phones.seen)
