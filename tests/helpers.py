@@ -4,15 +4,18 @@ run ingest in a thread or a child process, and wait for rows by polling the data
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterable
 
 import paho.mqtt.client as mqtt
 import psycopg
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from ingest.service import IngestService
@@ -151,3 +154,26 @@ def await_subscribed(publisher: Publisher, prefix: str, url: str, timeout: float
             return
         assert time.monotonic() < deadline, "ingest never subscribed"
         seq += 1
+
+
+def scrape(port: int, name: str) -> float:
+    """The value of an unlabelled metric on a process's /metrics; -1 if the process or the
+    metric is not there (yet)."""
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read()
+    except OSError:
+        return -1
+    for line in text.decode().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return -1
+
+
+def required_tool(name: str, install: str) -> str:
+    """The path of an external program a test needs (a name on the PATH, or a path). A
+    missing one fails the test saying how to install it: a skipped check would read as a
+    passing one, and `./dev test` installs them all."""
+    found = shutil.which(name)
+    if found is None:
+        pytest.fail(f"{name} not found: {install}")
+    return found

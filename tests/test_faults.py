@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import threading
-import urllib.request
 
 import psycopg
 import pytest
@@ -30,6 +29,7 @@ from tests.helpers import (
     Publisher,
     ThreadedIngest,
     await_subscribed,
+    scrape,
     settings_env,
     wait_for_count,
 )
@@ -115,9 +115,9 @@ def test_sigterm_drains_commits_and_acknowledges_before_exit(make_settings, brok
     proc = IngestProcess(settings, tmp_path / "ingest.log").start()
     try:
         def received() -> float:
-            return _metric(port, "firegrid_ingest_messages_received")
+            return scrape(port, "firegrid_ingest_messages_received")
 
-        wait_until(lambda: _metric(port, "firegrid_ingest_broker_connected") == 1, 15,
+        wait_until(lambda: scrape(port, "firegrid_ingest_broker_connected") == 1, 15,
                    "ingest subscribed")
         publisher = Publisher(broker.host, broker.port, f"pub-{uid}")
         publisher.publish_all(stream(prefix, 0, 300))
@@ -244,17 +244,6 @@ def test_slow_database_fills_the_window_and_the_broker_holds_the_rest(
     assert_exactly(db_url, total)
 
 
-def _metric(port: int, name: str) -> float:
-    try:
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read()
-    except OSError:
-        return -1
-    for line in text.decode().splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return -1
-
-
 def test_workers_split_the_stream_and_a_killed_worker_is_replaced(make_settings, broker, db_url,
                                                                   uid, tmp_path):
     base = free_ports(2)
@@ -266,7 +255,7 @@ def test_workers_split_the_stream_and_a_killed_worker_is_replaced(make_settings,
     connected = "firegrid_ingest_broker_connected"
     try:
         # Both workers in the group before the stream, or the broker has only one to use.
-        wait_until(lambda: _metric(base, connected) == 1 and _metric(base + 1, connected) == 1,
+        wait_until(lambda: scrape(base, connected) == 1 and scrape(base + 1, connected) == 1,
                    60, "both workers subscribed")
         children = sorted(_children(supervisor.pid))
         assert len(children) == 2
@@ -278,7 +267,7 @@ def test_workers_split_the_stream_and_a_killed_worker_is_replaced(make_settings,
         assert wait_for_count(db_url, COUNT_ROWS, 6000) == 6000
         survivor = next(p for p in _children(supervisor.pid) if p == children[1])
         assert survivor  # the other worker was never disturbed
-        took = _metric(base + 1, "firegrid_ingest_messages_received")
+        took = scrape(base + 1, "firegrid_ingest_messages_received")
         assert 0 < took < 6000, took  # the broker split the stream between the workers
     finally:
         supervisor.send_signal(signal.SIGTERM)

@@ -7,6 +7,7 @@ import json
 import re
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from ingest import protocol as p
@@ -110,10 +111,9 @@ def test_examples_cover_every_message_type() -> None:
     assert any(ch == "gateway" for ch, _ in EXAMPLES), "docs/protocol.md: no gateway example"
 
 
-# --- the same examples against the published JSON Schemas (needs jsonschema) -------------
+# --- the same examples against the published JSON Schemas --------------------------------
 
 def _validator(channel: str):
-    jsonschema = pytest.importorskip("jsonschema")
     schema = json.loads(render_schemas()[f"{channel}.v{p.PROTOCOL_VERSION}.schema.json"])
     jsonschema.Draft202012Validator.check_schema(schema)
     return jsonschema.Draft202012Validator(schema)
