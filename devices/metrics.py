@@ -41,3 +41,29 @@ MONITOR_FAILURES = Counter("firegrid_monitor_failures_total",
 OFFLINE_PAUSED = Gauge(
     "firegrid_monitor_offline_paused",
     "1 while no ingest reports itself connected and flushing: offline detection waits")
+
+# Per community, from the monitor's check. `street` and `community` are registry ids: a
+# street has tens of communities, a city a few thousand, so the label set stays bounded
+# (never a grid, building or device id). A community removed from the registry loses its
+# series at the next check.
+COMMUNITY_DEVICES = Gauge(
+    "firegrid_community_devices",
+    "Devices watched for liveness (state active or maintenance), per community",
+    ["street", "community"])
+COMMUNITY_ONLINE = Gauge(
+    "firegrid_community_devices_online",
+    "Watched devices heard within their offline limit (the monitor's offline rule), per"
+    " community", ["street", "community"])
+
+# The daily readings rollup (devices/rollup.py), run by the monitor.
+ROLLUP_RUNS = Counter("firegrid_rollup_runs_total",
+                      "Daily readings rollups completed (readings_daily brought up to date)")
+ROLLUP_FAILURES = Counter("firegrid_rollup_failures_total",
+                          "Daily readings rollups that failed (retried next interval)")
+ROLLUP_SECONDS = Histogram(
+    "firegrid_rollup_seconds", "Time for one rollup run, backfill included",
+    buckets=(.05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600))
+ROLLUP_DAYS = Counter(
+    "firegrid_rollup_days_total",
+    "Days recomputed by the rollup, by phase: backfill (history never computed), settle (the"
+    " daily pass over days late readings can change), live (yesterday and today)", ["phase"])

@@ -28,6 +28,9 @@ Rules the statements keep:
   silent, and 3,000 camera tickets would help nobody. Closing goes on meanwhile.
 - A ticket goes to a field technician covering the building's grid, else its community,
   else its street (lowest id first), or to nobody when there is none.
+
+run_monitor() also keeps the daily readings rollup (devices/rollup.py) up to date every
+devices.rollup_interval_s, in a thread of its own.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from datetime import datetime, timezone
 
 import psycopg
 
-from devices import metrics
+from devices import metrics, rollup
 from runtime.db import classify, connect
 from runtime.errors import UnavailableError
 from runtime.settings import DevicesSettings, Settings
@@ -71,6 +74,9 @@ class MonitorReport:
     closed: dict[str, int] = field(default_factory=dict)        # by reason: cleared, retired
     open_tickets: dict[str, int] = field(default_factory=dict)  # by condition, after the check
     offline_paused: bool = False  # no ingest watching: no offline tickets opened
+    # (street, community) -> (watched devices, online); computed even while offline
+    # detection is paused (then nearly nothing is online: the alerting rule waits instead)
+    communities: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
 
 
 # The newest sign of life: last_seen, or for an active device never heard, its installation.
@@ -140,6 +146,19 @@ _OPEN = (
 _OPEN_NOW = ("SELECT condition, count(*) FROM maintenance_tickets WHERE closed_at IS NULL"
              " GROUP BY condition")
 _UNCLAIMED = "SELECT count(*) FROM quarantine WHERE claimed_at IS NULL"
+# Watched devices per community, and how many are within their offline limit: the same rule
+# that opens offline tickets, so "online" here and an offline ticket never disagree.
+# Communities without devices are listed too (0 and 0), so a dashboard shows them.
+_COMMUNITIES = (
+    "SELECT co.street_id, co.id, count(d.id),"
+    f" count(d.id) FILTER (WHERE {_HEARD} >= %(now)s - {_LIMIT})"
+    " FROM communities co"
+    " LEFT JOIN grids g ON g.community_id = co.id"
+    " LEFT JOIN buildings b ON b.grid_id = g.id"
+    " LEFT JOIN devices d ON d.building_id = b.id AND d.state IN ('active', 'maintenance')"
+    " LEFT JOIN device_status s ON s.device_id = d.id"
+    " GROUP BY co.street_id, co.id"
+)
 
 
 def check(conn: psycopg.Connection, now: datetime, settings: DevicesSettings) -> MonitorReport:
@@ -165,6 +184,9 @@ def check(conn: psycopg.Connection, now: datetime, settings: DevicesSettings) ->
         report.opened = dict(cur.execute(_OPEN, params).fetchall())
         report.open_tickets = dict(cur.execute(_OPEN_NOW).fetchall())
         unclaimed = cur.execute(_UNCLAIMED).fetchone()[0]
+        report.communities = {(street, community): (watched, online) for
+                              street, community, watched, online in
+                              cur.execute(_COMMUNITIES, params).fetchall()}
     report.closed = {reason: n for reason, n in report.closed.items() if n}
     for condition in CONDITIONS:
         metrics.OPEN_TICKETS.labels(condition).set(report.open_tickets.get(condition, 0))
@@ -173,9 +195,29 @@ def check(conn: psycopg.Connection, now: datetime, settings: DevicesSettings) ->
     for reason, n in report.closed.items():
         metrics.TICKETS_CLOSED.labels(reason).inc(n)
     metrics.QUARANTINE_UNCLAIMED.set(unclaimed)
+    _export_communities(report.communities)
     metrics.OFFLINE_PAUSED.set(int(report.offline_paused))
     metrics.MONITOR_RUNS.inc()
     return report
+
+
+# The (street, community) label pairs exported by the last check, to remove the series of
+# communities that left the registry (set first, then remove: a scrape in between sees
+# every community that still exists).
+_exported: set[tuple[str, str]] = set()
+_exported_lock = threading.Lock()
+
+
+def _export_communities(communities: dict[tuple[str, str], tuple[int, int]]) -> None:
+    with _exported_lock:
+        for labels, (watched, online) in communities.items():
+            metrics.COMMUNITY_DEVICES.labels(*labels).set(watched)
+            metrics.COMMUNITY_ONLINE.labels(*labels).set(online)
+        for labels in _exported - communities.keys():
+            metrics.COMMUNITY_DEVICES.remove(*labels)
+            metrics.COMMUNITY_ONLINE.remove(*labels)
+        _exported.clear()
+        _exported.update(communities)
 
 
 def _utcnow() -> datetime:
@@ -187,36 +229,77 @@ def run_monitor(settings: Settings, stop: threading.Event,
     """check() every devices.monitor_interval_s until `stop` is set. A failed check (the
     database down, a lock timeout) is logged, counted and tried again at the next tick."""
     interval = settings.devices.monitor_interval_s
-    conn: psycopg.Connection | None = None
     paused = False
     log.info("maintenance monitor running: every %.0f s", interval)
+    rollup_thread = None
+    if settings.devices.rollup_interval_s > 0:
+        # Its own thread and connection: a first backfill over a year of history takes
+        # minutes, and offline checks must not wait for it.
+        rollup_thread = threading.Thread(target=run_rollup, args=(settings, stop, clock),
+                                         name="readings-rollup", daemon=True)
+        rollup_thread.start()
+
+    def step(conn: psycopg.Connection) -> None:
+        nonlocal paused
+        report = check(conn, clock(), settings.devices)
+        if report.offline_paused != paused:
+            paused = report.offline_paused
+            if paused:
+                log.warning("no ingest is subscribed and flushing liveness: offline "
+                            "detection paused")
+            else:
+                log.info("an ingest is watching again: offline detection resumed")
+        if report.opened or report.closed:
+            log.info("maintenance tickets opened %s, closed %s; open now %s",
+                     report.opened, report.closed, report.open_tickets)
+
+    try:
+        _every(settings, stop, interval, "maintenance check", metrics.MONITOR_FAILURES, step)
+    finally:
+        if rollup_thread is not None:
+            rollup_thread.join()
+
+
+def run_rollup(settings: Settings, stop: threading.Event,
+               clock: Callable[[], datetime] = _utcnow) -> None:
+    """rollup.refresh() now and every devices.rollup_interval_s until `stop` is set; a
+    failure is logged, counted and tried again at the next interval."""
+    interval = settings.devices.rollup_interval_s
+    log.info("daily readings rollup running: every %.0f s", interval)
+
+    def step(conn: psycopg.Connection) -> None:
+        report = rollup.refresh(conn, clock(), late_days=settings.ingest.max_age_days,
+                                future_s=settings.ingest.max_future_skew_s, stop=stop)
+        backfilled = report.days.get("backfill", [])
+        if backfilled:
+            log.info("readings rollup: backfilled %d days (%s to %s) in %.1f s%s",
+                     len(backfilled), backfilled[0], backfilled[-1], report.seconds,
+                     "; interrupted, carries on next start" if report.interrupted else "")
+
+    _every(settings, stop, interval, "readings rollup", metrics.ROLLUP_FAILURES, step)
+
+
+def _every(settings: Settings, stop: threading.Event, interval: float, what: str,
+           failures, step: Callable[[psycopg.Connection], None]) -> None:
+    """step(conn) now and every `interval` s until `stop`. A database failure is logged as
+    its kind, counted in `failures`, and tried again at the next interval on a new
+    connection: the work is idempotent, so starting over loses nothing."""
+    conn: psycopg.Connection | None = None
     try:
         while not stop.is_set():
             try:
                 if conn is None or conn.closed:
                     conn = connect(settings.database, autocommit=True)
-                report = check(conn, clock(), settings.devices)
+                step(conn)
             except (psycopg.Error, OSError, UnavailableError) as exc:
-                metrics.MONITOR_FAILURES.inc()
+                failures.inc()
                 kind = "transient" if isinstance(exc, UnavailableError | OSError) else classify(exc)
                 text = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
                 log.log(logging.ERROR if kind == "operator" else logging.WARNING,
-                        "maintenance check failed (%s: %s); next try in %.0f s", kind, text,
-                        interval)
+                        "%s failed (%s: %s); next try in %.0f s", what, kind, text, interval)
                 if conn is not None:
                     conn.close()
                     conn = None
-            else:
-                if report.offline_paused != paused:
-                    paused = report.offline_paused
-                    if paused:
-                        log.warning("no ingest is subscribed and flushing liveness: offline "
-                                    "detection paused")
-                    else:
-                        log.info("an ingest is watching again: offline detection resumed")
-                if report.opened or report.closed:
-                    log.info("maintenance tickets opened %s, closed %s; open now %s",
-                             report.opened, report.closed, report.open_tickets)
             stop.wait(interval)
     finally:
         if conn is not None:

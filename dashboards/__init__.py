@@ -1,0 +1,1 @@
+"""firegrid's Grafana dashboards as code; see docs/dashboards.md."""
