@@ -4,7 +4,8 @@ Uses the configured broker and database when they answer; otherwise starts priva
 (runtime.localsvc) under --state-dir on free ports. Then: migrate, register a small street
 (simulators.topology, preset "small") through the CSV import when the registry is empty,
 run ingest, the maintenance monitor and the alert core (fire warnings become incidents and
-pages on firegrid/v1/workers/<id>/pages), run a simulated fleet of those devices (smoke
+pages on firegrid/v1/workers/<id>/pages), serve the API and the duty console with login
+links for a grid worker and their community's duty officer, run a simulated fleet of those devices (smoke
 detectors and cameras, with the occasional alarm, a few unregistered ids and, on purpose,
 the occasional malformed message), and print what lands in the database every 2 seconds.
 The full device simulators and scenarios are `simulators/` proper (a later issue).
@@ -32,6 +33,7 @@ from runtime.localsvc import Mosquitto, Postgres, free_port, reachable
 from runtime.settings import Settings
 from simulators import messages as m
 from simulators import topology
+from simulators.demo_console import start_console
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +66,15 @@ def run_demo(settings: Settings, *, devices: int, rate: float, seconds: float,
         monitor.start()
         if settings.ingest.metrics_port:
             print(f"metrics:  http://{settings.ingest.metrics_host}:{settings.ingest.metrics_port}/metrics")
+        stop_console, logins = start_console(settings, ids[0])
+        print("\n".join(logins))
         print(f"{len(ids)} simulated devices, ~{rate:g} messages/s. Ctrl-C stops.\n")
         try:
             _report(settings, seconds)
         except KeyboardInterrupt:
             pass
         stop.set()
+        stop_console()
         fleet.join(10)
         alerts.stop()
         alert_core.join(30)
@@ -141,6 +146,9 @@ def _fleet(settings: Settings, ids: list[str], rate: float, stop: threading.Even
     rng = random.Random(7)
     seqs = dict.fromkeys(ids, 0)
     battery = {d: rng.randint(20, 100) for d in ids}
+    # Room temperature drifts slowly: a fresh random value per report would climb 10 °C a
+    # minute between two reports seconds apart and trip the rate-of-rise fire rule.
+    temperature = {d: rng.uniform(20, 28) for d in ids}
     interval = 1.0 / rate
     next_at = time.monotonic()
     try:
@@ -157,9 +165,11 @@ def _fleet(settings: Settings, ids: list[str], rate: float, stop: threading.Even
                 topic, payload = m.topic(device, "event", prefix), m.encode(m.event("smoke_detected", seq, confidence=round(rng.uniform(0.5, 0.99), 2)))
             elif not device.startswith("CAM"):
                 battery[device] = max(0, battery[device] - (rng.random() < 0.01))
+                temperature[device] = min(32.0, max(18.0, temperature[device]
+                                                    + rng.uniform(-0.05, 0.05)))
                 topic, payload = m.topic(device, "telemetry", prefix), m.encode(m.smoke_status(
                     seq, obscuration_db_m=round(rng.uniform(0, 0.05), 3),
-                    temperature_c=round(rng.uniform(18, 32), 1), battery_pct=battery[device],
+                    temperature_c=round(temperature[device], 1), battery_pct=battery[device],
                     rsrp_dbm=rng.randint(-120, -70), sinr_db=round(rng.uniform(-5, 20), 1)))
             else:
                 topic, payload = m.topic(device, "telemetry", prefix), m.encode(m.camera_status(seq))

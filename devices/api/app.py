@@ -24,7 +24,7 @@ from psycopg_pool import ConnectionPool
 
 from devices.api import errors
 from devices.api.routes import (
-    devices, hierarchy, incidents, people, quarantine, silences, tickets, tokens,
+    console, devices, hierarchy, incidents, people, quarantine, silences, tickets, tokens,
 )
 from devices.broker import BrokerAuth, broker_auth
 from runtime.settings import Settings
@@ -68,9 +68,12 @@ def create_app(settings: Settings, broker: BrokerAuth | None = None) -> FastAPI:
                               "operation lists the roles it admits.",
                   lifespan=lifespan)
     errors.install(app)
-    for module in (devices, hierarchy, people, tickets, quarantine, tokens, incidents,
+    # console before incidents: its /v1/incidents/events must not be taken for an incident id
+    for module in (devices, hierarchy, people, tickets, quarantine, tokens, console, incidents,
                    silences):
         app.include_router(module.router)
+    # The duty console's page (docs/console.md).
+    app.mount("/console", console.console_files(), name="console")
     app.add_api_route("/healthz", _healthz, methods=["GET"], tags=["health"],
                       summary="200 when the database answers (no token needed)")
     _roles_in_descriptions(app)
@@ -94,8 +97,10 @@ def serve(settings: Settings) -> None:
     stops = (signal.SIGTERM, signal.SIGINT)
     previous = {sig: signal.signal(sig, lambda *_: None) for sig in stops}
     try:
+        # Console event streams stay open (60 s each); on SIGTERM close them after 5 s
+        # instead of waiting for them, the browsers reconnect to the next process.
         uvicorn.run(create_app(settings), host=settings.api.host, port=settings.api.port,
-                    log_level=settings.log_level.lower())
+                    log_level=settings.log_level.lower(), timeout_graceful_shutdown=5)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

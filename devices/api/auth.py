@@ -11,6 +11,11 @@ PERMISSIONS, and that is the only place roles are listed:
 as the security requirement of the operation (OpenAPI 3.1 lets a bearer scheme list role
 names there); tests/test_api_permissions.py walks that document to prove no route is
 unguarded.
+
+The duty console's browser sessions (devices/api/console.py) are accepted here too: a
+person logs in once with their token, and the HttpOnly cookie SESSION_COOKIE then stands
+for that token, with its role, worker and area, for as long as both the session and the
+token live. A bearer header, when present, takes precedence over the cookie.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 import psycopg
-from fastapi import Depends, HTTPException, Security
+from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 
 from alerts.queries import Scope
@@ -113,9 +118,42 @@ _bearer = HTTPBearer(auto_error=False, description="a token from `firegrid api t
                                                    " or POST /v1/tokens")
 
 
-def _authorize(scopes: SecurityScopes, conn: Conn,
+# The console's session cookie, and the header its script adds to every request that
+# changes something: a cross-site form or link cannot set a header (SameSite=Strict already
+# keeps the cookie off cross-site requests; this also covers same-site sibling hosts).
+SESSION_COOKIE = "fg_console"
+CONSOLE_HEADER = "X-Firegrid-Console"
+_SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+# One row per live session: the token's holder, as for the bearer lookup below.
+_SESSION_ACTOR = (
+    "SELECT t.name, t.role, t.worker_id FROM console_sessions s"
+    " JOIN api_tokens t ON t.id = s.token_id LEFT JOIN workers w ON w.id = t.worker_id"
+    " WHERE s.session_sha256 = %s AND s.expires_at > now() AND t.revoked_at IS NULL"
+    " AND coalesce(w.active, true)")
+
+
+def _authorize(scopes: SecurityScopes, request: Request, conn: Conn,
                credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
                ) -> Actor:
+    return authenticate(conn, request, credentials, scopes.scopes)
+
+
+def authenticate(conn: psycopg.Connection, request: Request,
+                 credentials: HTTPAuthorizationCredentials | None,
+                 roles: list[str]) -> Actor:
+    """The caller, from the bearer token or else the console's session cookie; 401 when
+    neither names a live one, 403 when its role is not among `roles`."""
+    session = request.cookies.get(SESSION_COOKIE)
+    if credentials is None and session:
+        row = conn.execute(_SESSION_ACTOR, [_digest(session)]).fetchone()
+        if row is None:
+            raise HTTPException(401, "console session expired or ended; log in again",
+                                headers={"WWW-Authenticate": "Bearer"})
+        if request.method not in _SAFE_METHODS and request.headers.get(CONSOLE_HEADER) != "1":
+            raise HTTPException(403, f"a request made with the console's session cookie must "
+                                     f"carry the header {CONSOLE_HEADER}: 1")
+        return _admit(Actor(*row), roles)
     if credentials is None:
         raise HTTPException(401, "missing bearer token", headers={"WWW-Authenticate": "Bearer"})
     # A token whose worker has been deactivated stops working with them.
@@ -127,10 +165,13 @@ def _authorize(scopes: SecurityScopes, conn: Conn,
     if row is None:
         raise HTTPException(401, "unknown or revoked token",
                             headers={"WWW-Authenticate": "Bearer"})
-    actor = Actor(*row)
-    if actor.role not in scopes.scopes:
+    return _admit(Actor(*row), roles)
+
+
+def _admit(actor: Actor, roles: list[str]) -> Actor:
+    if actor.role not in roles:
         raise HTTPException(403, f"role {actor.role!r} may not do this; allowed: "
-                                 f"{', '.join(scopes.scopes)}")
+                                 f"{', '.join(roles)}")
     return actor
 
 

@@ -1,0 +1,168 @@
+"""The duty console's live feed: one LISTEN connection per API process, fanned out to every
+connected console, each receiving only the incidents in its area.
+
+    hub = Hub(url, pool, connect_timeout_s)
+    sub = hub.subscribe(scope)          # in the event loop; starts the listener once
+    event = await sub.queue.get()       # ("incident", Update) | ("resync", None)
+                                        # | ("status", {"live": bool})
+    hub.unsubscribe(sub); hub.close()
+
+The migration 0007_console.sql NOTIFYs 'firegrid_console' with incident ids (comma-separated,
+up to 500 a notification) at the COMMIT of anything that changes the incident or its log,
+whoever writes it. The listener thread
+gathers a burst of ids, reads those incidents once through the API's pool (the same query
+as GET /v1/incidents), and hands each subscriber the ones its scope covers. Per-client cost
+is a scope test and a queue put, never a query.
+
+Notifications sent while the listener is not connected are lost (PostgreSQL keeps them
+only for listening sessions), so every (re)connection sends "resync": consoles read the
+list again. So does a subscriber whose queue overflowed (a stalled browser).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from alerts import queries
+from alerts.queries import Scope
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "firegrid_console"
+QUEUE_MAX = 256           # events waiting for one slow console before it must resync
+WAIT_S = 1.0              # how often the listener looks at its stop flag
+BURST_S = 0.05            # after a notification, gather others this long: one query per burst
+RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 10.0
+
+Event = tuple[str, Any]
+
+
+@dataclass(frozen=True)
+class Update:
+    """One incident as the console shows it: the JSON is made once for all subscribers."""
+    incident_id: int
+    grid_id: str
+    community_id: str
+    street_id: str
+    json: str
+
+
+@dataclass(eq=False)
+class Subscriber:
+    scope: Scope
+    queue: asyncio.Queue[Event] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
+
+    def covers(self, update: Update) -> bool:
+        s = self.scope
+        return (s.everything or update.grid_id in s.grids
+                or update.community_id in s.communities or update.street_id in s.streets)
+
+    def offer(self, event: Event) -> None:
+        if self.queue.full():
+            # Too far behind to replay: drop the backlog and have it read the list again.
+            while not self.queue.empty():
+                self.queue.get_nowait()
+            event = ("resync", None)
+        self.queue.put_nowait(event)
+
+
+class Hub:
+    def __init__(self, url: str, pool: ConnectionPool, connect_timeout_s: float,
+                 serialize: Any) -> None:
+        """`serialize(row) -> str` turns a list_incidents row into the JSON sent."""
+        self._url = url
+        self._pool = pool
+        self._timeout = connect_timeout_s
+        self._serialize = serialize
+        self._subscribers: set[Subscriber] = set()   # touched only in the event loop
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.live = False          # the listener is connected and listening
+
+    # --- in the event loop -------------------------------------------------------------------
+
+    def subscribe(self, scope: Scope) -> Subscriber:
+        self._loop = asyncio.get_running_loop()
+        sub = Subscriber(scope)
+        self._subscribers.add(sub)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="console-listener",
+                                            daemon=True)
+            self._thread.start()
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self._subscribers.discard(sub)
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(WAIT_S + self._timeout + 5)
+
+    def _deliver(self, updates: list[Update] | None, event: Event | None) -> None:
+        for sub in list(self._subscribers):
+            if event is not None:
+                sub.offer(event)
+            for update in updates or ():
+                if sub.covers(update):
+                    sub.offer(("incident", update))
+
+    # --- in the listener thread --------------------------------------------------------------
+
+    def _send(self, updates: list[Update] | None = None, event: Event | None = None) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._deliver, updates, event)
+        except RuntimeError:  # the loop has closed: the app is shutting down
+            self._stop.set()
+
+    def _set_live(self, live: bool) -> None:
+        if live != self.live:
+            self.live = live
+            self._send(event=("status", {"live": live}))
+
+    def _run(self) -> None:
+        delay = RECONNECT_MIN_S
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._url, autocommit=True,
+                                     connect_timeout=self._timeout) as conn:
+                    conn.execute(f"LISTEN {CHANNEL}")
+                    self._set_live(True)
+                    # Whatever changed before this LISTEN was not heard.
+                    self._send(event=("resync", None))
+                    delay = RECONNECT_MIN_S
+                    while not self._stop.is_set():
+                        ids = {n.payload for n in conn.notifies(timeout=WAIT_S, stop_after=1)}
+                        if ids:
+                            ids |= {n.payload for n in conn.notifies(timeout=BURST_S)}
+                            self._publish(ids)
+            except psycopg.Error as exc:  # the database restarted, or refused the read
+                log.warning("console listener: %s; reconnecting in %.1f s", exc, delay)
+            self._set_live(False)
+            self._stop.wait(delay)
+            delay = min(delay * 2, RECONNECT_MAX_S)
+
+    def _publish(self, payloads: set[str]) -> None:
+        # Each payload is a comma-separated list of incident ids (0007_console.sql).
+        ids = sorted({int(i) for p in payloads for i in p.split(",") if i.isdigit()})
+        if not ids:
+            return
+        with self._pool.connection(timeout=self._timeout) as conn:
+            rows = queries.by_ids(conn, ids)
+        self._send([Update(r["id"], r["grid_id"], r["community_id"], r["street_id"],
+                           self._serialize(r)) for r in rows])

@@ -1,0 +1,232 @@
+"""The duty console (docs/console.md): its login, who is logged in, and the live feed.
+
+    POST /v1/console/login     {"token": "fg_..."} -> session cookie (HttpOnly, SameSite=Strict)
+    POST /v1/console/logout    ends the session, clears the cookie
+    GET  /v1/console/me        who you are, your area, whether you may act
+    GET  /v1/incidents/events  server-sent events: incidents of your area as they change
+    /console/                  the page itself (static files, devices/api/console/)
+
+Login and logout take no token, so they are left out of the OpenAPI document, whose every
+operation must declare its roles (tests/test_api_permissions.py); so is the event stream
+(below). The page acts through the
+ordinary /v1/incidents routes, with the cookie in place of the bearer token (auth.py).
+
+The event stream is bounded (STREAM_MAX_S): the browser's EventSource reconnects by itself,
+which re-reads the caller's token, role and area, and lets a stopping server finish its
+streams instead of waiting on them forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, Security
+from fastapi.security import HTTPAuthorizationCredentials, SecurityScopes
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import Scope as AsgiScope
+
+from alerts import loop
+from alerts.queries import Scope
+from devices.api import sessions
+from devices.api.auth import (
+    CONSOLE_HEADER, PERMISSIONS, SESSION_COOKIE, Actor, _bearer, allow, area_scope, authenticate,
+)
+from devices.api.deps import Conn
+from devices.api.live import Hub, Update
+from devices.api.routes.incidents import IncidentSummary
+
+STATIC = Path(__file__).resolve().parent.parent / "console"
+
+STREAM_MAX_S = 60.0       # then the browser reconnects (and is authenticated again)
+RETRY_MS = 2000           # how long EventSource waits before reconnecting
+
+
+class ConsoleFiles(StaticFiles):
+    """The page, its script and styles, with headers that keep them to themselves: no
+    script but our own file, no framing (the buttons act), no referrer."""
+
+    HEADERS = {
+        "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
+                                   "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+        "X-Content-Type-Options": "nosniff",
+        "X-Frame-Options": "DENY",
+        "Referrer-Policy": "no-referrer",
+        "Cache-Control": "no-cache",
+    }
+
+    async def get_response(self, path: str, scope: AsgiScope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(self.HEADERS)
+        return response
+
+
+def console_files() -> ConsoleFiles:
+    return ConsoleFiles(directory=STATIC, html=True)
+
+
+def _serialize(row: dict[str, Any]) -> str:
+    return IncidentSummary.model_validate(row).model_dump_json()
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = app.state.settings
+    hub = Hub(settings.database.url, app.state.pool, settings.database.connect_timeout_s,
+              _serialize)
+    app.state.console_hub = hub
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(hub.close)
+
+
+router = APIRouter(tags=["console"], lifespan=_lifespan)
+
+
+# --- login --------------------------------------------------------------------------------
+
+class LoginBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    token: str = Field(min_length=1, max_length=200)
+
+
+def _secure(request: Request) -> bool:
+    # Behind the HTTPS proxy uvicorn sees https (X-Forwarded-Proto from a trusted proxy);
+    # plain http only on a developer's machine, where a Secure cookie would not be kept.
+    return request.url.scheme == "https"
+
+
+@router.post("/v1/console/login", include_in_schema=False)
+def login(body: LoginBody, request: Request, response: Response, conn: Conn) -> dict:
+    # A cross-site form cannot set the header: nobody can log a browser in to their session.
+    _require_console_header(request)
+    session = sessions.start(conn, body.token)
+    response.set_cookie(SESSION_COOKIE, session.id, httponly=True, samesite="strict",
+                        secure=_secure(request), path="/",
+                        max_age=int(sessions.SESSION_TTL.total_seconds()))
+    return _me(conn, session.actor) | {"expires_at": session.expires_at}
+
+
+@router.post("/v1/console/logout", include_in_schema=False, status_code=204)
+def logout(request: Request, conn: Conn) -> Response:
+    _require_console_header(request)
+    session = request.cookies.get(SESSION_COOKIE)
+    if session:
+        sessions.end(conn, session)
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict",
+                           secure=_secure(request))
+    return response
+
+
+def _require_console_header(request: Request) -> None:
+    if request.headers.get(CONSOLE_HEADER) != "1":
+        raise HTTPException(403, f"the console sends the header {CONSOLE_HEADER}: 1")
+
+
+# --- who am I -----------------------------------------------------------------------------
+
+class Area(BaseModel):
+    level: str = Field(description="grid, community or street")
+    id: str
+    name: str
+
+
+class Me(BaseModel):
+    name: str = Field(description="the token's name")
+    role: str
+    worker_id: str | None
+    worker_name: str | None
+    areas: list[Area] = Field(description="what you see; empty for an admin, who sees all")
+    can_act: bool = Field(description="your role may acknowledge, arrive, resolve, reopen")
+    causes: list[str] = Field(description="the causes an incident is resolved with")
+    now: datetime = Field(description="the server's clock, for the page's timers")
+
+
+def _me(conn, actor: Actor) -> dict:
+    name = None
+    areas: list[dict] = []
+    if actor.worker_id is not None:
+        row = conn.execute("SELECT name FROM workers WHERE id = %s", [actor.worker_id]).fetchone()
+        name = row[0] if row else None
+        areas = [{"level": level, "id": id_, "name": label} for level, id_, label in conn.execute(
+            "SELECT 'grid', g.id, g.name FROM worker_areas a JOIN grids g ON g.id = a.grid_id"
+            " WHERE a.worker_id = %(w)s"
+            " UNION ALL SELECT 'community', c.id, c.name FROM worker_areas a"
+            " JOIN communities c ON c.id = a.community_id WHERE a.worker_id = %(w)s"
+            " UNION ALL SELECT 'street', s.id, s.name FROM worker_areas a"
+            " JOIN street_offices s ON s.id = a.street_id WHERE a.worker_id = %(w)s"
+            " ORDER BY 1, 2", {"w": actor.worker_id})]
+    return {"name": actor.name, "role": actor.role, "worker_id": actor.worker_id,
+            "worker_name": name, "areas": areas,
+            "can_act": actor.role in PERMISSIONS["incidents:act"], "causes": list(loop.CAUSES),
+            "now": datetime.now(UTC)}
+
+
+@router.get("/v1/console/me", response_model=Me,
+            summary="Who you are, the area you see, and whether you may act")
+def me(actor: Annotated[Actor, allow("incidents:read")], conn: Conn) -> dict:
+    return _me(conn, actor)
+
+
+# --- live events --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Watch:
+    actor: Actor
+    scope: Scope
+
+
+def _watcher(scopes: SecurityScopes, request: Request,
+             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+             ) -> _Watch:
+    # Not the Conn dependency: that one would hold a pooled connection for the whole life
+    # of the stream. Authenticate and read the area, then give the connection back.
+    with request.app.state.pool.connection() as conn:
+        actor = authenticate(conn, request, credentials, scopes.scopes)
+        return _Watch(actor, area_scope(conn, actor))
+
+
+Watcher = Annotated[_Watch, Security(_watcher, scopes=list(PERMISSIONS["incidents:read"]))]
+
+
+# Left out of the OpenAPI document like login: tools that walk it (tests/test_api_fuzz.py
+# reads every GET) would wait on a stream that does not end. Its guard is the same.
+@router.get(
+    "/v1/incidents/events", response_class=EventSourceResponse, include_in_schema=False,
+    summary="Server-sent events: the incidents of your area as they change",
+    description="Events: `hello` (connected: read GET /v1/incidents now), `incident` (one "
+                "incident as GET /v1/incidents lists it, after any change, including being "
+                "resolved), `resync` (changes may have been missed: read the list again), "
+                "`status` (`{\"live\": false}` while the database is out of reach). Comments "
+                "every 15 s keep proxies from closing the connection; the stream ends after "
+                f"{STREAM_MAX_S:.0f} s and EventSource reconnects.")
+async def events(request: Request, watch: Watcher) -> AsyncIterator[ServerSentEvent]:
+    hub: Hub = request.app.state.console_hub
+    sub = hub.subscribe(watch.scope)
+    try:
+        yield ServerSentEvent(event="hello", retry=RETRY_MS,
+                              data={"now": datetime.now(UTC), "live": hub.live})
+        deadline = asyncio.get_running_loop().time() + STREAM_MAX_S
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return
+            try:
+                kind, data = await asyncio.wait_for(sub.queue.get(), left)
+            except TimeoutError:
+                return
+            if isinstance(data, Update):
+                yield ServerSentEvent(event=kind, raw_data=data.json)
+            else:
+                yield ServerSentEvent(event=kind, data=data or {})
+    finally:
+        hub.unsubscribe(sub)

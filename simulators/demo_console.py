@@ -1,0 +1,50 @@
+"""The demo's API and duty console: `firegrid api serve` in a thread, and login links for
+two people who will see the demo's fire warnings, a grid worker and their community's duty
+officer (docs/console.md)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import psycopg
+import uvicorn
+
+from devices.api.app import create_app
+from devices.api.auth import issue_token
+from runtime.localsvc import free_port, reachable
+from runtime.settings import Settings
+
+# The grid worker of a device's grid, and the duty officer of that grid's community.
+_PEOPLE = """
+    SELECT w.id, w.role FROM devices d
+    JOIN buildings b ON b.id = d.building_id JOIN grids g ON g.id = b.grid_id
+    JOIN worker_areas a ON a.grid_id = g.id OR a.community_id = g.community_id
+    JOIN workers w ON w.id = a.worker_id AND w.active
+    WHERE d.id = %s AND w.role IN ('grid_worker', 'community_duty')
+    ORDER BY w.role DESC, w.id"""
+
+
+def start_console(settings: Settings, device_id: str) -> tuple[Callable[[], None], list[str]]:
+    """Serve the API on api.host:api.port (another free port when that one is taken);
+    return a function that stops it and the login lines to print."""
+    host = settings.api.host
+    port = settings.api.port if not reachable(host, settings.api.port) else free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=host, port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, name="api", daemon=True)
+    thread.start()
+
+    def stop() -> None:
+        server.should_exit = True
+        thread.join(10)
+
+    lines = [f"console:  http://{host}:{port}/console/  (API docs: http://{host}:{port}/docs)"]
+    with psycopg.connect(settings.database.url, autocommit=True) as conn:
+        people = {}
+        for worker, role in conn.execute(_PEOPLE, [device_id]).fetchall():
+            people.setdefault(role, worker)
+        for role, worker in people.items():
+            _, token = issue_token(conn, f"demo-{worker}", role, worker, actor="demo")
+            lines.append(f"          {role} {worker}: http://{host}:{port}/console/#token={token}")
+    return stop, lines

@@ -1,0 +1,354 @@
+"""The duty console's server side: logging in for a session cookie that reads and acts like
+the token, with the same area; the live event stream fed by the NOTIFY trigger, confined to
+each caller's area; bad, expired and revoked credentials; disconnects and a database
+restart. The stream tests run the real API under uvicorn: an event stream never ends, which
+the in-process TestClient cannot read."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from http.cookies import SimpleCookie
+
+import httpx
+import pytest
+import uvicorn
+
+from devices.api import create_app, create_token
+from devices.api.auth import CONSOLE_HEADER, SESSION_COOKIE
+from devices.broker import NoBrokerAuth
+from runtime.settings import Settings
+from tests.api_support import TestClient, api, grid, settings  # noqa: F401 (fixtures)
+from tests.test_alert_loop import open_incident, place  # noqa: F401 (fixture)
+from tests.test_api_incidents import fires, people  # noqa: F401 (fixtures)
+
+ACT = {CONSOLE_HEADER: "1"}
+
+
+def until(check: Callable[[], bool], timeout: float = 15, what: str = "condition") -> None:
+    """For state with no event to wait on (a server thread's counters)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+class LiveApi:
+    """The real API (create_app) under uvicorn in a thread, on a free port."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.app = create_app(settings, broker=NoBrokerAuth())
+        self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=0,
+                                                    log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def start(self) -> LiveApi:
+        self.thread.start()
+        until(lambda: self.server.started or not self.thread.is_alive(), 30, "uvicorn")
+        assert self.server.started, "uvicorn did not start"
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    @property
+    def hub(self):
+        return self.app.state.console_hub
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "uvicorn did not stop"
+
+
+@pytest.fixture
+def live(settings):  # noqa: F811 (fixture)
+    server = LiveApi(settings).start()
+    yield server
+    server.stop()
+
+
+class Stream:
+    """GET /v1/incidents/events on a socket of its own, read in a thread; `take` returns the
+    next event of a kind. close() shuts the socket as a closed browser tab does."""
+
+    def __init__(self, base: str, *, token: str | None = None, session: str | None = None):
+        host, port = base.removeprefix("http://").split(":")
+        headers = {"Accept": "text/event-stream"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if session:
+            headers["Cookie"] = f"{SESSION_COOKIE}={session}"
+        self.conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        self.conn.request("GET", "/v1/incidents/events", headers=headers)
+        self.response = self.conn.getresponse()
+        self.status = self.response.status
+        self.events: queue.Queue = queue.Queue()
+        if self.status == 200:
+            self.conn.sock.settimeout(None)
+            threading.Thread(target=self._read, daemon=True).start()
+        else:
+            self.body = json.loads(self.response.read())
+
+    def _read(self) -> None:
+        kind, data = "message", []
+        try:
+            while line := self.response.readline():
+                line = line.decode().rstrip("\r\n")
+                if line.startswith("event:"):
+                    kind = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].strip())
+                elif not line:
+                    if data:
+                        self.events.put((kind, json.loads("\n".join(data))))
+                    kind, data = "message", []
+        except Exception:  # noqa: BLE001 (closed under it, in whatever way http.client says)
+            pass
+        self.events.put(("closed", None))
+
+    def take(self, kind: str, timeout: float = 15) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            got, data = self.events.get(timeout=max(0.01, deadline - time.monotonic()))
+            if got == kind:
+                return data
+            assert got != "closed", f"stream closed while waiting for {kind}"
+
+    def incidents(self, timeout: float = 15) -> dict:
+        return self.take("incident", timeout)
+
+    def close(self) -> None:
+        if self.conn.sock is not None:
+            with contextlib.suppress(OSError):
+                self.conn.sock.shutdown(socket.SHUT_RDWR)
+        self.conn.close()
+
+
+def login(client, token: str) -> httpx.Response:
+    return client.post("/v1/console/login", json={"token": token}, headers=ACT)
+
+
+def with_cookie(client, session: str):
+    """The client as a browser holding this session cookie (and no other)."""
+    client.cookies.clear()
+    client.cookies.set(SESSION_COOKIE, session)
+    return client
+
+
+def cookie_of(response: httpx.Response) -> SimpleCookie:
+    jar = SimpleCookie()
+    jar.load(response.headers["set-cookie"])
+    return jar
+
+
+# --- login and the cookie ---------------------------------------------------------------------
+
+def test_login_gives_a_session_cookie_that_reads_and_acts_as_the_token(people, fires, db):
+    g1, g2 = fires
+    client = people.client
+    r = login(client, people.tokens["wang"])
+    assert r.status_code == 200, r.text
+    me = r.json()
+    assert (me["name"], me["role"], me["worker_id"], me["can_act"]) == (
+        "wang", "grid_worker", "W-G1", True)
+    assert me["areas"] == [{"level": "grid", "id": "G1", "name": "Grid 1"}]
+    assert "real_fire" in me["causes"]
+    morsel = cookie_of(r)[SESSION_COOKIE]
+    assert morsel["httponly"] and morsel["samesite"].lower() == "strict" and morsel["path"] == "/"
+    assert int(morsel["max-age"]) == 7 * 24 * 3600
+    session = morsel.value
+    assert people.tokens["wang"] not in r.headers["set-cookie"]
+    # Only the session's digest is stored.
+    assert db.execute("SELECT count(*) FROM console_sessions").fetchone() == (1,)
+
+    assert client.get("/v1/console/me").json()["worker_id"] == "W-G1"
+    assert [i["id"] for i in client.get("/v1/incidents").json()["items"]] == [g1]
+    # A cookie alone does not change anything: the page adds its header.
+    r = client.post(f"/v1/incidents/{g1}/acknowledge", json={"note": "收到"})
+    assert r.status_code == 403 and CONSOLE_HEADER in r.json()["detail"]
+    r = client.post(f"/v1/incidents/{g1}/acknowledge", json={"note": "收到"}, headers=ACT)
+    assert r.status_code == 200, r.text
+    assert (r.json()["state"], r.json()["acknowledged_by"]) == ("acknowledged", "api:wang")
+    # The grid next door does not exist for this cookie either.
+    assert client.get(f"/v1/incidents/{g2}").status_code == 404
+    assert client.post(f"/v1/incidents/{g2}/acknowledge", headers=ACT).status_code == 404
+    assert db.execute("SELECT state FROM incidents WHERE id = %s", [g2]).fetchone() \
+        == ("notified",)
+
+    r = client.post("/v1/console/logout", headers=ACT)
+    assert r.status_code == 204
+    assert cookie_of(r)[SESSION_COOKIE].value == ""
+    assert db.execute("SELECT count(*) FROM console_sessions").fetchone() == (0,)
+    r = with_cookie(client, session).get("/v1/incidents")
+    assert r.status_code == 401 and "log in again" in r.json()["detail"]
+
+
+def test_bad_expired_and_revoked_credentials_are_refused_clearly(people, fires, db):
+    client = people.client
+    for token in ("fg_not-a-real-token", " "):
+        r = login(client, token)
+        assert r.status_code in (401, 422), r.text
+    assert login(client, "fg_not-a-real-token").json() == {"detail": "unknown or revoked token"}
+    # No header: a cross-site form cannot log a browser in.
+    r = client.post("/v1/console/login", json={"token": people.tokens["wang"]})
+    assert r.status_code == 403
+    # A token bound to no worker covers no area: refused at login, with the reason.
+    r = login(client, people.tokens["grid_worker"])
+    assert r.status_code == 403 and "belongs to no worker" in r.json()["detail"]
+    assert login(client, people.tokens["admin"]).status_code == 200
+
+    def session_for(name: str) -> str:
+        r = login(client, people.tokens[name])
+        assert r.status_code == 200, r.text
+        client.cookies.clear()
+        return cookie_of(r)[SESSION_COOKIE].value
+
+    def status(session: str, **headers) -> int:
+        return with_cookie(client, session).get("/v1/incidents", headers=headers).status_code
+
+    expired = session_for("wang")
+    assert status(expired) == 200
+    db.execute("UPDATE console_sessions SET created_at = now() - interval '8 days',"
+               " expires_at = now() - interval '1 day'")
+    assert status(expired) == 401
+    # Revoking the token ends its live sessions at once.
+    live = session_for("liu")
+    assert status(live) == 200
+    db.execute("UPDATE api_tokens SET revoked_at = now() WHERE name = 'liu'")
+    assert status(live) == 401
+    assert login(client, people.tokens["liu"]).status_code == 401
+    # So does setting the worker inactive.
+    sun = session_for("sun")
+    db.execute("UPDATE workers SET active = false WHERE id = 'D-C1'")
+    assert status(sun) == 401
+    # A bearer header wins over the cookie, and a bad one is not rescued by it.
+    good = session_for("zhou")
+    assert status(good, Authorization="Bearer fg_not-a-real-token") == 401
+    # The field technician reads but does not act.
+    tech = session_for("gao")
+    r = with_cookie(client, tech).post(f"/v1/incidents/{fires[0]}/acknowledge", headers=ACT)
+    assert r.status_code == 403
+
+
+def test_the_page_is_served_with_its_security_headers(api):  # noqa: F811 (fixture)
+    r = api.client.get("/console/")
+    assert r.status_code == 200 and "text/html" in r.headers["content-type"]
+    assert "default-src 'self'" in r.headers["content-security-policy"]
+    assert r.headers["x-frame-options"] == "DENY"
+    for asset in ("console.js", "console.css"):
+        assert api.client.get(f"/console/{asset}").status_code == 200
+
+
+# --- the live stream --------------------------------------------------------------------------
+
+def test_the_stream_carries_every_writers_changes_only_within_each_area(
+        live, people, fires, db):
+    g1, g2 = fires
+    tokens = people.tokens
+    with httpx.Client(base_url=live.url) as client:
+        wang_session = cookie_of(login(client, tokens["wang"]))[SESSION_COOKIE].value
+    wang = Stream(live.url, session=wang_session)     # grid G1, by cookie as the page does
+    liu = Stream(live.url, token=tokens["liu"])       # grid G2
+    sun = Stream(live.url, token=tokens["sun"])       # community C1: both grids
+    streams = (wang, liu, sun)
+    try:
+        for s in streams:
+            assert s.status == 200
+            assert s.response.getheader("content-type").startswith("text/event-stream")
+            s.take("hello")
+        # The first console starts the listener; once it listens, every change is heard.
+        until(lambda: live.hub.live, what="the listener")
+
+        # The API writes (wang acknowledges G1's incident).
+        r = httpx.post(f"{live.url}/v1/incidents/{g1}/acknowledge",
+                       headers={"Authorization": f"Bearer {tokens['wang']}"})
+        assert r.status_code == 200, r.text
+        for s in (wang, sun):
+            event = s.incidents()
+            assert (event["id"], event["state"], event["acknowledged_by"]) == (
+                g1, "acknowledged", "api:wang")
+            assert event["escalation"]["escalate_at"] is None and event["grid_id"] == "G1"
+
+        # Any other writer (the alert core, the CLI, psql) is heard the same way: another
+        # alarm in G2's incident, then a new incident in G1.
+        db.execute("UPDATE incidents SET alert_count = alert_count + 1, last_alert_at = now()"
+                   " WHERE id = %s", [g2])
+        for s in (liu, sun):
+            event = s.incidents()
+            assert (event["id"], event["alert_count"]) == (g2, 2)
+        g1b = open_incident(db, "B2", devices=("SD-2",))
+        for s in (wang, sun):
+            assert s.incidents()["id"] == g1b
+        # wang's stream went from g1 straight to g1b: G2's change never reached it; and liu
+        # (G2) heard nothing of G1. A last change in G2 proves liu's queue held nothing else.
+        db.execute("UPDATE incidents SET alert_count = alert_count + 1 WHERE id = %s", [g2])
+        assert liu.incidents()["alert_count"] == 3
+        assert sun.incidents()["id"] == g2
+        for s in (wang, liu):
+            assert all(kind != "incident" for kind, _ in list(s.events.queue))
+
+        # Resolving sends the incident once more, resolved: the console drops it.
+        r = httpx.post(f"{live.url}/v1/incidents/{g2}/resolve",
+                       json={"cause": "cooking_steam", "note": "厨房油烟 kitchen steam"},
+                       headers={"Authorization": f"Bearer {tokens['liu']}"})
+        assert r.status_code == 200, r.text
+        event = liu.incidents()
+        assert (event["id"], event["state"], event["cause"]) == (g2, "resolved",
+                                                                  "cooking_steam")
+    finally:
+        for s in streams:
+            s.close()
+    # A console that goes away is dropped from the hub at once.
+    until(lambda: live.hub.subscribers == 0, what="the streams to be dropped")
+
+
+def test_the_stream_refuses_what_the_api_refuses(live, people, fires, db):
+    tokens = people.tokens
+    for kwargs, status in (({}, 401), ({"token": "fg_not-a-real-token"}, 401),
+                           ({"session": "not-a-session"}, 401),
+                           ({"token": tokens["grid_worker"]}, 403)):   # bound to no worker
+        s = Stream(live.url, **kwargs)
+        try:
+            assert s.status == status, (kwargs, s.body)
+        finally:
+            s.close()
+    assert live.hub.subscribers == 0
+
+
+def test_the_stream_survives_a_database_restart(live, people, fires, db_url, pg_server):
+    import psycopg
+
+    g1, _ = fires
+    sun = Stream(live.url, token=people.tokens["sun"])
+    try:
+        sun.take("hello")
+        sun.take("resync")   # the first console: the listener starts and says so
+        pg_server.restart()
+        assert sun.take("status", 30) == {"live": False}
+        # Back: the console is told to read the list again, since changes were not heard.
+        assert sun.take("status", 60) == {"live": True}
+        sun.take("resync")
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("UPDATE incidents SET alert_count = 7 WHERE id = %s", [g1])
+        assert sun.incidents()["alert_count"] == 7
+    finally:
+        sun.close()
+
+
+def test_a_new_token_for_the_same_worker_logs_in_too(people, db, fires):  # noqa: F811
+    """An admin replaces a lost phone's token: the old sessions end, the new token logs in."""
+    client = people.client
+    old = cookie_of(login(client, people.tokens["wang"]))[SESSION_COOKIE].value
+    client.cookies.clear()
+    db.execute("UPDATE api_tokens SET revoked_at = now() WHERE name = 'wang'")
+    new = create_token(db, "wang-new-phone", "grid_worker", "W-G1")
+    assert with_cookie(client, old).get("/v1/incidents").status_code == 401
+    r = login(client, new)
+    assert r.status_code == 200 and r.json()["name"] == "wang-new-phone"
+    assert [i["id"] for i in client.get("/v1/incidents").json()["items"]] == [fires[0]]
