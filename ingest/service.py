@@ -64,6 +64,7 @@ class IngestService:
         cfg = self._settings.ingest
         if cfg.metrics_port:
             start_http_server(cfg.metrics_port, addr=cfg.metrics_host)
+        self.writer.open()
         self.consumer.start()
         self.liveness.start()
         log.info("ingest running: window %d, batch %d rows / %d ms", cfg.inflight_window,

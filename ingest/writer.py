@@ -106,6 +106,16 @@ class BatchWriter:
             self._conn = None
         metrics.DB_CONNECTED.set(0)
 
+    def open(self) -> None:
+        """Connect ahead of the first batch, so firegrid_ingest_database_connected tells
+        whether the database is reachable on an idle ingest too (health checks and the
+        readiness probe read it). A failure is only logged: the first write retries."""
+        try:
+            self._connection()
+        except (psycopg.Error, OSError, UnavailableError) as exc:
+            log.warning("database not reachable yet (%s); the first batch will retry",
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+
     def begin_drain(self) -> None:
         self._drain_deadline = time.monotonic() + self._ingest.drain_timeout_s
 

@@ -163,3 +163,16 @@ def test_duplicates_are_stored_once_and_repeated_garbage_is_counted(
     assert db.execute("SELECT count(*) FROM readings").fetchone()[0] == 1
     assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 1
     assert db.execute("SELECT reason, seen_count FROM dead_letters").fetchall() == [("invalid_json", 2)]
+
+
+def test_an_idle_ingest_reports_its_database_connection(make_settings):
+    """Health checks and the Kubernetes readiness probe read the gauge before any device
+    has sent anything (deploy/compose, deploy/k8s)."""
+    from prometheus_client import REGISTRY
+
+    ingest = ThreadedIngest(make_settings()).start()
+    try:
+        assert REGISTRY.get_sample_value("firegrid_ingest_database_connected") == 1
+    finally:
+        ingest.stop()
+    assert REGISTRY.get_sample_value("firegrid_ingest_database_connected") == 0
