@@ -34,10 +34,29 @@ def worker_env(settings: Settings, index: int) -> dict[str, str]:
     return env
 
 
+def _check_ports(settings: Settings, workers: int) -> None:
+    """Worker i serves /metrics on ingest.metrics_port + i. With the defaults (9108, monitor
+    9109, alert core 9110) a second worker takes the monitor's port; if the monitor runs on
+    this machine, whichever starts second cannot serve /metrics and exits. The monitor may
+    well run elsewhere, so this warns, before anything starts, rather than refusing."""
+    base = settings.ingest.metrics_port
+    if not base or workers < 2:
+        return
+    taken = {"devices.metrics_port (the monitor)": settings.devices.metrics_port,
+             "alerts.metrics_port (the alert core)": settings.alerts.metrics_port}
+    for name, port in taken.items():
+        if port and base <= port < base + workers:
+            log.warning("--workers %d serve /metrics on ports %d-%d, which includes %s, %d:"
+                        " if that service runs on this machine, set ingest.metrics_port"
+                        " (FIREGRID_INGEST__METRICS_PORT) to a free range, e.g. 9120",
+                        workers, base, base + workers - 1, name, port)
+
+
 def run_workers(settings: Settings, workers: int, config_file: str | None) -> int:
     if workers > 1 and not settings.mqtt.share_group:
         raise ConfigError("--workers needs mqtt.share_group (FIREGRID_MQTT__SHARE_GROUP): "
                           "without a shared subscription every worker would get every message")
+    _check_ports(settings, workers)
     argv = [sys.executable, "-m", "runtime.cli"]
     if config_file:
         argv += ["--config", config_file]

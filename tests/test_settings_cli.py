@@ -72,3 +72,15 @@ def test_help_is_readable_and_exits_zero():
                          text=True, check=True).stdout
     for word in ("ingest", "db", "demo", "exit codes", "FIREGRID_"):
         assert word in out
+
+
+def test_workers_warn_when_their_metrics_ports_meet_another_services(caplog):
+    from ingest.workers import _check_ports
+    settings = Settings()                     # ingest 9108, monitor 9109, alert core 9110
+    _check_ports(settings, 1)
+    assert not caplog.records
+    _check_ports(settings, 3)
+    assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
+    caplog.clear()
+    _check_ports(Settings(ingest={"metrics_port": 9120}), 4)
+    assert not caplog.records
