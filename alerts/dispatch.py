@@ -9,7 +9,8 @@ COMMIT leaves its pages pending and unlocked, so the next pass of any process se
 only a kill in the instant between PUBACK and COMMIT can send one twice, and then with the
 same page_id and key, which the app drops. (So can a broker that takes longer than the
 PUBACK timeout, or a connection lost after the PUBLISH left: the page is published again.)
-Nothing is ever lost.
+Nothing is ever lost. A page whose incident is resolved by the time it is claimed is not
+sent but 'cancelled' (_cancel_resolved).
 
 Other channels (webhooks, chat robots, SMS) may take seconds, so a page is leased instead:
 attempts + 1 and due_at pushed past the HTTP timeout in one short transaction, then sent
@@ -73,6 +74,24 @@ def ticket_pages(conn: psycopg.Connection, now: datetime) -> int:
     return cur.rowcount
 
 
+_RESOLVED = "the incident was resolved before this page went out"
+
+
+def _cancel_resolved(conn: psycopg.Connection, rows: list) -> list:
+    """Drop the claimed pages whose incident is resolved, marking them 'cancelled' with the
+    reason: a worker paged about a fire already dealt with would go there for nothing (a
+    page waiting for a retry, or written a moment before the resolve). A reopened incident
+    pages afresh from its new ladder. Returns the pages still to send."""
+    stale = [r for r in rows if r.incident_state == "resolved"]
+    if not stale:
+        return rows
+    conn.execute("UPDATE pages SET status = 'cancelled', last_error = %s WHERE id = ANY(%s)",
+                 [_RESOLVED, [r.page_id for r in stale]])
+    for r in stale:
+        metrics.PAGES.labels(r.channel, "cancelled").inc()
+    return [r for r in rows if r.incident_state != "resolved"]
+
+
 class Dispatcher:
     def __init__(self, conn: psycopg.Connection, settings: AlertsSettings,
                  publisher: PagePublisher, channels: dict[str, Channel]) -> None:
@@ -106,9 +125,10 @@ class Dispatcher:
     def _mqtt(self, now: datetime) -> bool:
         conn = self._conn
         with conn.transaction():
-            rows = conn.execute(_CLAIM, [now, True, BATCH]).fetchall()
+            claimed = conn.execute(_CLAIM, [now, True, BATCH]).fetchall()
+            rows = _cancel_resolved(conn, claimed)
             if not rows:
-                return False
+                return len(claimed) == BATCH
             wire = [(self._publisher.topic(r.worker_id),
                      messages.encode(messages.page(r, now, self._settings.console_url)))
                     for r in rows]
@@ -137,14 +157,15 @@ class Dispatcher:
         conn = self._conn
         lease = timedelta(seconds=2 * self._settings.http_timeout_s + 5)
         with conn.transaction():
-            rows = conn.execute(_CLAIM, [now, False, BATCH - self._in_flight]).fetchall()
+            claimed = conn.execute(_CLAIM, [now, False, BATCH - self._in_flight]).fetchall()
+            rows = _cancel_resolved(conn, claimed)
             if rows:
                 conn.execute("UPDATE pages SET attempts = attempts + 1, due_at = %s"
                              " WHERE id = ANY(%s)", [now + lease, [r.page_id for r in rows]])
         for r in rows:
             self._in_flight += 1
             self._pool.submit(self._send, r, r.attempts + 1, now)
-        return len(rows) == BATCH
+        return len(claimed) == BATCH
 
     def _send(self, row: tuple, attempt: int, now: datetime) -> None:
         page_id, channel_name = row.page_id, row.channel
@@ -152,9 +173,6 @@ class Dispatcher:
             channel = self._channels.get(channel_name)
             if channel is None:
                 raise ChannelError(f"channel {channel_name!r} is not configured here",
-                                   permanent=True)
-            if row.incident_state == "resolved":
-                raise ChannelError("the incident was resolved before this page went out",
                                    permanent=True)
             target = self._target(row)
             payload = messages.page(row, now, self._settings.console_url)
