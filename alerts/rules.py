@@ -16,9 +16,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator,
+)
 
 from runtime.errors import ConfigError
 
@@ -33,10 +35,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _off(value: object) -> object:
+    # TOML has no null: `false` switches a threshold rule off. `true` would pass as 1.0.
+    if value is True:
+        raise ValueError("give a number, or false to switch the rule off")
+    return None if value is False else value
+
+
+# A threshold that a rules file can switch off with `false`.
+Optional = Annotated[float | None, BeforeValidator(_off)]
+
+
 class DetectorRules(_Strict):
     alarm: bool = True
-    high_temperature_c: float | None = Field(57.0, ge=30, le=200)
-    rate_of_rise_c_per_min: float | None = Field(10.0, gt=0, le=100)
+    high_temperature_c: Optional = Field(57.0, ge=30, le=200)
+    rate_of_rise_c_per_min: Optional = Field(10.0, gt=0, le=100)
     rate_of_rise_window_s: int = Field(600, ge=10, le=86400)
     # A rise must also be this large: two reports a second apart 0.2 °C apart are sensor
     # noise at 12 °C/min, not a fire.
@@ -44,8 +57,8 @@ class DetectorRules(_Strict):
 
 
 class CameraRules(_Strict):
-    smoke_confidence: float | None = Field(0.8, ge=0, le=1)
-    fire_confidence: float | None = Field(0.7, ge=0, le=1)
+    smoke_confidence: Optional = Field(0.8, ge=0, le=1)
+    fire_confidence: Optional = Field(0.7, ge=0, le=1)
 
 
 class ConfirmRules(_Strict):

@@ -49,3 +49,22 @@ def test_a_redelivered_report_raises_nothing_new():
         [report("SD-1", 30, 30, 2)])
     again = engine.readings([report("SD-1", 30, 30, 2)])
     assert [c.rule for c in first] == ["rate_of_rise"] and again == []
+
+
+def test_a_rules_file_can_switch_a_threshold_rule_off(tmp_path):
+    import pytest
+
+    from runtime.errors import ConfigError
+    path = tmp_path / "rules.toml"
+    ladders = ('[[ladder.warning]]\nroles = ["grid_worker"]\nack_timeout_s = 60\n'
+               '[[ladder.confirmed]]\nroles = ["grid_worker"]\nack_timeout_s = 60\n')
+    path.write_text("[smoke_detector]\nhigh_temperature_c = false\nrate_of_rise_c_per_min = false\n"
+                    "[camera]\nsmoke_confidence = false\n" + ladders)
+    policy = load_policy(path)
+    engine = RuleEngine(policy)
+    hot = engine.readings([report("SD-1", 0, 20.0, 1), report("SD-1", 30, 90.0, 2)])
+    assert hot == []                          # neither high temperature nor rate of rise
+    assert policy.camera.fire_confidence == 0.7   # the others keep their defaults
+    path.write_text("[camera]\nsmoke_confidence = true\n" + ladders)
+    with pytest.raises(ConfigError, match="smoke_confidence"):
+        load_policy(path)
