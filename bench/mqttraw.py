@@ -10,6 +10,7 @@ Two jobs, both as fast as Python can go, so they measure the broker and not a cl
 
 Not a general client: no QoS 2, no TLS, no keepalive (keepalive 0), no reconnect, no
 retained-message or property handling beyond what the broker sends us and we skip.
+A module of bench/ingest.py (`from bench import mqttraw`), not a script of its own.
 """
 
 from __future__ import annotations
