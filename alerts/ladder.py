@@ -136,29 +136,20 @@ def _payload(severity: str, ladder: str, rung: int, roles: tuple[str, ...], mute
 
 def _lookups(conn: psycopg.Connection, buildings: list[str], now: datetime, policy: Policy,
              ) -> tuple[set[str], dict[str, dict[str, list[tuple[str, dict]]]]]:
-    """Which buildings are silenced now, and who is on duty there by role. A worker covers
-    a building through its grid, community or street (worker_areas); on duty = a roster
-    shift covers `now`. Three joins, not one OR join, so each uses its index."""
+    """Which buildings are silenced now, and who is on duty there by role: an active worker
+    covering the building (the building_cover view: through its grid, community or street)
+    with a roster shift around `now`."""
     silenced = {row[0] for row in conn.execute(
         "SELECT b.id FROM buildings b WHERE b.id = ANY(%(b)s) AND EXISTS ("
         " SELECT 1 FROM silences s WHERE s.starts_at <= %(now)s AND s.ends_at > %(now)s"
         " AND (s.building_id = b.id OR s.grid_id = b.grid_id))",
         {"b": buildings, "now": now})}
     rows = conn.execute("""
-        WITH bl AS (
-            SELECT b.id, b.grid_id, g.community_id, c.street_id FROM buildings b
-            JOIN grids g ON g.id = b.grid_id JOIN communities c ON c.id = g.community_id
-            WHERE b.id = ANY(%(b)s)),
-        cover AS (
-            SELECT bl.id AS building_id, a.worker_id FROM bl
-            JOIN worker_areas a ON a.grid_id = bl.grid_id
-            UNION SELECT bl.id, a.worker_id FROM bl
-            JOIN worker_areas a ON a.community_id = bl.community_id
-            UNION SELECT bl.id, a.worker_id FROM bl
-            JOIN worker_areas a ON a.street_id = bl.street_id)
-        SELECT cover.building_id, w.role, w.id, w.channels FROM cover
-        JOIN workers w ON w.id = cover.worker_id AND w.active AND w.role = ANY(%(roles)s)
-        WHERE EXISTS (SELECT 1 FROM roster r WHERE r.worker_id = w.id
+        SELECT DISTINCT ON (v.building_id, w.role, w.id) v.building_id, w.role, w.id, w.channels
+        FROM building_cover v
+        JOIN workers w ON w.id = v.worker_id AND w.active AND w.role = ANY(%(roles)s)
+        WHERE v.building_id = ANY(%(b)s)
+          AND EXISTS (SELECT 1 FROM roster r WHERE r.worker_id = w.id
                       AND r.starts_at <= %(now)s AND r.ends_at > %(now)s)
         ORDER BY 1, 2, 3""",
         {"b": buildings, "now": now, "roles": list(policy.ladder_roles)}).fetchall()

@@ -224,8 +224,6 @@ _FEEDBACK = f"""
            || c.ids,
            tech.id
     FROM counted c JOIN devices d ON d.id = c.device_id
-    JOIN buildings b ON b.id = d.building_id JOIN grids g ON g.id = b.grid_id
-    JOIN communities co ON co.id = g.community_id
     {TECHNICIAN}
     WHERE c.n >= %(threshold)s
     ORDER BY c.device_id

@@ -51,16 +51,16 @@ from runtime.settings import DevicesSettings, Settings
 log = logging.getLogger(__name__)
 
 _LOCK_KEY = 0x66676D6E  # "fgmn"
-# Who a device's ticket goes to: a field technician covering its grid, else its community,
-# else its street (lowest id first). A LEFT JOIN LATERAL over a query that has the device's
-# building `b`, grid `g` and community `co`; gives `tech.id`, NULL when nobody covers it.
-# The alert core's false-alarm feedback (alerts.loop) assigns its tickets the same way.
+# Who a device's ticket goes to: a field technician covering its building (building_cover)
+# through its grid, else its community, else its street (lowest id first). A LEFT JOIN
+# LATERAL over a query that has the device `d`; gives `tech.id`, NULL when nobody covers
+# it. The alert core's false-alarm feedback (alerts.loop) assigns its tickets
+# the same way.
 TECHNICIAN = (
     "LEFT JOIN LATERAL ("
-    " SELECT w.id FROM worker_areas a JOIN workers w ON w.id = a.worker_id"
-    " WHERE w.role = 'field_technician' AND w.active AND (a.grid_id = b.grid_id"
-    " OR a.community_id = g.community_id OR a.street_id = co.street_id)"
-    " ORDER BY a.grid_id IS NULL, a.community_id IS NULL, w.id LIMIT 1) tech ON true"
+    " SELECT w.id FROM building_cover v JOIN workers w ON w.id = v.worker_id"
+    " WHERE v.building_id = d.building_id AND w.role = 'field_technician' AND w.active"
+    " ORDER BY v.distance, w.id LIMIT 1) tech ON true"
 )
 # Every ticket condition; 'false_alarms' tickets are opened by the alert core's feedback
 # (alerts.loop), not here, and closed by hand after a visit.
@@ -135,8 +135,6 @@ _OPEN = (
     "  INSERT INTO maintenance_tickets (device_id, condition, opened_at, detail, assigned_to)"
     "  SELECT f.device_id, f.condition, %(now)s, f.detail, tech.id"
     "  FROM fresh f JOIN devices d ON d.id = f.device_id"
-    "  JOIN buildings b ON b.id = d.building_id JOIN grids g ON g.id = b.grid_id"
-    "  JOIN communities co ON co.id = g.community_id"
     f"  {TECHNICIAN}"
     "  ORDER BY f.device_id, f.condition"
     "  ON CONFLICT (device_id, condition) WHERE closed_at IS NULL DO NOTHING"

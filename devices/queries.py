@@ -183,24 +183,18 @@ def on_duty(conn: psycopg.Connection, building_id: str, at: datetime, *,
     """Active workers on shift at `at` whose areas cover the building, nearest level first.
 
     A worker covers a building through a grid area (the building's grid), a community area
-    (the grid's community) or a street area (the community's street office). `roles`
+    (the grid's community) or a street area (the community's street office): the
+    building_cover view (migration 0010), as the alert core's ladder reads it. `roles`
     narrows the answer (the alert router leaves out field technicians); an unknown building
     or nobody on shift gives an empty list."""
     rows = conn.execute("""
-        SELECT DISTINCT ON (w.id)
-               w.id, w.name, w.role,
-               CASE WHEN a.grid_id IS NOT NULL THEN 'grid'
-                    WHEN a.community_id IS NOT NULL THEN 'community' ELSE 'street' END,
-               w.phone, w.channels, r.ends_at
-        FROM buildings b
-        JOIN grids g ON g.id = b.grid_id
-        JOIN communities c ON c.id = g.community_id
-        JOIN worker_areas a ON a.grid_id = b.grid_id OR a.community_id = g.community_id
-                            OR a.street_id = c.street_id
-        JOIN workers w ON w.id = a.worker_id AND w.active
+        SELECT DISTINCT ON (w.id) w.id, w.name, w.role, v.level, w.phone, w.channels, r.ends_at
+        FROM building_cover v
+        JOIN workers w ON w.id = v.worker_id AND w.active
         JOIN roster r ON r.worker_id = w.id AND r.starts_at <= %(at)s AND r.ends_at > %(at)s
-        WHERE b.id = %(building)s AND (%(roles)s::text[] IS NULL OR w.role = ANY(%(roles)s))
-        ORDER BY w.id, a.grid_id IS NULL, a.community_id IS NULL, r.ends_at DESC""",
+        WHERE v.building_id = %(building)s
+          AND (%(roles)s::text[] IS NULL OR w.role = ANY(%(roles)s))
+        ORDER BY w.id, v.distance, r.ends_at DESC""",
         {"at": at, "building": building_id, "roles": list(roles) if roles is not None else None},
     ).fetchall()
     found = [OnDuty(*row) for row in rows]

@@ -18,9 +18,8 @@ from runtime.settings import Settings
 # The grid worker of a device's grid, and the duty officer of that grid's community.
 _PEOPLE = """
     SELECT w.id, w.role FROM devices d
-    JOIN buildings b ON b.id = d.building_id JOIN grids g ON g.id = b.grid_id
-    JOIN worker_areas a ON a.grid_id = g.id OR a.community_id = g.community_id
-    JOIN workers w ON w.id = a.worker_id AND w.active
+    JOIN building_cover v ON v.building_id = d.building_id AND v.level <> 'street'
+    JOIN workers w ON w.id = v.worker_id AND w.active
     WHERE d.id = %s AND w.role IN ('grid_worker', 'community_duty')
     ORDER BY w.role DESC, w.id"""
 
