@@ -3,7 +3,7 @@ driven by Playwright; no browser is ever downloaded): a detector's alarm publish
 broker as a simulator would, the real alert core opening the incident, the real API under
 uvicorn, a grid worker's phone showing it and acknowledging it, the community duty
 officer's screen following without a reload, and a worker of the next grid seeing only
-their own fire.
+their own fire; then an incident resolved, looked back at in the Resolved view and reopened.
 
 FIREGRID_SCREENSHOTS=1 saves the main screens to docs/console/*.png (for the docs; CI
 leaves them alone)."""
@@ -11,12 +11,17 @@ leaves them alone)."""
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from devices.api import create_token
+from runtime.settings import Settings
 from tests.alert_live import ThreadedAlerts, alert_settings, send_alarm
 from tests.alert_support import build_ward
 from tests.helpers import Publisher, required_tool
@@ -32,6 +37,7 @@ DESK = {"viewport": {"width": 1280, "height": 800}, "locale": "zh-CN",
 SHOTS = Path(__file__).resolve().parent.parent / "docs" / "console"
 WAIT_MS = 30_000
 
+
 def shoot(page, name: str) -> None:
     if os.environ.get("FIREGRID_SCREENSHOTS") == "1":
         SHOTS.mkdir(parents=True, exist_ok=True)
@@ -42,12 +48,45 @@ def cards(page):
     return page.locator("#incidents article.card")
 
 
-def test_a_fire_on_the_workers_phone_acknowledged_and_followed_by_the_officer(
-        db, make_settings, uid):
+@dataclass
+class Console:
+    """Everything a test needs around the browsers: the API's address, one token per
+    worker, the detector side (publisher, settings) and the browser."""
+    url: str
+    tokens: dict[str, str]
+    publisher: Publisher
+    settings: Settings
+    browser: Browser
+    errors: list = field(default_factory=list)
+
+    def page(self, device: dict) -> Page:
+        """A new screen with its own cookies; an uncaught script error fails the test."""
+        page = self.browser.new_context(**device).new_page()
+        page.on("pageerror", lambda error: self.errors.append(error))
+        return page
+
+    def open(self, device: dict, worker: str) -> Page:
+        """A new screen logged in with the worker's login link."""
+        page = self.page(device)
+        page.goto(f"{self.url}/console/#token={self.tokens[worker]}")
+        expect(page.locator("#live")).to_have_attribute("data-live", "on")
+        # No reload from here on: a reload would clear this marker (see stayed()).
+        page.evaluate("window.stayed = true")
+        return page
+
+
+def stayed(*pages) -> None:
+    for page in pages:
+        assert page.evaluate("window.stayed") is True, "the page was reloaded"
+
+
+@contextmanager
+def duty_console(db, make_settings, uid, roles: dict[str, str]) -> Iterator[Console]:
+    """The ward of tests/alert_support.py, the real alert core on the broker, the real API,
+    a token per worker in `roles` and Debian's Chromium; all stopped afterwards."""
     build_ward(db, around=datetime.now(UTC))
     settings = alert_settings(make_settings, uid)
-    tokens = {w: create_token(db, f"{w}-phone", role, w) for w, role in
-              (("gw1", "grid_worker"), ("gw2", "grid_worker"), ("cd1", "community_duty"))}
+    tokens = {w: create_token(db, f"{w}-phone", role, w) for w, role in roles.items()}
     expect.set_options(timeout=WAIT_MS)
 
     core = ThreadedAlerts(settings).start()
@@ -58,88 +97,9 @@ def test_a_fire_on_the_workers_phone_acknowledged_and_followed_by_the_officer(
             chromium = required_tool(CHROMIUM, "apt-get install chromium (./dev test does)")
             browser = p.chromium.launch(executable_path=chromium, args=ARGS)
             try:
-                worker = browser.new_context(**PHONE).new_page()
-                neighbour = browser.new_context(**PHONE).new_page()
-                officer = browser.new_context(**DESK).new_page()
-
-                # The worker opens the login link the admin sent; the token leaves the
-                # address bar at once.
-                worker.goto(f"{api.url}/console/#token={tokens['gw1']}")
-                expect(worker.locator("#who")).to_contain_text("gw1（网格员）· 网格 Grid 1")
-                assert "token" not in worker.url
-                # The officer types the token into the form.
-                officer.goto(f"{api.url}/console/")
-                expect(officer.locator("#login")).to_be_visible()
-                shoot(officer, "login")
-                officer.fill("#token", tokens["cd1"])
-                officer.click("#login-form button[type=submit]")
-                expect(officer.locator("#who")).to_contain_text("社区值班")
-                neighbour.goto(f"{api.url}/console/#token={tokens['gw2']}")
-                for page in (worker, officer, neighbour):
-                    expect(page.locator("#live")).to_have_attribute("data-live", "on")
-                    expect(page.locator("#empty")).to_be_visible()
-                # No reload from here on: a reload would clear this marker.
-                for page in (worker, officer, neighbour):
-                    page.evaluate("window.stayed = true")
-
-                # Fire: a detector in B1 (grid G1), then one in B3 (grid G2), as simulators
-                # publish them.
-                send_alarm(publisher, settings, "SD-1")
-                mine = cards(worker)
-                expect(mine).to_have_count(1)
-                expect(mine.first).to_contain_text("B1 Shuiwei Rd")
-                expect(mine.first).to_have_attribute("data-state", "notified")
-                expect(mine.first.locator(".badge.state")).to_have_text("已通知")
-                expect(mine.first.locator(".escalation")).to_contain_text("第 1 级：网格员")
-                send_alarm(publisher, settings, "SD-4")
-                expect(cards(officer)).to_have_count(2)
-                expect(cards(neighbour)).to_have_count(1)
-                expect(cards(neighbour).first).to_contain_text("B3 Shuiwei Rd")
-                expect(officer.locator('[data-count="unacked_n"] b')).to_have_text("2")
-                b1 = officer.locator("article.card", has_text="B1 Shuiwei Rd")
-                expect(b1).to_have_attribute("data-state", "notified")
-                shoot(worker, "worker-list")
-
-                # The worker acknowledges on the phone.
-                mine.first.locator('button[data-act="acknowledge"]').click()
-                expect(mine.first).to_have_attribute("data-state", "acknowledged")
-                expect(mine.first.locator(".escalation")).to_contain_text("已停止升级")
-                # The officer's screen follows by itself.
-                expect(b1).to_have_attribute("data-state", "acknowledged")
-                expect(b1.locator(".who-has")).to_have_text("gw1-phone")
-                expect(b1.locator(".t-ack")).not_to_contain_text("等待")
-                expect(officer.locator('[data-count="unacked_n"] b')).to_have_text("1")
-                shoot(officer, "officer-overview")
-                # The grid next door never saw B1.
-                expect(cards(neighbour)).to_have_count(1)
-                expect(neighbour.locator("#incidents")).not_to_contain_text("B1 Shuiwei Rd")
-
-                # On site, then resolved with a cause and a note.
-                mine.first.locator('button[data-act="arrive"]').click()
-                expect(b1).to_have_attribute("data-state", "on_site")
-                mine.first.locator('button[data-act="resolve"]').click()
-                expect(worker.locator("#resolve-form")).to_be_visible()
-                worker.select_option("#cause", "cooking_steam")
-                worker.fill("#note", "厨房炒菜油烟，已开窗通风 kitchen smoke, window opened")
-                expect(worker.locator("#log")).to_contain_text("到场")
-                shoot(worker, "worker-resolve")
-                worker.click("#resolve-form button[type=submit]")
-                expect(worker.locator("#board")).to_be_visible()
-                expect(worker.locator("#empty")).to_be_visible()
-                expect(cards(officer)).to_have_count(1)
-                expect(b1).to_have_count(0)
-
-                # English second: the switch changes the words, not the data.
-                officer.click("#lang")
-                expect(officer.locator("h1")).to_have_text("firegrid duty console")
-                expect(cards(officer).first.locator(".badge.state")).to_have_text("notified")
-                shoot(officer, "officer-overview-en")
-                for page in (worker, officer, neighbour):
-                    assert page.evaluate("window.stayed") is True
-
-                # Logging out ends the session: back to the login form.
-                worker.click("#logout")
-                expect(worker.locator("#login")).to_be_visible()
+                console = Console(api.url, tokens, publisher, settings, browser)
+                yield console
+                assert not console.errors, console.errors
             finally:
                 browser.close()
     finally:
@@ -147,8 +107,202 @@ def test_a_fire_on_the_workers_phone_acknowledged_and_followed_by_the_officer(
         api.stop()
         core.stop()
 
+
+def resolve_on_phone(page, cause: str, note: str) -> None:
+    """The worker resolves the (only) incident of their list from its card."""
+    cards(page).first.locator('button[data-act="resolve"]').click()
+    expect(page.locator("#resolve-form")).to_be_visible()
+    page.select_option("#cause", cause)
+    page.fill("#note", note)
+    page.click("#resolve-form button[type=submit]")
+    expect(page.locator("#board")).to_be_visible()
+
+
+def test_a_fire_on_the_workers_phone_acknowledged_and_followed_by_the_officer(
+        db, make_settings, uid):
+    roles = {"gw1": "grid_worker", "gw2": "grid_worker", "cd1": "community_duty"}
+    with duty_console(db, make_settings, uid, roles) as c:
+        worker = c.page(PHONE)
+        neighbour = c.page(PHONE)
+        officer = c.page(DESK)
+
+        # The worker opens the login link the admin sent; the token leaves the
+        # address bar at once.
+        worker.goto(f"{c.url}/console/#token={c.tokens['gw1']}")
+        expect(worker.locator("#who")).to_contain_text("gw1（网格员）· 网格 Grid 1")
+        assert "token" not in worker.url
+        # The officer types the token into the form.
+        officer.goto(f"{c.url}/console/")
+        expect(officer.locator("#login")).to_be_visible()
+        shoot(officer, "login")
+        officer.fill("#token", c.tokens["cd1"])
+        officer.click("#login-form button[type=submit]")
+        expect(officer.locator("#who")).to_contain_text("社区值班")
+        neighbour.goto(f"{c.url}/console/#token={c.tokens['gw2']}")
+        for page in (worker, officer, neighbour):
+            expect(page.locator("#live")).to_have_attribute("data-live", "on")
+            expect(page.locator("#empty")).to_be_visible()
+        # No reload from here on: a reload would clear this marker.
+        for page in (worker, officer, neighbour):
+            page.evaluate("window.stayed = true")
+
+        # Fire: a detector in B1 (grid G1), then one in B3 (grid G2), as simulators
+        # publish them.
+        send_alarm(c.publisher, c.settings, "SD-1")
+        mine = cards(worker)
+        expect(mine).to_have_count(1)
+        expect(mine.first).to_contain_text("B1 Shuiwei Rd")
+        expect(mine.first).to_have_attribute("data-state", "notified")
+        expect(mine.first.locator(".badge.state")).to_have_text("已通知")
+        expect(mine.first.locator(".escalation")).to_contain_text("第 1 级：网格员")
+        send_alarm(c.publisher, c.settings, "SD-4")
+        expect(cards(officer)).to_have_count(2)
+        expect(cards(neighbour)).to_have_count(1)
+        expect(cards(neighbour).first).to_contain_text("B3 Shuiwei Rd")
+        expect(officer.locator('[data-count="unacked_n"] b')).to_have_text("2")
+        b1 = officer.locator("article.card", has_text="B1 Shuiwei Rd")
+        expect(b1).to_have_attribute("data-state", "notified")
+        shoot(worker, "worker-list")
+
+        # The worker acknowledges on the phone.
+        mine.first.locator('button[data-act="acknowledge"]').click()
+        expect(mine.first).to_have_attribute("data-state", "acknowledged")
+        expect(mine.first.locator(".escalation")).to_contain_text("已停止升级")
+        # The officer's screen follows by itself.
+        expect(b1).to_have_attribute("data-state", "acknowledged")
+        expect(b1.locator(".who-has")).to_have_text("gw1-phone")
+        expect(b1.locator(".t-ack")).not_to_contain_text("等待")
+        expect(officer.locator('[data-count="unacked_n"] b')).to_have_text("1")
+        shoot(officer, "officer-overview")
+        # The grid next door never saw B1.
+        expect(cards(neighbour)).to_have_count(1)
+        expect(neighbour.locator("#incidents")).not_to_contain_text("B1 Shuiwei Rd")
+
+        # On site, then resolved with a cause and a note.
+        mine.first.locator('button[data-act="arrive"]').click()
+        expect(b1).to_have_attribute("data-state", "on_site")
+        mine.first.locator('button[data-act="resolve"]').click()
+        expect(worker.locator("#resolve-form")).to_be_visible()
+        worker.select_option("#cause", "cooking_steam")
+        worker.fill("#note", "厨房炒菜油烟，已开窗通风 kitchen smoke, window opened")
+        expect(worker.locator("#log")).to_contain_text("到场")
+        shoot(worker, "worker-resolve")
+        worker.click("#resolve-form button[type=submit]")
+        expect(worker.locator("#board")).to_be_visible()
+        expect(worker.locator("#empty")).to_be_visible()
+        expect(cards(officer)).to_have_count(1)
+        expect(b1).to_have_count(0)
+
+        # English second: the switch changes the words, not the data.
+        officer.click("#lang")
+        expect(officer.locator("h1")).to_have_text("firegrid duty console")
+        expect(cards(officer).first.locator(".badge.state")).to_have_text("notified")
+        shoot(officer, "officer-overview-en")
+        stayed(worker, officer, neighbour)
+
+        # Logging out ends the session: back to the login form.
+        worker.click("#logout")
+        expect(worker.locator("#login")).to_be_visible()
+
     row = db.execute("SELECT state, cause, acknowledged_by, on_site_by, resolved_by"
                      " FROM incidents i WHERE building_id = 'B1'").fetchone()
     assert row == ("resolved", "cooking_steam", "api:gw1-phone", "api:gw1-phone",
                    "api:gw1-phone")
     assert db.execute("SELECT count(*) FROM console_sessions").fetchone() == (2,)
+
+
+def test_a_resolved_incident_looked_back_at_and_reopened(db, make_settings, uid):
+    """The closed loop's feedback read back and corrected. gw1 resolves B1's alarm as
+    cooking steam; the street officer, watching the Resolved view, sees it arrive; the
+    community officer opens it there (cause, note, who) and reopens it: refused with the
+    API's 409 while a new alarm holds the building, done once that one is closed. gw1's
+    phone lists it again and the street officer's Resolved view drops it; nobody reloads."""
+    roles = {"gw1": "grid_worker", "cd1": "community_duty", "sd1": "street_duty"}
+    steam = "厨房炒菜油烟，已开窗通风 kitchen smoke, window opened"
+    why = "住户说二楼仍有焦味，需复查 the tenant still smells burning on floor 2"
+    with duty_console(db, make_settings, uid, roles) as c:
+        worker = c.open(PHONE, "gw1")
+        officer = c.open(DESK, "cd1")
+        street = c.open(DESK, "sd1")
+        street.click('#views [data-view="resolved"]')
+        expect(street.locator("#empty")).to_have_text("近 24 小时没有已处置的警情")
+
+        # An alarm, resolved on the phone: it appears in the Resolved view as it happens.
+        send_alarm(c.publisher, c.settings, "SD-1")
+        expect(cards(worker)).to_have_count(1)
+        expect(officer.locator("#open-count")).to_have_text("1")
+        resolve_on_phone(worker, "cooking_steam", steam)
+        expect(worker.locator("#empty")).to_have_text("没有未处置的警情")
+        expect(cards(street)).to_have_count(1)
+        first = cards(street).first
+        expect(first).to_have_attribute("data-state", "resolved")
+        expect(first).to_contain_text("B1 Shuiwei Rd")
+        expect(first.locator(".cause")).to_have_text("烹饪油烟 / 水汽")
+        expect(first.locator(".resolved-by")).to_have_text("gw1-phone")
+        expect(officer.locator("#open-count")).to_have_text("0")
+
+        # The community officer looks back.
+        officer.click('#views [data-view="resolved"]')
+        expect(officer.locator('#views [data-view="resolved"]')).to_have_attribute(
+            "aria-selected", "true")
+        looked_back = cards(officer)
+        expect(looked_back).to_have_count(1)
+        expect(looked_back.first.locator(".cause")).to_have_text("烹饪油烟 / 水汽")
+        expect(looked_back.first.locator(".resolved-by")).to_have_text("gw1-phone")
+        expect(officer.locator("#summary")).to_be_hidden()
+
+        # Another detector of B1 alarms: a new incident holds the building.
+        send_alarm(c.publisher, c.settings, "SD-2")
+        expect(cards(worker)).to_have_count(1)
+        expect(officer.locator("#open-count")).to_have_text("1")
+        expect(looked_back).to_have_count(1)
+
+        # The resolved one in detail: the feedback, and the form to reopen it.
+        looked_back.first.locator(".open").click()
+        detail = officer.locator("#detail-card")
+        expect(detail.locator(".cause")).to_have_text("烹饪油烟 / 水汽")
+        expect(detail.locator(".note")).to_have_text(steam)
+        expect(detail.locator(".resolved-by")).to_have_text("gw1-phone")
+        expect(officer.locator("#resolve-form")).to_be_hidden()
+        officer.fill("#reopen-note", why)
+        officer.click("#reopen-form button[type=submit]")
+        expect(officer.locator("#reopen-error")).to_contain_text(
+            "is open for the same building and hazard")
+        expect(detail.locator("article")).to_have_attribute("data-state", "resolved")
+        shoot(officer, "officer-reopen")
+
+        # gw1 closes the new one; now the first can be reopened.
+        resolve_on_phone(worker, "dust_insects", "探测器积灰 dust on the detector")
+        expect(cards(street)).to_have_count(2)
+        shoot(street, "officer-resolved")
+        officer.click("#reopen-form button[type=submit]")
+        expect(officer.locator("#board")).to_be_visible()
+        expect(officer.locator('#views [data-view="open"]')).to_have_attribute(
+            "aria-selected", "true")
+        expect(cards(officer)).to_have_count(1)
+        expect(cards(officer).first).to_have_attribute("data-state", re.compile("raised|notified"))
+
+        # Live elsewhere: back on gw1's open list, gone from the street's Resolved view.
+        expect(cards(worker)).to_have_count(1)
+        expect(cards(worker).first).to_contain_text("B1 Shuiwei Rd")
+        expect(cards(street)).to_have_count(1)
+        expect(cards(street).first.locator(".cause")).to_have_text("灰尘 / 虫子")
+        # Read afresh (not from events), gw1's own Resolved view agrees.
+        worker.click('#views [data-view="resolved"]')
+        expect(cards(worker)).to_have_count(1)
+        expect(cards(worker).first.locator(".cause")).to_have_text("灰尘 / 虫子")
+        street.click("#lang")
+        expect(street.locator('#views [data-view="resolved"]')).to_have_text("Resolved (24 h)")
+        expect(cards(street).first.locator(".cause")).to_have_text("Dust / insects")
+        stayed(worker, officer, street)
+
+    first_id, second_id = (r[0] for r in db.execute(
+        "SELECT id FROM incidents WHERE building_id = 'B1' ORDER BY id").fetchall())
+    row = db.execute("SELECT state, cause, resolved_by, reopened FROM incidents WHERE id = %s",
+                     [first_id]).fetchone()
+    assert row[0] != "resolved" and row[1:] == (None, None, 1)
+    assert db.execute("SELECT actor, detail->>'note' FROM incident_log"
+                      " WHERE incident_id = %s AND action = 'reopened'",
+                      [first_id]).fetchall() == [("api:cd1-phone", why)]
+    assert db.execute("SELECT state, cause FROM incidents WHERE id = %s",
+                      [second_id]).fetchone() == ("resolved", "dust_insects")

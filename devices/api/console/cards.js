@@ -1,0 +1,100 @@
+// One incident as a card: on the board (tap to open it) and at the top of its detail view.
+// An open incident's card is about time (how long it has waited, when the next rung pages
+// someone higher up); a resolved one's is the closed loop's feedback (cause, who, note).
+
+import { t } from "./i18n.js";
+import { clock, el, span, timer } from "./ui.js";
+
+export const late = (i) => i.escalation.exhausted || (i.escalation.last_notified_rung ?? 0) > 0;
+export const waitingAck = (i) => i.state === "raised" || i.state === "notified";
+// The log and the incident say "api:gw1-phone"; people know the token's name.
+export const person = (actor) => (actor || "").replace(/^(api|cli):/, "");
+
+function stepTimer(i, took) {
+  // Done: how long it took from the alarm. Not yet: how long it has been waiting.
+  if (took !== null && took !== undefined) return el("span", { text: span(took) });
+  if (i.state === "resolved") return el("span", { text: "—" });
+  const node = timer("from", i.opened_at, "waiting");
+  node.classList.add("running");
+  return node;
+}
+
+function escalationText(i) {
+  const e = i.escalation;
+  const parts = [];
+  if (e.last_notified_rung !== null && e.last_notified_rung !== undefined) {
+    parts.push(t("rung", { n: e.last_notified_rung + 1,
+                           roles: e.roles.map((r) => t(r)).join("、") }));
+  } else {
+    parts.push(t("none_paged"));
+  }
+  const node = el("span", {}, parts.join(" "), " · ");
+  if (e.exhausted) node.append(el("b", { text: t("exhausted") }));
+  else if (e.escalate_at) node.append(timer("to", e.escalate_at));
+  else node.append(t(waitingAck(i) ? "not_yet" : "stopped"));
+  return node;
+}
+
+function badges(i) {
+  return el("div", { class: "badges" },
+    el("span", { class: `badge sev-${i.severity}`, text: t(`sev_${i.severity}`) }),
+    el("span", { class: `badge state st-${i.state}`, text: t(`st_${i.state}`) }),
+    i.state !== "resolved" && late(i) ? el("span", { class: "badge late", text: t("escalated_n") })
+                                      : null);
+}
+
+function actions(i, { inDetail, canAct, onAct }) {
+  if (!canAct || i.state === "resolved") return null;
+  const box = el("div", { class: "actions" });
+  const act = (name, label) => el("button", { type: "button", "data-act": name, text: t(label),
+                                              onclick: (ev) => { ev.stopPropagation();
+                                                                 onAct(i.id, name, ev.target); } });
+  if (waitingAck(i)) box.append(act("acknowledge", "acknowledge"));
+  if (i.state !== "on_site") box.append(act("arrive", "arrive"));
+  if (!inDetail) box.append(act("resolve", "resolve"));
+  return box;
+}
+
+const fact = (label, dd) => [el("dt", { text: t(label) }), dd];
+
+function openFacts(i) {
+  return [
+    fact("opened", el("dd", {}, clock(i.opened_at), " · ", timer("from", i.opened_at))),
+    fact("ack", el("dd", { class: "t-ack" }, stepTimer(i, i.ack_s))),
+    fact("arrive_t", el("dd", { class: "t-arrive" }, stepTimer(i, i.arrive_s))),
+    fact("escalation", el("dd", { class: "escalation" }, escalationText(i))),
+    i.acknowledged_by ? fact("who_has", el("dd", { class: "who-has",
+                                                  text: person(i.on_site_by || i.acknowledged_by) }))
+                      : null,
+  ];
+}
+
+function resolvedFacts(i, inDetail) {
+  // The list answers "what was it and who closed it"; the detail adds how fast and the note.
+  return [
+    fact("opened", el("dd", { text: clock(i.opened_at) })),
+    inDetail ? fact("ack", el("dd", { class: "t-ack" }, stepTimer(i, i.ack_s))) : null,
+    inDetail ? fact("arrive_t", el("dd", { class: "t-arrive" }, stepTimer(i, i.arrive_s))) : null,
+    fact("resolved_at", el("dd", { class: "resolved-at" }, clock(i.resolved_at), " · ",
+                           timer("from", i.resolved_at))),
+    fact("cause", el("dd", { class: "cause", text: i.cause ? t(i.cause) : "—" })),
+    fact("resolved_by", el("dd", { class: "resolved-by", text: person(i.resolved_by) || "—" })),
+    inDetail ? fact("note_t", el("dd", { class: "note", text: i.note || "—" })) : null,
+  ];
+}
+
+// opts: inDetail (no "open" tap target, no resolve button: the form is below), officer
+// (show the community too), canAct (the role may act), onOpen(id), onAct(id, act, button).
+export function card(i, { inDetail = false, officer = false, canAct = false, onOpen, onAct } = {}) {
+  const place = [i.building_id, i.grid_name, officer ? i.community_name : null]
+    .filter(Boolean).join(" · ");
+  const resolved = i.state === "resolved";
+  return el("article", { class: "card", "data-incident": i.id, "data-state": i.state,
+                         "data-severity": i.severity, "data-cause": i.cause },
+    badges(i),
+    el("div", { class: inDetail ? "" : "open", onclick: inDetail ? null : () => onOpen(i.id) },
+      el("h2", { text: i.address }),
+      el("p", { class: "place", text: `${place} · ${t("alerts_n", { n: i.alert_count })}` }),
+      el("dl", { class: "facts" }, resolved ? resolvedFacts(i, inDetail) : openFacts(i))),
+    actions(i, { inDetail, canAct, onAct }));
+}

@@ -1,0 +1,86 @@
+// The console's words: Simplified Chinese first, English second. Every key exists in zh;
+// an English one that is missing falls back to Chinese rather than to nothing.
+
+export const TEXT = {
+  zh: {
+    title: "消防网格值守台", connecting: "连接中", live_on: "实时", live_off: "重连中",
+    logout: "退出登录", login_title: "登录", token_label: "登录令牌", login: "登录",
+    token_hint: "输入管理员发给您的令牌（fg_ 开头），或直接打开管理员发来的登录链接。本机登录 7 天有效，退出或令牌作废后立即失效。",
+    bad_token: "令牌无效或已作废，请联系管理员。", session_over: "登录已过期，请重新登录。",
+    empty: "没有未处置的警情", back: "‹ 返回列表", resolve_title: "处置完毕", cause: "原因",
+    note: "处置说明", resolve_submit: "提交处置结果", alerts: "报警", log: "处置记录",
+    acknowledge: "确认接警", arrive: "已到场", resolve: "处置…",
+    opened: "发生", ack: "确认", arrive_t: "到场", escalation: "升级",
+    who_has: "负责人", next_rung: "{t} 后升级", exhausted: "已升级到最高级，无人确认",
+    stopped: "已停止升级", not_yet: "未开始", ago: "{t} 前", waiting: "等待 {t}",
+    rung: "第 {n} 级：{roles}", none_paged: "尚未通知任何人",
+    open_n: "未处置", unacked_n: "未确认", escalated_n: "已升级", confirmed_n: "确认火警",
+    alerts_n: "{n} 次报警", floor: "{n} 层", you: "{name}（{role}）· {areas}",
+    all_areas: "全部区域", failed: "操作失败：{msg}", note_needed: "请填写处置说明",
+    view_open: "未处置", view_resolved: "近24小时已处置", loading: "加载中…",
+    empty_resolved: "近 24 小时没有已处置的警情",
+    resolved_at: "处置", resolved_by: "处置人", note_t: "处置说明",
+    reopen_title: "重新打开", reopen_note: "重新打开的原因", reopen_submit: "重新打开警情",
+    reopen_hint: "误处置时使用。重新打开后立即重新通知并开始升级。",
+    reopen_needed: "请填写重新打开的原因",
+    sev_warning: "火警预警", sev_confirmed: "确认火警",
+    st_raised: "新警情", st_notified: "已通知", st_acknowledged: "已确认", st_on_site: "已到场",
+    st_resolved: "已处置",
+    real_fire: "真实火情", cooking_steam: "烹饪油烟 / 水汽", dust_insects: "灰尘 / 虫子",
+    device_fault: "设备故障", test_drill: "测试 / 演练",
+    grid_worker: "网格员", grid_leader: "网格长", community_duty: "社区值班",
+    street_duty: "街道值班", field_technician: "维保人员", admin: "管理员",
+    grid: "网格", community: "社区", street: "街道",
+    a_raised: "报警立案", a_confirmed: "火警确认", a_notified: "已通知", a_skipped: "跳过（无人在岗）",
+    a_exhausted: "升级到底", a_forwarded: "已转 119", a_acknowledged: "确认接警",
+    a_on_site: "到场", a_resolved: "处置完毕", a_reopened: "重新打开",
+  },
+  en: {
+    title: "firegrid duty console", connecting: "connecting", live_on: "live",
+    live_off: "reconnecting", logout: "Log out", login_title: "Log in", token_label: "Login token",
+    login: "Log in",
+    token_hint: "Enter the token your admin gave you (it starts with fg_), or open the login link they sent. You stay logged in on this device for 7 days; logging out or revoking the token ends it at once.",
+    bad_token: "Unknown or revoked token: ask your admin.", session_over: "Your session has ended: log in again.",
+    empty: "No open incidents", back: "‹ Back to the list", resolve_title: "Resolve",
+    cause: "Cause", note: "What was found and done", resolve_submit: "Resolve the incident",
+    alerts: "Alerts", log: "Log", acknowledge: "Acknowledge", arrive: "On site",
+    resolve: "Resolve…", opened: "Raised", ack: "Acknowledged", arrive_t: "On site",
+    escalation: "Escalation", who_has: "Who has it", next_rung: "next rung in {t}",
+    exhausted: "ladder exhausted, nobody acknowledged", stopped: "stopped",
+    not_yet: "not started", ago: "{t} ago", waiting: "waiting {t}", rung: "rung {n}: {roles}",
+    none_paged: "nobody paged yet", open_n: "open", unacked_n: "unacknowledged",
+    escalated_n: "escalated", confirmed_n: "confirmed fires", alerts_n: "{n} alert(s)",
+    floor: "floor {n}", you: "{name} ({role}) · {areas}", all_areas: "all areas",
+    failed: "Failed: {msg}", note_needed: "Write what was found and done",
+    view_open: "Open", view_resolved: "Resolved (24 h)", loading: "Loading…",
+    empty_resolved: "Nothing resolved in the last 24 hours",
+    resolved_at: "Resolved", resolved_by: "Resolved by", note_t: "Note",
+    reopen_title: "Reopen", reopen_note: "Why it is not over", reopen_submit: "Reopen the incident",
+    reopen_hint: "For an incident resolved wrongly. Reopening pages people again and restarts the escalation at once.",
+    reopen_needed: "Write why it is being reopened",
+    sev_warning: "Fire warning", sev_confirmed: "Confirmed fire",
+    st_raised: "raised", st_notified: "notified", st_acknowledged: "acknowledged",
+    st_on_site: "on site", st_resolved: "resolved",
+    real_fire: "Real fire", cooking_steam: "Cooking smoke / steam", dust_insects: "Dust / insects",
+    device_fault: "Device fault", test_drill: "Test / drill",
+    grid_worker: "grid worker", grid_leader: "grid leader", community_duty: "community duty",
+    street_duty: "street duty", field_technician: "field technician", admin: "admin",
+    grid: "grid", community: "community", street: "street",
+    a_raised: "raised", a_confirmed: "confirmed", a_notified: "paged", a_skipped: "skipped (nobody on duty)",
+    a_exhausted: "ladder exhausted", a_forwarded: "forwarded to 119", a_acknowledged: "acknowledged",
+    a_on_site: "on site", a_resolved: "resolved", a_reopened: "reopened",
+  },
+};
+
+// Remembered per device: a phone is one person's.
+export let lang = localStorage.getItem("fg-lang") === "en" ? "en" : "zh";
+
+export function setLang(value) {
+  lang = value;
+  localStorage.setItem("fg-lang", value);
+}
+
+export function t(key, vars = {}) {
+  const s = TEXT[lang][key] ?? TEXT.zh[key] ?? key;
+  return s.replace(/\{(\w+)\}/g, (_, k) => String(vars[k] ?? ""));
+}
