@@ -113,9 +113,11 @@ def _incidents(conn: psycopg.Connection, query: str, params: Any) -> list[Row]:
 def list_incidents(conn: psycopg.Connection, *, scope: Scope, state: str = "open",
                    grid_id: str | None = None, community_id: str | None = None,
                    building_id: str | None = None, since: datetime | None = None,
+                   resolved_since: datetime | None = None,
                    limit: int = 100, offset: int = 0) -> list[Row]:
     """Incidents in `scope`, newest first; state is open, resolved or all; `since` keeps
-    those opened at or after it."""
+    those opened at or after it, `resolved_since` those resolved at or after it (the
+    console's look back: a fire opened yesterday and put out an hour ago belongs there)."""
     where, params = scope.condition()
     parts = [_STATES[state], where]
     for name, sql, value in (("grid_id", "g.id", grid_id),
@@ -127,6 +129,9 @@ def list_incidents(conn: psycopg.Connection, *, scope: Scope, state: str = "open
     if since is not None:
         parts.append("i.opened_at >= %(since)s")
         params["since"] = since
+    if resolved_since is not None:
+        parts.append("i.resolved_at >= %(resolved_since)s")
+        params["resolved_since"] = resolved_since
     return _incidents(conn, f"{_INCIDENT} WHERE {' AND '.join(parts)}"
                       " ORDER BY i.opened_at DESC, i.id DESC"
                       " LIMIT %(limit)s OFFSET %(offset)s",

@@ -199,3 +199,25 @@ def test_permissions_per_role(people, fires):
         r = caller.post("/v1/silences", json={"building_id": "B1", "ends_at": until,
                                               "reason": "drill"})
         assert r.status_code == silence, (who, r.text)
+
+
+def test_resolved_since_looks_back_by_resolution_time(people, fires, db):
+    g1, g2 = fires
+    sun = people.as_("sun")
+    for incident in (g1, g2):
+        r = sun.post(f"/v1/incidents/{incident}/resolve",
+                     json={"cause": "dust_insects", "note": "a moth"})
+        assert r.status_code == 200, r.text
+    # g1 was opened two days ago and resolved an hour ago: a look back over the last day by
+    # resolution time has it, one by opening time does not. g2 was over two days ago.
+    for incident, opened, resolved in ((g1, "2 days", "1 hour"), (g2, "3 days", "2 days")):
+        db.execute("UPDATE incidents SET opened_at = now() - %s::interval,"
+                   " resolved_at = now() - %s::interval WHERE id = %s",
+                   [opened, resolved, incident])
+    day = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()
+    assert ids(sun.get("/v1/incidents", params={"state": "resolved",
+                                                "resolved_since": day})) == [g1]
+    assert ids(sun.get("/v1/incidents", params={"state": "resolved", "since": day})) == []
+    assert ids(sun.get("/v1/incidents", params={"state": "open", "resolved_since": day})) == []
+    assert locs(sun.get("/v1/incidents", params={"resolved_since": "yesterday"})) \
+        == ["resolved_since"]

@@ -71,8 +71,8 @@ const cardOf = (i, inDetail = false) => card(i, {
   inDetail, officer: isOfficer(), canAct: state.me?.can_act, onOpen: openDetail, onAct: perform,
 });
 
-// Same test as the API's `since` (opened at or after), so an event and a re-read agree.
-const inWindow = (i) => Date.parse(i.opened_at) >= now() - DAY_MS;
+// Same test as the API's `resolved_since`, so an event and a re-read agree.
+const inWindow = (i) => Date.parse(i.resolved_at) >= now() - DAY_MS;
 
 function openSorted() {
   // What needs someone first: unacknowledged, then the most escalated, then the newest.
@@ -199,7 +199,7 @@ async function readLists() {
     const [open, resolved] = await Promise.all([
       readAll("state=open"),
       state.view === "resolved"
-        ? readAll(`state=resolved&since=${encodeURIComponent(since)}`) : null]);
+        ? readAll(`state=resolved&resolved_since=${encodeURIComponent(since)}`) : null]);
     state.incidents = open;
     if (resolved) state.resolved = resolved;
     state.held.forEach(apply);

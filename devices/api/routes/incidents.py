@@ -168,6 +168,8 @@ def _detail(conn, incident_id: int, scope: Scope) -> dict:
 
 Since = Annotated[AwareDatetime | None, Query(ge=EARLIEST, le=LATEST,
                                               description="opened at or after this")]
+ResolvedSince = Annotated[AwareDatetime | None, Query(
+    ge=EARLIEST, le=LATEST, description="resolved at or after this (only resolved ones)")]
 
 
 @router.get("", response_model=Page[IncidentSummary],
@@ -176,10 +178,12 @@ def list_incidents(actor: Reader, conn: Conn,
                    state: Literal["open", "resolved", "all"] = "open",
                    grid_id: QueryId = None, community_id: QueryId = None,
                    building_id: QueryId = None, since: Since = None,
+                   resolved_since: ResolvedSince = None,
                    limit: Limit = 100, offset: Offset = 0) -> dict:
     rows = queries.list_incidents(conn, scope=area_scope(conn, actor), state=state,
                                   grid_id=grid_id, community_id=community_id,
-                                  building_id=building_id, since=since, limit=limit + 1,
+                                  building_id=building_id, since=since,
+                                  resolved_since=resolved_since, limit=limit + 1,
                                   offset=offset)
     return page(rows, limit, offset)
 
