@@ -126,12 +126,11 @@ def list_incidents(conn: psycopg.Connection, *, scope: Scope, state: str = "open
         if value is not None:
             parts.append(f"{sql} = %({name})s")
             params[name] = value
-    if since is not None:
-        parts.append("i.opened_at >= %(since)s")
-        params["since"] = since
-    if resolved_since is not None:
-        parts.append("i.resolved_at >= %(resolved_since)s")
-        params["resolved_since"] = resolved_since
+    for name, sql, value in (("since", "i.opened_at", since),
+                             ("resolved_since", "i.resolved_at", resolved_since)):
+        if value is not None:
+            parts.append(f"{sql} >= %({name})s")
+            params[name] = value
     return _incidents(conn, f"{_INCIDENT} WHERE {' AND '.join(parts)}"
                       " ORDER BY i.opened_at DESC, i.id DESC"
                       " LIMIT %(limit)s OFFSET %(offset)s",

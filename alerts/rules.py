@@ -42,14 +42,14 @@ def _off(value: object) -> object:
     return None if value is False else value
 
 
-# A threshold that a rules file can switch off with `false`.
-Optional = Annotated[float | None, BeforeValidator(_off)]
+# A threshold that a rules file can switch off with `false` (None: the rule is off).
+Threshold = Annotated[float | None, BeforeValidator(_off)]
 
 
 class DetectorRules(_Strict):
     alarm: bool = True
-    high_temperature_c: Optional = Field(57.0, ge=30, le=200)
-    rate_of_rise_c_per_min: Optional = Field(10.0, gt=0, le=100)
+    high_temperature_c: Threshold = Field(57.0, ge=30, le=200)
+    rate_of_rise_c_per_min: Threshold = Field(10.0, gt=0, le=100)
     rate_of_rise_window_s: int = Field(600, ge=10, le=86400)
     # A rise must also be this large: two reports a second apart 0.2 °C apart are sensor
     # noise at 12 °C/min, not a fire.
@@ -57,8 +57,8 @@ class DetectorRules(_Strict):
 
 
 class CameraRules(_Strict):
-    smoke_confidence: Optional = Field(0.8, ge=0, le=1)
-    fire_confidence: Optional = Field(0.7, ge=0, le=1)
+    smoke_confidence: Threshold = Field(0.8, ge=0, le=1)
+    fire_confidence: Threshold = Field(0.7, ge=0, le=1)
 
 
 class ConfirmRules(_Strict):

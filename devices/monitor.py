@@ -54,8 +54,7 @@ _LOCK_KEY = 0x66676D6E  # "fgmn"
 # Who a device's ticket goes to: a field technician covering its building (building_cover)
 # through its grid, else its community, else its street (lowest id first). A LEFT JOIN
 # LATERAL over a query that has the device `d`; gives `tech.id`, NULL when nobody covers
-# it. The alert core's false-alarm feedback (alerts.loop) assigns its tickets
-# the same way.
+# it. The alert core's false-alarm feedback (alerts.loop) assigns its tickets the same way.
 TECHNICIAN = (
     "LEFT JOIN LATERAL ("
     " SELECT w.id FROM building_cover v JOIN workers w ON w.id = v.worker_id"
