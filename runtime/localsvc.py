@@ -11,6 +11,7 @@ from __future__ import annotations
 import getpass
 import glob
 import os
+import random
 import shutil
 import signal
 import socket
@@ -29,26 +30,39 @@ class ServiceError(UnavailableError):
     pass
 
 
-def free_port() -> int:
+def _listen_range() -> tuple[int, int]:
+    """Ports to hand out for servers: below the kernel's ephemeral range. A port the kernel
+    handed out once (bind to port 0) is free now but can be taken by any outgoing
+    connection before our server binds it; below that range only another server can."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768        # Linux's default; elsewhere the check below still applies
+    return 10000, max(10000 + 1000, low)
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    return free_ports(1)
 
 
 def free_ports(count: int) -> int:
     """A base port with `count` consecutive free ports after it (e.g. several workers'
-    metrics ports, base + i)."""
+    metrics ports, base + i), below the ephemeral range (_listen_range)."""
+    low, high = _listen_range()
+    rng = random.Random()
     while True:
-        base = free_port()
-        if base + count > 65536:
-            continue
-        try:
-            for port in range(base + 1, base + count):
-                with socket.socket() as s:
-                    s.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return base
+        base = rng.randrange(low, high - count)
+        if all(_bindable(port) for port in range(base, base + count)):
+            return base
 
 
 def reachable(host: str, port: int, timeout: float = 0.5) -> bool:
