@@ -139,7 +139,7 @@ def list_incidents(conn: psycopg.Connection, *, scope: Scope, state: str = "open
 
 def by_ids(conn: psycopg.Connection, ids: list[int]) -> list[Row]:
     """Incidents as list_incidents shows them, for these ids, in no scope: the caller
-    decides who may see each (devices/api/live.py sends each console only its area)."""
+    decides who may see each (api/live.py sends each console only its area)."""
     return _incidents(conn, f"{_INCIDENT} WHERE i.id = ANY(%(ids)s)", {"ids": ids})
 
 

@@ -22,6 +22,7 @@ from pydantic import (
     BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator,
 )
 
+from protocol.decode import Event, Reading
 from runtime.errors import ConfigError
 
 LadderRole = Literal["grid_worker", "grid_leader", "community_duty", "street_duty"]
@@ -140,34 +141,38 @@ class RuleEngine:
     # window, oldest first; detectors report hourly, so usually one.
     _temps: dict[str, deque] = field(default_factory=dict)
 
-    def events(self, rows: list[tuple]) -> list[Candidate]:
-        """Rows as ingest.decode yields them: (device_id, ts_ms, seq, type, received_ms,
-        gateway_id, attrs_json)."""
+    def events(self, rows: list[Event]) -> list[Candidate]:
+        """Events as protocol.decode yields them."""
         out: list[Candidate] = []
         det, cam = self.policy.smoke_detector, self.policy.camera
-        for device_id, ts, seq, kind, received, gw, attrs_json in rows:
-            if kind == "alarm":
-                attrs = _clean(json.loads(attrs_json))
+        for ev in rows:
+            if ev.type == "alarm":
+                attrs = _clean(json.loads(ev.attrs))
                 if det.alarm:
-                    out.append(Candidate(device_id, ts, seq, "smoke_alarm", received, attrs, gw))
+                    out.append(Candidate(ev.device_id, ev.ts_ms, ev.seq, "smoke_alarm",
+                                         ev.received_ms, attrs, ev.gateway_id))
                 temp = attrs.get("temperature_c")
                 if temp is not None:
-                    self._temperature(out, device_id, ts, seq, received, temp, gw)
-            elif kind in ("smoke_detected", "fire_detected"):
-                attrs = _clean(json.loads(attrs_json))
-                floor = cam.smoke_confidence if kind == "smoke_detected" else cam.fire_confidence
+                    self._temperature(out, ev.device_id, ev.ts_ms, ev.seq, ev.received_ms,
+                                      temp, ev.gateway_id)
+            elif ev.type in ("smoke_detected", "fire_detected"):
+                attrs = _clean(json.loads(ev.attrs))
+                smoke = ev.type == "smoke_detected"
+                floor = cam.smoke_confidence if smoke else cam.fire_confidence
                 if floor is not None and attrs["confidence"] >= floor:
-                    rule = "camera_smoke" if kind == "smoke_detected" else "camera_fire"
-                    out.append(Candidate(device_id, ts, seq, rule, received, attrs, gw))
+                    rule = "camera_smoke" if smoke else "camera_fire"
+                    out.append(Candidate(ev.device_id, ev.ts_ms, ev.seq, rule, ev.received_ms,
+                                         attrs, ev.gateway_id))
         return out
 
-    def readings(self, rows: list[tuple]) -> list[Candidate]:
-        """Telemetry rows as ingest.decode yields them; only detectors' temperatures count
+    def readings(self, rows: list[Reading]) -> list[Candidate]:
+        """Status reports as protocol.decode yields them; only detectors' temperatures count
         (a camera's temperature is its own housing's)."""
         out: list[Candidate] = []
-        for row in rows:
-            if row[3] == "smoke" and row[7] is not None:
-                self._temperature(out, row[0], row[1], row[2], row[4], row[7], row[5])
+        for r in rows:
+            if r.kind == "smoke" and r.temperature_c is not None:
+                self._temperature(out, r.device_id, r.ts_ms, r.seq, r.received_ms,
+                                  r.temperature_c, r.gateway_id)
         return out
 
     def _temperature(self, out: list[Candidate], device_id: str, ts: int, seq: int,

@@ -37,9 +37,9 @@ from alerts import dispatch, ladder, metrics, store
 from alerts.channels import build_channels
 from alerts.publisher import PagePublisher
 from alerts.rules import Policy, RuleEngine, load_policy
-from ingest.consumer import Consumer
-from ingest.decode import Decoder
-from ingest.window import Inbound, Window
+from transport.mqtt import Consumer
+from protocol.decode import Decoder
+from transport.window import Inbound, Window
 from runtime.db import classify, connect
 from runtime.errors import UnavailableError
 from runtime.settings import Settings
@@ -62,7 +62,8 @@ class AlertService:
         self.window = Window(batch_max=cfg.batch_max, max_age_s=0)
         mqtt = settings.mqtt.model_copy(update={"client_id": cfg.client_id,
                                                 "share_group": cfg.share_group})
-        self.consumer = Consumer(mqtt, self.window, inflight_window=settings.ingest.inflight_window)
+        self.consumer = Consumer(mqtt, self.window, inflight_window=settings.ingest.inflight_window,
+                                 service="alerts")
         self.decoder = Decoder(prefix=mqtt.topic_prefix,
                                max_payload_bytes=settings.ingest.max_payload_bytes,
                                max_future_skew_s=settings.ingest.max_future_skew_s,

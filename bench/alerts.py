@@ -146,7 +146,7 @@ class Child:
                  stack: ExitStack) -> None:
         self.name, self.log = name, logdir / f"{name}.log"
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", *args], env=env,
+            self.proc = subprocess.Popen([sys.executable, "-m", "firegrid.cli", *args], env=env,
                                          stdout=log, stderr=log, cwd=REPO,
                                          start_new_session=True)
         # The simulator ends its run on SIGINT; the services on SIGTERM.
@@ -210,7 +210,7 @@ def register(work: Path, preset: str, env: dict) -> dict[str, list[str]]:
     """The preset from CSVs through `firegrid devices import`; detectors by building."""
     files = topology.generate(work / "street", preset, 1)
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "runtime.cli", "devices", "import",
+    subprocess.run([sys.executable, "-m", "firegrid.cli", "devices", "import",
                     *map(str, files.values()), "--actor", "bench"], env=env, cwd=REPO,
                    check=True, capture_output=True)
     print(f"imported the {preset} preset in {time.perf_counter() - started:.1f} s", flush=True)

@@ -418,7 +418,7 @@ class Bench:
         return r
 
     def prepare(self, mq, client_id: str, protocol: str) -> None:
-        from ingest.consumer import subscriptions
+        from transport.mqtt import subscriptions
         from runtime.settings import MqttSettings
         mqttraw.prepare_session(HOST, mq.port, client_id, subscriptions(MqttSettings()),
                                 version=_version(protocol),
@@ -571,7 +571,7 @@ class Bench:
             env = self.firegrid_env(mq, cfg, tag)
             env["FIREGRID_INGEST__METRICS_PORT"] = str(base)
             with open(log, "ab") as err:
-                proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", "ingest",
+                proc = subprocess.Popen([sys.executable, "-m", "firegrid.cli", "ingest",
                                          "--workers", str(workers)], env=env, stdout=err,
                                         stderr=err, cwd=REPO)
                 deadline = time.monotonic() + self.drain_timeout(n, "firegrid")

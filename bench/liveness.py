@@ -33,9 +33,9 @@ sys.path.insert(0, str(REPO))
 
 import psycopg  # noqa: E402
 
-from devices.liveness import LivenessTracker  # noqa: E402
+from ingest.liveness import LivenessTracker  # noqa: E402
 from devices.monitor import check  # noqa: E402
-from ingest.decode import Decoder  # noqa: E402
+from protocol.decode import Decoder  # noqa: E402
 from runtime import migrate  # noqa: E402
 from runtime.localsvc import Postgres, make_state_dir  # noqa: E402
 from runtime.settings import DatabaseSettings, DevicesSettings  # noqa: E402

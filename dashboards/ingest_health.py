@@ -50,7 +50,7 @@ def build() -> dash.Dashboard:
              "For operators on call.", "now-3h", "30s", ["ingest", "alerts", "operations"])
     d.with_row(dash.Row("接入 Ingest"))
     d.with_panel(_series("消息速率 Messages", [
-        promql(f"sum(rate(firegrid_ingest_messages_received{R}))", "received"),
+        promql(f"sum(rate(firegrid_mqtt_messages_received{{service=\"ingest\"}}{R}))", "received"),
         promql(f"sum(rate(firegrid_ingest_messages_committed_total{R}))", "committed"),
         promql(f"sum(rate(firegrid_ingest_messages_acked_total{R}))", "acknowledged"),
     ], "ops", "MQTT messages per second over all ingest processes: received from the "
@@ -81,13 +81,13 @@ def build() -> dash.Dashboard:
     d.with_panel(_series("积压与重试 In flight and retries", [
         promql("sum(firegrid_ingest_inflight_messages)", "in flight"),
         promql(f"sum(rate(firegrid_ingest_db_retries_total{R}))", "db retries/s"),
-        promql(f"sum(increase(firegrid_ingest_broker_session_lost_total{R}))",
+        promql(f"sum(increase(firegrid_mqtt_session_lost_total{{service=\"ingest\"}}{R}))",
                "broker sessions lost"),
     ], "short", "Messages received and not yet acknowledged; batch writes retried after a "
        "transient database error; reconnects where the broker had lost the session."))
     d.with_panel(sized(
         stat.Panel().title("连接 Connections")
-        .with_target(promql("min(firegrid_ingest_broker_connected)", "broker (worst ingest)")
+        .with_target(promql('min(firegrid_mqtt_connected{service="ingest"})', "broker (worst ingest)")
                      .ref_id("A"))
         .with_target(promql("min(firegrid_ingest_database_connected)",
                             "database (worst ingest)").ref_id("B"))

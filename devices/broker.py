@@ -16,17 +16,10 @@ threads (the API shares one). Implementations:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
+from devices.credentials import DeviceCredentials
 from runtime.settings import Settings
-
-
-@dataclass(frozen=True)
-class DeviceCredentials:
-    device_id: str   # also the MQTT username
-    kind: str        # smoke_detector | camera | gateway
-    password: str    # plain text: only ever in memory on its way to the broker and the user
 
 
 class BrokerAuth(Protocol):

@@ -11,6 +11,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class DeviceCredentials:
+    device_id: str   # also the MQTT username
+    kind: str        # smoke_detector | camera | gateway
+    password: str    # plain text: only ever in memory on its way to the broker and the user
 
 
 def new_password() -> str:

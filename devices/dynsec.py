@@ -43,10 +43,10 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from devices.broker import DeviceCredentials
+from devices.credentials import DeviceCredentials
 from devices.errors import BrokerAuthError, Invalid
 from devices.models import DEVICE_KINDS
-from ingest.protocol import DEVICE_ID
+from protocol.models import DEVICE_ID
 from runtime.errors import ConfigError
 from runtime.settings import BrokerAuthSettings, MqttSettings
 

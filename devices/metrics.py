@@ -1,31 +1,9 @@
-"""Liveness and maintenance metrics. No device id is ever a label (unbounded cardinality).
-
-The liveness ones live in every ingest process and are served by ingest's metrics port; the
-monitor's ones by whatever process runs the monitor.
+"""Maintenance metrics: the monitor's tickets, the quarantine and the daily rollup, served by
+whatever process runs the monitor. No device id is ever a label (unbounded cardinality).
+The liveness ones live with ingest (ingest/metrics.py), which runs the liveness tracker.
 """
 
 from prometheus_client import Counter, Gauge, Histogram
-
-LIVENESS_FLUSHES = Counter("firegrid_liveness_flushes_total",
-                           "Liveness flushes committed (last_seen, conditions, quarantine)")
-LIVENESS_FLUSH_FAILURES = Counter(
-    "firegrid_liveness_flush_failures_total",
-    "Liveness flushes that failed; their state is kept and merged into the next flush")
-LIVENESS_FLUSH_SECONDS = Histogram(
-    "firegrid_liveness_flush_seconds", "Time to write and commit one liveness flush",
-    buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
-LIVENESS_PENDING = Gauge("firegrid_liveness_pending_devices",
-                         "Device ids observed and not yet flushed")
-LIVENESS_DROPPED = Counter(
-    "firegrid_liveness_dropped_total",
-    "Observations of new ids not kept because the pending set was full (flushes failing)")
-LIVENESS_FOREIGN_ENTRIES = Counter(
-    "firegrid_liveness_foreign_entries_total",
-    "Gateway entries ignored for liveness: the device is registered, but not behind the"
-    " gateway that relayed them (stored by ingest all the same)")
-QUARANTINE_FLUSHED = Counter(
-    "firegrid_liveness_quarantine_writes_total",
-    "Quarantine rows written by flushes: unknown ids heard (each flush counts its own)")
 
 QUARANTINE_UNCLAIMED = Gauge("firegrid_quarantine_unclaimed_ids",
                              "Unknown device ids in the quarantine that nobody has claimed")

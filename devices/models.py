@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from ingest.protocol import DEVICE_ID
+from protocol.models import DEVICE_ID
 
 Ident = Annotated[str, Field(pattern=DEVICE_ID.pattern, description="letters, digits, _ . - ; up to 64")]
 Name = Annotated[str, Field(min_length=1, max_length=200)]

@@ -22,7 +22,8 @@ from datetime import datetime
 import psycopg
 from psycopg.types.json import Jsonb
 
-from devices.broker import BrokerAuth, DeviceCredentials
+from devices.broker import BrokerAuth
+from devices.credentials import DeviceCredentials
 from devices.credentials import hash_password, new_password
 from devices.errors import Conflict, Invalid, NotFound, Unconfirmed
 from devices.models import (

@@ -1,10 +1,8 @@
-"""Ingest's Prometheus metrics. No device id is ever a label (unbounded cardinality)."""
+"""Ingest's Prometheus metrics. No device id is ever a label (unbounded cardinality).
+The broker session's own (connected, received, session lost) are transport/metrics.py's."""
 
 from prometheus_client import Counter, Gauge, Histogram
 
-# Counted in paho's thread as a plain int and read at scrape time: no lock per message.
-# A gauge so it can be read that way; it only ever grows, and resets when the process does.
-RECEIVED = Gauge("firegrid_ingest_messages_received", "MQTT messages received from the broker")
 COMMITTED = Counter(
     "firegrid_ingest_messages_committed_total",
     "MQTT messages whose rows (or dead letters) are committed", )
@@ -16,8 +14,6 @@ ACKED = Counter("firegrid_ingest_messages_acked_total", "PUBACKs sent after comm
 DB_RETRIES = Counter("firegrid_ingest_db_retries_total", "Batch writes retried after a transient error")
 UNSTORABLE = Counter("firegrid_ingest_unstorable_total",
                      "Messages that could not even be dead-lettered (logged in full instead)")
-SESSION_LOST = Counter("firegrid_ingest_broker_session_lost_total",
-                       "Reconnects where the broker had not kept our persistent session")
 BATCH_SIZE = Histogram("firegrid_ingest_batch_messages", "Messages per committed batch",
                        buckets=(1, 10, 50, 100, 250, 500, 1000, 2000, 5000))
 WRITE_SECONDS = Histogram("firegrid_ingest_batch_write_seconds",
@@ -26,5 +22,26 @@ WRITE_SECONDS = Histogram("firegrid_ingest_batch_write_seconds",
 LAG_SECONDS = Histogram("firegrid_ingest_lag_seconds", "Arrival time minus device time",
                         buckets=(.01, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400))
 INFLIGHT = Gauge("firegrid_ingest_inflight_messages", "Messages received and not yet acknowledged")
-BROKER_CONNECTED = Gauge("firegrid_ingest_broker_connected", "1 while connected to the broker and subscribed")
 DB_CONNECTED = Gauge("firegrid_ingest_database_connected", "1 while the database connection is up")
+
+# Liveness (ingest/liveness.py): each ingest process flushes what it has heard.
+LIVENESS_FLUSHES = Counter("firegrid_liveness_flushes_total",
+                           "Liveness flushes committed (last_seen, conditions, quarantine)")
+LIVENESS_FLUSH_FAILURES = Counter(
+    "firegrid_liveness_flush_failures_total",
+    "Liveness flushes that failed; their state is kept and merged into the next flush")
+LIVENESS_FLUSH_SECONDS = Histogram(
+    "firegrid_liveness_flush_seconds", "Time to write and commit one liveness flush",
+    buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30))
+LIVENESS_PENDING = Gauge("firegrid_liveness_pending_devices",
+                         "Device ids observed and not yet flushed")
+LIVENESS_DROPPED = Counter(
+    "firegrid_liveness_dropped_total",
+    "Observations of new ids not kept because the pending set was full (flushes failing)")
+LIVENESS_FOREIGN_ENTRIES = Counter(
+    "firegrid_liveness_foreign_entries_total",
+    "Gateway entries ignored for liveness: the device is registered, but not behind the"
+    " gateway that relayed them (stored by ingest all the same)")
+QUARANTINE_FLUSHED = Counter(
+    "firegrid_liveness_quarantine_writes_total",
+    "Quarantine rows written by flushes: unknown ids heard (each flush counts its own)")

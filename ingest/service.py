@@ -9,7 +9,7 @@
 
 After each commit and ack the writer hands the batch to the liveness tracker (in memory);
 its own thread writes last_seen, conditions and the quarantine every few seconds
-(devices/liveness.py), so the ack path never waits for that.
+(ingest/liveness.py), so the ack path never waits for that.
 
 Stop (SIGTERM/SIGINT or stop()): the writer keeps committing and acknowledging what is
 buffered until the window is empty or ingest.drain_timeout_s passes, then disconnects.
@@ -25,12 +25,12 @@ import time
 
 from prometheus_client import start_http_server
 
-from devices import liveness  # a module import: devices.liveness imports ingest in turn
+from ingest import liveness
 from ingest import metrics
-from ingest.consumer import Consumer
-from ingest.decode import Decoder
+from transport.mqtt import Consumer
+from protocol.decode import Decoder
 from ingest.errors import Abandoned
-from ingest.window import Inbound, Window
+from transport.window import Inbound, Window
 from ingest.writer import BatchWriter
 from runtime.settings import Settings
 
@@ -48,7 +48,8 @@ class IngestService:
             max_future_skew_s=cfg.max_future_skew_s, max_age_days=cfg.max_age_days,
         )
         self.writer = BatchWriter(settings.database, cfg, self._stopping)
-        self.consumer = Consumer(settings.mqtt, self.window, inflight_window=cfg.inflight_window)
+        self.consumer = Consumer(settings.mqtt, self.window, inflight_window=cfg.inflight_window,
+                                 service="ingest")
         self.liveness = liveness.LivenessFlusher(
             liveness.LivenessTracker(settings.devices), settings,
             watching=self.consumer.subscribed.is_set)

@@ -57,7 +57,7 @@ def run_workers(settings: Settings, workers: int, config_file: str | None) -> in
         raise ConfigError("--workers needs mqtt.share_group (FIREGRID_MQTT__SHARE_GROUP): "
                           "without a shared subscription every worker would get every message")
     _check_ports(settings, workers)
-    argv = [sys.executable, "-m", "runtime.cli"]
+    argv = [sys.executable, "-m", "firegrid.cli"]
     if config_file:
         argv += ["--config", config_file]
     argv.append("ingest")

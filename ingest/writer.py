@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import psycopg
 
 from ingest import metrics
-from ingest.decode import Decoded, DeadLetter
+from protocol.decode import Decoded, DeadLetter, Event, Reading
 from ingest.errors import Abandoned
 from runtime.db import classify, connect
 from runtime.errors import UnavailableError
@@ -35,16 +35,12 @@ from runtime.settings import DatabaseSettings, IngestSettings
 
 log = logging.getLogger(__name__)
 
-_READING_COLS = (
-    "device_id", "ts_ms", "seq", "kind", "received_ms", "gateway_id", "obscuration_db_m",
-    "temperature_c", "battery_pct", "battery_v", "rsrp_dbm", "sinr_db", "heartbeat_s",
-    "stream_online", "recording", "storage_free_mb",
-)
+_READING_COLS = Reading._fields  # the stage tables follow the records, field by field
 _READING_TYPES = (
     "text", "int8", "int8", "text", "int8", "text", "float4", "float4", "int2", "float4",
     "int2", "float4", "int4", "bool", "bool", "int8",
 )
-_EVENT_COLS = ("device_id", "ts_ms", "seq", "type", "received_ms", "gateway_id", "attrs")
+_EVENT_COLS = Event._fields
 _EVENT_TYPES = ("text", "int8", "int8", "text", "int8", "text", "text")
 
 _EPOCH = "timestamptz 'epoch' + {} * interval '1 millisecond'"

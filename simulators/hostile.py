@@ -1,5 +1,5 @@
 """A broken or hostile device: messages that ingest must dead-letter, each with the reason
-ingest gives (ingest/decode.py). Every one goes out on the device's own connection, under its
+ingest gives (protocol/decode.py). Every one goes out on the device's own connection, under its
 own id, so it passes a broker that enforces per-device ACLs and reaches ingest.
 
     invalid_json   a heartbeat cut off mid-way (a radio frame lost)

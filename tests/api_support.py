@@ -9,8 +9,9 @@ import warnings
 import pytest
 
 from devices import registry
-from devices.api import create_app, create_token
-from devices.api.auth import ROLES
+from api.app import create_app
+from api.auth import create_token
+from api.auth import ROLES
 from devices.broker import NoBrokerAuth
 from devices.models import Building, Community, Grid, Street
 from runtime.settings import Settings, load_settings

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 
 import psycopg
 
-from ingest.decode import Decoded, Decoder
+from protocol.decode import Decoded, Decoder
 from simulators import messages as m
 
 PREFIX = "fg/v1"

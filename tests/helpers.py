@@ -101,7 +101,7 @@ class IngestProcess:
 
     def start(self) -> IngestProcess:
         log = open(self._log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "runtime.cli", *self.command],
+        self.proc = subprocess.Popen([sys.executable, "-m", "firegrid.cli", *self.command],
                                      env=self._env, stdout=log, stderr=log)
         return self
 
@@ -157,8 +157,8 @@ def await_subscribed(publisher: Publisher, prefix: str, url: str, timeout: float
 
 
 def scrape(port: int, name: str) -> float:
-    """The value of an unlabelled metric on a process's /metrics; -1 if the process or the
-    metric is not there (yet)."""
+    """The value of one series on a process's /metrics, named as the exposition writes it
+    (`name` or `name{label="value"}`); -1 if the process or the series is not there (yet)."""
     try:
         text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1).read()
     except OSError:

@@ -13,7 +13,7 @@ import importlib
 from prometheus_client import REGISTRY
 
 # The modules that define firegrid's metrics; importing them registers the metrics.
-MODULES = ("ingest.metrics", "devices.metrics", "alerts.metrics")
+MODULES = ("transport.metrics", "ingest.metrics", "devices.metrics", "alerts.metrics")
 
 _SUFFIXES = {
     "counter": ("_total", "_created"),

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 
 from alerts.rules import RuleEngine, load_policy
+from protocol.decode import Event
 from tests.alert_support import T0, alarm, build_ward, log, pages, record, tick
 
 
@@ -189,8 +190,8 @@ def test_a_gateway_cannot_raise_alarms_for_devices_not_behind_it(ward):
 def test_a_nul_in_an_event_does_not_stop_the_alarms_batched_with_it(ward):
     engine = RuleEngine(load_policy())
     ms = int(T0.timestamp() * 1000)
-    rows = [("CAM-1", ms, 1, "smoke_detected", ms, None,
-             json.dumps({"confidence": 0.9, "snapshot_url": "http://x/\x00.jpg"})),
-            ("SD-3", ms, 1, "alarm", ms, None, "{}")]
+    rows = [Event("CAM-1", ms, 1, "smoke_detected", ms, None,
+                  json.dumps({"confidence": 0.9, "snapshot_url": "http://x/\x00.jpg"})),
+            Event("SD-3", ms, 1, "alarm", ms, None, "{}")]
     out = record(ward, engine.events(rows), T0)
     assert out.alerts == 2 and len(out.opened) == 2

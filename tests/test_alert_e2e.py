@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 import psycopg
 
 from alerts import reports
-from devices.api import create_app, create_token
+from api.app import create_app
+from api.auth import create_token
 from devices.broker import NoBrokerAuth
 from devices.importer import run_import
 from simulators import topology

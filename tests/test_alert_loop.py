@@ -1,5 +1,5 @@
 """The closed loop (alerts/loop.py), silences (alerts/silences.py), the incident reads
-(alerts/queries.py) and the people's CLI (alerts/cli.py), against a real database.
+(alerts/queries.py) and the people's CLI (firegrid/alerts_cli.py), against a real database.
 
 Incidents are inserted with SQL as the alert store would leave them, so these tests depend
 on the schema only; times are fixed instants passed as `now`."""
@@ -15,7 +15,8 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from alerts import cli, loop, queries, silences
+from alerts import loop, queries, silences
+from firegrid import alerts_cli as cli
 from alerts.errors import Conflict, Invalid, NotFound
 from alerts.queries import Scope
 from alerts.rules import FeedbackRules, load_policy
@@ -421,7 +422,7 @@ def test_cli_silences(db, db_url, place, capsys):
 
 def test_the_firegrid_command_maps_errors_to_exit_codes(db, db_url, place, monkeypatch,
                                                          capsys):
-    from runtime.cli import main
+    from firegrid.cli import main
     monkeypatch.setenv("FIREGRID_DATABASE__URL", db_url)
     monkeypatch.delenv("FIREGRID_CONFIG", raising=False)
     assert main(["alerts", "ack", "424242"]) == 2

@@ -4,14 +4,16 @@ drift are not (alerts/rules.py RuleEngine)."""
 from __future__ import annotations
 
 from alerts.rules import RuleEngine, load_policy
+from protocol.decode import Reading
 
 T = 1_700_000_000_000   # ms
 
 
-def report(device: str, at_s: float, temp: float, seq: int) -> tuple:
-    """A telemetry row as ingest.decode yields it: only the fields the rules read."""
+def report(device: str, at_s: float, temp: float, seq: int) -> Reading:
+    """A detector's status report as protocol.decode yields it."""
     ts = T + int(at_s * 1000)
-    return (device, ts, seq, "smoke", ts, None, None, temp)
+    return Reading(device, ts, seq, "smoke", ts, None, None, temp, 90, None, None, None, 60,
+                   None, None, None)
 
 
 def rules_fired(temps: list[tuple[float, float]], device: str = "SD-1") -> list[dict]:

@@ -14,7 +14,8 @@ import httpx
 import pytest
 
 from devices import monitor
-from devices.api import create_app, create_token, revoke_token
+from api.app import create_app
+from api.auth import create_token, revoke_token
 from devices.broker import NoBrokerAuth
 from devices.credentials import verify_password
 from runtime.settings import DevicesSettings, load_settings
@@ -404,7 +405,7 @@ def test_serve_answers_over_http(db_url, db, grid):
         port = s.getsockname()[1]
     token = create_token(db, "ops", "street_duty")
     env = {**os.environ, "FIREGRID_DATABASE__URL": db_url, "FIREGRID_API__PORT": str(port)}
-    proc = subprocess.Popen([sys.executable, "-c", "from devices.api import serve;"
+    proc = subprocess.Popen([sys.executable, "-c", "from api.app import serve;"
                              " from runtime.settings import load_settings;"
                              " serve(load_settings())"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from devices import registry
-from devices.api import create_app, create_token
+from api.app import create_app
+from api.auth import create_token
 from devices.broker import NoBrokerAuth
 from devices.models import NewDevice
 from tests.api_support import TestClient, detector, grid, settings  # noqa: F401 (fixtures)

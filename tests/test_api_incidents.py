@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from psycopg.types.json import Jsonb
 
-from devices.api import create_token
+from api.auth import create_token
 from tests.api_support import api, grid, settings  # noqa: F401 (fixtures)
 from tests.test_alert_loop import open_incident, place  # noqa: F401 (fixture)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from devices.api import create_app
-from devices.api.auth import PERMISSIONS, ROLES
+from api.app import create_app
+from api.auth import PERMISSIONS, ROLES
 from runtime.settings import load_settings
 from tests.api_support import api, settings  # noqa: F401 (fixtures)
 

@@ -24,7 +24,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 
-from devices.broker import DeviceCredentials
+from devices.credentials import DeviceCredentials
 from devices.credentials import hash_password, new_password
 from devices.dynsec import (
     INGEST_ROLE, DynsecFile, MosquittoDynsec, ServiceAccount, _ControlClient, _Pacer,

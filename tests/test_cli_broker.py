@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
-from runtime.cli import main
+from firegrid.cli import main
 from runtime.localsvc import Mosquitto, make_state_dir
 
 ADMIN = ("firegrid-admin", "cli-test-admin-password")
@@ -90,7 +90,7 @@ def test_setup_first_load_from_file_then_control_topic(db_url, tmp_path, monkeyp
 
 
 def test_reconcile_finds_and_removes_stale_accounts(db_url, tmp_path, monkeypatch, capsys):
-    from devices.broker import DeviceCredentials
+    from devices.credentials import DeviceCredentials
     from devices.dynsec import MosquittoDynsec
     from runtime.settings import load_settings
 

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from prometheus_client import REGISTRY
 
-from devices.liveness import LivenessTracker
+from ingest.liveness import LivenessTracker
 from devices.monitor import check
 from runtime.settings import DevicesSettings
 from simulators import messages as m

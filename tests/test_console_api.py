@@ -20,8 +20,9 @@ import httpx
 import pytest
 import uvicorn
 
-from devices.api import create_app, create_token
-from devices.api.auth import CONSOLE_HEADER, SESSION_COOKIE
+from api.app import create_app
+from api.auth import create_token
+from api.auth import CONSOLE_HEADER, SESSION_COOKIE
 from devices.broker import NoBrokerAuth
 from runtime.settings import Settings
 from tests.api_support import TestClient, api, grid, settings  # noqa: F401 (fixtures)

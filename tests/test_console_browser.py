@@ -20,7 +20,7 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from devices.api import create_token
+from api.auth import create_token
 from runtime.settings import Settings
 from tests.alert_live import ThreadedAlerts, alert_settings, send_alarm
 from tests.alert_support import build_ward

@@ -28,7 +28,7 @@ from simulators import topology
 from simulators.run import run_simulation
 from tests.alert_live import ThreadedAlerts
 from tests.helpers import Publisher, ThreadedIngest, await_subscribed, wait_for_count
-from tests.metric_names import exported
+from tests.metric_names import MODULES, exported
 
 SQL_TARGETS = [t for t in panels.targets() if t.kind == "sql"]
 PROM_TARGETS = [t for t in panels.targets() if t.kind == "promql"]
@@ -309,7 +309,7 @@ def test_promql_groups_only_by_labels_the_metrics_have():
 
     from prometheus_client.metrics import MetricWrapperBase
     labels: dict[str, set[str]] = {}
-    for module in ("ingest.metrics", "devices.metrics", "alerts.metrics"):
+    for module in MODULES:
         for obj in vars(importlib.import_module(module)).values():
             if isinstance(obj, MetricWrapperBase):
                 labels[obj._name] = set(obj._labelnames)

@@ -8,8 +8,8 @@ import time
 import psycopg
 import pytest
 
-from ingest.decode import Decoder
-from ingest.window import Inbound, Window
+from protocol.decode import Decoder
+from transport.window import Inbound, Window
 from runtime.db import classify
 from simulators import messages as m
 
@@ -95,7 +95,7 @@ def test_the_paho_internals_ingest_relies_on_are_there():
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
 
-    from ingest.consumer import BURST_INTERNALS, BurstClient, _client_class
+    from transport.mqtt import BURST_INTERNALS, BurstClient, _client_class
 
     client = mqtt.Client(CallbackAPIVersion.VERSION2)
     for name in (*BURST_INTERNALS, "_packet_queue", "_ping_t"):

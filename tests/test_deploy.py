@@ -87,8 +87,8 @@ def grafana_names() -> set[str]:
 
 
 def allowed_firegrid_names() -> set[str]:
-    # FIREGRID_CONFIG is the CLI's --config default (runtime/cli.py), not a model field.
-    assert "FIREGRID_CONFIG" in (REPO / "runtime" / "cli.py").read_text()
+    # FIREGRID_CONFIG is the CLI's --config default (firegrid/cli.py), not a model field.
+    assert "FIREGRID_CONFIG" in (REPO / "firegrid" / "cli.py").read_text()
     return setting_names() | grafana_names() | {"FIREGRID_CONFIG"}
 
 
@@ -425,12 +425,12 @@ def test_healthcheck_script_reads_the_gauges():
         return subprocess.run([*script, *args], capture_output=True, timeout=30).returncode
 
     try:
-        _Metrics.body = (b"# HELP firegrid_ingest_broker_connected x\n"
-                         b"firegrid_ingest_broker_connected 1.0\n"
+        _Metrics.body = (b"# HELP firegrid_mqtt_connected x\n"
+                         b"firegrid_mqtt_connected 1.0\n"
                          b"firegrid_ingest_database_connected 0.0\n")
         assert check("metrics", str(port)) == 0
-        assert check("metrics", str(port), "firegrid_ingest_broker_connected") == 0
-        assert check("metrics", str(port), "firegrid_ingest_broker_connected",
+        assert check("metrics", str(port), "firegrid_mqtt_connected") == 0
+        assert check("metrics", str(port), "firegrid_mqtt_connected",
                      "firegrid_ingest_database_connected") == 1
         assert check("metrics", str(port), "firegrid_not_exported") == 1
         assert check("http", f"http://127.0.0.1:{port}/healthz") == 0

@@ -34,6 +34,8 @@ from tests.helpers import (
     wait_for_count,
 )
 
+CONNECTED = 'firegrid_mqtt_connected{service="ingest"}'
+RECEIVED = 'firegrid_mqtt_messages_received{service="ingest"}'
 COUNT_ROWS = "SELECT count(*) FROM readings"
 COUNT_DISTINCT = "SELECT count(DISTINCT (device_id, seq)) FROM readings"
 
@@ -115,9 +117,9 @@ def test_sigterm_drains_commits_and_acknowledges_before_exit(make_settings, brok
     proc = IngestProcess(settings, tmp_path / "ingest.log").start()
     try:
         def received() -> float:
-            return scrape(port, "firegrid_ingest_messages_received")
+            return scrape(port, RECEIVED)
 
-        wait_until(lambda: scrape(port, "firegrid_ingest_broker_connected") == 1, 15,
+        wait_until(lambda: scrape(port, CONNECTED) == 1, 15,
                    "ingest subscribed")
         publisher = Publisher(broker.host, broker.port, f"pub-{uid}")
         publisher.publish_all(stream(prefix, 0, 300))
@@ -250,9 +252,9 @@ def test_workers_split_the_stream_and_a_killed_worker_is_replaced(make_settings,
     settings = make_settings(ingest={"batch_max_rows": 200, "metrics_port": base})
     prefix = settings.mqtt.topic_prefix
     log = open(tmp_path / "workers.log", "ab")
-    supervisor = subprocess.Popen([sys.executable, "-m", "runtime.cli", "ingest", "--workers", "2"],
+    supervisor = subprocess.Popen([sys.executable, "-m", "firegrid.cli", "ingest", "--workers", "2"],
                                   env=settings_env(settings), stdout=log, stderr=log)
-    connected = "firegrid_ingest_broker_connected"
+    connected = CONNECTED
     try:
         # Both workers in the group before the stream, or the broker has only one to use.
         wait_until(lambda: scrape(base, connected) == 1 and scrape(base + 1, connected) == 1,
@@ -267,7 +269,7 @@ def test_workers_split_the_stream_and_a_killed_worker_is_replaced(make_settings,
         assert wait_for_count(db_url, COUNT_ROWS, 6000) == 6000
         survivor = next(p for p in _children(supervisor.pid) if p == children[1])
         assert survivor  # the other worker was never disturbed
-        took = scrape(base + 1, "firegrid_ingest_messages_received")
+        took = scrape(base + 1, RECEIVED)
         assert 0 < took < 6000, took  # the broker split the stream between the workers
     finally:
         supervisor.send_signal(signal.SIGTERM)

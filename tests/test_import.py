@@ -13,7 +13,7 @@ from devices import importer
 from devices.broker import NoBrokerAuth
 from devices.credentials import verify_password
 from devices.errors import BrokerAuthError, ImportRejected
-from runtime.cli import main
+from firegrid.cli import main
 
 ITER = 10  # hashing cost is not what these tests are about
 

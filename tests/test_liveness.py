@@ -8,8 +8,9 @@ import pytest
 
 from devices import metrics, quarantine, queries
 from devices.errors import Conflict, NotFound
-from devices.liveness import LivenessTracker
-from devices.metrics import LIVENESS_FOREIGN_ENTRIES
+from ingest.liveness import LivenessTracker
+from ingest import metrics as ingest_metrics
+from ingest.metrics import LIVENESS_FOREIGN_ENTRIES
 from runtime.settings import DevicesSettings
 from simulators import messages as m
 from tests.fleet import add_device, at, decoded
@@ -308,10 +309,10 @@ def test_a_failed_flush_keeps_its_state_for_the_next(db, db_url):
     tracker.observe([decoded("SD-R", "event", m.event("fault", 1, T0, code="E1"), T0 + 5000)])
     broken = psycopg.connect(db_url, autocommit=True)
     broken.close()
-    failures = metrics.LIVENESS_FLUSH_FAILURES._value.get()
+    failures = ingest_metrics.LIVENESS_FLUSH_FAILURES._value.get()
     with pytest.raises(psycopg.OperationalError):
         tracker.flush(broken)
-    assert metrics.LIVENESS_FLUSH_FAILURES._value.get() == failures + 1
+    assert ingest_metrics.LIVENESS_FLUSH_FAILURES._value.get() == failures + 1
     tracker.observe([decoded("SD-R", "telemetry", m.smoke_status(2, T0 - 1000), T0 + 1000)])
     assert len(tracker) == 1
     tracker.flush(db)
@@ -324,9 +325,9 @@ def test_a_failed_flush_keeps_its_state_for_the_next(db, db_url):
 
 def test_memory_stays_bounded_while_flushes_fail():
     tracker = LivenessTracker(DevicesSettings(), flush_at=2, max_ids=3)
-    dropped = metrics.LIVENESS_DROPPED._value.get()
+    dropped = ingest_metrics.LIVENESS_DROPPED._value.get()
     tracker.observe([decoded(f"SD-{i}", "telemetry", m.smoke_status(i, T0), T0)
                      for i in range(5)])
     assert len(tracker) == 3
     assert tracker.due.is_set()
-    assert metrics.LIVENESS_DROPPED._value.get() == dropped + 2
+    assert ingest_metrics.LIVENESS_DROPPED._value.get() == dropped + 2

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from devices import metrics, tickets
-from devices.liveness import LivenessTracker
+from ingest.liveness import LivenessTracker
 from devices.monitor import check, run_monitor
 from runtime.settings import DevicesSettings
 from simulators import messages as m

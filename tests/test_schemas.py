@@ -10,8 +10,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from ingest import protocol as p
-from ingest.schema import render_schemas
+from protocol import models as p
+from protocol.schema import render_schemas
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_DIR = ROOT / "docs" / "schemas"
@@ -51,7 +51,7 @@ def test_committed_schemas_are_current() -> None:
         f"docs/schemas holds {sorted(committed)}, expected {sorted(rendered)}; {REGENERATE}")
     for name, text in rendered.items():
         assert (SCHEMA_DIR / name).read_text(encoding="utf-8") == text, (
-            f"docs/schemas/{name} is out of date with ingest/protocol.py; {REGENERATE}")
+            f"docs/schemas/{name} is out of date with protocol/models.py; {REGENERATE}")
 
 
 def test_render_is_deterministic() -> None:
@@ -97,7 +97,7 @@ def test_example_is_valid(channel: str, message: dict) -> None:
         p.SCHEMAS[channel].validate_json(raw)
         return
     batch = p.GATEWAY.validate_json(raw)
-    for entry in batch.entries:  # as ingest.decode does: header first, then the message
+    for entry in batch.entries:  # as protocol.decode does: header first, then the message
         header = p.GATEWAY_HEADER.validate_python(entry)
         adapter = p.TELEMETRY if header.type in p.TELEMETRY_TYPES else p.EVENT
         adapter.validate_python(entry)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.cli import main
+from firegrid.cli import main
 from runtime.errors import ConfigError
 from runtime.settings import Settings, load_settings
 
@@ -68,7 +68,7 @@ def test_cli_exit_codes(monkeypatch, capsys):
 
 
 def test_help_is_readable_and_exits_zero():
-    out = subprocess.run([sys.executable, "-m", "runtime.cli", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "firegrid.cli", "--help"], capture_output=True,
                          text=True, check=True).stdout
     for word in ("ingest", "db", "demo", "exit codes", "FIREGRID_"):
         assert word in out

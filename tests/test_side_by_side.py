@@ -28,7 +28,9 @@ from tests.alert_support import build_ward
 from tests.helpers import IngestProcess, Publisher, scrape, wait_for_count
 
 RUNG_S = 3
-CONNECTED = "firegrid_ingest_broker_connected"   # the alert core's consumer reports it too
+CONNECTED = 'firegrid_mqtt_connected{service="ingest"}'
+ALERTS_CONNECTED = 'firegrid_mqtt_connected{service="alerts"}'
+RECEIVED = 'firegrid_mqtt_messages_received{service="ingest"}'
 
 
 def readings(prefix: str, start: int, count: int) -> list[tuple[str, bytes]]:
@@ -77,7 +79,8 @@ def test_two_of_each_one_of_each_killed_nothing_lost_nothing_doubled(db, db_url,
     prefix = base.mqtt.topic_prefix
     try:
         # All four in their groups before anything is sent, so the broker splits the stream.
-        wait_until(lambda: all(scrape(p, CONNECTED) == 1 for p in ports), 60,
+        wait_until(lambda: all(scrape(p, CONNECTED) == 1 for p in ports[:2])
+                   and all(scrape(p, ALERTS_CONNECTED) == 1 for p in ports[2:]), 60,
                    "all four processes subscribed")
 
         publisher.publish_all(readings(prefix, 0, 2000))
@@ -86,7 +89,7 @@ def test_two_of_each_one_of_each_killed_nothing_lost_nothing_doubled(db, db_url,
         assert pages_sent(base, 2) == 2               # both grid workers paged, nothing pending
         assert wait_for_count(db_url, "SELECT count(*) FROM readings", 2000) == 2000
         # The broker split the stream between the two ingest processes.
-        took = [scrape(p, "firegrid_ingest_messages_received") for p in ports[:2]]
+        took = [scrape(p, RECEIVED) for p in ports[:2]]
         assert all(0 < n < 2000 for n in took), took
 
         # kill -9 one of each while the next 4,000 readings stream in: the killed ingest

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.decode import Decoder
+from protocol.decode import Decoder
 from simulators import scenarios, timeline, topology
 from simulators.clock import ScaledClock, VirtualClock, start_for
 from simulators.engine import Engine, LoopbackLink, run_virtual
@@ -89,7 +89,7 @@ def test_every_message_decodes_as_ingest_expects(street):
     for link in links.values():
         for topic, payload in link.sent:
             out = decoder.decode(topic, payload, received_ms=engine.clock.now_ms())
-            stored |= {(row[0], row[1], row[2]) for row in out.readings + out.events}
+            stored |= {(row.device_id, row.ts_ms, row.seq) for row in out.readings + out.events}
             reasons += [d.reason for d in out.dead]
     assert stored == expected_rows(records)
     expected = sorted(r["reason"] for r in published.values() if r["expect"] == "dead_letter")

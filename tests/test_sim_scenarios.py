@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from ingest.decode import Decoder
+from protocol.decode import Decoder
 from simulators import scenarios
 from simulators.errors import ScenarioError
 from simulators.scenarios import MAX_SPAN_S
@@ -178,7 +178,7 @@ def test_new_scenarios_speak_protocol_v1_and_are_stored_as_the_truth_says(street
     for link in links.values():
         for topic, payload in link.sent:
             out = decoder.decode(topic, payload, received_ms=engine.clock.now_ms())
-            stored |= {(row[0], row[1], row[2]) for row in out.readings + out.events}
+            stored |= {(row.device_id, row.ts_ms, row.seq) for row in out.readings + out.events}
             dead += out.dead
     assert not dead and stored == expected_rows(records)
     kinds = {r["what"] for r in records if r["kind"] == "incident"}

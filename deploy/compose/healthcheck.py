@@ -9,7 +9,7 @@ Exit 0 healthy, 1 not. Standard library only: it runs in the firegrid image (pyt
 has no curl) and must not import firegrid, so a broken install still gets a clear answer.
 
 Why gauges and not just the port: ingest and the alert core keep serving /metrics while they
-are disconnected from the broker or the database; `firegrid_ingest_broker_connected` and
+are disconnected from the broker or the database; `firegrid_mqtt_connected` and
 `firegrid_ingest_database_connected` say whether they are doing their job.
 """
 

@@ -3,7 +3,7 @@
 -- trigger; tickets keep their own open/close record.
 
 -- One row per registered device that has been heard from. Ingest writes it once per device
--- per flush interval (devices.liveness), never once per message. last_seen is ingest's
+-- per flush interval (ingest.liveness), never once per message. last_seen is ingest's
 -- receive time, not the device clock: a device that flushes an hour of buffered readings
 -- after an outage is online now.
 CREATE TABLE device_status (

@@ -1,4 +1,4 @@
--- The duty console (devices/api/console.py, docs/console.md): live updates and browser
+-- The duty console (api/console.py, docs/console.md): live updates and browser
 -- sessions.
 
 -- Every change to an incident that people see, whoever writes it (the alert core, the API,

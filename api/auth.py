@@ -12,7 +12,7 @@ as the security requirement of the operation (OpenAPI 3.1 lets a bearer scheme l
 names there); tests/test_api_permissions.py walks that document to prove no route is
 unguarded.
 
-The duty console's browser sessions (devices/api/console.py) are accepted here too: a
+The duty console's browser sessions (api/console.py) are accepted here too: a
 person logs in once with their token, and the HttpOnly cookie SESSION_COOKIE then stands
 for that token, with its role, worker and area, for as long as both the session and the
 token live. A bearer header, when present, takes precedence over the cookie.
@@ -31,7 +31,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityS
 
 from alerts.queries import Scope
 from devices import registry
-from devices.api.deps import Conn
+from api.deps import Conn
 from devices.errors import Invalid, NotFound
 
 ROLES = ("admin", "field_technician", "street_duty", "community_duty", "grid_leader",

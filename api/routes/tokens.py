@@ -7,9 +7,9 @@ from typing import Annotated
 from fastapi import APIRouter, Response
 
 from devices import queries
-from devices.api.auth import Actor, allow, issue_token, revoke_token
-from devices.api.deps import Conn
-from devices.api.schemas import RowId, TokenCreated, TokenInfo, TokenRequest
+from api.auth import Actor, allow, issue_token, revoke_token
+from api.deps import Conn
+from api.schemas import RowId, TokenCreated, TokenInfo, TokenRequest
 
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
 

@@ -12,9 +12,9 @@ from typing import Annotated
 from fastapi import APIRouter, Response
 
 from devices import quarantine, queries, registry
-from devices.api.auth import Actor, allow
-from devices.api.deps import AppSettings, Broker, Conn
-from devices.api.schemas import (
+from api.auth import Actor, allow
+from api.deps import AppSettings, Broker, Conn
+from api.schemas import (
     ClaimBody, Credentials, Limit, Offset, Page, PathId, QuarantineEntry, page, shown_once,
     with_path_id,
 )

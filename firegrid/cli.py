@@ -193,7 +193,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(settings.model_dump(mode="json"), indent=2))
         return 0
     if args.command == "protocol":
-        from ingest.schema import write_schemas
+        from protocol.schema import write_schemas
         for path in write_schemas(args.out):
             print(path)
         return 0
@@ -208,7 +208,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "alerts":
         return _alerts(args, settings)
     if args.command == "demo":
-        from simulators.demo import run_demo
+        from firegrid.demo import run_demo
         return run_demo(settings, devices=args.devices, rate=args.rate, seconds=args.seconds,
                         state_dir=args.state_dir)
     raise AssertionError(args.command)
@@ -296,17 +296,18 @@ def _broker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _api(args: argparse.Namespace, settings: Settings) -> int:
-    from devices import api
+    from api.app import serve
+    from api.auth import create_token, revoke_token
     from runtime import db
     if args.api_command == "serve":
-        api.serve(settings)
+        serve(settings)
         return 0
     actor = f"cli:{os.environ.get('USER', 'unknown')}"
     with db.connect(settings.database, autocommit=True) as conn:
         if args.token_command == "create":
-            print(api.create_token(conn, args.name, args.role, args.worker, actor=actor))
+            print(create_token(conn, args.name, args.role, args.worker, actor=actor))
         else:
-            api.revoke_token(conn, args.token_id, actor=actor)
+            revoke_token(conn, args.token_id, actor=actor)
             print(f"revoked token {args.token_id}")
     return 0
 
@@ -352,7 +353,7 @@ def _alerts_parser(sub: argparse._SubParsersAction) -> None:
     rep.add_argument("--tz", default="Asia/Shanghai", help="time zone of the calendar")
     rep.add_argument("--csv", type=Path, metavar="FILE", help="also write the figures as CSV")
     try:
-        from alerts import cli as people
+        from firegrid import alerts_cli as people
     except ImportError:  # the people's commands land in their own module
         return
     if hasattr(people, "add_actions"):
@@ -374,7 +375,7 @@ def _alerts(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     if args.alerts_command == "report":
         return _report(args, settings)
-    from alerts import cli as people
+    from firegrid import alerts_cli as people
     return people.run(args, settings)
 
 

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from alerts import silences
-from devices.api.auth import Actor, allow, area_scope
-from devices.api.deps import Conn
-from devices.api.schemas import Limit, Offset, Page, QueryId, RowId, page
+from api.auth import Actor, allow, area_scope
+from api.deps import Conn
+from api.schemas import Limit, Offset, Page, QueryId, RowId, page
 from devices.models import EARLIEST, LATEST, Ident
 
 router = APIRouter(prefix="/v1/silences", tags=["silences"])

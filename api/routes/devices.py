@@ -12,9 +12,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Response
 
 from devices import queries, registry
-from devices.api.auth import Actor, allow
-from devices.api.deps import AppSettings, Broker, Conn
-from devices.api.schemas import (
+from api.auth import Actor, allow
+from api.deps import AppSettings, Broker, Conn
+from api.schemas import (
     Credentials, Device, DeviceBody, DeviceSummary, HistoryEntry, Limit, Offset, Page, PathId,
     QueryId, StateChange, page, shown_once,
 )

@@ -10,8 +10,8 @@ from collections.abc import Callable
 import psycopg
 import uvicorn
 
-from devices.api.app import create_app
-from devices.api.auth import issue_token
+from api.app import create_app
+from api.auth import issue_token
 from runtime.localsvc import free_port, reachable
 from runtime.settings import Settings
 

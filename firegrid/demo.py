@@ -33,7 +33,7 @@ from runtime.localsvc import Mosquitto, Postgres, free_port, reachable
 from runtime.settings import Settings
 from simulators import messages as m
 from simulators import topology
-from simulators.demo_console import start_console
+from firegrid.demo_console import start_console
 
 log = logging.getLogger(__name__)
 

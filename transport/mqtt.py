@@ -32,8 +32,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from ingest import metrics
-from ingest.window import Inbound, Window
+from transport import metrics
+from transport.window import Inbound, Window
 from runtime.settings import MqttSettings
 
 log = logging.getLogger(__name__)
@@ -81,14 +81,17 @@ def subscriptions(settings: MqttSettings) -> list[str]:
 
 
 class Consumer:
-    def __init__(self, settings: MqttSettings, window: Window, *, inflight_window: int) -> None:
+    def __init__(self, settings: MqttSettings, window: Window, *, inflight_window: int,
+                 service: str) -> None:
         self._settings = settings
         self._window = window
         self._inflight = inflight_window
         self._lock = threading.Lock()
         self.generation = 0
         self.received = 0  # messages handed to the window by this process
-        metrics.RECEIVED.set_function(lambda: self.received)
+        metrics.RECEIVED.labels(service).set_function(lambda: self.received)
+        self._connected = metrics.CONNECTED.labels(service)
+        self._session_lost = metrics.SESSION_LOST.labels(service)
         self._connected_once = False
         # Set once the broker has granted our subscriptions: ready to receive.
         self.subscribed = threading.Event()
@@ -130,7 +133,7 @@ class Consumer:
         """Disconnect after every queued PUBACK has been written, then stop the loop."""
         self._client.disconnect()
         self._client.loop_stop()
-        metrics.BROKER_CONNECTED.set(0)
+        self._connected.set(0)
 
     # --- acknowledgement ---------------------------------------------------------------
 
@@ -178,7 +181,7 @@ class Consumer:
         if self._connected_once and not flags.session_present:
             # Our queue on the broker is gone (expired or the broker lost its store).
             log.warning("broker did not resume our session: messages queued meanwhile are lost")
-            metrics.SESSION_LOST.inc()
+            self._session_lost.inc()
         self._connected_once = True
         client.subscribe([(topic, 1) for topic in subscriptions(self._settings)])
         log.info("connected to broker %s:%s (session present: %s)", self._settings.host,
@@ -190,7 +193,7 @@ class Consumer:
         if refused:
             log.error("broker refused subscriptions %s: %s", subscriptions(self._settings), refused)
             return
-        metrics.BROKER_CONNECTED.set(1)
+        self._connected.set(1)
         self.subscribed.set()
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
@@ -202,7 +205,7 @@ class Consumer:
         with self._lock:
             self.generation += 1
         self.subscribed.clear()
-        metrics.BROKER_CONNECTED.set(0)
+        self._connected.set(0)
         if reason.is_failure:
             log.warning("lost broker connection: %s; reconnecting", reason)
         self._jitter_reconnect()

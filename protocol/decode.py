@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from pydantic import ValidationError
 
-from ingest import protocol as p
+from protocol import models as p
 
 REASONS = (
     "oversized", "unknown_topic", "bad_device_id", "invalid_json", "schema",
@@ -28,6 +29,38 @@ REASONS = (
 )
 _EVENT_BASE_FIELDS = frozenset({"v", "ts", "seq", "type"})
 _MAX_DETAIL = 1000
+
+
+class Reading(NamedTuple):
+    """One status report, as a row of `readings`. A NamedTuple: the writer COPYs it as it
+    is (field order = column order), every other reader uses the names."""
+    device_id: str
+    ts_ms: int
+    seq: int
+    kind: str                        # smoke | camera
+    received_ms: int
+    gateway_id: str | None           # the gateway that relayed it, if any
+    obscuration_db_m: float | None   # smoke detectors
+    temperature_c: float | None
+    battery_pct: int | None
+    battery_v: float | None
+    rsrp_dbm: int | None
+    sinr_db: float | None
+    heartbeat_s: int | None
+    stream_online: bool | None       # cameras
+    recording: bool | None
+    storage_free_mb: int | None
+
+
+class Event(NamedTuple):
+    """One event (alarm, fault, tamper, ...), as a row of `events`."""
+    device_id: str
+    ts_ms: int
+    seq: int
+    type: str
+    received_ms: int
+    gateway_id: str | None
+    attrs: str                       # the event's own fields, as JSON text
 
 
 @dataclass(slots=True)
@@ -48,8 +81,8 @@ class Decoded:
     topic: str
     payload: bytes
     received_ms: int
-    readings: list[tuple] = field(default_factory=list)
-    events: list[tuple] = field(default_factory=list)
+    readings: list[Reading] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     lag_ms: list[int] = field(default_factory=list)
 
@@ -134,20 +167,20 @@ class Decoder:
             return
         out.lag_ms.append(lag)
         if isinstance(msg, p.SmokeStatus):
-            out.readings.append((
+            out.readings.append(Reading(
                 device_id, msg.ts, msg.seq, "smoke", received_ms, gateway_id,
                 msg.obscuration_db_m, msg.temperature_c, msg.battery_pct, msg.battery_v,
                 msg.rsrp_dbm, msg.sinr_db, msg.heartbeat_s, None, None, None,
             ))
         elif isinstance(msg, p.CameraStatus):
-            out.readings.append((
+            out.readings.append(Reading(
                 device_id, msg.ts, msg.seq, "camera", received_ms, gateway_id,
                 None, msg.temperature_c, None, None, None, None, None,
                 msg.stream_online, msg.recording, msg.storage_free_mb,
             ))
         else:
             attrs = msg.model_dump(exclude=_EVENT_BASE_FIELDS, exclude_none=True)
-            out.events.append((
+            out.events.append(Event(
                 device_id, msg.ts, msg.seq, msg.type, received_ms, gateway_id,
                 json.dumps(attrs, separators=(",", ":"), ensure_ascii=False),
             ))

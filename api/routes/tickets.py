@@ -8,9 +8,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter
 
 from devices import queries, tickets
-from devices.api.auth import Actor, allow
-from devices.api.deps import Conn
-from devices.api.schemas import Limit, Offset, Page, QueryId, RowId, Ticket, TicketClose, page
+from api.auth import Actor, allow
+from api.deps import Conn
+from api.schemas import Limit, Offset, Page, QueryId, RowId, Ticket, TicketClose, page
 from devices.errors import NotFound
 from devices.monitor import CONDITIONS
 

@@ -1,10 +1,10 @@
 """`firegrid alerts ...` for people at a terminal: list and show incidents, acknowledge,
-arrive, resolve, reopen, and silences. runtime/cli.py builds the `alerts` group with the
+arrive, resolve, reopen, and silences. firegrid/cli.py builds the `alerts` group with the
 service's own actions (run, report, check-rules), calls add_actions() on it, and run() for
 the actions listed in ACTIONS. add_parser() builds a group with these actions only.
 
 The command line acts as an operator with the database's password: it sees every area.
-Errors propagate as FiregridError, so the exit code is the error's (runtime/cli.py).
+Errors propagate as FiregridError, so the exit code is the error's (firegrid/cli.py).
 """
 
 from __future__ import annotations
@@ -81,10 +81,10 @@ def add_actions(actions: Any) -> None:
 
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
-    """Carry out one of ACTIONS (runtime/cli.py handles the service's own actions)."""
+    """Carry out one of ACTIONS (firegrid/cli.py handles the service's own actions)."""
     command = args.alerts_command
     if command not in ACTIONS:
-        raise AssertionError(f"alerts {command} is not one of alerts.cli's actions")
+        raise AssertionError(f"alerts {command} is not one of firegrid.alerts_cli's actions")
     with db.connect(settings.database, autocommit=True) as conn:
         if command == "incidents":
             rows = queries.list_incidents(conn, scope=Scope.all(), state=args.state,

@@ -15,14 +15,14 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 from fastapi import Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from devices.api.auth import ROLES
-from devices.broker import DeviceCredentials
+from api.auth import ROLES
+from devices.credentials import DeviceCredentials
 from devices.errors import Invalid
 from devices.quarantine import QuarantineEntry  # noqa: F401 - the API answers it as is
 from devices.models import (
     Building, Community, Grid, Ident, Name, NewDevice, Shift, Street, Worker,
 )
-from ingest.protocol import DEVICE_ID
+from protocol.models import DEVICE_ID
 
 T = TypeVar("T")
 Record = TypeVar("Record", bound=BaseModel)

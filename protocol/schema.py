@@ -1,6 +1,6 @@
 """JSON Schema files of the wire protocol, one per topic channel (docs/schemas/*.json).
 
-Generated from the pydantic models in ingest.protocol, which stay the law; the files are for
+Generated from the pydantic models in protocol.models, which stay the law; the files are for
 device makers and their tooling. Regenerate after any model change:
 
     firegrid protocol schemas --out docs/schemas
@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ingest import protocol as p
+from protocol import models as p
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 _V = p.PROTOCOL_VERSION

@@ -14,9 +14,9 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel
 
 from devices import queries, registry
-from devices.api.auth import Actor, allow
-from devices.api.deps import Conn
-from devices.api.schemas import (
+from api.auth import Actor, allow
+from api.deps import Conn
+from api.schemas import (
     Limit, Offset, Page, PathId, QueryId, ShiftBody, ShiftOut, WorkerBody,
     WorkerOut, page, with_path_id,
 )

@@ -22,8 +22,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from psycopg_pool import ConnectionPool
 
-from devices.api import errors
-from devices.api.routes import (
+from api import errors
+from api.routes import (
     console, devices, hierarchy, incidents, people, quarantine, silences, tickets, tokens,
 )
 from devices.broker import BrokerAuth, broker_auth

@@ -20,9 +20,9 @@ from alerts import loop, queries
 from alerts.errors import NotFound
 from alerts.queries import Scope
 from alerts.rules import Policy, load_policy
-from devices.api.auth import Actor, allow, area_scope
-from devices.api.deps import AppSettings, Conn
-from devices.api.schemas import Limit, Offset, Page, QueryId, RowId, page
+from api.auth import Actor, allow, area_scope
+from api.deps import AppSettings, Conn
+from api.schemas import Limit, Offset, Page, QueryId, RowId, page
 from devices.models import EARLIEST, LATEST
 
 router = APIRouter(prefix="/v1/incidents", tags=["incidents"])

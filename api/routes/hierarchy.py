@@ -14,14 +14,14 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from devices import queries, registry
-from devices.api.auth import Actor, allow
-from devices.api.deps import Conn
-from devices.api.schemas import (
+from api.auth import Actor, allow
+from api.deps import Conn
+from api.schemas import (
     BuildingBody, BuildingOut, CommunityBody, CommunityOut, GridBody, GridOut, Limit, Offset,
     LevelId, Page, StreetBody, StreetOut, page, with_path_id,
 )
 from devices.errors import NotFound
-from ingest.protocol import DEVICE_ID
+from protocol.models import DEVICE_ID
 
 router = APIRouter(prefix="/v1", tags=["hierarchy"])
 

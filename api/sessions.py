@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 import psycopg
 from fastapi import HTTPException
 
-from devices.api.auth import Actor, _digest
+from api.auth import Actor, _digest
 
 # A week: a worker logs in on their phone at the start of the week and is not asked for the
 # token at 3 a.m. when the alarm goes. Revoking the token (lost phone) ends the session at

@@ -47,22 +47,14 @@ from dataclasses import dataclass, field, replace
 
 import psycopg
 
-from devices import metrics
-from ingest.decode import Decoded
-from ingest.writer import _EVENT_COLS, _READING_COLS
+from ingest import metrics
+from protocol.decode import Decoded, Event, Reading
 from runtime.db import connect
 from runtime.errors import UnavailableError
 from runtime.settings import DevicesSettings, Settings
 
 log = logging.getLogger(__name__)
 
-# Row positions, from the writer's column lists so the two cannot drift apart.
-_R_DEVICE, _R_TS, _R_KIND, _R_RECEIVED, _R_GATEWAY, _R_BATTERY, _R_RSRP, _R_HEARTBEAT, \
-    _R_STREAM, _R_RECORDING = (_READING_COLS.index(c) for c in (
-        "device_id", "ts_ms", "kind", "received_ms", "gateway_id", "battery_pct", "rsrp_dbm",
-        "heartbeat_s", "stream_online", "recording"))
-_E_DEVICE, _E_TS, _E_TYPE, _E_RECEIVED, _E_GATEWAY, _E_ATTRS = (_EVENT_COLS.index(c) for c in (
-    "device_id", "ts_ms", "type", "received_ms", "gateway_id", "attrs"))
 
 _CONDITION_EVENTS = frozenset({"tamper", "fault", "self_test", "low_battery", "occlusion",
                                "video_loss"})
@@ -174,20 +166,20 @@ class LivenessTracker:
             for item in items:
                 gateway_id = None
                 for row in item.readings:
-                    seen = self._seen(row[_R_DEVICE], row[_R_GATEWAY], row[_R_RECEIVED],
+                    seen = self._seen(row.device_id, row.gateway_id, row.received_ms,
                                       item.topic)
                     if seen is not None:
-                        seen.stamp(row[_R_TS])
+                        seen.stamp(row.ts_ms)
                         self._status(seen, row)
-                    gateway_id = gateway_id or row[_R_GATEWAY]
+                    gateway_id = gateway_id or row.gateway_id
                 for row in item.events:
-                    seen = self._seen(row[_E_DEVICE], row[_E_GATEWAY], row[_E_RECEIVED],
+                    seen = self._seen(row.device_id, row.gateway_id, row.received_ms,
                                       item.topic)
                     if seen is not None:
-                        seen.stamp(row[_E_TS])
-                        if row[_E_TYPE] in _CONDITION_EVENTS:
+                        seen.stamp(row.ts_ms)
+                        if row.type in _CONDITION_EVENTS:
                             self._event(seen, row)
-                    gateway_id = gateway_id or row[_E_GATEWAY]
+                    gateway_id = gateway_id or row.gateway_id
                 if gateway_id is not None:
                     # The relaying gateway is alive too: one message, whatever it carried
                     # and whoever its entries were for. Its own clock is in the envelope,
@@ -211,24 +203,24 @@ class LivenessTracker:
         seen.received(received_ms, topic)
         return seen
 
-    def _status(self, seen: _Seen, row: tuple) -> None:
-        ts, received = row[_R_TS], row[_R_RECEIVED]
-        if row[_R_KIND] == "smoke":
-            battery = row[_R_BATTERY]
-            seen.report(ts, (row[_R_HEARTBEAT], battery, row[_R_RSRP], None))
+    def _status(self, seen: _Seen, row: Reading) -> None:
+        ts, received = row.ts_ms, row.received_ms
+        if row.kind == "smoke":
+            battery = row.battery_pct
+            seen.report(ts, (row.heartbeat_s, battery, row.rsrp_dbm, None))
             # Hysteresis: between the two thresholds the condition stays as it was.
             if battery <= self._low:
                 seen.condition("low_battery", ts, True, f"battery {battery}%", received)
             elif battery >= self._clear:
                 seen.condition("low_battery", ts, False, f"battery {battery}%", received)
         else:
-            seen.report(ts, (None, None, None, row[_R_STREAM]))
-            if row[_R_STREAM] and row[_R_RECORDING]:
+            seen.report(ts, (None, None, None, row.stream_online))
+            if row.stream_online and row.recording:
                 seen.condition("fault", ts, False, "streaming and recording", received)
 
-    def _event(self, seen: _Seen, row: tuple) -> None:
-        kind, ts, received = row[_E_TYPE], row[_E_TS], row[_E_RECEIVED]
-        attrs = json.loads(row[_E_ATTRS])
+    def _event(self, seen: _Seen, row: Event) -> None:
+        kind, ts, received = row.type, row.ts_ms, row.received_ms
+        attrs = json.loads(row.attrs)
         if kind == "tamper":
             seen.condition("tamper", ts, attrs["state"] != "restored", attrs["state"],
                            received)

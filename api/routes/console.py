@@ -4,7 +4,7 @@
     POST /v1/console/logout    ends the session, clears the cookie
     GET  /v1/console/me        who you are, your area, whether you may act
     GET  /v1/incidents/events  server-sent events: incidents of your area as they change
-    /console/                  the page itself (static files, devices/api/console/)
+    /console/                  the page itself (static files, api/console/)
 
 Login and logout take no token, so they are left out of the OpenAPI document, whose every
 operation must declare its roles (tests/test_api_permissions.py); so is the event stream
@@ -35,13 +35,13 @@ from starlette.types import Scope as AsgiScope
 
 from alerts import loop
 from alerts.queries import Scope
-from devices.api import sessions
-from devices.api.auth import (
+from api import sessions
+from api.auth import (
     CONSOLE_HEADER, PERMISSIONS, SESSION_COOKIE, Actor, _bearer, allow, area_scope, authenticate,
 )
-from devices.api.deps import Conn
-from devices.api.live import Hub, Update
-from devices.api.routes.incidents import IncidentSummary
+from api.deps import Conn
+from api.live import Hub, Update
+from api.routes.incidents import IncidentSummary
 
 STATIC = Path(__file__).resolve().parent.parent / "console"
 

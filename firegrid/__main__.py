@@ -1,0 +1,7 @@
+"""`python -m firegrid ...` is the `firegrid` command."""
+
+import sys
+
+from firegrid.cli import main
+
+sys.exit(main())
