@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import queue
-import random
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -34,6 +33,7 @@ from psycopg.rows import namedtuple_row
 from alerts import messages, metrics
 from alerts.channels import Channel, ChannelError, Outbound
 from alerts.publisher import PagePublisher
+from runtime.retry import Backoff
 from runtime.settings import AlertsSettings
 
 log = logging.getLogger(__name__)
@@ -224,8 +224,9 @@ class Dispatcher:
                                        " WHERE id = %s", [str(exc)[:1000], page_id])
                 else:
                     outcome = "retry"
-                    delay = min(cfg.retry_max_s, cfg.retry_min_s * 2 ** (attempt - 1))
-                    delay = max(delay * random.uniform(0.75, 1.0), exc.retry_after_s or 0)
+                    delay = Backoff(cfg.retry_min_s, cfg.retry_max_s, floor=0.75).delay(
+                        attempt - 1)
+                    delay = max(delay, exc.retry_after_s or 0)
                     self._conn.execute("UPDATE pages SET due_at = %s, last_error = %s"
                                        " WHERE id = %s",
                                        [done_at + timedelta(seconds=delay), str(exc)[:1000],

@@ -24,7 +24,6 @@ fire once, and pages are claimed with SKIP LOCKED.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable
@@ -42,9 +41,14 @@ from protocol.decode import Decoder
 from transport.window import Inbound, Window
 from runtime.db import classify, connect
 from runtime.errors import UnavailableError
+from runtime.retry import Backoff
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# A database error in the evaluator holds alarms back: retry soon. The other loops can wait.
+_EVALUATOR_BACKOFF = Backoff(0.1, 5.0)
+_LOOP_BACKOFF = Backoff(0.2, 10.0)
 
 
 class AlertService:
@@ -158,7 +162,7 @@ class AlertService:
                     self._record_each(candidates, exc)
                     break
                 attempt += 1
-                delay = min(5.0, 0.1 * 2 ** min(attempt, 6)) * random.uniform(0.5, 1.0)
+                delay = _EVALUATOR_BACKOFF.delay(attempt)
                 log.warning("evaluator: database unavailable (%s); retry in %.1fs",
                             _first_line(exc), delay)
                 if self.stopping.wait(delay):
@@ -274,7 +278,7 @@ class AlertService:
             except (psycopg.Error, UnavailableError) as exc:
                 metrics.DB_ERRORS.labels(name).inc()
                 attempt += 1
-                delay = min(10.0, 0.2 * 2 ** min(attempt, 6)) * random.uniform(0.5, 1.0)
+                delay = _LOOP_BACKOFF.delay(attempt)
                 log.warning("%s: database error (%s); again in %.1fs", name, _first_line(exc),
                             delay)
                 self.stopping.wait(delay)

@@ -25,9 +25,9 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from alerts import errors as alerts_errors
 from devices import registry
-from devices.errors import BrokerAuthError, Conflict, Invalid, NotFound, Unconfirmed
+from devices.errors import BrokerAuthError, Unconfirmed
+from runtime.errors import Conflict, Invalid, NotFound
 
 log = logging.getLogger(__name__)
 
@@ -37,17 +37,17 @@ def _field_error(field: str | None, msg: str, kind: str) -> JSONResponse:
     return JSONResponse({"detail": [{"loc": loc, "msg": msg, "type": kind}]}, status_code=422)
 
 
-def _not_found(_: Request, exc: NotFound | alerts_errors.NotFound) -> JSONResponse:
+def _not_found(_: Request, exc: NotFound) -> JSONResponse:
     if exc.field:  # a referenced id in the request: the technician must see which field
         return _field_error(exc.field, str(exc), "not_found")
     return JSONResponse({"detail": str(exc)}, status_code=404)
 
 
-def _invalid(_: Request, exc: Invalid | alerts_errors.Invalid) -> JSONResponse:
+def _invalid(_: Request, exc: Invalid) -> JSONResponse:
     return _field_error(exc.field, str(exc), "invalid")
 
 
-def _conflict(_: Request, exc: Conflict | alerts_errors.Conflict) -> JSONResponse:
+def _conflict(_: Request, exc: Conflict) -> JSONResponse:
     return JSONResponse({"detail": str(exc), "field": exc.field}, status_code=409)
 
 
@@ -102,10 +102,6 @@ def install(app: FastAPI) -> None:
     for exc_class, handler in ((RequestValidationError, _request_invalid),
                                (NotFound, _not_found), (Invalid, _invalid),
                                (Conflict, _conflict),
-                               # the alert core's errors have the same fields and answers
-                               (alerts_errors.NotFound, _not_found),
-                               (alerts_errors.Invalid, _invalid),
-                               (alerts_errors.Conflict, _conflict),
                                (BrokerAuthError, _broker),
                                (Unconfirmed, _unconfirmed),
                                (psycopg.IntegrityError, _integrity),

@@ -1,10 +1,7 @@
 """The devices package's errors, translated once at each edge (CLI exit code, HTTP status).
 
+    runtime.errors: NotFound, Conflict, Invalid   shared meanings, re-exported here
     DevicesError (runtime.FiregridError)
-    ├── NotFound          a device, building, worker ... with that id does not exist (HTTP 404)
-    ├── Conflict          the change contradicts the registry: duplicate id, retired device,
-    │                     a building still in use (HTTP 409)
-    ├── Invalid           a field value is wrong; `field` names it (HTTP 422, exit code 2)
     ├── ImportRejected    a CSV import found problems; nothing was written (exit code 2)
     ├── BrokerAuthError   the broker refused or did not answer a credentials command; the
     │                     registry change was rolled back (HTTP 503, exit code 3); repeat it
@@ -15,39 +12,22 @@
 
 from __future__ import annotations
 
-from runtime.errors import FiregridError
+from typing import Any
+
+from runtime.errors import Conflict, FiregridError, Invalid, NotFound
+
+__all__ = ["BrokerAuthError", "Conflict", "DevicesError", "ImportRejected", "Invalid",
+           "NotFound", "Unconfirmed"]
 
 
 class DevicesError(FiregridError):
     pass
 
 
-class NotFound(DevicesError):
-    exit_code = 2  # the command line named something that is not there
-
-    def __init__(self, what: str, ident: str, field: str | None = None) -> None:
-        super().__init__(f"{what} {ident!r} does not exist")
-        self.field = field
-
-
-class Conflict(DevicesError):
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-class Invalid(DevicesError):
-    exit_code = 2
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-
-
 class ImportRejected(DevicesError):
     exit_code = 2
 
-    def __init__(self, problems: list) -> None:
+    def __init__(self, problems: list[Any]) -> None:
         super().__init__(f"import rejected: {len(problems)} problem(s); nothing was written")
         self.problems = problems
 

@@ -21,9 +21,22 @@ import threading
 import time
 
 from runtime.errors import ConfigError
+from runtime.retry import Backoff
 from runtime.settings import Settings
 
 log = logging.getLogger(__name__)
+
+RESTART_BACKOFF = Backoff(0.5, 30.0, floor=1.0)
+# A worker that ran this long before it exited was healthy: its next restart is quick again,
+# so a crash once an hour never waits the 30 s that ten crashes in a row earn.
+HEALTHY_S = 120.0
+
+
+def restart_delay(restarts: int, ran_s: float) -> tuple[int, float]:
+    """(restarts counted now, seconds to wait) for a worker that exited after ran_s seconds,
+    having been restarted `restarts` times in a row before."""
+    count = 1 if ran_s >= HEALTHY_S else restarts + 1
+    return count, RESTART_BACKOFF.delay(count)
 
 
 def worker_env(settings: Settings, index: int) -> dict[str, str]:
@@ -64,8 +77,10 @@ def run_workers(settings: Settings, workers: int, config_file: str | None) -> in
     stopping = threading.Event()
     procs: dict[int, subprocess.Popen] = {}
     restarts: dict[int, int] = {}
+    started: dict[int, float] = {}
 
     def start(i: int) -> None:
+        started[i] = time.monotonic()
         procs[i] = subprocess.Popen(argv, env=worker_env(settings, i))
         log.info("worker %d started (pid %d, client id %s-%d)", i, procs[i].pid,
                  settings.mqtt.client_id, i)
@@ -90,8 +105,8 @@ def run_workers(settings: Settings, workers: int, config_file: str | None) -> in
                 failed |= code != 0
                 del procs[i]
                 continue
-            restarts[i] = restarts.get(i, 0) + 1
-            delay = min(30.0, 0.5 * 2 ** min(restarts[i], 6))
+            restarts[i], delay = restart_delay(restarts.get(i, 0),
+                                               time.monotonic() - started[i])
             log.error("worker %d exited with code %s; restarting in %.1fs", i, code, delay)
             if stopping.wait(delay):
                 del procs[i]

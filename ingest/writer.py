@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import random
 import threading
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from protocol.decode import Decoded, DeadLetter, Event, Reading
 from ingest.errors import Abandoned
 from runtime.db import classify, connect
 from runtime.errors import UnavailableError
+from runtime.retry import Backoff
 from runtime.settings import DatabaseSettings, IngestSettings
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,7 @@ class BatchWriter:
                  stopping: threading.Event) -> None:
         self._db = db
         self._ingest = ingest
+        self._backoff = Backoff(ingest.retry_min_s, ingest.retry_max_s)
         self._stopping = stopping
         self._conn: psycopg.Connection | None = None
         self._drain_deadline: float | None = None
@@ -131,9 +132,7 @@ class BatchWriter:
                 self.close()
                 attempt += 1
                 metrics.DB_RETRIES.inc()
-                delay = min(self._ingest.retry_max_s,
-                            self._ingest.retry_min_s * 2 ** min(attempt, 16))
-                delay *= random.uniform(0.5, 1.0)
+                delay = self._backoff.delay(attempt)
                 text = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
                 level = logging.ERROR if kind == "operator" else logging.WARNING
                 log.log(level, "batch write failed (%s: %s); retry %d in %.1fs",

@@ -29,6 +29,8 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from runtime.retry import Backoff
+
 
 class Link(Protocol):
     """One device's connection. Calls back: connect(done) -> done(ok: bool) once;
@@ -77,7 +79,7 @@ class Uplink:
     rng: random.Random
     state: str = "offline"               # offline | connecting | online | off (dead)
     next_attempt_ms: int = 0
-    backoff_s: float = 0.0
+    failures: int = 0   # connection attempts failed or dropped since the last success
     buffer: deque = field(default_factory=deque)
     inflight: list = field(default_factory=list)
     dropped: list = field(default_factory=list)   # drained by the engine into the truth
@@ -101,7 +103,7 @@ class Uplink:
 
     def connected(self, now_ms: int) -> None:
         self.state = "online"
-        self.backoff_s = 0.0
+        self.failures = 0
 
     def connect_failed(self, now_ms: int) -> None:
         self.state = "offline"
@@ -140,9 +142,9 @@ class Uplink:
 
     def _schedule_retry(self, now_ms: int) -> None:
         c = self.config
-        self.backoff_s = min(c.backoff_max_s, max(c.backoff_min_s, self.backoff_s * 2))
-        # Full jitter on the upper half: spread, but never sooner than half the backoff.
-        wait = self.backoff_s * (0.5 + 0.5 * self.rng.random())
+        # Jitter on the upper half: spread, but never sooner than half the backoff.
+        wait = Backoff(c.backoff_min_s, c.backoff_max_s).delay(self.failures, self.rng)
+        self.failures += 1
         self.next_attempt_ms = now_ms + int(wait * 1000)
 
     # --- what the engine asks ---
