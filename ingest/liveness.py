@@ -42,8 +42,9 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import psycopg
 
@@ -58,7 +59,11 @@ log = logging.getLogger(__name__)
 
 _CONDITION_EVENTS = frozenset({"tamper", "fault", "self_test", "low_battery", "occlusion",
                                "video_loss"})
-_NO_STATUS = (None, None, None, None)  # heartbeat_s, battery_pct, rsrp_dbm, stream_online
+# A status report's fields: heartbeat_s, battery_pct, rsrp_dbm, stream_online.
+_Status = tuple[int | None, int | None, int | None, bool | None]
+_NO_STATUS: _Status = (None, None, None, None)
+# A condition's newest report: device ts, active, detail, receive time.
+_Condition = tuple[int, bool, str, int]
 
 
 @dataclass(slots=True)
@@ -70,10 +75,9 @@ class _Seen:
     messages: int = 0
     ts_ms: int | None = None      # newest device clock of any message
     status_ms: int | None = None  # device clock of the newest status report
-    status: tuple = _NO_STATUS
-    # condition -> (device ts, active, detail, receive time of that report); None until the
-    # first one, most ids have none
-    conditions: dict | None = None
+    status: _Status = _NO_STATUS
+    # condition name -> its newest report; None until the first one, most ids have none
+    conditions: dict[str, _Condition] | None = None
 
     def received(self, ms: int, topic: str) -> None:
         self.messages += 1
@@ -86,7 +90,7 @@ class _Seen:
         if self.ts_ms is None or ts_ms > self.ts_ms:
             self.ts_ms = ts_ms
 
-    def report(self, ts_ms: int, status: tuple) -> None:
+    def report(self, ts_ms: int, status: _Status) -> None:
         if self.status_ms is None or ts_ms >= self.status_ms:
             self.status_ms, self.status = ts_ms, status
 
@@ -172,14 +176,14 @@ class LivenessTracker:
                         seen.stamp(row.ts_ms)
                         self._status(seen, row)
                     gateway_id = gateway_id or row.gateway_id
-                for row in item.events:
-                    seen = self._seen(row.device_id, row.gateway_id, row.received_ms,
+                for event in item.events:
+                    seen = self._seen(event.device_id, event.gateway_id, event.received_ms,
                                       item.topic)
                     if seen is not None:
-                        seen.stamp(row.ts_ms)
-                        if row.type in _CONDITION_EVENTS:
-                            self._event(seen, row)
-                    gateway_id = gateway_id or row.gateway_id
+                        seen.stamp(event.ts_ms)
+                        if event.type in _CONDITION_EVENTS:
+                            self._event(seen, event)
+                    gateway_id = gateway_id or event.gateway_id
                 if gateway_id is not None:
                     # The relaying gateway is alive too: one message, whatever it carried
                     # and whoever its entries were for. Its own clock is in the envelope,
@@ -207,6 +211,7 @@ class LivenessTracker:
         ts, received = row.ts_ms, row.received_ms
         if row.kind == "smoke":
             battery = row.battery_pct
+            assert battery is not None  # a smoke_status always has one (protocol.models)
             seen.report(ts, (row.heartbeat_s, battery, row.rsrp_dbm, None))
             # Hysteresis: between the two thresholds the condition stays as it was.
             if battery <= self._low:
@@ -361,7 +366,8 @@ _UPSERT_CONDITIONS = (
 _BEAT = (
     "INSERT INTO ingest_heartbeats AS h (client_id, since, flushed_at)"
     f" VALUES (%(client)s, {_at('%(now)s')}, {_at('%(now)s')})"
-    f" ON CONFLICT (client_id) DO UPDATE SET flushed_at = greatest(h.flushed_at, EXCLUDED.flushed_at),"
+    " ON CONFLICT (client_id) DO UPDATE SET"
+    " flushed_at = greatest(h.flushed_at, EXCLUDED.flushed_at),"
     " since = CASE WHEN EXCLUDED.flushed_at - h.flushed_at > %(gap)s * interval '1 second'"
     "         THEN EXCLUDED.since ELSE h.since END"
 )
@@ -377,7 +383,8 @@ def _vouched(cur: psycopg.Cursor, pending: dict[tuple[str, str | None], _Seen],
     registry puts it behind that gateway (or does not know the id: the quarantine's).
     Relayed entries for any other registered device are left out and counted."""
     relayed = sorted({device_id for device_id, via in pending if via is not None})
-    behind = dict(cur.execute(_GATEWAY_OF, [relayed]).fetchall()) if relayed else {}
+    behind: dict[str, str | None] = (
+        dict(cur.execute(_GATEWAY_OF, [relayed]).fetchall()) if relayed else {})
     out: dict[str, _Seen] = {}
     for (device_id, via), seen in pending.items():
         if via is not None and device_id in behind and behind[device_id] != via:
@@ -395,7 +402,8 @@ def _write(conn: psycopg.Connection, pending: dict[tuple[str, str | None], _Seen
     result = FlushResult()
     with conn.cursor() as cur:
         vouched = _vouched(cur, pending, result)
-        seen_rows, cond_rows = [], []
+        seen_rows: list[tuple[str, int, int, str, int, int | None, int | None, *_Status]] = []
+        cond_rows: list[tuple[str, str, bool, int, str, int]] = []
         for device_id in sorted(vouched):
             s = vouched[device_id]
             seen_rows.append((device_id, s.first_ms, s.last_ms, s.topic, s.messages, s.ts_ms,
@@ -423,7 +431,7 @@ def _write(conn: psycopg.Connection, pending: dict[tuple[str, str | None], _Seen
 
 
 def _copy(cur: psycopg.Cursor, table: str, cols: tuple[str, ...], types: tuple[str, ...],
-          rows: list[tuple]) -> None:
+          rows: Sequence[tuple[Any, ...]]) -> None:
     with cur.copy(f"COPY {table} ({', '.join(cols)}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(list(types))
         for row in rows:

@@ -11,7 +11,8 @@ ROWS = Counter("firegrid_ingest_rows_total", "Rows committed, by table and outco
 DEAD_LETTERS = Counter("firegrid_ingest_dead_letters_total", "Dead letters written, by reason",
                        ["reason"])
 ACKED = Counter("firegrid_ingest_messages_acked_total", "PUBACKs sent after commit")
-DB_RETRIES = Counter("firegrid_ingest_db_retries_total", "Batch writes retried after a transient error")
+DB_RETRIES = Counter("firegrid_ingest_db_retries_total",
+                     "Batch writes retried after a transient error")
 UNSTORABLE = Counter("firegrid_ingest_unstorable_total",
                      "Messages that could not even be dead-lettered (logged in full instead)")
 BATCH_SIZE = Histogram("firegrid_ingest_batch_messages", "Messages per committed batch",

@@ -25,14 +25,13 @@ import time
 
 from prometheus_client import start_http_server
 
-from ingest import liveness
-from ingest import metrics
-from transport.mqtt import Consumer
-from protocol.decode import Decoder
+from ingest import liveness, metrics
 from ingest.errors import Abandoned
-from transport.window import Inbound, Window
 from ingest.writer import BatchWriter
+from protocol.decode import Decoder
 from runtime.settings import Settings
+from transport.mqtt import Consumer
+from transport.window import Inbound, Window
 
 log = logging.getLogger(__name__)
 

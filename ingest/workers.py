@@ -75,7 +75,7 @@ def run_workers(settings: Settings, workers: int, config_file: str | None) -> in
         argv += ["--config", config_file]
     argv.append("ingest")
     stopping = threading.Event()
-    procs: dict[int, subprocess.Popen] = {}
+    procs: dict[int, subprocess.Popen[bytes]] = {}
     restarts: dict[int, int] = {}
     started: dict[int, float] = {}
 

@@ -21,13 +21,15 @@ import hashlib
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 
 from ingest import metrics
-from protocol.decode import Decoded, DeadLetter, Event, Reading
 from ingest.errors import Abandoned
+from protocol.decode import DeadLetter, Decoded, Event, Reading
 from runtime.db import classify, connect
 from runtime.errors import UnavailableError
 from runtime.retry import Backoff
@@ -220,7 +222,7 @@ class BatchWriter:
 
 
 def _copy_insert(cur: psycopg.Cursor, stage: str, cols: tuple[str, ...], types: tuple[str, ...],
-                 rows: list[tuple], insert: str) -> int:
+                 rows: Sequence[tuple[Any, ...]], insert: str) -> int:
     with cur.copy(f"COPY {stage} ({', '.join(cols)}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(list(types))
         for row in rows:
@@ -234,16 +236,19 @@ def _copy_insert(cur: psycopg.Cursor, stage: str, cols: tuple[str, ...], types: 
 
 def _upsert_dead(cur: psycopg.Cursor, dead: list[DeadLetter]) -> None:
     # Collapse repeats within the batch first: one statement may not touch a row twice.
-    merged: dict[tuple[str, bytes], list] = {}
+    # (topic, sha256) -> the first letter, earliest and latest receive time, count
+    merged: dict[tuple[str, bytes], tuple[DeadLetter, int, int, int]] = {}
     for d in dead:
-        digest = hashlib.sha256(d.payload).digest()
-        key = (d.topic, digest)
-        if key in merged:
-            row = merged[key]
-            row[7] = min(row[7], d.received_ms)
-            row[8] = max(row[8], d.received_ms)
-            row[9] += 1
+        key = (d.topic, hashlib.sha256(d.payload).digest())
+        held = merged.get(key)
+        if held is None:
+            merged[key] = (d, d.received_ms, d.received_ms, 1)
         else:
-            merged[key] = [d.topic, d.payload, d.payload_size, digest, d.reason, d.detail,
-                           d.device_id, d.received_ms, d.received_ms, 1]
-    cur.executemany(_UPSERT_DEAD, list(merged.values()))
+            first, first_ms, last_ms, count = held
+            merged[key] = (first, min(first_ms, d.received_ms), max(last_ms, d.received_ms),
+                           count + 1)
+    cur.executemany(_UPSERT_DEAD, [
+        (d.topic, d.payload, d.payload_size, digest, d.reason, d.detail, d.device_id,
+         first_ms, last_ms, count)
+        for (_, digest), (d, first_ms, last_ms, count) in merged.items()
+    ])

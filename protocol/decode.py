@@ -27,7 +27,8 @@ REASONS = (
     "oversized", "unknown_topic", "bad_device_id", "invalid_json", "schema",
     "future_timestamp", "too_old", "db_rejected",
 )
-_EVENT_BASE_FIELDS = frozenset({"v", "ts", "seq", "type"})
+# A set, not a frozenset: the type pydantic declares for model_dump(exclude=...).
+_EVENT_BASE_FIELDS = {"v", "ts", "seq", "type"}
 _MAX_DETAIL = 1000
 
 
@@ -155,7 +156,7 @@ class Decoder:
             self._take(out, topic, raw, received_ms, header.device_id, gateway_id, msg)
 
     def _take(self, out: Decoded, topic: str, raw: bytes, received_ms: int, device_id: str,
-              gateway_id: str | None, msg: p._Message) -> None:
+              gateway_id: str | None, msg: p.TelemetryMessage | p.EventMessage) -> None:
         lag = received_ms - msg.ts
         if -lag > self._skew_ms:
             self._dead(out, topic, raw, received_ms, "future_timestamp",

@@ -1,4 +1,4 @@
-"""The device wire protocol, version 1 (docs/protocol.md is the prose; these models are the law).
+"""The device wire protocol, version 1 (docs/protocol.md is the prose; these models the law).
 
 Topics (prefix configurable, default fg/v1):
 
@@ -9,21 +9,22 @@ Topics (prefix configurable, default fg/v1):
 
 Every message carries the device's own clock `ts` (Unix epoch milliseconds, UTC) and a
 per-device sequence number `seq`: one counter per device across all its topics,
-incremented per message, wrapping at 2**32. (device_id, ts, seq) identifies a message: a redelivery or
-a device resend carries the same triple and is stored once.
+incremented per message, wrapping at 2**32. (device_id, ts, seq) identifies a message: a
+redelivery or a device resend carries the same triple and is stored once.
 """
 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 PROTOCOL_VERSION = 1
 DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
-EpochMs = Annotated[int, Field(ge=946684800000, le=32503680000000, description="Unix epoch ms, UTC")]
+EpochMs = Annotated[int, Field(ge=946684800000, le=32503680000000,
+                               description="Unix epoch ms, UTC")]
 Seq = Annotated[int, Field(ge=0, le=2**32 - 1, description="per-device sequence number")]
 
 
@@ -60,7 +61,8 @@ class CameraStatus(_Message):
     temperature_c: float | None = Field(None, ge=-50, le=200, description="°C")
 
 
-Telemetry = Annotated[SmokeStatus | CameraStatus, Field(discriminator="type")]
+TelemetryMessage = SmokeStatus | CameraStatus
+Telemetry = Annotated[TelemetryMessage, Field(discriminator="type")]
 
 # --- events ----------------------------------------------------------------------------
 
@@ -129,14 +131,16 @@ class VideoLoss(_Message):
     active: bool = Field(description="true when the condition starts, false when it ends")
 
 
-Event = Annotated[
+EventMessage = (
     Alarm | AlarmClear | Fault | Tamper | LowBattery | SelfTest | Mute
-    | SmokeDetected | FireDetected | Occlusion | VideoLoss,
-    Field(discriminator="type"),
-]
+    | SmokeDetected | FireDetected | Occlusion | VideoLoss
+)
+Event = Annotated[EventMessage, Field(discriminator="type")]
 
-SMOKE_EVENTS = frozenset({"alarm", "alarm_clear", "fault", "tamper", "low_battery", "self_test", "mute"})
-CAMERA_EVENTS = frozenset({"smoke_detected", "fire_detected", "occlusion", "video_loss", "fault", "tamper"})
+SMOKE_EVENTS = frozenset({"alarm", "alarm_clear", "fault", "tamper", "low_battery", "self_test",
+                          "mute"})
+CAMERA_EVENTS = frozenset({"smoke_detected", "fire_detected", "occlusion", "video_loss", "fault",
+                           "tamper"})
 
 # --- gateway ---------------------------------------------------------------------------
 
@@ -149,7 +153,7 @@ class GatewayBatch(BaseModel):
     v: Literal[1] = 1
     ts: EpochMs
     seq: Seq
-    entries: list[dict] = Field(min_length=1, max_length=1000)
+    entries: list[dict[str, Any]] = Field(min_length=1, max_length=1000)
 
 
 class GatewayEntryHeader(BaseModel):
@@ -167,4 +171,5 @@ EVENT = TypeAdapter(Event)
 GATEWAY = TypeAdapter(GatewayBatch)
 GATEWAY_HEADER = TypeAdapter(GatewayEntryHeader)
 
-SCHEMAS = {"telemetry": TELEMETRY, "event": EVENT, "gateway": GATEWAY}
+SCHEMAS: dict[str, TypeAdapter[Any]] = {"telemetry": TELEMETRY, "event": EVENT,
+                                        "gateway": GATEWAY}

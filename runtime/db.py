@@ -64,10 +64,11 @@ def connect(settings: DatabaseSettings, *, autocommit: bool = False) -> psycopg.
 def ensure_database(settings: DatabaseSettings) -> bool:
     """Create the configured database if it does not exist. Returns True if created."""
     info = psycopg.conninfo.conninfo_to_dict(settings.url)
-    name = info.get("dbname") or info.get("user") or "postgres"
+    name = str(info.get("dbname") or info.get("user") or "postgres")
     info["dbname"] = "postgres"
     maint = DatabaseSettings(
-        url=psycopg.conninfo.make_conninfo(**info), connect_timeout_s=settings.connect_timeout_s
+        url=psycopg.conninfo.make_conninfo("", **info),
+        connect_timeout_s=settings.connect_timeout_s,
     )
     with connect(maint, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()

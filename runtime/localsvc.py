@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from runtime.errors import UnavailableError
@@ -73,7 +74,7 @@ def reachable(host: str, port: int, timeout: float = 0.5) -> bool:
         return False
 
 
-def wait_until(check, timeout: float, what: str) -> None:
+def wait_until(check: Callable[[], object], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
@@ -105,7 +106,7 @@ class Postgres:
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
 
-    def _run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
+    def _run(self, *cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         argv = [str(self._bindir / cmd[0]), *cmd[1:]]
         if self._as_postgres:
             argv = ["runuser", "-u", "postgres", "--", *argv]
@@ -126,7 +127,8 @@ class Postgres:
         result = self._run("pg_ctl", "-D", str(self.data), "-l", str(self.base / "log"),
                            "-w", "-t", "60", "-o", " ".join(opts), "start", check=False)
         if result.returncode != 0:
-            log = (self.base / "log").read_text(errors="replace")[-2000:] if (self.base / "log").exists() else ""
+            logfile = self.base / "log"
+            log = logfile.read_text(errors="replace")[-2000:] if logfile.exists() else ""
             raise ServiceError(f"PostgreSQL did not start: {result.stderr.strip()}\n{log}")
         wait_until(lambda: reachable("127.0.0.1", self.port), 30, "PostgreSQL port")
         return self
@@ -159,7 +161,7 @@ class Mosquitto:
         self.port = port or free_port()
         self.extra_conf = extra_conf
         self.dynsec_admin = dynsec_admin
-        self.proc: subprocess.Popen | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def host(self) -> str:
@@ -183,16 +185,16 @@ class Mosquitto:
             f"include_dir {BROKER_CONF_D}\n"
         )
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
+        proc = self.proc = subprocess.Popen([binary, "-c", str(conf)],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
-            wait_until(lambda: reachable("127.0.0.1", self.port) or self.proc.poll() is not None,
+            wait_until(lambda: reachable("127.0.0.1", self.port) or proc.poll() is not None,
                        20, "Mosquitto port")
         except ServiceError:
             self.kill()
             raise
-        if self.proc.poll() is not None:
-            err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
             raise ServiceError(f"Mosquitto exited at start: {err.strip()}")
         return self
 

@@ -82,8 +82,7 @@ def _apply_flavour(conn: psycopg.Connection, settings: DatabaseSettings) -> str:
         log.info("schema path: plain PostgreSQL (timescale = off)")
         return _plain(conn)
     version = timescale.available_version(conn)
-    usable = version is not None and version >= timescale.MIN_VERSION
-    if not usable:
+    if version is None or version < timescale.MIN_VERSION:
         why = "not available" if version is None else f"{version} is older than 2.13"
         if settings.timescale == "require":
             raise MigrationError(f"TimescaleDB required but {why} on this server")

@@ -101,7 +101,8 @@ class BrokerAuthSettings(BaseModel):
     #                     $CONTROL/dynamic-security/v1 (one site).
     #   database          the broker reads firegrid's tables itself (EMQX PostgreSQL authn/
     #                     authz, docs/broker-auth.md); firegrid only writes the hashes.
-    #   none              development only: credentials are issued and hashed, nothing enforces them.
+    #   none              development only: credentials are issued and hashed, nothing
+    #                     enforces them.
     mode: Literal["mosquitto-dynsec", "database", "none"] = "none"
     # The dynamic-security admin account (created by `mosquitto_ctrl dynsec init`).
     admin_username: str = "firegrid-admin"

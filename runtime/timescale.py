@@ -43,7 +43,8 @@ FROM readings
 GROUP BY device_id, {bucket}"""
 
 
-PLAIN_HOURLY_VIEW = "CREATE OR REPLACE VIEW readings_hourly AS" + hourly_select("date_trunc('hour', ts)")
+PLAIN_HOURLY_VIEW = ("CREATE OR REPLACE VIEW readings_hourly AS"
+                     + hourly_select("date_trunc('hour', ts)"))
 HOURLY_CAGG = (
     "CREATE MATERIALIZED VIEW readings_hourly"
     " WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS"

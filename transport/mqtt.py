@@ -12,10 +12,10 @@
 
 Three uses of paho 2.x internals, each feature-detected with plain paho behaviour as the
 fallback, each measured (docs/benchmarks.md), all exercised by the fault tests against a
-real broker, and checked by tests/test_decode_unit.py so a paho upgrade that drops one fails
-CI instead of silently slowing down: BurstClient reads many packets per wake-up,
-`_packet_queue` sends a batch's PUBACKs as one buffer, and `_ping_t` lets incoming traffic
-count as proof of life during long drains.
+real broker, and each checked for its behaviour by tests/test_transport_internals.py, so a
+paho upgrade that drops or changes one fails CI instead of silently slowing down or losing
+acks: BurstClient reads many packets per wake-up, `_packet_queue` sends a batch's PUBACKs as
+one buffer, and `_ping_t` lets incoming traffic count as proof of life during long drains.
 """
 
 from __future__ import annotations
@@ -28,13 +28,14 @@ import time
 from collections.abc import Iterable
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
+from runtime.settings import MqttSettings
 from transport import metrics
 from transport.window import Inbound, Window
-from runtime.settings import MqttSettings
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +53,16 @@ class BurstClient(mqtt.Client):
     up to READ_BURST packets per wake-up and stops as soon as the socket has no more data,
     exactly like paho's own loop_read otherwise (docs/benchmarks.md: 44 vs 50 us/msg)."""
 
-    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+    def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         for _ in range(max(max_packets, READ_BURST)):
             if self._sock is None:
-                return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
+                return MQTTErrorCode.MQTT_ERR_NO_CONN
             rc = self._packet_read()
             if rc > 0:
                 return self._loop_rc_handle(rc)
-            if rc == mqtt.MQTTErrorCode.MQTT_ERR_AGAIN:
+            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
                 break
-        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
 
 def _client_class() -> type[mqtt.Client]:
@@ -117,14 +118,16 @@ class Consumer:
     # --- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> None:
+        v5 = self._settings.protocol == "5"
         props = None
-        if self._settings.protocol == "5":
-            props = Properties(PacketTypes.CONNECT)
+        if v5:
+            # paho's properties module has no annotations.
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.ReceiveMaximum = self._inflight
             props.SessionExpiryInterval = self._settings.session_expiry_s
         self._client.connect_async(
             self._settings.host, self._settings.port, self._settings.keepalive_s,
-            clean_start=False if self._settings.protocol == "5" else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            clean_start=False if v5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
             properties=props,
         )
         self._client.loop_start()
@@ -166,13 +169,15 @@ class Consumer:
             # messages pour in: a long drain reconnected every 60 s. Traffic from the broker
             # proves the link is alive, so a pending ping no longer counts as unanswered.
             client._ping_t = 0
+        # paho types the payload bytes | bytearray; a received one is bytes, which bytes()
+        # returns as it is, without a copy.
         self._window.put(Inbound(
-            msg.topic, msg.payload, msg.mid, msg.qos, self.generation,
+            msg.topic, bytes(msg.payload), msg.mid, msg.qos, self.generation,
             time.time_ns() // 1_000_000, time.monotonic(),
         ))
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
-                    reason: mqtt.ReasonCode, properties: Properties | None) -> None:
+                    reason: ReasonCode, properties: Properties | None) -> None:
         if reason.is_failure:
             log.warning("broker refused connection: %s", reason)
             return
@@ -188,7 +193,7 @@ class Consumer:
                  self._settings.port, flags.session_present)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
-                      reasons: list[mqtt.ReasonCode], properties: Properties | None) -> None:
+                      reasons: list[ReasonCode], properties: Properties | None) -> None:
         refused = [str(r) for r in reasons if r.is_failure]
         if refused:
             log.error("broker refused subscriptions %s: %s", subscriptions(self._settings), refused)
@@ -201,7 +206,7 @@ class Consumer:
         self._jitter_reconnect()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: mqtt.DisconnectFlags,
-                       reason: mqtt.ReasonCode, properties: Properties | None) -> None:
+                       reason: ReasonCode, properties: Properties | None) -> None:
         with self._lock:
             self.generation += 1
         self.subscribed.clear()
@@ -215,6 +220,7 @@ class Consumer:
         # every disconnect spreads many processes reconnecting after one broker restart.
         lo, hi = self._settings.reconnect_min_s, self._settings.reconnect_max_s
         self._client.reconnect_delay_set(
+            # paho annotates the delays as int but computes with floats.
             min_delay=random.uniform(0.5 * lo, 1.5 * lo),  # type: ignore[arg-type]
             max_delay=random.uniform(0.75 * hi, hi),  # type: ignore[arg-type]
         )
