@@ -12,13 +12,23 @@ Errors (runtime.db.classify decides):
     data       -> bisect the batch under savepoints until the offending messages are
                   isolated; those become db_rejected dead letters, the rest commit.
     operator   -> (missing table, no permission) retried like transient, logged as errors.
+Any other exception while writing (a value the driver cannot encode raises OverflowError,
+not a psycopg.Error) is a data error too: one message must never stop ingest, and since it
+was never acknowledged it would come back at every restart.
+
+A message whose identity (device_id, ts, seq) is already stored with a different body (a
+device reusing a sequence number, or a bug in its firmware) is not stored again; it is kept
+as a conflicting_resend dead letter, so the difference can be inspected. Redeliveries with
+the same body are the normal case and are only counted as duplicates.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
+import struct
 import threading
 import time
 from collections.abc import Sequence
@@ -68,6 +78,23 @@ _INSERT_EVENTS = (
     + _EPOCH.format("received_ms") + ", gateway_id, attrs::jsonb FROM stage_events"
     " ON CONFLICT DO NOTHING"
 )
+# The stored rows with the identities of the staged ones; asked only when an insert stored
+# fewer rows than it was given (duplicates are rare, so the common batch pays nothing).
+_STORED_READINGS = (
+    # real -> float8 is exact, and float8's text is the shortest that reads back the same:
+    # the values compare equal to the message's own, rounded as a real (_f4).
+    "SELECT r.device_id, s.ts_ms, r.seq, r.kind, r.obscuration_db_m::float8,"
+    " r.temperature_c::float8, r.battery_pct, r.battery_v::float8, r.rsrp_dbm,"
+    " r.sinr_db::float8, r.heartbeat_s, r.stream_online, r.recording, r.storage_free_mb"
+    " FROM (SELECT DISTINCT device_id, ts_ms, seq FROM stage_readings) s JOIN readings r"
+    " ON r.device_id = s.device_id AND r.seq = s.seq AND r.ts = " + _EPOCH.format("s.ts_ms")
+)
+_STORED_EVENTS = (
+    "SELECT r.device_id, s.ts_ms, r.seq, r.type, r.attrs"
+    " FROM (SELECT DISTINCT device_id, ts_ms, seq FROM stage_events) s JOIN events r"
+    " ON r.device_id = s.device_id AND r.seq = s.seq AND r.ts = " + _EPOCH.format("s.ts_ms")
+)
+_F4 = struct.Struct("f")
 _UPSERT_DEAD = (
     "INSERT INTO dead_letters (topic, payload, payload_size, payload_sha256, reason, detail,"
     " device_id, first_received_at, last_received_at, seen_count)"
@@ -166,8 +193,8 @@ class BatchWriter:
         try:
             with conn.transaction():  # a savepoint inside the batch transaction
                 self._write_rows(conn, batch, result)
-        except psycopg.Error as exc:
-            if classify(exc) != "data":
+        except Exception as exc:
+            if not _refused_for_its_data(exc):
                 raise
             if len(batch) > 1:
                 mid = len(batch) // 2
@@ -187,20 +214,27 @@ class BatchWriter:
                                       readings, _INSERT_READINGS)
                 result.readings_stored += stored
                 result.readings_duplicate += len(readings) - stored
+                if stored < len(readings):
+                    dead += _conflicts(cur, _STORED_READINGS, batch, "readings")
             if events:
                 stored = _copy_insert(cur, "stage_events", _EVENT_COLS, _EVENT_TYPES,
                                       events, _INSERT_EVENTS)
                 result.events_stored += stored
                 result.events_duplicate += len(events) - stored
+                if stored < len(events):
+                    dead += _conflicts(cur, _STORED_EVENTS, batch, "events")
             if dead:
                 _upsert_dead(cur, dead)
                 result.dead_letters += len(dead)
                 for d in dead:
                     metrics.DEAD_LETTERS.labels(d.reason).inc()
 
-    def _reject(self, conn: psycopg.Connection, item: Decoded, exc: psycopg.Error,
+    def _reject(self, conn: psycopg.Connection, item: Decoded, exc: Exception,
                 result: WriteResult) -> None:
-        detail = f"SQLSTATE {exc.sqlstate}: {str(exc).strip()}"
+        if isinstance(exc, psycopg.Error):
+            detail = f"SQLSTATE {exc.sqlstate}: {str(exc).strip()}"
+        else:
+            detail = f"not storable ({type(exc).__name__}): {exc}"
         letter = DeadLetter(
             topic=item.topic, payload=item.payload[: self._ingest.max_payload_bytes],
             payload_size=len(item.payload), reason="db_rejected", detail=detail[:1000],
@@ -219,6 +253,53 @@ class BatchWriter:
             metrics.UNSTORABLE.inc()
             log.error("unstorable message on %r (%s): payload base64=%s", item.topic, again,
                       base64.b64encode(item.payload).decode())
+
+
+def _refused_for_its_data(exc: Exception) -> bool:
+    """True when a batch failed because of what some message in it holds (narrow it down to
+    that message); False when the database is away or misconfigured (retry it whole)."""
+    if isinstance(exc, psycopg.Error):
+        return classify(exc) == "data"
+    # Connection trouble below psycopg, or our own "database unavailable": retry. Anything
+    # else came from encoding a message's values (OverflowError, ValueError, ...).
+    return not isinstance(exc, (OSError, UnavailableError))
+
+
+def _f4(value: float | None) -> float | None:
+    """The value as a `real` column gives it back."""
+    return None if value is None else float(_F4.unpack(_F4.pack(value))[0])
+
+
+def _body(row: Reading | Event) -> tuple[Any, ...]:
+    """What a message says, as the database gives it back (without identity, arrival time
+    and gateway, which a resend may change)."""
+    if isinstance(row, Event):
+        return (row.type, json.loads(row.attrs))
+    return (row.kind, _f4(row.obscuration_db_m), _f4(row.temperature_c), row.battery_pct,
+            _f4(row.battery_v), row.rsrp_dbm, _f4(row.sinr_db), row.heartbeat_s,
+            row.stream_online, row.recording, row.storage_free_mb)
+
+
+def _conflicts(cur: psycopg.Cursor[Any], query: str, batch: list[Decoded],
+               table: str) -> list[DeadLetter]:
+    """conflicting_resend dead letters for this batch's messages whose rows in `table` are
+    stored under the same identity with another body. A redelivery says the same thing
+    again and is only a duplicate."""
+    cur.execute(query)
+    stored = {(r[0], r[1], r[2]): tuple(r[3:]) for r in cur.fetchall()}
+    letters = []
+    for item in batch:
+        rows: Sequence[Reading | Event] = item.readings if table == "readings" else item.events
+        for row in rows:
+            held = stored.get((row.device_id, row.ts_ms, row.seq))
+            if held is not None and held != _body(row):
+                letters.append(DeadLetter(
+                    topic=item.topic, payload=item.payload, payload_size=len(item.payload),
+                    reason="conflicting_resend",
+                    detail=f"{table} already holds device {row.device_id} ts {row.ts_ms} seq"
+                           f" {row.seq} with another body; the stored one is kept",
+                    device_id=row.device_id, received_ms=item.received_ms))
+    return letters
 
 
 def _copy_insert(cur: psycopg.Cursor, stage: str, cols: tuple[str, ...], types: tuple[str, ...],

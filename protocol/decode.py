@@ -10,7 +10,10 @@ Every kind of bad input ends as a DeadLetter with one of REASONS; nothing is dro
     schema            JSON, but not a valid v1 message for its topic (detail names the field)
     future_timestamp  device clock more than max_future_skew_s ahead of arrival
     too_old           device time older than max_age_days (older than the data kept hot)
-    db_rejected       valid here, refused by the database (set by the writer, not here)
+    db_rejected       valid here, but not storable: refused by the database, or a value its
+                      driver cannot encode (set by the writer, not here)
+    conflicting_resend  a message whose (device_id, ts, seq) is already stored with another
+                      body: the stored one stays, this one is kept here (set by the writer)
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from protocol import models as p
 
 REASONS = (
     "oversized", "unknown_topic", "bad_device_id", "invalid_json", "schema",
-    "future_timestamp", "too_old", "db_rejected",
+    "future_timestamp", "too_old", "db_rejected", "conflicting_resend",
 )
 # A set, not a frozenset: the type pydantic declares for model_dump(exclude=...).
 _EVENT_BASE_FIELDS = {"v", "ts", "seq", "type"}

@@ -57,7 +57,9 @@ class CameraStatus(_Message):
     type: Literal["camera_status"]
     stream_online: bool = Field(description="the video stream is up")
     recording: bool = Field(description="the recorder is writing this channel")
-    storage_free_mb: int = Field(ge=0, description="free recording storage, MB")
+    # Bounded by its column (bigint): a larger number would pass validation and then stop
+    # the batch in the database driver.
+    storage_free_mb: int = Field(ge=0, le=2**63 - 1, description="free recording storage, MB")
     temperature_c: float | None = Field(None, ge=-50, le=200, description="°C")
 
 
