@@ -26,12 +26,14 @@ import logging
 import queue
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple
 
 import psycopg
-from psycopg.rows import namedtuple_row
+from psycopg.rows import TupleRow, class_row
 
 from alerts import messages, metrics
 from alerts.channels import Channel, ChannelError, Outbound
+from alerts.messages import OutboxRow
 from alerts.publisher import PagePublisher
 from runtime.retry import Backoff
 from runtime.settings import AlertsSettings
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 BATCH = 500
 _PUBACK_TIMEOUT_S = 10.0
 
+# Its columns are OutboxRow's fields, by name.
 _CLAIM = """
     SELECT p.id AS page_id, p.incident_id, p.ticket_id, p.step, p.worker_id, p.channel,
            p.payload, p.attempts, p.created_at, w.channels AS worker_channels,
@@ -59,7 +62,22 @@ _CLAIM = """
     FOR UPDATE OF p SKIP LOCKED"""
 
 
-def ticket_pages(conn: psycopg.Connection, now: datetime) -> int:
+class _Outcome(NamedTuple):
+    """How one send ended, passed from a worker thread back to the dispatcher's."""
+    page_id: int
+    channel: str
+    attempt: int
+    error: ChannelError | None      # None: sent
+    created_at: datetime
+
+
+def _claim(conn: psycopg.Connection[Any], now: datetime, mqtt: bool,
+           limit: int) -> list[OutboxRow]:
+    with conn.cursor(row_factory=class_row(OutboxRow)) as cur:
+        return cur.execute(_CLAIM, [now, mqtt, limit]).fetchall()
+
+
+def ticket_pages(conn: psycopg.Connection[Any], now: datetime) -> int:
     """Page the technician a maintenance ticket is assigned to, once per ticket, on the
     MQTT push (maintenance goes to field technicians, never to fire responders)."""
     cur = conn.execute(
@@ -77,7 +95,7 @@ def ticket_pages(conn: psycopg.Connection, now: datetime) -> int:
 _RESOLVED = "the incident was resolved before this page went out"
 
 
-def _cancel_resolved(conn: psycopg.Connection, rows: list) -> list:
+def _cancel_resolved(conn: psycopg.Connection[Any], rows: list[OutboxRow]) -> list[OutboxRow]:
     """Drop the claimed pages whose incident is resolved, marking them 'cancelled' with the
     reason: a worker paged about a fire already dealt with would go there for nothing (a
     page waiting for a retry, or written a moment before the resolve). A reopened incident
@@ -93,15 +111,14 @@ def _cancel_resolved(conn: psycopg.Connection, rows: list) -> list:
 
 
 class Dispatcher:
-    def __init__(self, conn: psycopg.Connection, settings: AlertsSettings,
+    def __init__(self, conn: psycopg.Connection[Any], settings: AlertsSettings,
                  publisher: PagePublisher, channels: dict[str, Channel]) -> None:
-        conn.row_factory = namedtuple_row  # type: ignore[assignment]
         self._conn = conn
         self._settings = settings
         self._publisher = publisher
         self._channels = channels
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="page-send")
-        self._outcomes: queue.SimpleQueue = queue.SimpleQueue()
+        self._outcomes: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
         self._in_flight = 0
 
     def close(self) -> None:
@@ -125,13 +142,17 @@ class Dispatcher:
     def _mqtt(self, now: datetime) -> bool:
         conn = self._conn
         with conn.transaction():
-            claimed = conn.execute(_CLAIM, [now, True, BATCH]).fetchall()
+            claimed = _claim(conn, now, True, BATCH)
             rows = _cancel_resolved(conn, claimed)
             if not rows:
                 return len(claimed) == BATCH
-            wire = [(self._publisher.topic(r.worker_id),
-                     messages.encode(messages.page(r, now, self._settings.console_url)))
-                    for r in rows]
+            wire: list[tuple[str, bytes]] = []
+            for r in rows:
+                # The push goes to people only: the ladder and ticket_pages write it for a
+                # worker, and the one page without a worker (the 119 hook) is a webhook.
+                assert r.worker_id is not None
+                wire.append((self._publisher.topic(r.worker_id),
+                             messages.encode(messages.page(r, now, self._settings.console_url))))
             acked = self._publisher.publish_all(wire, _PUBACK_TIMEOUT_S)
             sent = [r.page_id for r, ok in zip(rows, acked, strict=True) if ok]
             late = [r for r, ok in zip(rows, acked, strict=True) if not ok]
@@ -157,7 +178,7 @@ class Dispatcher:
         conn = self._conn
         lease = timedelta(seconds=2 * self._settings.http_timeout_s + 5)
         with conn.transaction():
-            claimed = conn.execute(_CLAIM, [now, False, BATCH - self._in_flight]).fetchall()
+            claimed = _claim(conn, now, False, BATCH - self._in_flight)
             rows = _cancel_resolved(conn, claimed)
             if rows:
                 conn.execute("UPDATE pages SET attempts = attempts + 1, due_at = %s"
@@ -167,7 +188,7 @@ class Dispatcher:
             self._pool.submit(self._send, r, r.attempts + 1, now)
         return len(claimed) == BATCH
 
-    def _send(self, row: tuple, attempt: int, now: datetime) -> None:
+    def _send(self, row: OutboxRow, attempt: int, now: datetime) -> None:
         page_id, channel_name = row.page_id, row.channel
         try:
             channel = self._channels.get(channel_name)
@@ -178,16 +199,16 @@ class Dispatcher:
             payload = messages.page(row, now, self._settings.console_url)
             channel.send(Outbound(page_id=page_id, key=payload["key"], channel=channel_name,
                                   target=target, payload=payload))
-            self._outcomes.put((page_id, channel_name, attempt, None, row.created_at))
+            self._outcomes.put(_Outcome(page_id, channel_name, attempt, None, row.created_at))
         except ChannelError as exc:
-            self._outcomes.put((page_id, channel_name, attempt, exc, row.created_at))
-        except Exception as exc:  # noqa: BLE001 - a channel bug must not kill the dispatcher
+            self._outcomes.put(_Outcome(page_id, channel_name, attempt, exc, row.created_at))
+        except Exception as exc:  # a channel bug must not kill the dispatcher
             log.exception("channel %s crashed on page %s", channel_name, page_id)
-            self._outcomes.put((page_id, channel_name, attempt,
-                                ChannelError(f"internal error: {exc!r}", permanent=False),
-                                row.created_at))
+            self._outcomes.put(_Outcome(page_id, channel_name, attempt,
+                                        ChannelError(f"internal error: {exc!r}", permanent=False),
+                                        row.created_at))
 
-    def _target(self, row: tuple) -> str:
+    def _target(self, row: OutboxRow) -> str:
         channel, worker_channels = row.channel, row.worker_channels or {}
         if channel == "fire_service":
             return self._settings.fire_service_url or ""
@@ -197,7 +218,7 @@ class Dispatcher:
         return worker_channels[channel]
 
     def _write_outcomes(self) -> None:
-        results = []
+        results: list[_Outcome] = []
         while True:
             try:
                 results.append(self._outcomes.get_nowait())
@@ -234,11 +255,12 @@ class Dispatcher:
                 metrics.PAGES.labels(channel, outcome).inc()
 
 
-def pending_count(conn: psycopg.Connection) -> int:
-    return conn.execute("SELECT count(*) FROM pages WHERE status = 'pending'").fetchone()[0]
+def pending_count(conn: psycopg.Connection[TupleRow]) -> int:
+    row = conn.execute("SELECT count(*) FROM pages WHERE status = 'pending'").fetchone()
+    return int(row[0]) if row else 0    # an aggregate always has its row
 
 
-def open_incidents(conn: psycopg.Connection) -> dict[str, int]:
+def open_incidents(conn: psycopg.Connection[TupleRow]) -> dict[str, int]:
     counts = dict.fromkeys(("warning", "confirmed"), 0)
     for severity, n in conn.execute("SELECT severity, count(*) FROM incidents"
                                     " WHERE state <> 'resolved' GROUP BY severity"):

@@ -23,11 +23,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
+from typing import NamedTuple
 
 import psycopg
+from psycopg.rows import TupleRow
 
 from alerts import metrics
-from alerts.rules import Policy
+from alerts.rules import Policy, Severity
 
 ACTOR = "alerts"
 # PostgreSQL notification channels: a timer was set (escalators recompute their sleep), a
@@ -43,9 +45,9 @@ class Incident:
     """The ladder's view of one locked incident row."""
     id: int
     building_id: str
-    severity: str
+    severity: Severity
     state: str
-    ladder: str
+    ladder: Severity
     rung: int
     step: int
     muted: bool
@@ -55,15 +57,41 @@ class Incident:
 _COLUMNS = "id, building_id, severity, state, ladder, rung, step, muted, escalate_at"
 
 
+class _OnDuty(NamedTuple):
+    """A worker on shift for a building, with the addresses of their extra channels."""
+    worker_id: str
+    channels: dict[str, str]     # channel -> address (workers.channels)
+
+
+class _Page(NamedTuple):
+    """A page to write; fields in the order of fire()'s unnest() over the batch."""
+    incident_id: int
+    step: int
+    worker_id: str | None       # None for the fire-service (119) hook
+    channel: str
+    status: str                 # 'pending' or 'muted'
+    payload: str                # JSON text (_payload)
+
+
+class _LogRow(NamedTuple):
+    """An incident_log row to write; fields in the order of fire()'s unnest()."""
+    incident_id: int
+    action: str
+    from_state: str
+    to_state: str
+    detail: str                 # JSON text
+
+
 @dataclass
 class _Batch:
-    pages: list[tuple] = field(default_factory=list)
-    log: list[tuple] = field(default_factory=list)
+    pages: list[_Page] = field(default_factory=list)
+    log: list[_LogRow] = field(default_factory=list)
     timers: int = 0
-    outcomes: Counter = field(default_factory=Counter)   # fired / skipped / exhausted
+    outcomes: Counter[str] = field(default_factory=Counter)   # fired / skipped / exhausted
 
 
-def claim_due(conn: psycopg.Connection, now: datetime, limit: int) -> list[Incident]:
+def claim_due(conn: psycopg.Connection[TupleRow], now: datetime,
+              limit: int) -> list[Incident]:
     """Lock up to `limit` incidents whose timer is due, oldest first. Rows another
     escalator holds are skipped, not waited for."""
     rows = conn.execute(
@@ -72,12 +100,14 @@ def claim_due(conn: psycopg.Connection, now: datetime, limit: int) -> list[Incid
     return [Incident(*row) for row in rows]
 
 
-def next_due(conn: psycopg.Connection) -> datetime | None:
-    return conn.execute("SELECT min(escalate_at) FROM incidents").fetchone()[0]
+def next_due(conn: psycopg.Connection[TupleRow]) -> datetime | None:
+    row = conn.execute("SELECT min(escalate_at) FROM incidents").fetchone()
+    due: datetime | None = row[0] if row else None   # an aggregate always has its row
+    return due
 
 
-def fire(conn: psycopg.Connection, incidents: list[Incident], now: datetime, policy: Policy,
-         channels: frozenset[str]) -> int:
+def fire(conn: psycopg.Connection[TupleRow], incidents: list[Incident], now: datetime,
+         policy: Policy, channels: frozenset[str]) -> int:
     """Fire the next rung of each incident (rows locked by the caller). `channels` are the
     extra channels configured in this process (alerts.channels); the MQTT push is always
     on. Returns the number of pages written for sending (muted ones excluded)."""
@@ -116,7 +146,7 @@ def fire(conn: psycopg.Connection, incidents: list[Incident], now: datetime, pol
                 " %b::text[], %b::text[]) AS p(id, step, worker, channel, status, payload)"
                 " ON CONFLICT DO NOTHING",
                 [now, now, *map(list, zip(*batch.pages, strict=True))])
-            sent = sum(1 for p in batch.pages if p[4] == "pending")
+            sent = sum(1 for p in batch.pages if p.status == "pending")
             cur.execute("SELECT pg_notify(%s, '')", [PAGES_CHANNEL])
         if batch.timers:
             # Escalators in every process recompute their sleep at our COMMIT.
@@ -134,8 +164,8 @@ def _payload(severity: str, ladder: str, rung: int, roles: tuple[str, ...], mute
                        "roles": list(roles), "muted": muted}, separators=(",", ":"))
 
 
-def _lookups(conn: psycopg.Connection, buildings: list[str], now: datetime, policy: Policy,
-             ) -> tuple[set[str], dict[str, dict[str, list[tuple[str, dict]]]]]:
+def _lookups(conn: psycopg.Connection[TupleRow], buildings: list[str], now: datetime,
+             policy: Policy) -> tuple[set[str], dict[str, dict[str, list[_OnDuty]]]]:
     """Which buildings are silenced now, and who is on duty there by role: an active worker
     covering the building (the building_cover view: through its grid, community or street)
     with a roster shift around `now`."""
@@ -153,20 +183,20 @@ def _lookups(conn: psycopg.Connection, buildings: list[str], now: datetime, poli
                       AND r.starts_at <= %(now)s AND r.ends_at > %(now)s)
         ORDER BY 1, 2, 3""",
         {"b": buildings, "now": now, "roles": list(policy.ladder_roles)}).fetchall()
-    on_duty: dict[str, dict[str, list[tuple[str, dict]]]] = defaultdict(lambda: defaultdict(list))
+    on_duty: dict[str, dict[str, list[_OnDuty]]] = defaultdict(lambda: defaultdict(list))
     for building, role, worker, worker_channels in rows:
-        on_duty[building][role].append((worker, worker_channels))
+        on_duty[building][role].append(_OnDuty(worker, worker_channels))
     return silenced, on_duty
 
 
-def _advance(inc: Incident, on_duty: dict[str, list[tuple[str, dict]]], muted: bool,
+def _advance(inc: Incident, on_duty: dict[str, list[_OnDuty]], muted: bool,
              now: datetime, policy: Policy, channels: frozenset[str], batch: _Batch) -> None:
     rungs = policy.ladder[inc.ladder]
     while True:
         inc.rung += 1
         if inc.rung >= len(rungs):
-            batch.log.append((inc.id, "exhausted", inc.state, inc.state,
-                              json.dumps({"ladder": inc.ladder})))
+            batch.log.append(_LogRow(inc.id, "exhausted", inc.state, inc.state,
+                                     json.dumps({"ladder": inc.ladder})))
             batch.outcomes["exhausted"] += 1
             inc.escalate_at = None
             return
@@ -174,7 +204,7 @@ def _advance(inc: Incident, on_duty: dict[str, list[tuple[str, dict]]], muted: b
         people = [(role, w, c) for role in rung.roles for w, c in on_duty.get(role, ())]
         forward = rung.fire_service and "fire_service" in channels
         if not people and not forward:
-            batch.log.append((inc.id, "skipped", inc.state, inc.state, json.dumps(
+            batch.log.append(_LogRow(inc.id, "skipped", inc.state, inc.state, json.dumps(
                 {"ladder": inc.ladder, "rung": inc.rung, "roles": rung.roles,
                  "reason": "nobody on duty"})))
             batch.outcomes["skipped"] += 1
@@ -186,18 +216,18 @@ def _advance(inc: Incident, on_duty: dict[str, list[tuple[str, dict]]], muted: b
     workers = []
     for _role, worker, worker_channels in people:
         workers.append(worker)
-        batch.pages.append((inc.id, inc.step, worker, "mqtt", status, payload))
+        batch.pages.append(_Page(inc.id, inc.step, worker, "mqtt", status, payload))
         for name in _EXTRA_CHANNELS:
             if name in channels and worker_channels.get(name):
-                batch.pages.append((inc.id, inc.step, worker, name, status, payload))
+                batch.pages.append(_Page(inc.id, inc.step, worker, name, status, payload))
     if forward:
-        batch.pages.append((inc.id, inc.step, None, "fire_service", status, payload))
-        batch.log.append((inc.id, "forwarded", inc.state, inc.state,
-                          json.dumps({"step": inc.step, "muted": muted})))
+        batch.pages.append(_Page(inc.id, inc.step, None, "fire_service", status, payload))
+        batch.log.append(_LogRow(inc.id, "forwarded", inc.state, inc.state,
+                                 json.dumps({"step": inc.step, "muted": muted})))
     before = inc.state
     if inc.state == "raised" and not muted:
         inc.state = "notified"
-    batch.log.append((inc.id, "notified", before, inc.state, json.dumps(
+    batch.log.append(_LogRow(inc.id, "notified", before, inc.state, json.dumps(
         {"ladder": inc.ladder, "rung": inc.rung, "step": inc.step, "roles": rung.roles,
          "workers": workers, "missing_roles": [r for r in rung.roles if not on_duty.get(r)],
          "muted": muted})))

@@ -41,7 +41,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import TupleRow, dict_row
 from psycopg.types.json import Jsonb
 
 from alerts.errors import Conflict, Invalid, NotFound
@@ -56,7 +56,7 @@ NOTE_MAX = 2000
 Row = dict[str, Any]
 
 
-def acknowledge(conn: psycopg.Connection, incident_id: int, actor: str,
+def acknowledge(conn: psycopg.Connection[Any], incident_id: int, actor: str,
                 note: str | None = None, now: datetime | None = None) -> Row:
     note = _optional_note(note)
     with _open_incident(conn, incident_id, now, "is resolved; reopen it first") as (row, now):
@@ -72,7 +72,7 @@ def acknowledge(conn: psycopg.Connection, incident_id: int, actor: str,
         return row
 
 
-def arrive(conn: psycopg.Connection, incident_id: int, actor: str,
+def arrive(conn: psycopg.Connection[Any], incident_id: int, actor: str,
            note: str | None = None, now: datetime | None = None) -> Row:
     note = _optional_note(note)
     with _open_incident(conn, incident_id, now, "is resolved; reopen it first") as (row, now):
@@ -93,7 +93,7 @@ def arrive(conn: psycopg.Connection, incident_id: int, actor: str,
         return row
 
 
-def resolve(conn: psycopg.Connection, incident_id: int, actor: str, cause: str, note: str,
+def resolve(conn: psycopg.Connection[TupleRow], incident_id: int, actor: str, cause: str, note: str,
             policy: Policy, now: datetime | None = None) -> Row:
     if cause not in CAUSES:
         raise Invalid("cause", f"must be one of {', '.join(CAUSES)}")
@@ -115,7 +115,7 @@ def resolve(conn: psycopg.Connection, incident_id: int, actor: str, cause: str, 
         return row
 
 
-def reopen(conn: psycopg.Connection, incident_id: int, actor: str, note: str,
+def reopen(conn: psycopg.Connection[TupleRow], incident_id: int, actor: str, note: str,
            now: datetime | None = None) -> Row:
     note = _required_note(note)
     try:
@@ -149,7 +149,7 @@ def reopen(conn: psycopg.Connection, incident_id: int, actor: str, note: str,
 # --- inside the transaction -----------------------------------------------------------------
 
 @contextmanager
-def _open_incident(conn: psycopg.Connection, incident_id: int, now: datetime | None,
+def _open_incident(conn: psycopg.Connection[Any], incident_id: int, now: datetime | None,
                    if_resolved: str) -> Iterator[tuple[Row, datetime]]:
     """In one transaction: the incident's row locked, and a Conflict if it is resolved."""
     with conn.transaction():
@@ -159,7 +159,7 @@ def _open_incident(conn: psycopg.Connection, incident_id: int, now: datetime | N
         yield row, now
 
 
-def _lock(conn: psycopg.Connection, incident_id: int,
+def _lock(conn: psycopg.Connection[Any], incident_id: int,
           now: datetime | None) -> tuple[Row, datetime]:
     """The incident row, locked until COMMIT, and the time of the change (the database's
     clock unless the caller gives one: the escalator compares escalate_at with it too)."""
@@ -172,15 +172,17 @@ def _lock(conn: psycopg.Connection, incident_id: int,
     return row, now or db_now
 
 
-def _update(conn: psycopg.Connection, incident_id: int, assignments: str, now: datetime,
+def _update(conn: psycopg.Connection[Any], incident_id: int, assignments: str, now: datetime,
             actor: str, **values: Any) -> Row:
     with conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(f"UPDATE incidents SET {assignments} WHERE id = %(id)s RETURNING *",
                           {"id": incident_id, "now": now, "actor": actor, **values}).fetchone()
+    if row is None:     # never: the caller holds the row's lock (_lock)
+        raise NotFound("incident", str(incident_id))
     return row
 
 
-def _log(conn: psycopg.Connection, incident_id: int, now: datetime, actor: str, action: str,
+def _log(conn: psycopg.Connection[Any], incident_id: int, now: datetime, actor: str, action: str,
          from_state: str, to_state: str, detail: dict[str, Any]) -> None:
     conn.execute("INSERT INTO incident_log (incident_id, at, actor, action, from_state,"
                  " to_state, detail) VALUES (%s, %s, %s, %s, %s, %s, %s)",
@@ -232,7 +234,7 @@ _FEEDBACK = f"""
 """
 
 
-def _false_alarm_tickets(conn: psycopg.Connection, incident_id: int, now: datetime,
+def _false_alarm_tickets(conn: psycopg.Connection[TupleRow], incident_id: int, now: datetime,
                          policy: Policy) -> list[int]:
     """Open the feedback tickets this resolution calls for; their ids (new ones only)."""
     rows = conn.execute(_FEEDBACK, {

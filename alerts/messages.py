@@ -8,8 +8,9 @@ Simplified Chinese first, English second: the people paged read Chinese.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
 _SEVERITY = {"warning": ("火警预警", "Fire warning"), "confirmed": ("确认火警", "Confirmed fire")}
 _CONDITION = {
@@ -20,17 +21,82 @@ _CONDITION = {
 }
 
 
-def page(row: Any, now: datetime, console_url: str | None) -> dict:
-    """The page for one claimed outbox row (alerts.dispatch._CLAIM's columns)."""
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One claimed page with what its message needs: alerts.dispatch._CLAIM's columns, by
+    name. A page is an incident's or a ticket's (pages.incident_id or ticket_id), and the
+    other one's columns are None: they come through LEFT JOINs."""
+    page_id: int
+    incident_id: int | None
+    ticket_id: int | None
+    step: int
+    worker_id: str | None           # None for the fire-service hook
+    channel: str
+    payload: dict[str, Any]         # the ladder's rung details (ladder._payload)
+    attempts: int
+    created_at: datetime
+    worker_channels: dict[str, str] | None   # channel -> address (workers.channels)
+    incident_state: str | None
+    opened_at: datetime | None
+    alert_count: int | None
+    condition: str | None
+    device_id: str | None
+    ticket_detail: str | None
+    building_id: str
+    address: str
+    lat: float
+    lon: float
+    grid_id: str
+    community_id: str
+
+
+class Building(TypedDict):
+    id: str
+    address: str
+    lat: float
+    lon: float
+    grid_id: str
+    community_id: str
+
+
+class Page(TypedDict):
+    """The JSON every channel carries (docs/alerts.md): the fields of every page, then an
+    incident's or a ticket's, in the order they are written."""
+    v: int
+    page_id: int
+    step: int
+    sent_at: str
+    building: Building
+    kind: Literal["incident", "ticket"]
+    key: str
+    incident_id: NotRequired[int]
+    severity: NotRequired[str]
+    hazard: NotRequired[str]
+    rung: NotRequired[int | None]
+    roles: NotRequired[list[str]]
+    opened_at: NotRequired[str]
+    alert_count: NotRequired[int]
+    ticket_id: NotRequired[int]
+    condition: NotRequired[str]
+    device_id: NotRequired[str]
+    title: str
+    body: str
+    url: NotRequired[str]
+
+
+def page(row: OutboxRow, now: datetime, console_url: str | None) -> Page:
+    """The page for one claimed outbox row."""
     step = row.payload or {}
-    building = {"id": row.building_id, "address": row.address, "lat": row.lat,
-                "lon": row.lon, "grid_id": row.grid_id, "community_id": row.community_id}
-    out: dict[str, Any] = {"v": 1, "page_id": row.page_id, "step": row.step,
-                           "sent_at": now.isoformat(), "building": building}
+    building = Building(id=row.building_id, address=row.address, lat=row.lat, lon=row.lon,
+                        grid_id=row.grid_id, community_id=row.community_id)
+    sent_at = now.isoformat()
     if row.incident_id is not None:
+        # NOT NULL in incidents, which an incident's page always joins.
+        assert row.opened_at is not None and row.alert_count is not None
         severity = step.get("severity", "warning")
         zh, en = _SEVERITY[severity]
-        out.update(kind="incident", key=f"incident-{row.incident_id}",
+        out = Page(v=1, page_id=row.page_id, step=row.step, sent_at=sent_at, building=building,
+                   kind="incident", key=f"incident-{row.incident_id}",
                    incident_id=row.incident_id, severity=severity, hazard="fire",
                    rung=step.get("rung"), roles=step.get("roles", []),
                    opened_at=row.opened_at.isoformat(), alert_count=row.alert_count,
@@ -40,14 +106,17 @@ def page(row: Any, now: datetime, console_url: str | None) -> dict:
                          f"alert(s); acknowledge and go now."))
         if console_url:
             out["url"] = f"{console_url.rstrip('/')}/incidents/{row.incident_id}"
-    else:
-        zh, en = _CONDITION.get(row.condition, (row.condition, row.condition))
-        out.update(kind="ticket", key=f"ticket-{row.ticket_id}", ticket_id=row.ticket_id,
-                   condition=row.condition, device_id=row.device_id,
-                   title=f"维修工单 {zh} / Maintenance: {en}",
-                   body=f"{row.device_id} @ {row.address}: {row.ticket_detail}")
-    return out
+        return out
+    # NOT NULL in maintenance_tickets, which a ticket's page always joins.
+    assert (row.ticket_id is not None and row.condition is not None
+            and row.device_id is not None)
+    zh, en = _CONDITION.get(row.condition, (row.condition, row.condition))
+    return Page(v=1, page_id=row.page_id, step=row.step, sent_at=sent_at, building=building,
+                kind="ticket", key=f"ticket-{row.ticket_id}", ticket_id=row.ticket_id,
+                condition=row.condition, device_id=row.device_id,
+                title=f"维修工单 {zh} / Maintenance: {en}",
+                body=f"{row.device_id} @ {row.address}: {row.ticket_detail}")
 
 
-def encode(message: dict) -> bytes:
+def encode(message: Page) -> bytes:
     return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()

@@ -10,13 +10,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Protocol, cast
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from runtime.settings import AlertsSettings, MqttSettings
 
 log = logging.getLogger(__name__)
+
+
+class _ReconnectDelay(Protocol):
+    # paho annotates the delays as int, yet only adds them to the clock and sleeps them, so
+    # float seconds work; ours are floats (0.5 s by default) that int() would change.
+    def reconnect_delay_set(self, min_delay: float, max_delay: float) -> None: ...
 
 
 class PagePublisher:
@@ -35,8 +44,8 @@ class PagePublisher:
         # A storm's pages go out as one burst; paho's default of 20 in flight would make
         # the last wait for 50 round trips.
         self._client.max_inflight_messages_set(1000)
-        self._client.reconnect_delay_set(mqtt_settings.reconnect_min_s,
-                                         mqtt_settings.reconnect_max_s)
+        cast(_ReconnectDelay, self._client).reconnect_delay_set(
+            mqtt_settings.reconnect_min_s, mqtt_settings.reconnect_max_s)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
 
@@ -71,13 +80,16 @@ class PagePublisher:
             done.append(info.is_published())
         return done
 
-    def _on_connect(self, client, userdata, flags, reason, properties) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
+                    reason: ReasonCode, properties: Properties | None) -> None:
         if reason.is_failure:
             log.warning("broker refused the page publisher: %s", reason)
             return
         self.connected.set()
 
-    def _on_disconnect(self, client, userdata, flags, reason, properties) -> None:
+    def _on_disconnect(self, client: mqtt.Client, userdata: object,
+                       flags: mqtt.DisconnectFlags, reason: ReasonCode,
+                       properties: Properties | None) -> None:
         self.connected.clear()
         if reason.is_failure:
             log.warning("page publisher lost the broker: %s; reconnecting", reason)

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.abc import Params
 from psycopg.rows import dict_row
 
 Row = dict[str, Any]
@@ -97,12 +98,12 @@ _INCIDENT = f"""
 _STATES = {"open": "i.state <> 'resolved'", "resolved": "i.state = 'resolved'", "all": "true"}
 
 
-def _rows(conn: psycopg.Connection, query: str, params: Any = None) -> list[Row]:
+def _rows(conn: psycopg.Connection[Any], query: str, params: Params | None = None) -> list[Row]:
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query, params).fetchall()  # type: ignore[arg-type]
+        return cur.execute(query, params).fetchall()
 
 
-def _incidents(conn: psycopg.Connection, query: str, params: Any) -> list[Row]:
+def _incidents(conn: psycopg.Connection[Any], query: str, params: Params) -> list[Row]:
     """Rows of _INCIDENT with the esc_ columns gathered into one `escalation` dict."""
     rows = _rows(conn, query, params)
     for row in rows:
@@ -110,7 +111,7 @@ def _incidents(conn: psycopg.Connection, query: str, params: Any) -> list[Row]:
     return rows
 
 
-def list_incidents(conn: psycopg.Connection, *, scope: Scope, state: str = "open",
+def list_incidents(conn: psycopg.Connection[Any], *, scope: Scope, state: str = "open",
                    grid_id: str | None = None, community_id: str | None = None,
                    building_id: str | None = None, since: datetime | None = None,
                    resolved_since: datetime | None = None,
@@ -126,30 +127,30 @@ def list_incidents(conn: psycopg.Connection, *, scope: Scope, state: str = "open
         if value is not None:
             parts.append(f"{sql} = %({name})s")
             params[name] = value
-    for name, sql, value in (("since", "i.opened_at", since),
-                             ("resolved_since", "i.resolved_at", resolved_since)):
-        if value is not None:
+    for name, sql, at in (("since", "i.opened_at", since),
+                          ("resolved_since", "i.resolved_at", resolved_since)):
+        if at is not None:
             parts.append(f"{sql} >= %({name})s")
-            params[name] = value
+            params[name] = at
     return _incidents(conn, f"{_INCIDENT} WHERE {' AND '.join(parts)}"
                       " ORDER BY i.opened_at DESC, i.id DESC"
                       " LIMIT %(limit)s OFFSET %(offset)s",
                       {**params, "limit": limit, "offset": offset})
 
 
-def by_ids(conn: psycopg.Connection, ids: list[int]) -> list[Row]:
+def by_ids(conn: psycopg.Connection[Any], ids: list[int]) -> list[Row]:
     """Incidents as list_incidents shows them, for these ids, in no scope: the caller
     decides who may see each (api/live.py sends each console only its area)."""
     return _incidents(conn, f"{_INCIDENT} WHERE i.id = ANY(%(ids)s)", {"ids": ids})
 
 
-def in_scope(conn: psycopg.Connection, incident_id: int, scope: Scope) -> bool:
+def in_scope(conn: psycopg.Connection[Any], incident_id: int, scope: Scope) -> bool:
     where, params = scope.condition()
     return conn.execute(f"SELECT 1 FROM incidents i {_PLACE} WHERE i.id = %(id)s AND {where}",
                         {**params, "id": incident_id}).fetchone() is not None
 
 
-def incident(conn: psycopg.Connection, incident_id: int, scope: Scope) -> Row | None:
+def incident(conn: psycopg.Connection[Any], incident_id: int, scope: Scope) -> Row | None:
     """One incident as list_incidents shows it, plus its first alerts, its whole audit log
     and its pages (never their payloads); None when absent or outside `scope`."""
     where, params = scope.condition()

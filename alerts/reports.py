@@ -174,7 +174,7 @@ def _tickets_sql(by: str) -> str:
     """
 
 
-def build_report(conn: psycopg.Connection, period: Period, day: date, *, by: By = "grid",
+def build_report(conn: psycopg.Connection[Any], period: Period, day: date, *, by: By = "grid",
                  tz: str | ZoneInfo = "Asia/Shanghai", community_id: str | None = None,
                  street_id: str | None = None) -> Report:
     """The report of the period holding `day`, per grid or community, optionally limited to
@@ -297,8 +297,9 @@ def to_text(report: Report) -> str:
 
 
 def _block(row: AreaRow) -> list[str]:
+    judged = row.resolved - row.causes["test_drill"]
     rate = "—" if row.false_alarm_rate is None else (
-        f"{row.false_alarm_rate:.1%} ({row.false_alarms}/{row.resolved - row.causes['test_drill']})")
+        f"{row.false_alarm_rate:.1%} ({row.false_alarms}/{judged})")
     lines = [
         f"  告警事件 incidents {row.opened} · 确认火情 confirmed {row.confirmed} · "
         f"已办结 resolved {row.resolved} · 期末未结 open at period end {row.open_at_end} · "

@@ -16,17 +16,17 @@ from collections import deque
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import (
-    BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator,
-)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from protocol.decode import Event, Reading
 from runtime.errors import ConfigError
 
 LadderRole = Literal["grid_worker", "grid_leader", "community_duty", "street_duty"]
-SEVERITIES = ("warning", "confirmed")
+# An incident's severity, which also names the ladder it is on.
+Severity = Literal["warning", "confirmed"]
+SEVERITIES: tuple[Severity, ...] = ("warning", "confirmed")
 # Reports kept per detector for rate-of-rise: bounds memory under a flood of reports.
 _RECENT_MAX = 64
 RULES = ("smoke_alarm", "camera_smoke", "camera_fire", "high_temperature", "rate_of_rise")
@@ -84,7 +84,7 @@ class Policy(_Strict):
     camera: CameraRules = CameraRules()
     confirm: ConfirmRules = ConfirmRules()
     feedback: FeedbackRules = FeedbackRules()
-    ladder: dict[Literal["warning", "confirmed"], list[Rung]]
+    ladder: dict[Severity, list[Rung]]
 
     @model_validator(mode="after")
     def _both_ladders(self) -> Policy:
@@ -130,7 +130,7 @@ class Candidate:
     seq: int
     rule: str
     received_ms: int
-    detail: dict = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
     gateway_id: str | None = None   # set when a gateway relayed it
 
 
@@ -139,7 +139,7 @@ class RuleEngine:
     policy: Policy
     # Per detector, its recent (ts_ms, temperature_c) reports within the rate-of-rise
     # window, oldest first; detectors report hourly, so usually one.
-    _temps: dict[str, deque] = field(default_factory=dict)
+    _temps: dict[str, deque[tuple[int, float]]] = field(default_factory=dict)
 
     def events(self, rows: list[Event]) -> list[Candidate]:
         """Events as protocol.decode yields them."""
@@ -201,7 +201,7 @@ class RuleEngine:
         recent.append((ts, temp))
 
 
-def _clean(attrs: dict) -> dict:
+def _clean(attrs: dict[str, Any]) -> dict[str, Any]:
     """PostgreSQL's jsonb refuses NUL characters, which valid JSON text may carry (a
     camera's snapshot_url, say); ingest keeps the raw event, the alert keeps the rest."""
     return {k: v.replace("\x00", "") if isinstance(v, str) else v for k, v in attrs.items()}

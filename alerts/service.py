@@ -31,18 +31,19 @@ from datetime import UTC, datetime
 
 import psycopg
 from prometheus_client import start_http_server
+from psycopg.rows import TupleRow
 
 from alerts import dispatch, ladder, metrics, store
 from alerts.channels import build_channels
 from alerts.publisher import PagePublisher
-from alerts.rules import Policy, RuleEngine, load_policy
-from transport.mqtt import Consumer
+from alerts.rules import Candidate, Policy, RuleEngine, load_policy
 from protocol.decode import Decoder
-from transport.window import Inbound, Window
 from runtime.db import classify, connect
 from runtime.errors import UnavailableError
 from runtime.retry import Backoff
 from runtime.settings import Settings
+from transport.mqtt import Consumer
+from transport.window import Inbound, Window
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class AlertService:
     # --- the evaluator: messages -> alerts -> incidents -> first pages --------------------
 
     def _evaluate_forever(self) -> None:
-        conn: psycopg.Connection | None = None
+        conn: psycopg.Connection[TupleRow] | None = None
         try:
             while not self.stopping.is_set():
                 batch = self.window.take()
@@ -124,10 +125,10 @@ class AlertService:
             if conn is not None:
                 conn.close()
 
-    def _evaluate_batch(self, conn: psycopg.Connection | None,
-                        batch: list[Inbound]) -> psycopg.Connection | None:
+    def _evaluate_batch(self, conn: psycopg.Connection[TupleRow] | None,
+                        batch: list[Inbound]) -> psycopg.Connection[TupleRow] | None:
         started = time.perf_counter()
-        candidates = []
+        candidates: list[Candidate] = []
         alerting = 0    # messages with at least one alert
         for item in batch:
             decoded = self.decoder.decode(item.topic, item.payload, item.received_ms)
@@ -172,7 +173,7 @@ class AlertService:
         metrics.MESSAGES.labels("quiet").inc(len(batch) - alerting)
         return conn
 
-    def _record_each(self, candidates: list, first: psycopg.Error) -> None:
+    def _record_each(self, candidates: list[Candidate], first: psycopg.Error) -> None:
         log.warning("a batch of alerts was refused (%s); recording them one by one",
                     _first_line(first))
         with connect(self._settings.database) as conn:
@@ -197,13 +198,15 @@ class AlertService:
     def _escalator(self) -> None:
         self._loop("escalator", self._escalate_loop)
 
-    def _escalate_loop(self, conn: psycopg.Connection) -> None:
+    def _escalate_loop(self, conn: psycopg.Connection[TupleRow]) -> None:
         limit, poll = self._settings.alerts.escalation_batch, self._settings.alerts.poll_s
         while not self.stopping.is_set():
             now = datetime.now(UTC)
             with conn.transaction():
                 due = ladder.claim_due(conn, now, limit)
-                late = [(now - inc.escalate_at).total_seconds() for inc in due]
+                # Every claimed timer is set (escalate_at <= now): the test only narrows it.
+                late = [(now - inc.escalate_at).total_seconds() for inc in due
+                        if inc.escalate_at is not None]
                 pages = ladder.fire(conn, due, now, self.policy, self.channel_names)
             for seconds in late:
                 metrics.TIMER_LATENESS.observe(seconds)
@@ -225,7 +228,7 @@ class AlertService:
     def _dispatcher(self) -> None:
         self._loop("dispatcher", self._dispatch_loop)
 
-    def _dispatch_loop(self, conn: psycopg.Connection) -> None:
+    def _dispatch_loop(self, conn: psycopg.Connection[TupleRow]) -> None:
         sender = dispatch.Dispatcher(conn, self._settings.alerts, self.publisher, self.channels)
         poll = self._settings.alerts.poll_s
         last_sweep = 0.0
@@ -251,7 +254,7 @@ class AlertService:
     def _listener(self) -> None:
         self._loop("listener", self._listen, autocommit=True)
 
-    def _listen(self, conn: psycopg.Connection) -> None:
+    def _listen(self, conn: psycopg.Connection[TupleRow]) -> None:
         conn.execute(f"LISTEN {ladder.ESCALATE_CHANNEL}")
         conn.execute(f"LISTEN {ladder.PAGES_CHANNEL}")
         # A notification may have been missed while we were (re)connecting.
@@ -264,7 +267,7 @@ class AlertService:
 
     # --- plumbing ----------------------------------------------------------------------
 
-    def _loop(self, name: str, body: Callable[[psycopg.Connection], None], *,
+    def _loop(self, name: str, body: Callable[[psycopg.Connection[TupleRow]], None], *,
               autocommit: bool = False) -> None:
         """Run `body` with a database connection until stopping; on a database error log,
         back off with jitter, reconnect and run it again. State is all in the database, so

@@ -19,11 +19,11 @@ changes nothing.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
+from psycopg.rows import TupleRow, dict_row
 
 from alerts.errors import Invalid, NotFound
 from alerts.queries import Scope
@@ -33,6 +33,9 @@ AHEAD = timedelta(days=365)
 REASON_MAX = 500
 
 Row = dict[str, Any]
+
+# Scope is frozen, so one instance can be every call's default: everything, as for the CLI.
+_EVERYTHING = Scope.all()
 
 # Where each kind of target sits, for the scope check: (noun, SQL reaching g and co).
 _TARGETS = {
@@ -59,11 +62,11 @@ _SILENCE = """
 """
 
 
-def create(conn: psycopg.Connection, actor: str, *, ends_at: datetime, reason: str,
+def create(conn: psycopg.Connection[TupleRow], actor: str, *, ends_at: datetime, reason: str,
            device_id: str | None = None, building_id: str | None = None,
            grid_id: str | None = None, starts_at: datetime | None = None,
-           now: datetime | None = None, scope: Scope = Scope.all()) -> Row:
-    now = now or datetime.now(timezone.utc)
+           now: datetime | None = None, scope: Scope = _EVERYTHING) -> Row:
+    now = now or datetime.now(UTC)
     given = {k: v for k, v in (("device_id", device_id), ("building_id", building_id),
                                ("grid_id", grid_id)) if v is not None}
     if len(given) != 1:
@@ -93,17 +96,17 @@ def create(conn: psycopg.Connection, actor: str, *, ends_at: datetime, reason: s
     if conn.execute(f"SELECT 1 {located} AND {where}",
                     {**params, "target": target}).fetchone() is None:
         raise NotFound(noun, target, field=field)
-    (silence_id,) = conn.execute(
+    [(silence_id,)] = conn.execute(
         f"INSERT INTO silences ({field}, starts_at, ends_at, reason, created_by)"
         " VALUES (%s, %s, %s, %s, %s) RETURNING id",
-        [target, starts_at, ends_at, reason, actor]).fetchone()
+        [target, starts_at, ends_at, reason, actor]).fetchall()
     return _one(conn, silence_id, scope, now)
 
 
-def end(conn: psycopg.Connection, silence_id: int, actor: str, now: datetime | None = None,
-        scope: Scope = Scope.all()) -> Row:
+def end(conn: psycopg.Connection[Any], silence_id: int, actor: str, now: datetime | None = None,
+        scope: Scope = _EVERYTHING) -> Row:
     """End a silence now. `actor` is not stored (the table records only who created it)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     with conn.transaction():
         row = _one(conn, silence_id, scope, now, lock=True)
         if row["ends_at"] > now:
@@ -113,13 +116,13 @@ def end(conn: psycopg.Connection, silence_id: int, actor: str, now: datetime | N
     return _one(conn, silence_id, scope, now)
 
 
-def list_silences(conn: psycopg.Connection, *, active_only: bool = True,
-                  scope: Scope = Scope.all(), device_id: str | None = None,
+def list_silences(conn: psycopg.Connection[Any], *, active_only: bool = True,
+                  scope: Scope = _EVERYTHING, device_id: str | None = None,
                   building_id: str | None = None, grid_id: str | None = None,
                   now: datetime | None = None, limit: int = 100, offset: int = 0) -> list[Row]:
     """Silences in `scope`, latest ending first. active_only: those not over yet (running
     or planned)."""
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     where, params = scope.condition()
     parts = [where]
     params.update(now=now, limit=limit, offset=offset)
@@ -136,7 +139,7 @@ def list_silences(conn: psycopg.Connection, *, active_only: bool = True,
                            " LIMIT %(limit)s OFFSET %(offset)s", params).fetchall()
 
 
-def _one(conn: psycopg.Connection, silence_id: int, scope: Scope, now: datetime,
+def _one(conn: psycopg.Connection[Any], silence_id: int, scope: Scope, now: datetime,
          lock: bool = False) -> Row:
     where, params = scope.condition()
     params.update(now=now, id=silence_id)

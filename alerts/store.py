@@ -27,14 +27,40 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any, NamedTuple
 
 import psycopg
+from psycopg.rows import TupleRow
 
 from alerts import ladder, metrics
 from alerts.ladder import Incident
 from alerts.rules import Candidate, Policy
 
 HAZARD = "fire"
+
+# An alert's identity: the message's (device, ts_ms, seq) and the rule, the alerts key.
+_Key = tuple[str, int, int, str]
+
+
+class _Device(NamedTuple):
+    """What routing needs of a registered, unretired device."""
+    kind: str
+    building_id: str
+    muted: bool                 # in maintenance or under a silence now
+    gateway_id: str | None      # the gateway it is registered behind
+
+
+class _Touched(NamedTuple):
+    incident: Incident
+    created: bool
+    unmuted: bool               # was muted and got its first unmuted alert now
+
+
+@dataclass
+class _Tally:
+    """A building's new alerts in this batch."""
+    alerts: int = 0
+    muted: bool = True          # all of them muted
 
 
 @dataclass
@@ -46,7 +72,7 @@ class Recorded:
     pages: int = 0                  # pages written for sending
 
 
-def record(conn: psycopg.Connection, candidates: list[Candidate], now: datetime,
+def record(conn: psycopg.Connection[TupleRow], candidates: list[Candidate], now: datetime,
            policy: Policy, channels: frozenset[str]) -> Recorded:
     """Record `candidates` (inside the caller's transaction)."""
     out = Recorded()
@@ -58,7 +84,7 @@ def record(conn: psycopg.Connection, candidates: list[Candidate], now: datetime,
     # A gateway speaks only for the devices registered behind it (as in liveness): an alarm
     # it relays for any other id is kept, unrouted, and never pages anyone.
     candidates = [c if c.gateway_id is None or c.device_id not in devices
-                  or devices[c.device_id][3] == c.gateway_id
+                  or devices[c.device_id].gateway_id == c.gateway_id
                   else replace(c, detail={
                       **c.detail, "refused": f"gateway {c.gateway_id} does not serve it"})
                   for c in candidates]
@@ -95,8 +121,9 @@ def record(conn: psycopg.Connection, candidates: list[Candidate], now: datetime,
     return out
 
 
-def _devices(conn: psycopg.Connection, ids: list[str], now: datetime) -> dict[str, tuple]:
-    """device id -> (kind, building, muted, gateway) for registered devices."""
+def _devices(conn: psycopg.Connection[TupleRow], ids: list[str],
+             now: datetime) -> dict[str, _Device]:
+    """Registered devices by id."""
     rows = conn.execute("""
         SELECT d.id, d.kind, d.building_id,
                d.state = 'maintenance' OR EXISTS (
@@ -106,14 +133,16 @@ def _devices(conn: psycopg.Connection, ids: list[str], now: datetime) -> dict[st
                d.gateway_id
         FROM devices d JOIN buildings b ON b.id = d.building_id
         WHERE d.id = ANY(%(ids)s) AND d.state <> 'retired'""", {"ids": ids, "now": now})
-    return {row[0]: row[1:] for row in rows}
+    return {row[0]: _Device(*row[1:]) for row in rows}
 
 
-def _insert_alerts(conn: psycopg.Connection, candidates: list[Candidate],
-                   devices: dict[str, tuple], foreign: set[tuple]) -> list[Candidate]:
-    cols: list[list] = [[] for _ in range(9)]
+def _insert_alerts(conn: psycopg.Connection[TupleRow], candidates: list[Candidate],
+                   devices: dict[str, _Device], foreign: set[_Key]) -> list[Candidate]:
+    cols: list[list[Any]] = [[] for _ in range(9)]
     for c in candidates:
-        kind, building, muted = devices.get(c.device_id, (None, None, False, None))[:3]
+        device = devices.get(c.device_id)
+        kind, building, muted = ((device.kind, device.building_id, device.muted) if device
+                                 else (None, None, False))
         if (c.device_id, c.ts_ms, c.seq, c.rule) in foreign:
             building = None
         for col, value in zip(cols, (c.device_id, c.ts_ms, c.seq, c.rule, kind, building,
@@ -133,17 +162,16 @@ def _insert_alerts(conn: psycopg.Connection, candidates: list[Candidate],
     return [c for c in candidates if (c.device_id, c.ts_ms, c.seq, c.rule) in fresh]
 
 
-def _upsert_incidents(conn: psycopg.Connection, alerts: list[Candidate],
-                      devices: dict[str, tuple], now: datetime,
-                      ) -> list[tuple[Incident, bool, bool]]:
-    """The open incident of each building, created or updated; with (created, unmuted:
-    it was muted and got its first unmuted alert now). Alerts get their incident id."""
-    per_building: dict[str, list] = {}
+def _upsert_incidents(conn: psycopg.Connection[TupleRow], alerts: list[Candidate],
+                      devices: dict[str, _Device], now: datetime) -> list[_Touched]:
+    """The open incident of each building, created or updated. Alerts get their incident
+    id."""
+    per_building: dict[str, _Tally] = {}
     for c in alerts:
-        _, building, muted, _ = devices[c.device_id]
-        entry = per_building.setdefault(building, [0, True])
-        entry[0] += 1
-        entry[1] = entry[1] and muted
+        device = devices[c.device_id]
+        tally = per_building.setdefault(device.building_id, _Tally())
+        tally.alerts += 1
+        tally.muted = tally.muted and device.muted
     buildings = sorted(per_building)
     rows = conn.execute(f"""
         WITH prior AS (
@@ -162,9 +190,9 @@ def _upsert_incidents(conn: psycopg.Connection, alerts: list[Candidate],
             RETURNING {ladder._COLUMNS}, xmax = 0 AS created)
         SELECT up.*, coalesce(prior.muted, false) AND NOT up.muted
         FROM up LEFT JOIN prior USING (building_id)""",
-        {"b": buildings, "n": [per_building[b][0] for b in buildings],
-         "m": [per_building[b][1] for b in buildings], "now": now}).fetchall()
-    touched = [(Incident(*row[:9]), row[9], row[10]) for row in rows]
+        {"b": buildings, "n": [per_building[b].alerts for b in buildings],
+         "m": [per_building[b].muted for b in buildings], "now": now}).fetchall()
+    touched = [_Touched(Incident(*row[:9]), row[9], row[10]) for row in rows]
     by_building = {inc.building_id: inc.id for inc, _, _ in touched}
     conn.execute(
         "UPDATE alerts a SET incident_id = u.i FROM unnest(%s::text[], %s::int8[], %s::int8[],"
@@ -172,11 +200,12 @@ def _upsert_incidents(conn: psycopg.Connection, alerts: list[Candidate],
         " WHERE a.device_id = u.d AND a.ts = timestamptz 'epoch' + u.t * interval '1 ms'"
         " AND a.seq = u.s AND a.rule = u.r",
         [[c.device_id for c in alerts], [c.ts_ms for c in alerts], [c.seq for c in alerts],
-         [c.rule for c in alerts], [by_building[devices[c.device_id][1]] for c in alerts]])
+         [c.rule for c in alerts],
+         [by_building[devices[c.device_id].building_id] for c in alerts]])
     return touched
 
 
-def _confirm(conn: psycopg.Connection, incidents: list[Incident], now: datetime,
+def _confirm(conn: psycopg.Connection[TupleRow], incidents: list[Incident], now: datetime,
              policy: Policy) -> list[Incident]:
     rules = policy.confirm
     warning = {inc.id: inc for inc in incidents if inc.severity == "warning"}
@@ -205,8 +234,8 @@ def _confirm(conn: psycopg.Connection, incidents: list[Incident], now: datetime,
     return confirmed
 
 
-def _log(conn: psycopg.Connection, incident_id: int, now: datetime, action: str,
-         from_state: str | None, to_state: str | None, detail: dict) -> None:
+def _log(conn: psycopg.Connection[Any], incident_id: int, now: datetime, action: str,
+         from_state: str | None, to_state: str | None, detail: dict[str, Any]) -> None:
     conn.execute("INSERT INTO incident_log (incident_id, at, actor, action, from_state,"
                  " to_state, detail) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                  [incident_id, now, ladder.ACTOR, action, from_state, to_state,

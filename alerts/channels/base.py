@@ -10,8 +10,9 @@ page once and says whether trying again can help:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from alerts.errors import AlertsError
 
@@ -22,7 +23,7 @@ class Outbound:
     key: str  # the incident key ("incident-42", "ticket-7"): apps deduplicate on it
     channel: str  # 'webhook' | 'fire_service' | 'sms' | 'wecom' | 'dingtalk' | 'feishu' | 'email'
     target: str  # URL (webhook, fire_service), phone number (sms), Apprise URL (chat, email)
-    payload: dict[str, Any]  # JSON-able page content (pages.payload), with title and body
+    payload: Mapping[str, Any]  # JSON-able page content (alerts.messages.Page): title, body
 
 
 class ChannelError(AlertsError):
@@ -44,11 +45,16 @@ class Channel(Protocol):
     def close(self) -> None: ...
 
 
-def text_of(page: Outbound) -> tuple[str, str]:
-    """(title, body) for text channels. A page without either is a dispatcher bug, and
+class Text(NamedTuple):
+    title: str
+    body: str       # never empty: the title when the page has no body
+
+
+def text_of(page: Outbound) -> Text:
+    """The title and body for text channels. A page without either is a dispatcher bug, and
     retrying it would not add the text, so it is permanent."""
     title = str(page.payload.get("title") or "")
     body = str(page.payload.get("body") or "") or title
     if not body:
         raise ChannelError(f"page {page.page_id} has neither title nor body", permanent=True)
-    return title, body
+    return Text(title, body)
