@@ -24,7 +24,15 @@ from psycopg_pool import ConnectionPool
 
 from api import errors
 from api.routes import (
-    console, devices, hierarchy, incidents, people, quarantine, silences, tickets, tokens,
+    console,
+    devices,
+    hierarchy,
+    incidents,
+    people,
+    quarantine,
+    silences,
+    tickets,
+    tokens,
 )
 from devices.broker import BrokerAuth, broker_auth
 from runtime.settings import Settings
@@ -112,14 +120,16 @@ def _roles_in_descriptions(app: FastAPI) -> None:
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = build()
+        schema = app.openapi_schema
+        if schema is None:
+            schema = build()  # which keeps it as app.openapi_schema
             for operations in schema["paths"].values():
                 for op in operations.values():
                     for requirement in op.get("security", []):
                         for roles in requirement.values():
                             op["description"] = (f"Roles: {', '.join(roles)}.\n\n"
                                                  + op.get("description", ""))
-        return app.openapi_schema  # type: ignore[return-value]
+        return schema
 
+    # FastAPI's documented way to extend the schema; mypy sees a method overwritten.
     app.openapi = openapi  # type: ignore[method-assign]

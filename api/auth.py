@@ -30,8 +30,8 @@ from fastapi import Depends, HTTPException, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer, SecurityScopes
 
 from alerts.queries import Scope
-from devices import registry
 from api.deps import Conn
+from devices import registry
 from devices.errors import Invalid, NotFound
 
 ROLES = ("admin", "field_technician", "street_duty", "community_duty", "grid_leader",
@@ -92,10 +92,12 @@ def issue_token(conn: psycopg.Connection, name: str, role: str, worker_id: str |
         raise Invalid("name", "must not be empty")
     token = _PREFIX + secrets.token_urlsafe(32)
     with registry.changes(conn, actor or "cli"):
-        (token_id,) = conn.execute(
+        row = conn.execute(
             "INSERT INTO api_tokens (name, role, worker_id, token_sha256)"
             " VALUES (%s, %s, %s, %s) RETURNING id",
             [name.strip(), role, worker_id, _digest(token)]).fetchone()
+    assert row is not None  # an INSERT ... RETURNING answers its row or raises
+    token_id: int = row[0]
     return token_id, token
 
 

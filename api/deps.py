@@ -23,11 +23,13 @@ def _conn(request: Request) -> Iterator[psycopg.Connection]:
 
 
 def _broker(request: Request) -> BrokerAuth:
-    return request.app.state.broker
+    broker: BrokerAuth = request.app.state.broker
+    return broker
 
 
 def _settings(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 Conn = Annotated[psycopg.Connection, Depends(_conn)]

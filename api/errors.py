@@ -82,8 +82,11 @@ def _finite(value: Any) -> Any:
 def _integrity(request: Request, exc: psycopg.IntegrityError) -> JSONResponse:
     # Registry functions translate their own; this catches writes outside them (tickets).
     translated = registry.translate(exc)
-    handler = {NotFound: _not_found, Conflict: _conflict}.get(type(translated), _invalid)
-    return handler(request, translated)  # type: ignore[arg-type]
+    if isinstance(translated, NotFound):
+        return _not_found(request, translated)
+    if isinstance(translated, Conflict):
+        return _conflict(request, translated)
+    return _invalid(request, translated)
 
 
 def _data(_: Request, exc: psycopg.DataError) -> JSONResponse:
@@ -107,4 +110,5 @@ def install(app: FastAPI) -> None:
                                (psycopg.IntegrityError, _integrity),
                                (psycopg.DataError, _data),
                                (psycopg.OperationalError, _unavailable)):
+        # Starlette types a handler as taking any Exception, not the class it is added for.
         app.add_exception_handler(exc_class, handler)  # type: ignore[arg-type]

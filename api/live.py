@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -74,8 +75,8 @@ class Subscriber:
 
 
 class Hub:
-    def __init__(self, url: str, pool: ConnectionPool, connect_timeout_s: float,
-                 serialize: Any) -> None:
+    def __init__(self, url: str, pool: ConnectionPool, connect_timeout_s: int,
+                 serialize: Callable[[dict[str, Any]], str]) -> None:
         """`serialize(row) -> str` turns a list_incidents row into the JSON sent."""
         self._url = url
         self._pool = pool

@@ -10,7 +10,7 @@ database holds and must never turn a stored row into a 500.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypedDict, TypeVar
 
 from fastapi import Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,10 +18,18 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.auth import ROLES
 from devices.credentials import DeviceCredentials
 from devices.errors import Invalid
-from devices.quarantine import QuarantineEntry  # noqa: F401 - the API answers it as is
 from devices.models import (
-    Building, Community, Grid, Ident, Name, NewDevice, Shift, Street, Worker,
+    Building,
+    Community,
+    Grid,
+    Ident,
+    Name,
+    NewDevice,
+    Shift,
+    Street,
+    Worker,
 )
+from devices.quarantine import QuarantineEntry as QuarantineEntry  # the API answers it as is
 from protocol.models import DEVICE_ID
 
 T = TypeVar("T")
@@ -30,24 +38,28 @@ Record = TypeVar("Record", bound=BaseModel)
 
 # --- requests -----------------------------------------------------------------------------
 
+# The *Body models let the path give the id. pydantic allows a subclass to redefine a field
+# as optional, which mypy, reading it as a plain attribute, calls an incompatible override
+# (ignore[assignment]); with_path_id() sets the id before a body reaches the registry.
+
 class StreetBody(Street):
-    id: Ident | None = None
+    id: Ident | None = None  # type: ignore[assignment]
 
 
 class CommunityBody(Community):
-    id: Ident | None = None
+    id: Ident | None = None  # type: ignore[assignment]
 
 
 class GridBody(Grid):
-    id: Ident | None = None
+    id: Ident | None = None  # type: ignore[assignment]
 
 
 class BuildingBody(Building):
-    id: Ident | None = None
+    id: Ident | None = None  # type: ignore[assignment]
 
 
 class WorkerBody(Worker):
-    id: Ident | None = None
+    id: Ident | None = None  # type: ignore[assignment]
 
 
 # Request bodies are the registry's models (devices/models.py validates every way in).
@@ -56,7 +68,7 @@ DeviceBody = NewDevice
 
 class ClaimBody(NewDevice):
     """A registration for a quarantined id: the id is the one in the path."""
-    id: Ident | None = None
+    id: Ident | None = None  # type: ignore[assignment]
 
 
 ShiftBody = Shift
@@ -251,7 +263,13 @@ def shown_once(creds: DeviceCredentials, response: Response) -> Credentials:
                        password=creds.password)
 
 
-def page(rows: list, limit: int, offset: int) -> dict:
+class Paged(TypedDict, Generic[T]):
+    """A page as a route returns it; FastAPI checks it against the route's Page model."""
+    items: list[T]
+    next_offset: int | None
+
+
+def page(rows: list[T], limit: int, offset: int) -> Paged[T]:
     """A Page from `limit + 1` fetched rows: the extra row says whether more follow."""
     more = len(rows) > limit
     return {"items": rows[:limit], "next_offset": offset + limit if more else None}

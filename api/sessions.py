@@ -53,11 +53,12 @@ def start(conn: psycopg.Connection, token: str, ttl: timedelta = SESSION_TTL) ->
     session_id = secrets.token_urlsafe(32)
     with conn.transaction():
         conn.execute("DELETE FROM console_sessions WHERE expires_at <= now()")
-        (expires_at,) = conn.execute(
+        row = conn.execute(
             "INSERT INTO console_sessions (session_sha256, token_id, expires_at)"
             " VALUES (%s, %s, now() + %s) RETURNING expires_at",
             [_digest(session_id), token_id, ttl]).fetchone()
-    return Session(session_id, actor, expires_at)
+    assert row is not None  # an INSERT ... RETURNING answers its row or raises
+    return Session(session_id, actor, row[0])
 
 
 def end(conn: psycopg.Connection, session_id: str) -> None:

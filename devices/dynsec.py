@@ -39,9 +39,12 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NotRequired, Required, TypedDict, TypeVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from devices.credentials import DeviceCredentials
 from devices.errors import BrokerAuthError, Invalid
@@ -70,6 +73,40 @@ _MAX_MESSAGE_BYTES = 256 * 1024
 # Look-ups (getClient, getRole) change nothing, so they cost the broker almost nothing.
 _LOOKUPS_PER_MESSAGE = 500
 
+T = TypeVar("T")
+
+
+class Acl(TypedDict):
+    acltype: str
+    topic: NotRequired[str]   # the default access list names none
+    allow: bool
+
+
+class Command(TypedDict, total=False):
+    """One command of a control message, with the fields of the commands firegrid sends."""
+    command: Required[str]
+    username: str
+    clientid: str
+    password: str
+    rolename: str
+    acls: list[Acl]
+    roles: list[dict[str, str]]
+    verbose: bool
+
+
+class Response(TypedDict, total=False):
+    """The plugin's answer to one command: `error` if it refused, `data` for a look-up."""
+    command: str
+    error: str
+    data: dict[str, Any]
+    correlationData: str
+
+
+class _PasswordHash(TypedDict):
+    password: str
+    salt: str
+    iterations: int
+
 
 @dataclass(frozen=True)
 class ServiceAccount:
@@ -83,14 +120,14 @@ def device_role(device_id: str) -> str:
     return DEVICE_ROLE_PREFIX + device_id
 
 
-def device_acls(device_id: str, kind: str, prefix: str) -> list[dict]:
+def device_acls(device_id: str, kind: str, prefix: str) -> list[Acl]:
     base = f"{prefix}/{device_id}"
     acls = [_acl("publishClientSend", f"{base}/{channel}") for channel in _PUBLISHES[kind]]
     return acls + [_acl("subscribeLiteral", f"{base}/cmd"),
                    _acl("publishClientReceive", f"{base}/cmd")]
 
 
-def service_role_acls(prefix: str, namespace: str = SERVICE_NAMESPACE) -> dict[str, list[dict]]:
+def service_role_acls(prefix: str, namespace: str = SERVICE_NAMESPACE) -> dict[str, list[Acl]]:
     return {
         INGEST_ROLE: [
             _acl("subscribePattern", f"{prefix}/#"),
@@ -108,7 +145,7 @@ def service_role_acls(prefix: str, namespace: str = SERVICE_NAMESPACE) -> dict[s
     }
 
 
-def _acl(acltype: str, topic: str) -> dict:
+def _acl(acltype: str, topic: str) -> Acl:
     return {"acltype": acltype, "topic": topic, "allow": True}
 
 
@@ -182,9 +219,10 @@ class MosquittoDynsec:
 
     # --- internals ------------------------------------------------------------------------
 
-    def _create_commands(self, c: DeviceCredentials, replace_role: bool) -> list[dict]:
+    def _create_commands(self, c: DeviceCredentials, replace_role: bool) -> list[Command]:
         role = device_role(c.device_id)
-        commands = [{"command": "deleteRole", "rolename": role}] if replace_role else []
+        commands: list[Command] = (
+            [{"command": "deleteRole", "rolename": role}] if replace_role else [])
         return commands + [
             {"command": "createRole", "rolename": role,
              "acls": device_acls(c.device_id, c.kind, self._prefix)},
@@ -194,13 +232,13 @@ class MosquittoDynsec:
              "password": c.password, "roles": [{"rolename": role}]},
         ]
 
-    def _paced(self, work: Sequence[tuple[str, list[dict]]], *, missing_ok: bool = False
+    def _paced(self, work: Sequence[tuple[str, list[Command]]], *, missing_ok: bool = False
                ) -> None:
         """Send each device's commands, several devices per message as the pacer says;
         raise on the first refusal, once the message it was in has been worked through."""
         start = 0
         while start < len(work):
-            batch: list[dict] = []
+            batch: list[Command] = []
             owners: list[str] = []
             size = 0
             end = start
@@ -220,12 +258,13 @@ class MosquittoDynsec:
                 _raise_on_error(response, device_id, missing_ok=missing_ok)
             start = end
 
-    def _lookup(self, device_ids: Sequence[str]) -> tuple[dict[str, dict], set[str]]:
+    def _lookup(self, device_ids: Sequence[str]
+                ) -> tuple[dict[str, dict[str, Any]], set[str]]:
         """Which of these ids have a client (with its details) and which a device role."""
-        clients: dict[str, dict] = {}
+        clients: dict[str, dict[str, Any]] = {}
         roles: set[str] = set()
         for chunk in _chunks(device_ids, _LOOKUPS_PER_MESSAGE):
-            commands = []
+            commands: list[Command] = []
             for device_id in chunk:
                 commands += [{"command": "getClient", "username": device_id},
                              {"command": "getRole", "rolename": device_role(device_id)}]
@@ -335,13 +374,14 @@ class DynsecFile:
     def close(self) -> None:
         pass
 
-    def _load(self) -> dict:
+    def _load(self) -> dict[str, Any]:
         try:
-            return json.loads(self._path.read_text(encoding="utf-8"))
+            config: dict[str, Any] = json.loads(self._path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise BrokerAuthError(f"cannot read the plugin's file {self._path}: {exc}") from exc
+        return config
 
-    def _save(self, config: dict) -> None:
+    def _save(self, config: dict[str, Any]) -> None:
         # Write beside it and rename, so a crash leaves the old file or the new one, never
         # half of one; keep the owner (the broker's user) and keep it private.
         temp = self._path.with_name(self._path.name + ".firegrid-new")
@@ -360,7 +400,7 @@ class DynsecFile:
             raise BrokerAuthError(f"cannot write the plugin's file {self._path}: {exc}") from exc
 
 
-def _mosquitto_hash(password: str) -> dict:
+def _mosquitto_hash(password: str) -> _PasswordHash:
     """A client password the way Mosquitto 2.0's plugin stores it: PBKDF2-HMAC-SHA512 over
     12 random bytes of salt, 101 rounds, both base64 (mosquitto_ctrl writes the same)."""
     salt = secrets.token_bytes(12)
@@ -397,14 +437,16 @@ def setup_broker(mqtt_settings: MqttSettings, auth: BrokerAuthSettings,
             raise Invalid("username", "a service cannot use the dynamic-security admin account")
     control = _ControlClient(mqtt_settings, auth)
     try:
-        lookups = [{"command": "getRole", "rolename": name} for name in roles]
+        lookups: list[Command] = [{"command": "getRole", "rolename": name} for name in roles]
         lookups += [{"command": "getClient", "username": s.username} for s in services]
         found = control.exchange(lookups)
         for response, command in zip(found, lookups, strict=True):
             _raise_on_error(response, command.get("rolename") or command["username"],
                             missing_ok=True)
-        existing_roles = {name for name, r in zip(roles, found) if "data" in r}
-        existing_clients = set()
+        # The roles' answers come first, the services' after them.
+        existing_roles = {name for name, r in zip(roles, found[:len(roles)], strict=True)
+                          if "data" in r}
+        existing_clients: set[str] = set()
         for s, r in zip(services, found[len(roles):], strict=True):
             if "data" in r:
                 existing_clients.add(s.username)
@@ -412,12 +454,13 @@ def setup_broker(mqtt_settings: MqttSettings, auth: BrokerAuthSettings,
                        for x in r["data"]["client"].get("roles", [])):
                     raise BrokerAuthError(f"{s.username!r} is a device account; pick another "
                                           "username for the service")
-        work = [("default access", {"command": "setDefaultACLAccess", "acls": [
-            {"acltype": "publishClientSend", "allow": False},
-            {"acltype": "publishClientReceive", "allow": False},
-            {"acltype": "subscribe", "allow": False},
-            {"acltype": "unsubscribe", "allow": True},
-        ]})]
+        work: list[tuple[str, Command]] = [("default access", {
+            "command": "setDefaultACLAccess", "acls": [
+                {"acltype": "publishClientSend", "allow": False},
+                {"acltype": "publishClientReceive", "allow": False},
+                {"acltype": "subscribe", "allow": False},
+                {"acltype": "unsubscribe", "allow": True},
+            ]})]
         done = ["default access: deny publish, receive and subscribe"]
         for name, acls in roles.items():
             update = name in existing_roles
@@ -439,7 +482,7 @@ def setup_broker(mqtt_settings: MqttSettings, auth: BrokerAuthSettings,
         control.close()
 
 
-def _refuse_non_devices(clients: dict[str, dict]) -> None:
+def _refuse_non_devices(clients: dict[str, dict[str, Any]]) -> None:
     # Device ids share the username space with the admin and service accounts: never let a
     # device operation delete or re-key one of those.
     strangers = [name for name, client in clients.items()
@@ -450,7 +493,7 @@ def _refuse_non_devices(clients: dict[str, dict]) -> None:
             f"{_some(strangers)}; refusing to change them")
 
 
-def _delete_commands(device_id: str) -> list[dict]:
+def _delete_commands(device_id: str) -> list[Command]:
     return [{"command": "deleteClient", "username": device_id},
             {"command": "deleteRole", "rolename": device_role(device_id)}]
 
@@ -458,7 +501,7 @@ def _delete_commands(device_id: str) -> list[dict]:
 _NOT_FOUND = ("Client not found", "Role not found")
 
 
-def _raise_on_error(response: dict, who: str, *, missing_ok: bool = False) -> None:
+def _raise_on_error(response: Response, who: str, *, missing_ok: bool = False) -> None:
     error = response.get("error")
     if error is None or (missing_ok and error in _NOT_FOUND):
         return
@@ -493,7 +536,7 @@ def _some(names: Sequence[str], shown: int = 5) -> str:
     return ", ".join(repr(n) for n in names[:shown]) + more
 
 
-def _chunks(items: Sequence, size: int) -> Iterator[Sequence]:
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
 
@@ -544,11 +587,11 @@ class _ControlClient:
         self._refused: str | None = None
         self._connection = 0         # +1 per disconnect: a waiter sees it lost its session
         self._awaiting: int | None = None
-        self._answer: list | None = None
+        self._answer: list[Response] | None = None
 
-    def exchange(self, commands: list[dict]) -> list[dict]:
+    def exchange(self, commands: list[Command]) -> list[Response]:
         with self._exchange_lock:
-            self._connect()
+            client = self._connect()
             number = next(self._numbers)
             tag = f"{self._token}:{number}:"
             payload = json.dumps({"commands": [dict(c, correlationData=f"{tag}{i}")
@@ -557,7 +600,7 @@ class _ControlClient:
             with self._cond:
                 self._awaiting, self._answer = number, None
                 connection = self._connection
-            info = self._client.publish(CONTROL_TOPIC, payload, qos=1)
+            info = client.publish(CONTROL_TOPIC, payload, qos=1)
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 # paho keeps a QoS 1 message for the next connection: say so.
                 raise BrokerAuthError(
@@ -592,8 +635,9 @@ class _ControlClient:
 
     # --- connection -----------------------------------------------------------------------
 
-    def _connect(self) -> None:
-        if self._client is None:
+    def _connect(self) -> mqtt.Client:
+        client = self._client
+        if client is None:
             client = mqtt.Client(CallbackAPIVersion.VERSION2,
                                  client_id=f"firegrid-dynsec-{self._token}",
                                  protocol=mqtt.MQTTv5)
@@ -624,8 +668,10 @@ class _ControlClient:
         if not ready:
             raise BrokerAuthError(f"no session with the broker at {self._host}:{self._port} "
                                   f"within {self._timeout:g} s")
+        return client
 
-    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
+                    reason_code: ReasonCode, properties: Properties | None) -> None:
         if reason_code.is_failure:
             with self._cond:
                 self._refused = (
@@ -637,7 +683,8 @@ class _ControlClient:
         # A clean session every time: (re)subscribe, and be ready only once it is granted.
         client.subscribe(RESPONSE_TOPIC, qos=1)
 
-    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
+                      reason_codes: list[ReasonCode], properties: Properties | None) -> None:
         with self._cond:
             if any(rc.is_failure for rc in reason_codes):
                 self._refused = (f"{self._username!r} may not read {RESPONSE_TOPIC}: is it "
@@ -646,17 +693,20 @@ class _ControlClient:
                 self._ready = True
             self._cond.notify_all()
 
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+    def _on_disconnect(self, client: mqtt.Client, userdata: object,
+                       flags: mqtt.DisconnectFlags, reason_code: ReasonCode,
+                       properties: Properties | None) -> None:
         with self._cond:
             self._ready = False
             self._connection += 1
             self._cond.notify_all()
 
-    def _on_message(self, client, userdata, message) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: object,
+                    message: mqtt.MQTTMessage) -> None:
         try:
             responses = json.loads(message.payload)["responses"]
-            token, number, _ = str(responses[0].get("correlationData", "")).split(":")
-            number = int(number)
+            token, seq, _ = str(responses[0].get("correlationData", "")).split(":")
+            number = int(seq)
         except (ValueError, KeyError, IndexError, TypeError):
             return  # an answer to someone else (mosquitto_ctrl, another admin session)
         with self._cond:

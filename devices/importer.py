@@ -19,10 +19,11 @@ from __future__ import annotations
 import csv
 import os
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -33,7 +34,15 @@ from devices.broker import BrokerAuth
 from devices.credentials import new_password
 from devices.errors import ImportRejected, Unconfirmed
 from devices.models import (
-    CHANNELS, ROLE_AREA, Building, Community, Grid, NewDevice, Shift, Street, Worker,
+    CHANNELS,
+    ROLE_AREA,
+    Building,
+    Community,
+    Grid,
+    NewDevice,
+    Shift,
+    Street,
+    Worker,
 )
 
 _KINDS = {
@@ -62,11 +71,18 @@ class Problem:
         return f"{self.file}:{self.line}: {self.column}: {self.message}"
 
 
-@dataclass
-class _Row:
+_M = TypeVar("_M", bound=BaseModel)
+# Covariant, so that a table of streets is a table of hierarchy records.
+_R_co = TypeVar("_R_co", bound=BaseModel, covariant=True)
+# The records that have an id: one row per id in their table.
+_Rec = TypeVar("_Rec", Street, Community, Grid, Building, Worker, NewDevice)
+
+
+@dataclass(frozen=True)
+class _Row(Generic[_R_co]):
     file: str
     line: int
-    record: BaseModel
+    record: _R_co
     # The optional fields whose column the file has: only those update an existing row, so
     # a file without a names or an areas column leaves names and areas as they are.
     given: frozenset[str] | None = None
@@ -75,13 +91,13 @@ class _Row:
 @dataclass
 class Plan:
     """What an import would write, and what is wrong with it."""
-    streets: dict[str, _Row] = field(default_factory=dict)
-    communities: dict[str, _Row] = field(default_factory=dict)
-    grids: dict[str, _Row] = field(default_factory=dict)
-    buildings: dict[str, _Row] = field(default_factory=dict)
-    workers: dict[str, _Row] = field(default_factory=dict)
-    shifts: list[_Row] = field(default_factory=list)
-    devices: dict[str, _Row] = field(default_factory=dict)
+    streets: dict[str, _Row[Street]] = field(default_factory=dict)
+    communities: dict[str, _Row[Community]] = field(default_factory=dict)
+    grids: dict[str, _Row[Grid]] = field(default_factory=dict)
+    buildings: dict[str, _Row[Building]] = field(default_factory=dict)
+    workers: dict[str, _Row[Worker]] = field(default_factory=dict)
+    shifts: list[_Row[Shift]] = field(default_factory=list)
+    devices: dict[str, _Row[NewDevice]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
 
     def counts(self) -> dict[str, int]:
@@ -126,28 +142,29 @@ def run_import(conn: psycopg.Connection, broker: BrokerAuth, files: Iterable[Pat
         return ImportResult(plan, written=False)
 
     devices = [r.record for r in plan.devices.values()]
-    pending = None
-    if needs_password:
-        # The generated passwords go to disk before COMMIT, so a crash between the two can
-        # never leave registered devices whose passwords nobody has.
-        devices = [d if d.password else d.model_copy(update={"password": new_password()})
-                   for d in devices]
-        pending = _write_credentials(credentials_out.with_name(credentials_out.name + ".partial"),
-                                     devices)
+    if not needs_password:
+        registry.provision(conn, broker, devices, actor, iterations,
+                           before=lambda c: _write_registry(c, plan))
+        return ImportResult(plan, written=True)
+    assert credentials_out is not None  # without it the import was refused above
+    # The generated passwords go to disk before COMMIT, so a crash between the two can
+    # never leave registered devices whose passwords nobody has.
+    devices = [d if d.password else d.model_copy(update={"password": new_password()})
+               for d in devices]
+    pending = _write_credentials(credentials_out.with_name(credentials_out.name + ".partial"),
+                                 devices)
     try:
         registry.provision(conn, broker, devices, actor, iterations,
                            before=lambda c: _write_registry(c, plan))
     except Unconfirmed:
-        if pending is not None:  # the devices may be registered: their passwords must stay
-            pending.replace(credentials_out)
+        # The devices may be registered: their passwords must stay.
+        pending.replace(credentials_out)
         raise
     except BaseException:
-        if pending is not None:
-            pending.unlink(missing_ok=True)
+        pending.unlink(missing_ok=True)
         raise
-    if pending is not None:
-        pending.replace(credentials_out)
-    return ImportResult(plan, written=True, credentials_file=credentials_out if pending else None)
+    pending.replace(credentials_out)
+    return ImportResult(plan, written=True, credentials_file=credentials_out)
 
 
 def _write_credentials(path: Path, devices: list[NewDevice]) -> Path:
@@ -161,17 +178,19 @@ def _write_credentials(path: Path, devices: list[NewDevice]) -> Path:
 
 
 def _write_registry(conn: psycopg.Connection, plan: Plan) -> None:
-    for table, rows in (("street_offices", plan.streets), ("communities", plan.communities),
-                        ("grids", plan.grids), ("buildings", plan.buildings)):
+    hierarchy: tuple[tuple[str, Mapping[str, _Row[registry.HierarchyRecord]]], ...] = (
+        ("street_offices", plan.streets), ("communities", plan.communities),
+        ("grids", plan.grids), ("buildings", plan.buildings))
+    for table, rows in hierarchy:
         for given, records in _by_given(rows.values()):
             registry.upsert(conn, table, records, update=given)
-    for given, records in _by_given(plan.workers.values()):
-        registry.upsert_workers(conn, records, update=given)
+    for given, workers in _by_given(plan.workers.values()):
+        registry.upsert_workers(conn, workers, update=given)
     registry.add_shifts(conn, [r.record for r in plan.shifts])
 
 
-def _by_given(rows: Iterable[_Row]) -> list[tuple[frozenset[str] | None, list[BaseModel]]]:
-    groups: dict[frozenset[str] | None, list[BaseModel]] = defaultdict(list)
+def _by_given(rows: Iterable[_Row[_M]]) -> list[tuple[frozenset[str] | None, list[_M]]]:
+    groups: dict[frozenset[str] | None, list[_M]] = defaultdict(list)
     for row in rows:
         groups[row.given].append(row.record)
     return list(groups.items())
@@ -206,7 +225,8 @@ def _read(path: Path, plan: Plan, zone: ZoneInfo) -> None:
             for row in reader:
                 line = reader.line_num
                 if None in row:
-                    plan.problems.append(Problem(name, line, "(row)", "more fields than the header"))
+                    plan.problems.append(Problem(name, line, "(row)",
+                                                 "more fields than the header"))
                     continue
                 values = {k: (v or "").strip() for k, v in row.items() if k not in unknown}
                 if not any(values.values()):
@@ -229,8 +249,8 @@ def _header_help(header: list[str]) -> str:
     return f"not a firegrid import file (header {header}); each kind needs — {kinds}"
 
 
-def _validate(plan: Plan, model: type[BaseModel], data: dict, file: str, line: int,
-              columns: dict[str, str]) -> BaseModel | None:
+def _validate(plan: Plan, model: type[_M], data: Mapping[str, object], file: str, line: int,
+              columns: dict[str, str]) -> _M | None:
     """Build a record; on failure add one problem per bad field, named by its CSV column."""
     try:
         return model.model_validate({k: v for k, v in data.items() if v not in ("", None)})
@@ -243,8 +263,9 @@ def _validate(plan: Plan, model: type[BaseModel], data: dict, file: str, line: i
         return None
 
 
-def _add_unique(plan: Plan, table: dict[str, _Row], row: _Row, column: str, what: str) -> None:
-    key = row.record.id  # type: ignore[attr-defined]
+def _add_unique(plan: Plan, table: dict[str, _Row[_Rec]], row: _Row[_Rec], column: str,
+                what: str) -> None:
+    key = row.record.id
     seen = table.get(key)
     if seen is None:
         table[key] = row
@@ -254,31 +275,13 @@ def _add_unique(plan: Plan, table: dict[str, _Row], row: _Row, column: str, what
                                      f"{seen.file}:{seen.line}"))
 
 
-def _read_hierarchy(plan: Plan, file: str, line: int, v: dict, zone: ZoneInfo) -> None:
+def _read_hierarchy(plan: Plan, file: str, line: int, v: dict[str, str],
+                    zone: ZoneInfo) -> None:
     def given(*fields: tuple[str, str]) -> frozenset[str]:  # (field, column)
         return frozenset(f for f, column in fields if column in v)
 
-    parts = [
-        (Street, {"id": v.get("street_id"), "name": v.get("street_name") or v.get("street_id")},
-         {"id": "street_id", "name": "street_name"}, plan.streets, "street",
-         given(("name", "street_name"))),
-        (Community, {"id": v.get("community_id"), "street_id": v.get("street_id"),
-                     "name": v.get("community_name") or v.get("community_id")},
-         {"id": "community_id", "name": "community_name"}, plan.communities, "community",
-         given(("street_id", "street_id"), ("name", "community_name"))),
-        (Grid, {"id": v.get("grid_id"), "community_id": v.get("community_id"),
-                "name": v.get("grid_name") or v.get("grid_id"),
-                "households": v.get("grid_households")},
-         {"id": "grid_id", "households": "grid_households"}, plan.grids, "grid",
-         given(("community_id", "community_id"), ("name", "grid_name"),
-               ("households", "grid_households"))),
-    ]
-    if v.get("building_id"):
-        fields = ("grid_id", "address", "lat", "lon", "floors", "households", "use")
-        parts.append((Building, {"id": v["building_id"], **{k: v.get(k) for k in fields}},
-                      {"id": "building_id"}, plan.buildings, "building",
-                      given(*((f, f) for f in fields))))
-    for model, data, columns, table, what, present in parts:
+    def part(model: type[_Rec], data: dict[str, str | None], columns: dict[str, str],
+             table: dict[str, _Row[_Rec]], what: str, present: frozenset[str]) -> None:
         record = _validate(plan, model, data, file, line, columns)
         if record is not None:
             column = columns["id"]
@@ -287,44 +290,65 @@ def _read_hierarchy(plan: Plan, file: str, line: int, v: dict, zone: ZoneInfo) -
             add = _keep_first if what == "building" else _add_unique
             add(plan, table, row, column, what)
 
+    part(Street, {"id": v.get("street_id"), "name": v.get("street_name") or v.get("street_id")},
+         {"id": "street_id", "name": "street_name"}, plan.streets, "street",
+         given(("name", "street_name")))
+    part(Community, {"id": v.get("community_id"), "street_id": v.get("street_id"),
+                     "name": v.get("community_name") or v.get("community_id")},
+         {"id": "community_id", "name": "community_name"}, plan.communities, "community",
+         given(("street_id", "street_id"), ("name", "community_name")))
+    part(Grid, {"id": v.get("grid_id"), "community_id": v.get("community_id"),
+                "name": v.get("grid_name") or v.get("grid_id"),
+                "households": v.get("grid_households")},
+         {"id": "grid_id", "households": "grid_households"}, plan.grids, "grid",
+         given(("community_id", "community_id"), ("name", "grid_name"),
+               ("households", "grid_households")))
+    if v.get("building_id"):
+        fields = ("grid_id", "address", "lat", "lon", "floors", "households", "use")
+        part(Building, {"id": v["building_id"], **{k: v.get(k) for k in fields}},
+             {"id": "building_id"}, plan.buildings, "building",
+             given(*((f, f) for f in fields)))
 
-def _read_devices(plan: Plan, file: str, line: int, v: dict, zone: ZoneInfo) -> None:
-    data = {**v, "id": v.get("device_id")}
+
+def _read_devices(plan: Plan, file: str, line: int, v: dict[str, str], zone: ZoneInfo) -> None:
+    data: dict[str, str | datetime | None] = {**v, "id": v.get("device_id")}
     data.pop("device_id", None)
-    if data.get("installed_at"):
-        data["installed_at"] = _local_time(data["installed_at"], zone)
+    if v.get("installed_at"):
+        data["installed_at"] = _local_time(v["installed_at"], zone)
     record = _validate(plan, NewDevice, data, file, line, {"id": "device_id"})
-    _keep_first(plan, plan.devices, _Row(file, line, record), "device_id", "device")
+    if record is not None:
+        _keep_first(plan, plan.devices, _Row(file, line, record), "device_id", "device")
 
 
-def _read_workers(plan: Plan, file: str, line: int, v: dict, zone: ZoneInfo) -> None:
-    data = {"id": v.get("worker_id"), "name": v.get("name"), "role": v.get("role"),
-            "phone": v.get("phone"),
-            "channels": {c: v[c] for c in CHANNELS if v.get(c)},
-            "areas": v.get("areas", "").replace(";", " ").split()}
+def _read_workers(plan: Plan, file: str, line: int, v: dict[str, str], zone: ZoneInfo) -> None:
+    data: dict[str, object] = {
+        "id": v.get("worker_id"), "name": v.get("name"), "role": v.get("role"),
+        "phone": v.get("phone"),
+        "channels": {c: v[c] for c in CHANNELS if v.get(c)},
+        "areas": v.get("areas", "").replace(";", " ").split()}
     if v.get("active"):
         data["active"] = v["active"].lower() not in ("0", "false", "no", "n", "否")
-    present = {f for f in ("phone", "areas", "active") if f in v}
+    present: set[str] = {f for f in ("phone", "areas", "active") if f in v}
     if any(c in v for c in CHANNELS):
         present.add("channels")
     record = _validate(plan, Worker, data, file, line, {"id": "worker_id"})
-    _keep_first(plan, plan.workers, _Row(file, line, record, frozenset(present)), "worker_id",
-                "worker")
+    if record is not None:
+        _keep_first(plan, plan.workers, _Row(file, line, record, frozenset(present)),
+                    "worker_id", "worker")
 
 
-def _keep_first(plan: Plan, table: dict[str, _Row], row: _Row, column: str, what: str) -> None:
+def _keep_first(plan: Plan, table: dict[str, _Row[_Rec]], row: _Row[_Rec], column: str,
+                what: str) -> None:
     """Add a valid record; a second row with the same id is a problem, whatever it says."""
-    if row.record is None:
-        return
-    seen = table.get(row.record.id)  # type: ignore[attr-defined]
+    seen = table.get(row.record.id)
     if seen is not None:
         plan.problems.append(Problem(row.file, row.line, column, f"duplicate {what} id "
-                                     f"{row.record.id!r} (first on {seen.file}:{seen.line})"))  # type: ignore[attr-defined]
+                                     f"{row.record.id!r} (first on {seen.file}:{seen.line})"))
         return
-    table[row.record.id] = row  # type: ignore[attr-defined]
+    table[row.record.id] = row
 
 
-def _read_roster(plan: Plan, file: str, line: int, v: dict, zone: ZoneInfo) -> None:
+def _read_roster(plan: Plan, file: str, line: int, v: dict[str, str], zone: ZoneInfo) -> None:
     data = {k: (_local_time(v[k], zone) if k != "worker_id" and v.get(k) else v.get(k))
             for k in ("worker_id", "starts_at", "ends_at")}
     record = _validate(plan, Shift, data, file, line, {})
@@ -349,7 +373,7 @@ def _local_time(text: str, zone: ZoneInfo) -> str | datetime:
 
 def _check_references(conn: psycopg.Connection, plan: Plan) -> None:
     def known(table: str, extra: Iterable[str]) -> set[str]:
-        rows = conn.execute(f"SELECT id FROM {table}").fetchall()  # noqa: S608 - fixed names
+        rows = conn.execute(f"SELECT id FROM {table}").fetchall()
         return {r[0] for r in rows} | set(extra)
 
     streets = known("street_offices", plan.streets)
@@ -359,33 +383,36 @@ def _check_references(conn: psycopg.Connection, plan: Plan) -> None:
     workers = known("workers", plan.workers)
     add = plan.problems.append
 
-    for row in plan.communities.values():
-        if row.record.street_id not in streets:
-            add(Problem(row.file, row.line, "street_id", f"unknown street {row.record.street_id!r}"))
-    for row in plan.grids.values():
-        if row.record.community_id not in communities:
-            add(Problem(row.file, row.line, "community_id",
-                        f"unknown community {row.record.community_id!r}"))
-    for row in plan.buildings.values():
-        if row.record.grid_id not in grids:
-            add(Problem(row.file, row.line, "grid_id", f"unknown grid {row.record.grid_id!r}"))
+    for community in plan.communities.values():
+        if community.record.street_id not in streets:
+            add(Problem(community.file, community.line, "street_id",
+                        f"unknown street {community.record.street_id!r}"))
+    for grid in plan.grids.values():
+        if grid.record.community_id not in communities:
+            add(Problem(grid.file, grid.line, "community_id",
+                        f"unknown community {grid.record.community_id!r}"))
+    for building in plan.buildings.values():
+        if building.record.grid_id not in grids:
+            add(Problem(building.file, building.line, "grid_id",
+                        f"unknown grid {building.record.grid_id!r}"))
 
     areas = {"grid": grids, "community": communities, "street": streets}
-    for row in plan.workers.values():
-        level = ROLE_AREA[row.record.role]
-        for area in row.record.areas:
+    for worker in plan.workers.values():
+        level = ROLE_AREA[worker.record.role]
+        for area in worker.record.areas:
             if area not in areas[level]:
-                add(Problem(row.file, row.line, "areas",
-                            f"unknown {level} {area!r} (a {row.record.role} covers {level}s)"))
-    starts: dict[tuple[str, datetime], _Row] = {}
-    for row in plan.shifts:
-        if row.record.worker_id not in workers:
-            add(Problem(row.file, row.line, "worker_id", f"unknown worker {row.record.worker_id!r}"))
-        key = (row.record.worker_id, row.record.starts_at)
+                add(Problem(worker.file, worker.line, "areas",
+                            f"unknown {level} {area!r} (a {worker.record.role} covers {level}s)"))
+    starts: dict[tuple[str, datetime], _Row[Shift]] = {}
+    for shift in plan.shifts:
+        if shift.record.worker_id not in workers:
+            add(Problem(shift.file, shift.line, "worker_id",
+                        f"unknown worker {shift.record.worker_id!r}"))
+        key = (shift.record.worker_id, shift.record.starts_at)
         if key in starts:
-            add(Problem(row.file, row.line, "starts_at",
+            add(Problem(shift.file, shift.line, "starts_at",
                         f"duplicate shift (first on line {starts[key].line})"))
-        starts[key] = row
+        starts[key] = shift
 
     _check_devices(conn, plan, buildings)
 
@@ -397,7 +424,7 @@ def _check_devices(conn: psycopg.Connection, plan: Plan, buildings: set[str]) ->
     gateways = {r[0] for r in conn.execute(
         "SELECT id FROM devices WHERE kind = 'gateway' AND state <> 'retired'")}
     gateways |= {i for i, r in plan.devices.items() if r.record.kind == "gateway"}
-    floors = dict(conn.execute("SELECT id, floors FROM buildings").fetchall())
+    floors: dict[str, int] = dict(conn.execute("SELECT id, floors FROM buildings").fetchall())
     floors.update({i: r.record.floors for i, r in plan.buildings.items()})
     add = plan.problems.append
     for row in plan.devices.values():

@@ -8,14 +8,15 @@ spreadsheet and the API documentation speak the same words.
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from protocol.models import DEVICE_ID
 
-Ident = Annotated[str, Field(pattern=DEVICE_ID.pattern, description="letters, digits, _ . - ; up to 64")]
+Ident = Annotated[str, Field(pattern=DEVICE_ID.pattern,
+                             description="letters, digits, _ . - ; up to 64")]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 DEVICE_KINDS = ("smoke_detector", "camera", "gateway")
@@ -34,8 +35,8 @@ DEFAULT_HEARTBEAT_S = {"smoke_detector": 3600, "camera": 60, "gateway": 300}
 
 # Dates the registry can read back: PostgreSQL stores "0001-01-01T00:00+14:00" (1 BC in UTC)
 # but Python cannot load it, so one such row would break every listing that holds it.
-EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
-LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 
 
 def _aware_and_readable(value: datetime | None) -> datetime | None:

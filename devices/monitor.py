@@ -39,9 +39,11 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import Any
 
 import psycopg
+from prometheus_client import Counter
 
 from devices import metrics, rollup
 from runtime.db import classify, connect
@@ -173,14 +175,14 @@ def check(conn: psycopg.Connection, now: datetime, settings: DevicesSettings) ->
     report = MonitorReport()
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("SELECT pg_advisory_xact_lock(%s)", [_LOCK_KEY])
-        params["watching"] = cur.execute(_WATCHING, params).fetchone()[0]
+        params["watching"] = _value(cur, _WATCHING, params)
         report.offline_paused = not params["watching"]
-        report.closed["retired"] = cur.execute(_CLOSE_RETIRED, params).fetchone()[0]
-        report.closed["cleared"] = (cur.execute(_CLOSE_HEARD, params).fetchone()[0]
-                                    + cur.execute(_CLOSE_CLEARED, params).fetchone()[0])
+        report.closed["retired"] = _value(cur, _CLOSE_RETIRED, params)
+        report.closed["cleared"] = (_value(cur, _CLOSE_HEARD, params)
+                                    + _value(cur, _CLOSE_CLEARED, params))
         report.opened = dict(cur.execute(_OPEN, params).fetchall())
         report.open_tickets = dict(cur.execute(_OPEN_NOW).fetchall())
-        unclaimed = cur.execute(_UNCLAIMED).fetchone()[0]
+        unclaimed = _value(cur, _UNCLAIMED)
         report.communities = {(street, community): (watched, online) for
                               street, community, watched, online in
                               cur.execute(_COMMUNITIES, params).fetchall()}
@@ -196,6 +198,12 @@ def check(conn: psycopg.Connection, now: datetime, settings: DevicesSettings) ->
     metrics.OFFLINE_PAUSED.set(int(report.offline_paused))
     metrics.MONITOR_RUNS.inc()
     return report
+
+
+def _value(cur: psycopg.Cursor, query: str, params: dict[str, object] | None = None) -> Any:
+    row = cur.execute(query, params).fetchone()
+    assert row is not None  # EXISTS and count(*) answer one row
+    return row[0]
 
 
 # The (street, community) label pairs exported by the last check, to remove the series of
@@ -218,7 +226,7 @@ def _export_communities(communities: dict[tuple[str, str], tuple[int, int]]) -> 
 
 
 def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def run_monitor(settings: Settings, stop: threading.Event,
@@ -277,7 +285,7 @@ def run_rollup(settings: Settings, stop: threading.Event,
 
 
 def _every(settings: Settings, stop: threading.Event, interval: float, what: str,
-           failures, step: Callable[[psycopg.Connection], None]) -> None:
+           failures: Counter, step: Callable[[psycopg.Connection], None]) -> None:
     """step(conn) now and every `interval` s until `stop`. A database failure is logged as
     its kind, counted in `failures`, and tried again at the next interval on a new
     connection: the work is idempotent, so starting over loses nothing."""

@@ -220,8 +220,9 @@ def tickets(conn: psycopg.Connection, *, status: str = "open", condition: str | 
             grid_id: str | None = None, community_id: str | None = None,
             assigned_to: str | None = None, limit: int = 100, offset: int = 0) -> list[Row]:
     """Maintenance tickets, newest first; status is open, closed or all."""
-    state = {"open": [("t.closed_at IS NULL", [])], "closed": [("t.closed_at IS NOT NULL", [])],
-             "all": []}[status]
+    state: list[tuple[str, list[Any]]] = {
+        "open": [("t.closed_at IS NULL", [])], "closed": [("t.closed_at IS NOT NULL", [])],
+        "all": []}[status]
     where, params = _where({"t.condition": condition, "t.device_id": device_id,
                             "d.building_id": building_id, "b.grid_id": grid_id,
                             "g.community_id": community_id, "t.assigned_to": assigned_to},

@@ -16,18 +16,24 @@ import re
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
 from psycopg.types.json import Jsonb
 
 from devices.broker import BrokerAuth
-from devices.credentials import DeviceCredentials
-from devices.credentials import hash_password, new_password
+from devices.credentials import DeviceCredentials, hash_password, new_password
 from devices.errors import Conflict, Invalid, NotFound, Unconfirmed
 from devices.models import (
-    ROLE_AREA, Building, Community, DevicePlacement, Grid, NewDevice, Shift, Street, Worker,
+    ROLE_AREA,
+    Building,
+    Community,
+    DevicePlacement,
+    Grid,
+    NewDevice,
+    Shift,
+    Street,
+    Worker,
 )
 
 
@@ -54,7 +60,10 @@ _HIERARCHY = {
 }
 
 
-def upsert(conn: psycopg.Connection, table: str, rows: Sequence,
+HierarchyRecord = Street | Community | Grid | Building
+
+
+def upsert(conn: psycopg.Connection, table: str, rows: Sequence[HierarchyRecord],
            update: Collection[str] | None = None) -> None:
     """Insert or update hierarchy rows by id (streets, communities, grids, buildings).
     An existing row takes only the fields in `update` (default: all), so a file without a
@@ -69,7 +78,8 @@ def upsert(conn: psycopg.Connection, table: str, rows: Sequence,
     if not changed:
         sql += " ON CONFLICT (id) DO NOTHING"
     else:
-        sql += (f" ON CONFLICT (id) DO UPDATE SET {', '.join(f'{c} = EXCLUDED.{c}' for c in changed)}"
+        sql += (" ON CONFLICT (id) DO UPDATE SET "
+                f"{', '.join(f'{c} = EXCLUDED.{c}' for c in changed)}"
                 f" WHERE ({', '.join(f'{table}.{c}' for c in changed)}, NULL)"
                 f" IS DISTINCT FROM ({', '.join(f'EXCLUDED.{c}' for c in changed)}, NULL)")
     with conn.cursor() as cur:
@@ -142,7 +152,7 @@ def issue_credentials(devices: Sequence[NewDevice], iterations: int
 
 def provision(conn: psycopg.Connection, broker: BrokerAuth, devices: Sequence[NewDevice],
               actor: str, iterations: int,
-              before: Callable[[psycopg.Connection], None] | None = None,
+              before: Callable[[psycopg.Connection], object] | None = None,
               ) -> list[DeviceCredentials]:
     """Register devices with fresh credentials, in one transaction with `before` (the CSV
     import writes the hierarchy and people there). Returns the credentials, the only time
@@ -259,7 +269,7 @@ def reconcile(conn: psycopg.Connection, accounts: set[str]) -> tuple[list[str], 
     went unconfirmed. Returns (stale, missing): accounts whose device is retired or not
     registered (remove them), and live devices without an account (rotate their
     credentials: that recreates the account)."""
-    states = dict(conn.execute("SELECT id, state FROM devices").fetchall())
+    states: dict[str, str] = dict(conn.execute("SELECT id, state FROM devices").fetchall())
     stale = sorted(a for a in accounts if states.get(a, "retired") == "retired")
     missing = sorted(i for i, state in states.items()
                      if state != "retired" and i not in accounts)
@@ -275,7 +285,8 @@ def _live_device(conn: psycopg.Connection, device_id: str) -> str:
         raise NotFound("device", device_id)
     if row[1] == "retired":
         raise Conflict(f"device {device_id!r} is retired")
-    return row[0]
+    kind: str = row[0]
+    return kind
 
 
 # --- errors -------------------------------------------------------------------------------
@@ -285,7 +296,7 @@ _TABLE_NOUN = {"buildings": "building", "grids": "grid", "communities": "communi
                "street_offices": "street office", "devices": "device", "workers": "worker"}
 
 
-def translate(exc: psycopg.errors.IntegrityError) -> Exception:
+def translate(exc: psycopg.errors.IntegrityError) -> NotFound | Conflict | Invalid:
     """Turn a constraint violation into NotFound/Conflict/Invalid naming the field."""
     detail = exc.diag.message_detail or ""
     match = _KEY.search(detail)

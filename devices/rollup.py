@@ -127,7 +127,9 @@ def refresh(conn: psycopg.Connection, now: datetime, *, late_days: int = 30,
         raise ValueError("refresh() needs an autocommit connection (one transaction per day)")
     started = time.perf_counter()
     report = RollupReport()
-    if not conn.execute("SELECT pg_try_advisory_lock(%s)", [_LOCK_KEY]).fetchone()[0]:
+    locked = conn.execute("SELECT pg_try_advisory_lock(%s)", [_LOCK_KEY]).fetchone()
+    assert locked is not None  # a SELECT without FROM answers one row
+    if not locked[0]:
         report.skipped = True
         return report
     try:
@@ -159,7 +161,9 @@ def _refresh(conn: psycopg.Connection, now: datetime, late_days: int, future_s: 
     if state is None:
         # The first run: history starts at the oldest reading, and the backfill computes
         # every day, so there is nothing to settle today.
-        oldest = conn.execute("SELECT min(ts) FROM readings").fetchone()[0]
+        row = conn.execute("SELECT min(ts) FROM readings").fetchone()
+        assert row is not None  # an aggregate answers one row, NULL when there is none
+        oldest = row[0]
         first = local_day(oldest) if oldest is not None else live[0]
         state = (min(first, live[0]) - timedelta(days=1), today)
         conn.execute("INSERT INTO readings_daily_state (filled_through, settled_on,"

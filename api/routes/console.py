@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials, SecurityScopes
 from fastapi.sse import EventSourceResponse, ServerSentEvent
@@ -37,7 +38,14 @@ from alerts import loop
 from alerts.queries import Scope
 from api import sessions
 from api.auth import (
-    CONSOLE_HEADER, PERMISSIONS, SESSION_COOKIE, Actor, _bearer, allow, area_scope, authenticate,
+    CONSOLE_HEADER,
+    PERMISSIONS,
+    SESSION_COOKIE,
+    Actor,
+    _bearer,
+    allow,
+    area_scope,
+    authenticate,
 )
 from api.deps import Conn
 from api.live import Hub, Update
@@ -105,7 +113,8 @@ def _secure(request: Request) -> bool:
 
 
 @router.post("/v1/console/login", include_in_schema=False)
-def login(body: LoginBody, request: Request, response: Response, conn: Conn) -> dict:
+def login(body: LoginBody, request: Request, response: Response,
+          conn: Conn) -> dict[str, Any]:
     # A cross-site form cannot set the header: nobody can log a browser in to their session.
     _require_console_header(request)
     session = sessions.start(conn, body.token)
@@ -151,9 +160,9 @@ class Me(BaseModel):
     now: datetime = Field(description="the server's clock, for the page's timers")
 
 
-def _me(conn, actor: Actor) -> dict:
+def _me(conn: psycopg.Connection, actor: Actor) -> dict[str, Any]:
     name = None
-    areas: list[dict] = []
+    areas: list[dict[str, str]] = []
     if actor.worker_id is not None:
         row = conn.execute("SELECT name FROM workers WHERE id = %s", [actor.worker_id]).fetchone()
         name = row[0] if row else None
@@ -173,7 +182,7 @@ def _me(conn, actor: Actor) -> dict:
 
 @router.get("/v1/console/me", response_model=Me,
             summary="Who you are, the area you see, and whether you may act")
-def me(actor: Annotated[Actor, allow("incidents:read")], conn: Conn) -> dict:
+def me(actor: Annotated[Actor, allow("incidents:read")], conn: Conn) -> dict[str, Any]:
     return _me(conn, actor)
 
 

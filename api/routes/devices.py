@@ -9,17 +9,31 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+import psycopg
 from fastapi import APIRouter, Response
 
-from devices import queries, registry
 from api.auth import Actor, allow
 from api.deps import AppSettings, Broker, Conn
 from api.schemas import (
-    Credentials, Device, DeviceBody, DeviceSummary, HistoryEntry, Limit, Offset, Page, PathId,
-    QueryId, StateChange, page, shown_once,
+    Credentials,
+    Device,
+    DeviceBody,
+    DeviceSummary,
+    HistoryEntry,
+    Limit,
+    Offset,
+    Page,
+    Paged,
+    PathId,
+    QueryId,
+    StateChange,
+    page,
+    shown_once,
 )
+from devices import queries, registry
 from devices.errors import NotFound
 from devices.models import DEVICE_KINDS, DEVICE_STATES, DevicePlacement
+from devices.queries import Row
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
 
@@ -27,7 +41,7 @@ Reader = Annotated[Actor, allow("registry:read")]
 Writer = Annotated[Actor, allow("devices:write")]
 
 
-def _device(conn, device_id: str) -> dict:
+def _device(conn: psycopg.Connection, device_id: str) -> Row:
     row = queries.device(conn, device_id)
     if row is None:
         raise NotFound("device", device_id)
@@ -48,7 +62,7 @@ def list_devices(_: Reader, conn: Conn, building_id: QueryId = None, grid_id: Qu
                  community_id: QueryId = None, street_id: QueryId = None,
                  kind: Literal[DEVICE_KINDS] | None = None,  # type: ignore[valid-type]
                  state: Literal[DEVICE_STATES] | None = None,  # type: ignore[valid-type]
-                 limit: Limit = 100, offset: Offset = 0) -> dict:
+                 limit: Limit = 100, offset: Offset = 0) -> Paged[Row]:
     rows = queries.devices(conn, building_id=building_id, grid_id=grid_id,
                            community_id=community_id, street_id=street_id, kind=kind,
                            state=state, limit=limit + 1, offset=offset)
@@ -57,20 +71,20 @@ def list_devices(_: Reader, conn: Conn, building_id: QueryId = None, grid_id: Qu
 
 @router.get("/{device_id}", response_model=Device,
             summary="One device, with when it was last heard and its open tickets")
-def get_device(device_id: PathId, _: Reader, conn: Conn) -> dict:
+def get_device(device_id: PathId, _: Reader, conn: Conn) -> Row:
     return _device(conn, device_id)
 
 
 @router.post("/{device_id}/move", response_model=Device,
              summary="Move a device to another building, floor or spot")
-def move(device_id: PathId, body: DevicePlacement, actor: Writer, conn: Conn) -> dict:
+def move(device_id: PathId, body: DevicePlacement, actor: Writer, conn: Conn) -> Row:
     registry.move_device(conn, device_id, body, actor.history_name)
     return _device(conn, device_id)
 
 
 @router.post("/{device_id}/state", response_model=Device,
              summary="Put a device into maintenance or back to active")
-def set_state(device_id: PathId, body: StateChange, actor: Writer, conn: Conn) -> dict:
+def set_state(device_id: PathId, body: StateChange, actor: Writer, conn: Conn) -> Row:
     registry.set_state(conn, device_id, body.state, actor.history_name)
     return _device(conn, device_id)
 
@@ -86,7 +100,7 @@ def rotate_credentials(device_id: PathId, actor: Writer, conn: Conn, broker: Bro
 
 @router.post("/{device_id}/retire", response_model=Device,
              summary="Retire a device for good: its credentials are deleted, its history kept")
-def retire(device_id: PathId, actor: Writer, conn: Conn, broker: Broker) -> dict:
+def retire(device_id: PathId, actor: Writer, conn: Conn, broker: Broker) -> Row:
     registry.retire_device(conn, broker, device_id, actor.history_name)
     return _device(conn, device_id)
 
@@ -94,7 +108,7 @@ def retire(device_id: PathId, actor: Writer, conn: Conn, broker: Broker) -> dict
 @router.get("/{device_id}/history", response_model=Page[HistoryEntry],
             summary="Every change to the device's registration: who, when, what")
 def history(device_id: PathId, _: Reader, conn: Conn, limit: Limit = 100,
-            offset: Offset = 0) -> dict:
+            offset: Offset = 0) -> Paged[Row]:
     _device(conn, device_id)
     rows = queries.device_history(conn, device_id, limit=limit + 1, offset=offset)
     return page(rows, limit, offset)

@@ -13,16 +13,17 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
+import psycopg
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from alerts import loop, queries
 from alerts.errors import NotFound
-from alerts.queries import Scope
+from alerts.queries import Row, Scope
 from alerts.rules import Policy, load_policy
 from api.auth import Actor, allow, area_scope
 from api.deps import AppSettings, Conn
-from api.schemas import Limit, Offset, Page, QueryId, RowId, page
+from api.schemas import Limit, Offset, Page, Paged, QueryId, RowId, page
 from devices.models import EARLIEST, LATEST
 
 router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
@@ -151,7 +152,7 @@ def _policy(rules_file: str | None) -> Policy:
     return load_policy(rules_file)
 
 
-def _scope_for(conn, actor: Actor, incident_id: int) -> Scope:
+def _scope_for(conn: psycopg.Connection, actor: Actor, incident_id: int) -> Scope:
     """The caller's scope, once the incident is known to lie in it."""
     scope = area_scope(conn, actor)
     if not queries.in_scope(conn, incident_id, scope):
@@ -159,7 +160,7 @@ def _scope_for(conn, actor: Actor, incident_id: int) -> Scope:
     return scope
 
 
-def _detail(conn, incident_id: int, scope: Scope) -> dict:
+def _detail(conn: psycopg.Connection, incident_id: int, scope: Scope) -> Row:
     row = queries.incident(conn, incident_id, scope)
     if row is None:
         raise NotFound("incident", str(incident_id))
@@ -179,7 +180,7 @@ def list_incidents(actor: Reader, conn: Conn,
                    grid_id: QueryId = None, community_id: QueryId = None,
                    building_id: QueryId = None, since: Since = None,
                    resolved_since: ResolvedSince = None,
-                   limit: Limit = 100, offset: Offset = 0) -> dict:
+                   limit: Limit = 100, offset: Offset = 0) -> Paged[Row]:
     rows = queries.list_incidents(conn, scope=area_scope(conn, actor), state=state,
                                   grid_id=grid_id, community_id=community_id,
                                   building_id=building_id, since=since,
@@ -190,14 +191,14 @@ def list_incidents(actor: Reader, conn: Conn,
 
 @router.get("/{incident_id}", response_model=IncidentDetail,
             summary="One incident with its alerts, audit log and pages")
-def get_incident(incident_id: RowId, actor: Reader, conn: Conn) -> dict:
+def get_incident(incident_id: RowId, actor: Reader, conn: Conn) -> Row:
     return _detail(conn, incident_id, area_scope(conn, actor))
 
 
 @router.post("/{incident_id}/acknowledge", response_model=IncidentDetail,
              summary="I have it: stops the escalation; repeating it changes nothing")
 def acknowledge(incident_id: RowId, actor: Responder, conn: Conn,
-                body: NoteBody | None = None) -> dict:
+                body: NoteBody | None = None) -> Row:
     scope = _scope_for(conn, actor, incident_id)
     loop.acknowledge(conn, incident_id, actor.history_name, body.note if body else None)
     return _detail(conn, incident_id, scope)
@@ -206,7 +207,7 @@ def acknowledge(incident_id: RowId, actor: Responder, conn: Conn,
 @router.post("/{incident_id}/arrive", response_model=IncidentDetail,
              summary="I am on site (acknowledges too, if nobody had)")
 def arrive(incident_id: RowId, actor: Responder, conn: Conn,
-           body: NoteBody | None = None) -> dict:
+           body: NoteBody | None = None) -> Row:
     scope = _scope_for(conn, actor, incident_id)
     loop.arrive(conn, incident_id, actor.history_name, body.note if body else None)
     return _detail(conn, incident_id, scope)
@@ -215,7 +216,7 @@ def arrive(incident_id: RowId, actor: Responder, conn: Conn,
 @router.post("/{incident_id}/resolve", response_model=IncidentDetail,
              summary="Close the incident with its cause and a note of what was done")
 def resolve(incident_id: RowId, body: ResolveBody, actor: Responder, conn: Conn,
-            settings: AppSettings) -> dict:
+            settings: AppSettings) -> Row:
     scope = _scope_for(conn, actor, incident_id)
     loop.resolve(conn, incident_id, actor.history_name, body.cause, body.note,
                  _policy(settings.alerts.rules_file))
@@ -224,7 +225,7 @@ def resolve(incident_id: RowId, body: ResolveBody, actor: Responder, conn: Conn,
 
 @router.post("/{incident_id}/reopen", response_model=IncidentDetail,
              summary="Reopen a resolved incident: the escalation starts again at once")
-def reopen(incident_id: RowId, body: ReopenBody, actor: Responder, conn: Conn) -> dict:
+def reopen(incident_id: RowId, body: ReopenBody, actor: Responder, conn: Conn) -> Row:
     scope = _scope_for(conn, actor, incident_id)
     loop.reopen(conn, incident_id, actor.history_name, body.note)
     return _detail(conn, incident_id, scope)

@@ -6,22 +6,34 @@ field technicians and grid roles do not.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
+import psycopg
 from fastapi import APIRouter, Body, Query
 from fastapi.exceptions import RequestValidationError
 from pydantic import AwareDatetime, BaseModel
 
-from devices import queries, registry
 from api.auth import Actor, allow
 from api.deps import Conn
 from api.schemas import (
-    Limit, Offset, Page, PathId, QueryId, ShiftBody, ShiftOut, WorkerBody,
-    WorkerOut, page, with_path_id,
+    Limit,
+    Offset,
+    Page,
+    Paged,
+    PathId,
+    QueryId,
+    ShiftBody,
+    ShiftOut,
+    WorkerBody,
+    WorkerOut,
+    page,
+    with_path_id,
 )
+from devices import queries, registry
 from devices.errors import Invalid, NotFound
 from devices.models import EARLIEST, LATEST, WORKER_ROLES
+from devices.queries import Row
 
 router = APIRouter(prefix="/v1", tags=["people"])
 
@@ -32,7 +44,7 @@ Admin = Annotated[Actor, allow("people:write")]
 _AREA_COLUMNS = ("grid_id", "community_id", "street_id")
 
 
-def _worker(conn, worker_id: str) -> dict:
+def _worker(conn: psycopg.Connection, worker_id: str) -> Row:
     row = queries.worker(conn, worker_id)
     if row is None:
         raise NotFound("worker", worker_id)
@@ -41,7 +53,7 @@ def _worker(conn, worker_id: str) -> dict:
 
 @router.put("/workers/{worker_id}", response_model=WorkerOut,
             summary="Create or update a worker; `areas` replaces the areas they cover")
-def put_worker(worker_id: PathId, body: WorkerBody, actor: Admin, conn: Conn) -> dict:
+def put_worker(worker_id: PathId, body: WorkerBody, actor: Admin, conn: Conn) -> Row:
     try:
         with registry.changes(conn, actor.history_name):
             registry.upsert_workers(conn, [with_path_id(body, worker_id)])
@@ -57,14 +69,15 @@ def put_worker(worker_id: PathId, body: WorkerBody, actor: Admin, conn: Conn) ->
 def list_workers(_: Reader, conn: Conn,
                  role: Literal[WORKER_ROLES] | None = None,  # type: ignore[valid-type]
                  area: QueryId = None,
-                 active: bool | None = None, limit: Limit = 100, offset: Offset = 0) -> dict:
+                 active: bool | None = None, limit: Limit = 100,
+                 offset: Offset = 0) -> Paged[Row]:
     rows = queries.workers(conn, role=role, area=area, active=active, limit=limit + 1,
                            offset=offset)
     return page(rows, limit, offset)
 
 
 @router.get("/workers/{worker_id}", response_model=WorkerOut, summary="One worker")
-def get_worker(worker_id: PathId, _: Reader, conn: Conn) -> dict:
+def get_worker(worker_id: PathId, _: Reader, conn: Conn) -> Row:
     return _worker(conn, worker_id)
 
 
@@ -91,8 +104,8 @@ To = Annotated[AwareDatetime | None, Query(alias="to", ge=EARLIEST, le=LATEST)]
             summary="Shifts overlapping [from, to): by default the coming 7 days; at most 92")
 def get_roster(_: Reader, conn: Conn,
                start: From = None, end: To = None,
-               worker_id: QueryId = None) -> list[dict]:
-    start = start or datetime.now(timezone.utc)
+               worker_id: QueryId = None) -> list[Row]:
+    start = start or datetime.now(UTC)
     end = end or start + timedelta(days=7)
     if not timedelta(0) < end - start <= _LONGEST:
         raise RequestValidationError([{

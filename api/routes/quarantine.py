@@ -11,13 +11,23 @@ from typing import Annotated
 
 from fastapi import APIRouter, Response
 
-from devices import quarantine, queries, registry
 from api.auth import Actor, allow
 from api.deps import AppSettings, Broker, Conn
 from api.schemas import (
-    ClaimBody, Credentials, Limit, Offset, Page, PathId, QuarantineEntry, page, shown_once,
+    ClaimBody,
+    Credentials,
+    Limit,
+    Offset,
+    Page,
+    Paged,
+    PathId,
+    QuarantineEntry,
+    page,
+    shown_once,
     with_path_id,
 )
+from devices import quarantine, queries, registry
+from devices.queries import Row
 
 router = APIRouter(prefix="/v1/quarantine", tags=["quarantine"])
 
@@ -28,7 +38,7 @@ Writer = Annotated[Actor, allow("devices:write")]
 @router.get("", response_model=Page[QuarantineEntry],
             summary="Unregistered ids heard from, most recent first")
 def list_quarantine(_: Reader, conn: Conn, claimed: bool = False, limit: Limit = 100,
-                    offset: Offset = 0) -> dict:
+                    offset: Offset = 0) -> Paged[Row]:
     rows = queries.quarantine(conn, claimed=claimed, limit=limit + 1, offset=offset)
     return page(rows, limit, offset)
 
@@ -37,7 +47,8 @@ def list_quarantine(_: Reader, conn: Conn, claimed: bool = False, limit: Limit =
              summary="Register a quarantined id as a device; answers its MQTT password once")
 def claim(device_id: PathId, body: ClaimBody, actor: Writer, conn: Conn, broker: Broker,
           settings: AppSettings, response: Response) -> Credentials:
-    [creds] = registry.provision(conn, broker, [with_path_id(body, device_id)],
-                                 actor.history_name, settings.broker_auth.hash_iterations,
-                                 before=lambda tx: quarantine.claim(tx, device_id, actor.history_name))
+    [creds] = registry.provision(
+        conn, broker, [with_path_id(body, device_id)], actor.history_name,
+        settings.broker_auth.hash_iterations,
+        before=lambda tx: quarantine.claim(tx, device_id, actor.history_name))
     return shown_once(creds, response)

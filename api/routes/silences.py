@@ -12,9 +12,10 @@ from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from alerts import silences
+from alerts.queries import Row
 from api.auth import Actor, allow, area_scope
 from api.deps import Conn
-from api.schemas import Limit, Offset, Page, QueryId, RowId, page
+from api.schemas import Limit, Offset, Page, Paged, QueryId, RowId, page
 from devices.models import EARLIEST, LATEST, Ident
 
 router = APIRouter(prefix="/v1/silences", tags=["silences"])
@@ -55,7 +56,8 @@ class SilenceOut(BaseModel):
 def list_silences(actor: Reader, conn: Conn,
                   active: Annotated[bool, Query(description="only those not over yet")] = True,
                   device_id: QueryId = None, building_id: QueryId = None,
-                  grid_id: QueryId = None, limit: Limit = 100, offset: Offset = 0) -> dict:
+                  grid_id: QueryId = None, limit: Limit = 100,
+                  offset: Offset = 0) -> Paged[Row]:
     rows = silences.list_silences(conn, active_only=active, scope=area_scope(conn, actor),
                                   device_id=device_id, building_id=building_id,
                                   grid_id=grid_id, limit=limit + 1, offset=offset)
@@ -64,7 +66,7 @@ def list_silences(actor: Reader, conn: Conn,
 
 @router.post("", status_code=201, response_model=SilenceOut,
              summary="Mute the pages for a device, building or grid until ends_at")
-def create_silence(body: SilenceBody, actor: Writer, conn: Conn) -> dict:
+def create_silence(body: SilenceBody, actor: Writer, conn: Conn) -> Row:
     return silences.create(conn, actor.history_name, device_id=body.device_id,
                            building_id=body.building_id, grid_id=body.grid_id,
                            starts_at=body.starts_at, ends_at=body.ends_at, reason=body.reason,
@@ -73,5 +75,5 @@ def create_silence(body: SilenceBody, actor: Writer, conn: Conn) -> dict:
 
 @router.post("/{silence_id}/end", response_model=SilenceOut,
              summary="End a silence now; ending one that is over changes nothing")
-def end_silence(silence_id: RowId, actor: Writer, conn: Conn) -> dict:
+def end_silence(silence_id: RowId, actor: Writer, conn: Conn) -> Row:
     return silences.end(conn, silence_id, actor.history_name, scope=area_scope(conn, actor))

@@ -6,10 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Response
 
-from devices import queries
 from api.auth import Actor, allow, issue_token, revoke_token
 from api.deps import Conn
 from api.schemas import RowId, TokenCreated, TokenInfo, TokenRequest
+from devices import queries
+from devices.queries import Row
 
 router = APIRouter(prefix="/v1/tokens", tags=["tokens"])
 
@@ -17,7 +18,7 @@ Admin = Annotated[Actor, allow("tokens:manage")]
 
 
 @router.get("", response_model=list[TokenInfo], summary="List tokens (never the tokens themselves)")
-def list_tokens(_: Admin, conn: Conn, revoked: bool = False) -> list[dict]:
+def list_tokens(_: Admin, conn: Conn, revoked: bool = False) -> list[Row]:
     return queries.tokens(conn, revoked=revoked)
 
 
@@ -33,6 +34,8 @@ def create(body: TokenRequest, actor: Admin, conn: Conn, response: Response) -> 
 
 @router.post("/{token_id}/revoke", response_model=TokenInfo,
              summary="Revoke a token: it is refused from now on")
-def revoke(token_id: RowId, actor: Admin, conn: Conn) -> dict:
+def revoke(token_id: RowId, actor: Admin, conn: Conn) -> Row:
     revoke_token(conn, token_id, actor=actor.history_name)  # NotFound for an unknown id
-    return queries.token(conn, token_id)
+    row = queries.token(conn, token_id)
+    assert row is not None  # tokens are revoked, never deleted
+    return row
