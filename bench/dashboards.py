@@ -103,7 +103,8 @@ x AS (SELECT g, now() - random() * interval '365 days' AS o, random() AS r_d, ra
 INSERT INTO maintenance_tickets (device_id, condition, opened_at, detail, closed_at,
                                  close_reason, closed_by)
 SELECT d.ids[1 + floor(x.r_d * array_length(d.ids, 1))::int],
-       (ARRAY['offline', 'low_battery', 'tamper', 'fault', 'false_alarms'])[1 + floor(x.r_c * 5)::int],
+       (ARRAY['offline', 'low_battery', 'tamper', 'fault', 'false_alarms'])
+           [1 + floor(x.r_c * 5)::int],
        x.o, 'bench', x.o + interval '2 days', 'cleared', 'monitor'
 FROM d, x;
 

@@ -110,7 +110,7 @@ class Fleet:
 
 
 def device_id(d: int) -> str:
-    return "sd%06d" % d
+    return f"sd{d:06d}"
 
 
 def now_ms() -> int:
@@ -418,8 +418,8 @@ class Bench:
         return r
 
     def prepare(self, mq, client_id: str, protocol: str) -> None:
-        from transport.mqtt import subscriptions
         from runtime.settings import MqttSettings
+        from transport.mqtt import subscriptions
         mqttraw.prepare_session(HOST, mq.port, client_id, subscriptions(MqttSettings()),
                                 version=_version(protocol),
                                 session_expiry=MqttSettings().session_expiry_s)
@@ -878,7 +878,8 @@ def report(args, res, sweep, n, naive_n, sweep_n, pg_version, total_s) -> None:
         add(f"{'  same, --workers ' + str(wk['workers']) + ' (one shared subscription)':<54} "
             f"{n:>10,} {wk['seconds']:>8.2f} {fmt_rate(wk['rate']):>9}  "
             + (f"{wk['rate'] / base:.2f}x vs paho MQTT {proto}" if base else "")
-            + f"  lost {wk['lost']} dup {wk['duplicated']}" + (f"  {wk['note']}" if wk.get("note") else ""))
+            + f"  lost {wk['lost']} dup {wk['duplicated']}"
+            + (f"  {wk['note']}" if wk.get("note") else ""))
     if "paho" in res:
         row("paho-mqtt 2 count-only, MQTT 5, ReceiveMax 65535", res["paho"], n, ratio("paho"))
     if "paho311" in res:

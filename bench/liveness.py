@@ -25,7 +25,7 @@ import argparse
 import statistics
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -33,8 +33,8 @@ sys.path.insert(0, str(REPO))
 
 import psycopg  # noqa: E402
 
-from ingest.liveness import LivenessTracker  # noqa: E402
 from devices.monitor import check  # noqa: E402
+from ingest.liveness import LivenessTracker  # noqa: E402
 from protocol.decode import Decoder  # noqa: E402
 from runtime import migrate  # noqa: E402
 from runtime.localsvc import Postgres, make_state_dir  # noqa: E402
@@ -130,7 +130,7 @@ def main() -> int:
             print("flush 2..6 (all updates): " + ", ".join(f"{t:.3f}" for t in steady) + " s")
 
             # Every camera silent 10 minutes after its last keepalive: tickets for all.
-            later = datetime.fromtimestamp(now_ms / 1000 + 6 * 60 + 600, timezone.utc)
+            later = datetime.fromtimestamp(now_ms / 1000 + 6 * 60 + 600, UTC)
             conn.execute("UPDATE ingest_heartbeats SET since = %s, flushed_at = %s",
                          [later - timedelta(days=1), later])
             started = time.perf_counter()

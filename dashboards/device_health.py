@@ -12,8 +12,16 @@ from grafana_foundation_sdk.builders import stat, table, timeseries
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
-from dashboards.common import (DEVICE_STATUS, FALSE_ALARM_CAUSES, SCOPE_WHERE, Sql, base,
-                               area_variables, scope, sized)
+from dashboards.common import (
+    DEVICE_STATUS,
+    FALSE_ALARM_CAUSES,
+    SCOPE_WHERE,
+    Sql,
+    area_variables,
+    base,
+    scope,
+    sized,
+)
 
 UID = "firegrid-device-health"
 

@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true",
                         help="compare with the committed JSON instead of writing it")
-    parser.add_argument("--out", type=Path, default=JSON_DIR, help="directory (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=JSON_DIR,
+                        help="directory (default %(default)s)")
     args = parser.parse_args(argv)
     stale = []
     for name, text in rendered().items():

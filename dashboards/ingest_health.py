@@ -87,8 +87,8 @@ def build() -> dash.Dashboard:
        "transient database error; reconnects where the broker had lost the session."))
     d.with_panel(sized(
         stat.Panel().title("连接 Connections")
-        .with_target(promql('min(firegrid_mqtt_connected{service="ingest"})', "broker (worst ingest)")
-                     .ref_id("A"))
+        .with_target(promql('min(firegrid_mqtt_connected{service="ingest"})',
+                            "broker (worst ingest)").ref_id("A"))
         .with_target(promql("min(firegrid_ingest_database_connected)",
                             "database (worst ingest)").ref_id("B"))
         .with_target(promql("max(firegrid_monitor_offline_paused)", "offline detection paused")

@@ -16,8 +16,17 @@ from grafana_foundation_sdk.builders import stat, table, timeseries
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
-from dashboards.common import (ESCALATED, FALSE_ALARM_CAUSES, SCOPE_WHERE, TIME_ZONE, Sql,
-                               base, area_variables, scope, sized)
+from dashboards.common import (
+    ESCALATED,
+    FALSE_ALARM_CAUSES,
+    SCOPE_WHERE,
+    TIME_ZONE,
+    Sql,
+    area_variables,
+    base,
+    scope,
+    sized,
+)
 
 UID = "firegrid-response"
 
@@ -40,11 +49,11 @@ WITH x AS (
 )"""
 
 
-_PERCENTILES = """
+_PERCENTILES = f"""
        count(*) AS "事件 incidents",
        count(*) FILTER (WHERE done) AS "办结 resolved",
        count(*) FILTER (WHERE escalated) AS "越级 escalated",
-       round((count(*) FILTER (WHERE done AND cause IN {fa})::numeric
+       round((count(*) FILTER (WHERE done AND cause IN {FALSE_ALARM_CAUSES})::numeric
               / nullif(count(*) FILTER (WHERE done AND cause <> 'test_drill'), 0)), 3)
          AS "误报率 false-alarm rate",
        percentile_cont(0.5) WITHIN GROUP (ORDER BY ack_s) AS "响应 ack p50",
@@ -53,7 +62,7 @@ _PERCENTILES = """
        percentile_cont(0.9) WITHIN GROUP (ORDER BY arrive_s) AS "到场 arrive p90",
        percentile_cont(0.5) WITHIN GROUP (ORDER BY resolve_s) AS "办结 resolve p50",
        percentile_cont(0.9) WITHIN GROUP (ORDER BY resolve_s) AS "办结 resolve p90"
-""".format(fa=FALSE_ALARM_CAUSES)
+"""
 
 BY_GRID = _timers_cte() + f"""
 SELECT community AS "社区 community", grid AS "网格 grid",{_PERCENTILES}
@@ -118,11 +127,12 @@ SELECT {bucket} AS time,
        count(*) FILTER (WHERE i.cause IN {FALSE_ALARM_CAUSES}) AS "误报 false alarms",
        count(*) FILTER (WHERE {ESCALATED}) AS "越级 escalated"{source}
 """
+    ack = "extract(epoch FROM i.acknowledged_at - i.opened_at)"
     times = f"""
 SELECT {bucket} AS time,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM i.acknowledged_at - i.opened_at))
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY {ack})
          AS "响应 ack p50",
-       percentile_cont(0.9) WITHIN GROUP (ORDER BY extract(epoch FROM i.acknowledged_at - i.opened_at))
+       percentile_cont(0.9) WITHIN GROUP (ORDER BY {ack})
          AS "响应 ack p90",
        percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM i.on_site_at - i.opened_at))
          AS "到场 arrive p50",
@@ -180,7 +190,8 @@ def build() -> dash.Dashboard:
         table.Panel().title("办结原因 Causes").with_target(Sql(CAUSES)),
         6, 6, "Resolved incidents by the cause the worker recorded."))
     d.with_panel(sized(
-        timeseries.Panel().title("越级上报 Escalations").with_target(Sql(ESCALATIONS, "time_series"))
+        timeseries.Panel().title("越级上报 Escalations")
+        .with_target(Sql(ESCALATIONS, "time_series"))
         .interval("1h").draw_style(cm.GraphDrawStyle.BARS).fill_opacity(60),
         10, 6, "Incidents opened per interval, and those that went beyond the grid "
         "(confirmed fires, and warnings that paged rung 1 or higher)."))

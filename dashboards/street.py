@@ -11,8 +11,17 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 from grafana_foundation_sdk.models import geomap as gm
 
-from dashboards.common import (DEVICE_STATUS, ESCALATED, SCOPE_WHERE, TIME_ZONE, Sql, base,
-                               area_variables, scope, sized)
+from dashboards.common import (
+    DEVICE_STATUS,
+    ESCALATED,
+    SCOPE_WHERE,
+    TIME_ZONE,
+    Sql,
+    area_variables,
+    base,
+    scope,
+    sized,
+)
 
 UID = "firegrid-street"
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from datetime import datetime, timedelta, timezone
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from alerts import loop, queries, silences
 from alerts.errors import Invalid, NotFound
@@ -25,8 +25,13 @@ from runtime.settings import Settings
 ACTIONS = frozenset({"incidents", "show", "ack", "arrive", "resolve", "reopen", "silence"})
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
+if TYPE_CHECKING:
+    # What add_subparsers() returns: argparse has no public name for it, and the class is
+    # generic in typeshed only (not subscriptable at run time).
+    Subparsers: TypeAlias = argparse._SubParsersAction[argparse.ArgumentParser]
 
-def add_parser(sub: Any) -> Any:
+
+def add_parser(sub: Subparsers) -> Subparsers:
     """Add the `alerts` group to the top-level subparsers; return its action subparsers."""
     group = sub.add_parser("alerts", help="fire incidents and silences (and the alert core)")
     actions = group.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
@@ -34,10 +39,10 @@ def add_parser(sub: Any) -> Any:
     return actions
 
 
-def add_actions(actions: Any) -> None:
+def add_actions(actions: Subparsers) -> None:
     """Add the people's actions to the `alerts` group's subparsers (dest alerts_command)."""
 
-    def action(name: str, help: str, under: Any = actions) -> argparse.ArgumentParser:
+    def action(name: str, help: str, under: Subparsers = actions) -> argparse.ArgumentParser:
         parser = under.add_parser(name, help=help)
         parser.add_argument("--actor", default=f"cli:{os.environ.get('USER', 'unknown')}",
                             help="who the audit log records (default cli:$USER)")
@@ -112,7 +117,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
 def _silence(conn: Any, args: argparse.Namespace) -> int:
     if args.silence_command == "add":
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         ends = _instant(args.until) if args.until else now + _duration(args.duration)
         row = silences.create(conn, args.actor, device_id=args.device,
                               building_id=args.building, grid_id=args.grid, ends_at=ends,
@@ -158,7 +163,7 @@ def _secs(value: float | None) -> str:
     return f"{minutes}m{seconds:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
-def _target(row: dict) -> str:
+def _target(row: dict[str, Any]) -> str:
     for column, noun in (("device_id", "device"), ("building_id", "building"),
                          ("grid_id", "grid")):
         if row[column]:
@@ -166,7 +171,7 @@ def _target(row: dict) -> str:
     return "?"
 
 
-def _escalation(row: dict) -> str:
+def _escalation(row: dict[str, Any]) -> str:
     esc = row["escalation"]
     if row["state"] not in ("raised", "notified"):
         return "-"
@@ -176,7 +181,7 @@ def _escalation(row: dict) -> str:
     return f"{step}, next {_local(esc['escalate_at'])}" if esc["escalate_at"] else step
 
 
-def _table(rows: list[dict]) -> None:
+def _table(rows: list[dict[str, Any]]) -> None:
     print(f"{'ID':>6}  {'STATE':<12} {'SEVERITY':<9} {'OPENED':<16}  {'GRID':<10} "
           f"{'ACK':>7} {'ARRIVE':>7} {'RESOLVE':>7}  {'ESCALATION':<34} ADDRESS")
     for r in rows:
@@ -185,7 +190,7 @@ def _table(rows: list[dict]) -> None:
               f"{_secs(r['resolve_s']):>7}  {_escalation(r):<34} {r['address']}")
 
 
-def _show(row: dict, full: bool) -> None:
+def _show(row: dict[str, Any], full: bool) -> None:
     print(f"incident {row['id']}: {row['hazard']} {row['severity']}, {row['state']}"
           + (f" (reopened {row['reopened']}x)" if row["reopened"] else ""))
     print(f"  building   {row['building_id']}, {row['address']}")

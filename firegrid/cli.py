@@ -43,8 +43,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="run N processes on the shared subscription, each with client id "
                           "<client_id>-<i> and metrics port <metrics_port>+<i> (default 1)")
 
-    db = sub.add_parser("db", help="database schema").add_subparsers(dest="db_command",
-                                                                      required=True, metavar="ACTION")
+    db = sub.add_parser("db", help="database schema").add_subparsers(
+        dest="db_command", required=True, metavar="ACTION")
     mig = db.add_parser("migrate", help="create or upgrade the schema (idempotent)")
     mig.add_argument("--create-db", action="store_true",
                      help="create the database first if it does not exist")
@@ -216,10 +216,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 def _devices(args: argparse.Namespace, settings: Settings) -> int:
     from devices import importer
-    from devices.broker import broker_auth
+    from devices.broker import BrokerAuth, broker_auth
     from devices.errors import ImportRejected
     from runtime import db
     if args.devices_command == "import":
+        broker: BrokerAuth
         if args.dynsec_file and not args.dry_run:
             from devices.dynsec import DynsecFile
             broker = DynsecFile(args.dynsec_file, settings.mqtt)
@@ -262,7 +263,11 @@ def _devices(args: argparse.Namespace, settings: Settings) -> int:
 
 def _broker(args: argparse.Namespace, settings: Settings) -> int:
     from devices.dynsec import (
-        INGEST_ROLE, SERVICE_ROLE, MosquittoDynsec, ServiceAccount, setup_broker,
+        INGEST_ROLE,
+        SERVICE_ROLE,
+        MosquittoDynsec,
+        ServiceAccount,
+        setup_broker,
     )
     from runtime.errors import ConfigError
     if settings.broker_auth.mode != "mosquitto-dynsec":
@@ -336,7 +341,7 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _alerts_parser(sub: argparse._SubParsersAction) -> None:
+def _alerts_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     alerts = sub.add_parser("alerts", help="the alert core: fire warnings, incidents, pages")
     act = alerts.add_subparsers(dest="alerts_command", required=True, metavar="ACTION")
     act.add_parser("run", help="run the alert core until SIGTERM: evaluate alarms, open "

@@ -5,10 +5,10 @@ Uses the configured broker and database when they answer; otherwise starts priva
 (simulators.topology, preset "small") through the CSV import when the registry is empty,
 run ingest, the maintenance monitor and the alert core (fire warnings become incidents and
 pages on firegrid/v1/workers/<id>/pages), serve the API and the duty console with login
-links for a grid worker and their community's duty officer, run a simulated fleet of those devices (smoke
-detectors and cameras, with the occasional alarm, a few unregistered ids and, on purpose,
-the occasional malformed message), and print what lands in the database every 2 seconds.
-The full device simulators and scenarios are `simulators/` proper (a later issue).
+links for a grid worker and their community's duty officer, run a simulated fleet of those
+devices (smoke detectors and cameras, with the occasional alarm, a few unregistered ids and,
+on purpose, the occasional malformed message), and print what lands in the database every
+2 seconds. The full device simulators and scenarios are `simulators/` proper (a later issue).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import random
 import threading
 import time
 from pathlib import Path
+from typing import TypeVar
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -27,22 +28,25 @@ from alerts.service import AlertService
 from devices import importer
 from devices.broker import broker_auth
 from devices.monitor import run_monitor
+from firegrid.demo_console import start_console
 from ingest.service import IngestService
 from runtime import db, migrate
 from runtime.localsvc import Mosquitto, Postgres, free_port, reachable
 from runtime.settings import Settings
 from simulators import messages as m
 from simulators import topology
-from firegrid.demo_console import start_console
 
 log = logging.getLogger(__name__)
+
+# What _start runs: either service, given back as itself.
+_Service = TypeVar("_Service", IngestService, AlertService)
 
 
 def run_demo(settings: Settings, *, devices: int, rate: float, seconds: float,
              state_dir: Path) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     state_dir.chmod(0o755)
-    started: list = []
+    started: list[Mosquitto | Postgres] = []
     try:
         settings = _with_services(settings, state_dir, started)
         db.ensure_database(settings.database)
@@ -65,7 +69,8 @@ def run_demo(settings: Settings, *, devices: int, rate: float, seconds: float,
                                    daemon=True)
         monitor.start()
         if settings.ingest.metrics_port:
-            print(f"metrics:  http://{settings.ingest.metrics_host}:{settings.ingest.metrics_port}/metrics")
+            print(f"metrics:  http://{settings.ingest.metrics_host}:"
+                  f"{settings.ingest.metrics_port}/metrics")
         stop_console, logins = start_console(settings, ids[0])
         print("\n".join(logins))
         print(f"{len(ids)} simulated devices, ~{rate:g} messages/s. Ctrl-C stops.\n")
@@ -86,7 +91,7 @@ def run_demo(settings: Settings, *, devices: int, rate: float, seconds: float,
             server.stop()
 
 
-def _start(service, name: str):
+def _start(service: _Service, name: str) -> tuple[_Service, threading.Thread | None]:
     """Run a broker-consuming service in a thread; (service, thread), or (service, None)
     when it does not get its subscription within 30 s."""
     thread = threading.Thread(target=service.run, name=name, daemon=True)
@@ -100,7 +105,9 @@ def _start(service, name: str):
 def _register_street(settings: Settings, state_dir: Path) -> list[str]:
     """The registered device ids; registers the "small" street first if there are none."""
     with db.connect(settings.database, autocommit=True) as conn:
-        if conn.execute("SELECT count(*) FROM devices").fetchone()[0] == 0:
+        row = conn.execute("SELECT count(*) FROM devices").fetchone()
+        assert row is not None  # count(*) without GROUP BY gives exactly one row
+        if row[0] == 0:
             files = topology.generate(state_dir / "street", preset="small", seed=7)
             broker = broker_auth(settings)
             try:
@@ -113,14 +120,18 @@ def _register_street(settings: Settings, state_dir: Path) -> list[str]:
         return [r[0] for r in rows]
 
 
-def _with_services(settings: Settings, state_dir: Path, started: list) -> Settings:
+def _with_services(settings: Settings, state_dir: Path,
+                   started: list[Mosquitto | Postgres]) -> Settings:
     mqtt_cfg, db_cfg, ingest_cfg = settings.mqtt, settings.database, settings.ingest
     if not reachable(mqtt_cfg.host, mqtt_cfg.port):
         broker = Mosquitto(state_dir / "mosquitto").start()
         started.append(broker)
         mqtt_cfg = mqtt_cfg.model_copy(update={"host": broker.host, "port": broker.port})
-        print(f"no broker at {settings.mqtt.host}:{settings.mqtt.port}: started one on port {broker.port}")
-    info = psycopg.conninfo.conninfo_to_dict(db_cfg.url)
+        print(f"no broker at {settings.mqtt.host}:{settings.mqtt.port}: "
+              f"started one on port {broker.port}")
+    # Parsed from a string alone, every value is a str (the int and None in the dict's type
+    # come from keyword overrides, which are not used here).
+    info = {k: str(v) for k, v in psycopg.conninfo.conninfo_to_dict(db_cfg.url).items()}
     host, port = info.get("host", "127.0.0.1"), int(info.get("port", 5432))
     if not reachable(host, port):
         pg = Postgres(state_dir / "postgres").start()
@@ -132,13 +143,14 @@ def _with_services(settings: Settings, state_dir: Path, started: list) -> Settin
     alerts_cfg = settings.alerts
     if alerts_cfg.metrics_port and reachable(ingest_cfg.metrics_host, alerts_cfg.metrics_port):
         alerts_cfg = alerts_cfg.model_copy(update={"metrics_port": free_port()})
-    return settings.model_copy(update={"mqtt": mqtt_cfg, "database": db_cfg, "ingest": ingest_cfg,
-                                       "alerts": alerts_cfg})
+    return settings.model_copy(update={"mqtt": mqtt_cfg, "database": db_cfg,
+                                       "ingest": ingest_cfg, "alerts": alerts_cfg})
 
 
 def _fleet(settings: Settings, ids: list[str], rate: float, stop: threading.Event) -> None:
     """Devices multiplexed over one connection, each with its own id and seq counter."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"firegrid-demo-fleet-{random.randrange(1 << 30)}")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                         client_id=f"firegrid-demo-fleet-{random.randrange(1 << 30)}")
     client.max_queued_messages_set(0)
     client.connect(settings.mqtt.host, settings.mqtt.port)
     client.loop_start()
@@ -158,11 +170,15 @@ def _fleet(settings: Settings, ids: list[str], rate: float, stop: threading.Even
             seq = seqs[device]
             roll = rng.random()
             if roll < 0.005:
-                topic, payload = m.topic(device, "telemetry", prefix), b'{"type": "smoke_status", "ts": '
+                topic = m.topic(device, "telemetry", prefix)
+                payload = b'{"type": "smoke_status", "ts": '
             elif roll < 0.01 and not device.startswith("CAM"):
-                topic, payload = m.topic(device, "event", prefix), m.encode(m.event("alarm", seq, obscuration_db_m=0.35))
+                topic = m.topic(device, "event", prefix)
+                payload = m.encode(m.event("alarm", seq, obscuration_db_m=0.35))
             elif roll < 0.012 and device.startswith("CAM"):
-                topic, payload = m.topic(device, "event", prefix), m.encode(m.event("smoke_detected", seq, confidence=round(rng.uniform(0.5, 0.99), 2)))
+                topic = m.topic(device, "event", prefix)
+                payload = m.encode(m.event("smoke_detected", seq,
+                                           confidence=round(rng.uniform(0.5, 0.99), 2)))
             elif not device.startswith("CAM"):
                 battery[device] = max(0, battery[device] - (rng.random() < 0.01))
                 temperature[device] = min(32.0, max(18.0, temperature[device]
@@ -172,7 +188,8 @@ def _fleet(settings: Settings, ids: list[str], rate: float, stop: threading.Even
                     temperature_c=round(temperature[device], 1), battery_pct=battery[device],
                     rsrp_dbm=rng.randint(-120, -70), sinr_db=round(rng.uniform(-5, 20), 1)))
             else:
-                topic, payload = m.topic(device, "telemetry", prefix), m.encode(m.camera_status(seq))
+                topic = m.topic(device, "telemetry", prefix)
+                payload = m.encode(m.camera_status(seq))
             client.publish(topic, payload, qos=1)
             next_at += interval
             delay = next_at - time.monotonic()
@@ -189,17 +206,21 @@ def _report(settings: Settings, seconds: float) -> None:
     with psycopg.connect(settings.database.url, autocommit=True) as conn:
         while deadline is None or time.monotonic() < deadline:
             time.sleep(2)
-            readings, events, alarms, dead, lag, seen, tickets, stray, incidents, pages = conn.execute(
+            row = conn.execute(
                 "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM events),"
-                " (SELECT count(*) FROM events WHERE type IN ('alarm', 'smoke_detected', 'fire_detected')),"
+                " (SELECT count(*) FROM events"
+                "  WHERE type IN ('alarm', 'smoke_detected', 'fire_detected')),"
                 " (SELECT coalesce(sum(seen_count), 0) FROM dead_letters),"
-                " (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM received_at - ts))"
+                " (SELECT percentile_cont(0.5)"
+                "  WITHIN GROUP (ORDER BY extract(epoch FROM received_at - ts))"
                 "  FROM readings WHERE received_at > now() - interval '10 seconds'),"
                 " (SELECT count(*) FROM device_status),"
                 " (SELECT count(*) FROM maintenance_tickets WHERE closed_at IS NULL),"
                 " (SELECT count(*) FROM quarantine WHERE claimed_at IS NULL),"
                 " (SELECT count(*) FROM incidents WHERE state <> 'resolved'),"
                 " (SELECT count(*) FROM pages WHERE status = 'sent')").fetchone()
+            assert row is not None  # a SELECT without FROM gives exactly one row
+            readings, events, alarms, dead, lag, seen, tickets, stray, incidents, pages = row
             rate = f"+{(readings - last) / 2:.0f}/s" if last is not None else ""
             last = readings
             lag_ms = f"{lag * 1000:.0f} ms" if lag is not None else "-"

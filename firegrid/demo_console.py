@@ -40,7 +40,7 @@ def start_console(settings: Settings, device_id: str) -> tuple[Callable[[], None
 
     lines = [f"console:  http://{host}:{port}/console/  (API docs: http://{host}:{port}/docs)"]
     with psycopg.connect(settings.database.url, autocommit=True) as conn:
-        people = {}
+        people: dict[str, str] = {}   # role -> worker id
         for worker, role in conn.execute(_PEOPLE, [device_id]).fetchall():
             people.setdefault(role, worker)
         for role, worker in people.items():

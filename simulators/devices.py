@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import heapq
 import random
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -65,7 +66,8 @@ class Device:
         self.rng = rng
         self.start_ms = start_ms
         self.seq = 0
-        self.scripted: list[tuple[int, int, str, dict]] = []   # (ms, order, type, fields)
+        # (ms, order, type, fields)
+        self.scripted: list[tuple[int, int, str, dict[str, Any]]] = []
         self._order = 0
         self.dead = False                 # battery empty: sends nothing any more
         # A flood (simulators.timeline): a status message every flood_every ms until flood_end.
@@ -79,7 +81,7 @@ class Device:
         self.seq = (self.seq + 1) % 2**32
         return seq
 
-    def schedule(self, t_ms: int, kind: str, **fields) -> None:
+    def schedule(self, t_ms: int, kind: str, **fields: Any) -> None:
         """A scenario's event (fault, tamper, occlusion...) at simulated time t_ms."""
         self._order += 1
         heapq.heappush(self.scripted, (t_ms, self._order, kind, fields))
@@ -123,12 +125,13 @@ class Device:
             incident = fields.pop("incident", None)
             out.append(self.event(t, kind, incident=incident, **fields))
 
-    def event(self, t: int, kind: str, *, incident: str | None = None, **fields) -> Outgoing:
+    def event(self, t: int, kind: str, *, incident: str | None = None,
+              **fields: Any) -> Outgoing:
         msg = m.event(kind, self.next_seq(), t, **fields)
         return Outgoing(self.id, "event", kind, t, msg["seq"], m.encode(msg), msg,
                         critical=kind in CRITICAL, incident=incident)
 
-    def telemetry(self, msg: dict) -> Outgoing:
+    def telemetry(self, msg: m.Message) -> Outgoing:
         return Outgoing(self.id, "telemetry", msg["type"], msg["ts"], msg["seq"],
                         m.encode(msg), msg)
 
@@ -302,6 +305,9 @@ class Gateway(Device):
 
     def collect(self, msg: Outgoing) -> None:
         """A message from a device behind this gateway (over LoRa or RS-485)."""
+        # Only a device's own well-formed messages come this way (hostile and flood ones need
+        # a connection of their own: simulators.timeline), so ts and message are always set.
+        assert msg.ts is not None and msg.message is not None
         self.pending.append(msg)
         at = msg.ts if msg.critical else msg.ts + int(self.config.gateway_batch_s * 1000)
         self.flush_at = min(self.flush_at, at)
@@ -316,7 +322,8 @@ class Gateway(Device):
         while self.pending:
             batch = self.pending[: self.config.gateway_max_entries]
             del self.pending[: len(batch)]
-            entries = [{"device_id": e.device_id, **e.message} for e in batch]
+            # collect() checked each message is there.
+            entries = [{"device_id": e.device_id, **cast(m.Message, e.message)} for e in batch]
             msg = m.gateway(self.next_seq(), entries, t)
             out.append(Outgoing(
                 self.id, "gateway", "gateway", t, msg["seq"], m.encode(msg), msg,

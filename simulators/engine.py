@@ -21,6 +21,7 @@ import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from simulators import messages as m
 from simulators.clock import Clock, VirtualClock
@@ -74,8 +75,11 @@ class Engine:
         self.links: dict[str, Link] = {
             i: link_factory(self.devices[i].spec, self._lost_callback(i)) for i in self.uplinks}
         self.network_down: set[str] = set()
-        self.incidents: dict[str, dict] = {}     # id -> facts gathered for incident_end
-        self._heap: list = []
+        self.incidents: dict[str, dict[str, Any]] = {}   # id -> facts gathered for incident_end
+        # (t, tiebreak, tag, item): tag 0 an Action, 1 a device id's wakeup, 2 its uplink's
+        # timer. The item stays Any: step() tells them apart by tag, not isinstance, on its
+        # hottest path.
+        self._heap: list[tuple[int, int, int, Any]] = []
         self._count = itertools.count()
         self._device_at: dict[str, int] = {}
         self._uplink_at: dict[str, int] = {}
@@ -142,7 +146,7 @@ class Engine:
     def _route(self, device: Device, msg: Outgoing) -> None:
         self.stats.by_type[msg.type] = self.stats.by_type.get(msg.type, 0) + 1
         if msg.incident:
-            self._observe(msg)
+            self._observe(msg.incident, msg)
         gateway_id = device.spec.gateway_id
         if gateway_id is not None:
             gw = self.devices[gateway_id]
@@ -262,8 +266,8 @@ class Engine:
                 self.stats.connected -= 1
             up.power_off()
 
-    def _observe(self, msg: Outgoing) -> None:
-        facts = self.incidents.setdefault(msg.incident, {"alarms": []})
+    def _observe(self, incident: str, msg: Outgoing) -> None:
+        facts = self.incidents.setdefault(incident, {"alarms": []})
         if msg.type in ("alarm", "smoke_detected", "fire_detected"):
             facts["alarms"].append([msg.device_id, msg.type, msg.ts])
         if msg.channel == "event":

@@ -14,12 +14,14 @@ own id, so it passes a broker that enforces per-device ACLs and reaches ingest.
 from __future__ import annotations
 
 import json
+from typing import Literal, get_args
 
 from simulators import messages as m
 from simulators.devices import Device
 from simulators.uplink import Outgoing
 
-KINDS = ("invalid_json", "schema", "oversized", "spoofed_id", "future_clock")
+Kind = Literal["invalid_json", "schema", "oversized", "spoofed_id", "future_clock"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
 REASONS = {"invalid_json": "invalid_json", "schema": "schema", "oversized": "oversized",
            "spoofed_id": "bad_device_id", "future_clock": "future_timestamp"}
 YEAR_2099_MS = 4_070_908_800_000

@@ -19,6 +19,7 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from simulators.topology import DeviceSpec
 
@@ -144,10 +145,12 @@ async def open_stream(host: str, port: int, source_addr: str | None = None,
         raise
 
 
-_resolved: dict[tuple[str, int, int], tuple] = {}
+# (host, port, family) -> the address sock_connect takes: (ip, port), or for IPv6 (ip, port,
+# flowinfo, scope_id), as getaddrinfo gives it.
+_resolved: dict[tuple[str, int, int], tuple[Any, ...]] = {}
 
 
-async def _resolve(host: str, port: int, family: int) -> tuple:
+async def _resolve(host: str, port: int, family: int) -> tuple[Any, ...]:
     key = (host, port, family)
     if key not in _resolved:
         try:
@@ -157,7 +160,8 @@ async def _resolve(host: str, port: int, family: int) -> tuple:
             infos = await asyncio.get_running_loop().getaddrinfo(
                 host, port, family=family, type=socket.SOCK_STREAM)
             if not infos:
-                raise OSError(errno.EADDRNOTAVAIL, f"{host}: no address of this family")
+                raise OSError(errno.EADDRNOTAVAIL,
+                              f"{host}: no address of this family") from None
             _resolved[key] = infos[0][4]
     return _resolved[key]
 
@@ -177,8 +181,8 @@ class MqttLink:
         self.use_credentials = use_credentials
         self.source_addr = source_addr   # a local address to bind to (127.0.0.2, ...)
         self.writer: asyncio.StreamWriter | None = None
-        self._reader_task: asyncio.Task | None = None
-        self._connect_task: asyncio.Task | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._connect_task: asyncio.Task[None] | None = None
         self._acks: dict[int, Callable[[], None]] = {}
         self._next_pid = 1
 
@@ -203,7 +207,7 @@ class MqttLink:
                 first, body = await asyncio.wait_for(read_packet(reader), self.timeout_s)
                 if first != CONNACK or len(body) < 2 or body[1] != 0:
                     raise ConnackRefused(body[1:2].hex() or "?")
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as exc:
+        except (TimeoutError, OSError, asyncio.IncompleteReadError) as exc:
             if writer is not None:
                 # Close what was opened: a socket left open here stays registered with the
                 # loop for good, an open file in us and a client in the broker.

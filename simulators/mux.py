@@ -32,9 +32,19 @@ import asyncio
 import struct
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
-from simulators.mqtt import (CONNACK, DISCONNECT, PINGREQ, PUBACK, ConnackRefused, LinkCounters,
-                             connect_cause, connect_packet, varint)
+from simulators.mqtt import (
+    CONNACK,
+    DISCONNECT,
+    PINGREQ,
+    PUBACK,
+    ConnackRefused,
+    LinkCounters,
+    connect_cause,
+    connect_packet,
+    varint,
+)
 from simulators.topology import DeviceSpec
 
 _PID = struct.Struct("!H")
@@ -59,15 +69,16 @@ class MuxConnection(asyncio.Protocol):
         self.members: set[MuxLink] = set()
         self.waiting: list[tuple[MuxLink, Callable[[bool], None]]] = []
         self.acks: dict[int, Callable[[], None]] = {}
-        self.queued: deque = deque()          # (packet without pid, pid offset, on_ack)
+        # (topic, payload, on_ack) waiting for room in the window
+        self.queued: deque[tuple[bytes, bytes, Callable[[], None]]] = deque()
         self.sent = 0
         self.acked = 0
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._buf = bytearray()
         self._pid = 0
-        self._connack: asyncio.Future | None = None
-        self._task: asyncio.Task | None = None
+        self._connack: asyncio.Future[int] | None = None   # the CONNACK's return code
+        self._task: asyncio.Task[None] | None = None
 
     # --- connecting ---
 
@@ -81,12 +92,14 @@ class MuxConnection(asyncio.Protocol):
             try:
                 await asyncio.wait_for(loop.create_connection(lambda: self, self.host, self.port),
                                        10)
+                # Set by connection_made, which create_connection calls before it returns.
+                assert self.transport is not None
                 self.transport.write(connect_packet(self.client_id, self.username,
                                                     self.password, self.keepalive_s))
                 code = await asyncio.wait_for(self._connack, 10)
                 if code != 0:
                     raise ConnackRefused(f"{code:02x}")
-            except (OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, OSError) as exc:
                 self.counters.connect_failed(
                     connect_cause(exc, "connack" if self.transport else "tcp"),
                     f"{self.client_id}: {exc!r}")
@@ -106,8 +119,9 @@ class MuxConnection(asyncio.Protocol):
         for _, done in waiting:
             done(False)
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # create_connection makes a stream transport (BaseProtocol's type is the base class).
+        self.transport = cast(asyncio.Transport, transport)
         self._buf.clear()
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -39,10 +39,12 @@ from runtime.settings import Settings
 from simulators import scenarios as scenario_files
 from simulators import timeline, topology
 from simulators.clock import ScaledClock, start_for
-from simulators.engine import Engine, Stats
+from simulators.engine import Engine, LinkFactory, Stats
 from simulators.errors import SimulatorError
 from simulators.mqtt import LinkCounters, MqttLink
-from simulators.mux import Mux
+from simulators.mux import Mux, MuxConnection
+from simulators.scenarios import Scenario
+from simulators.topology import DeviceSpec
 from simulators.truth import Truth
 
 MODES = ("per-device", "multiplexed")
@@ -111,16 +113,18 @@ def run_simulation(settings: Settings, *, preset: str = "small",
     if speed <= 0:
         raise SimulatorError(f"speed must be > 0, not {speed}")
     if street is None and topology_dir is None and preset not in topology.PRESETS:
-        raise SimulatorError(f"no preset {preset!r}; presets: {', '.join(sorted(topology.PRESETS))}")
+        raise SimulatorError(
+            f"no preset {preset!r}; presets: {', '.join(sorted(topology.PRESETS))}")
     scenario = scenario_files.combine([scenario_files.load(s) for s in scenarios])
-    if street is None and topology_dir is None:
-        # The seed makes the street, ids and passwords: `--preset small --seed 7` is the
-        # street `firegrid demo` registers, so its devices can log in.
-        with tempfile.TemporaryDirectory(prefix="fg-sim-") as tmp:
-            topology.generate(Path(tmp), preset, seed)
-            street = topology.load(Path(tmp))
-    elif street is None:
-        street = topology.load(topology_dir)
+    if street is None:
+        if topology_dir is None:
+            # The seed makes the street, ids and passwords: `--preset small --seed 7` is the
+            # street `firegrid demo` registers, so its devices can log in.
+            with tempfile.TemporaryDirectory(prefix="fg-sim-") as tmp:
+                topology.generate(Path(tmp), preset, seed)
+                street = topology.load(Path(tmp))
+        else:
+            street = topology.load(topology_dir)
     span_ms = int((duration_s if duration_s is not None else scenario.span_s()) * 1000)
     truth = Truth(truth_path)
     state = _State()
@@ -160,15 +164,17 @@ class _State:
     interrupted: bool = False
 
 
-async def _run(settings: Settings, street: topology.Topology, scenario, speed: float,
-               seed: int, span_ms: int, truth: Truth, state: _State,
-               stop_event: threading.Event | None, progress_cb, concurrency: int,
+async def _run(settings: Settings, street: topology.Topology, scenario: Scenario,
+               speed: float, seed: int, span_ms: int, truth: Truth, state: _State,
+               stop_event: threading.Event | None,
+               progress_cb: Callable[[Progress], None] | None, concurrency: int,
                drain_s: float, street_name: str, mode: str, wiring: _Wiring) -> None:
     clock = ScaledClock(start_for(span_ms, speed), speed)
     slots = asyncio.Semaphore(concurrency)
     links: list[MqttLink] = []
     mq = settings.mqtt
     mux: Mux | None = None
+    factory: LinkFactory
     if mode == "multiplexed":
         mux = Mux(wiring.connections, host=mq.host, port=mq.port,
                   client_prefix=f"fgsim-{os.getpid()}-{seed}", username=mq.username,
@@ -180,12 +186,14 @@ async def _run(settings: Settings, street: topology.Topology, scenario, speed: f
     else:
         addrs = wiring.source_addrs
 
-        def factory(spec, on_lost):
+        def per_device(spec: DeviceSpec, on_lost: Callable[[], None]) -> MqttLink:
             link = MqttLink(spec, on_lost, host=mq.host, port=mq.port, slots=slots,
                             counters=state.counters, keepalive_s=wiring.keepalive_s,
                             source_addr=addrs[len(links) % len(addrs)] if addrs else None)
             links.append(link)
             return link
+
+        factory = per_device
 
     engine = Engine(street, clock=clock, seed=seed, truth=truth, link_factory=factory,
                     prefix=mq.topic_prefix, models=scenario.devices, uplink=scenario.uplink)
@@ -202,7 +210,10 @@ async def _run(settings: Settings, street: topology.Topology, scenario, speed: f
     pinger = asyncio.get_running_loop().create_task(
         _ping(links if mux is None else mux.conns, wiring.keepalive_s))
     report = _Reporter(engine, state.counters, speed, progress_cb)
-    stopped = lambda: stop_event is not None and stop_event.is_set()  # noqa: E731
+
+    def stopped() -> bool:
+        return stop_event is not None and stop_event.is_set()
+
     try:
         while not stopped():
             now = min(clock.now_ms(), end_ms)
@@ -243,11 +254,11 @@ async def _nap(wake: asyncio.Event, seconds: float) -> None:
     wake.clear()
     try:
         await asyncio.wait_for(wake.wait(), max(seconds, 0.001))
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
 
 
-async def _ping(links: list, keepalive_s: int) -> None:
+async def _ping(links: Sequence[MqttLink | MuxConnection], keepalive_s: int) -> None:
     # One task pings every idle-or-not connection at half the keepalive: simpler than
     # tracking each connection's last packet, and a PINGREQ is two bytes.
     while True:
@@ -257,7 +268,8 @@ async def _ping(links: list, keepalive_s: int) -> None:
 
 
 class _Reporter:
-    def __init__(self, engine: Engine, counters: LinkCounters, speed: float, cb) -> None:
+    def __init__(self, engine: Engine, counters: LinkCounters, speed: float,
+                 cb: Callable[[Progress], None] | None) -> None:
         self.engine, self.counters, self.speed, self.cb = engine, counters, speed, cb
         self.t0 = self.last_t = time.monotonic()
         self.last_published = 0

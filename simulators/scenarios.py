@@ -8,8 +8,9 @@
 
 Tables, each a list so one file can hold several: [[fire]], [[cooking]], [[outage]],
 [[hostile]], [[tamper]], [[occlusion]], [[battery]], [[flapping]], [[flood]], [[event]] (one
-scripted device event: fault, tamper, self_test, mute, occlusion, video_loss). [devices] overrides the models' behaviour (simulators.devices.ModelConfig),
-[uplink] the devices' buffering and reconnects (simulators.uplink.UplinkConfig).
+scripted device event: fault, tamper, self_test, mute, occlusion, video_loss). [devices]
+overrides the models' behaviour (simulators.devices.ModelConfig), [uplink] the devices'
+buffering and reconnects (simulators.uplink.UplinkConfig).
 
 Built-in scenarios live in simulators/scenarios/*.toml and are named by file name; anything
 else is a path. Several scenarios combine: their incidents add up, later [devices] and
@@ -24,11 +25,19 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from simulators.devices import ModelConfig
 from simulators.errors import ScenarioError
 from simulators.hostile import KINDS as HOSTILE_KINDS
+from simulators.hostile import Kind as HostileKind
 from simulators.uplink import UplinkConfig
 
 BUILTIN_DIR = Path(__file__).parent / "scenarios"
@@ -40,7 +49,8 @@ def _seconds(value: Any) -> Any:
     if isinstance(value, str):
         found = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
         if not found:
-            raise ValueError(f"a duration is a number of seconds or like '90s', '10m', '2h', '1d'; not {value!r}")
+            raise ValueError("a duration is a number of seconds or like '90s', '10m', '2h', "
+                             f"'1d'; not {value!r}")
         return float(found[1]) * _UNITS[found[2] or "s"]
     return value
 
@@ -84,7 +94,7 @@ class Outage(_Table):
 
 class Hostile(_Table):
     device: str | None = None
-    kinds: list[Literal[HOSTILE_KINDS]] = list(HOSTILE_KINDS)  # type: ignore[valid-type]
+    kinds: list[HostileKind] = list(HOSTILE_KINDS)
     every: Seconds = 60
     rounds: int = Field(1, ge=1, le=10_000)
 
@@ -202,7 +212,7 @@ def load(name_or_path: str | Path) -> Scenario:
     return parse(data, path.name)
 
 
-def parse(data: dict, source: str = "scenario") -> Scenario:
+def parse(data: dict[str, Any], source: str = "scenario") -> Scenario:
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
@@ -212,7 +222,7 @@ def parse(data: dict, source: str = "scenario") -> Scenario:
     return scenario.model_copy(update={"name": scenario.name or source.removesuffix(".toml")})
 
 
-def _where(loc: tuple) -> str:
+def _where(loc: tuple[int | str, ...]) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -223,10 +233,10 @@ def combine(scenarios: list[Scenario]) -> Scenario:
     """One scenario doing everything the given ones do."""
     if not scenarios:
         return Scenario(name="quiet")
-    devices: dict = {}
-    uplink: dict = {}
-    lists: dict[str, list] = {k: [] for k in INCIDENT_TABLES}
-    durations = []
+    devices: dict[str, Any] = {}
+    uplink: dict[str, Any] = {}
+    lists: dict[str, list[Any]] = {k: [] for k in INCIDENT_TABLES}
+    durations: list[float] = []
     for s in scenarios:
         devices.update(s.devices.model_dump(exclude_unset=True))
         uplink.update(s.uplink.model_dump(exclude_unset=True))

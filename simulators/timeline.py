@@ -6,12 +6,25 @@ with nothing happening."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from typing import Any
 
 from simulators import hostile, world
 from simulators.devices import Camera, SmokeDetector
 from simulators.engine import Action, Engine
 from simulators.errors import ScenarioError
-from simulators.scenarios import Scenario
+from simulators.scenarios import (
+    Battery,
+    Cooking,
+    Fire,
+    Flapping,
+    Flood,
+    Hostile,
+    Occlusion,
+    Outage,
+    Scenario,
+    Tamper,
+)
 from simulators.topology import DeviceSpec, Topology
 
 
@@ -49,7 +62,8 @@ def _detectors(topo: Topology, building: str) -> list[DeviceSpec]:
     return [d for d in topo.in_building(building) if d.kind == "smoke_detector"]
 
 
-def _fire(engine: Engine, topo: Topology, incident: str, spec, t0: int, rng: random.Random) -> None:
+def _fire(engine: Engine, topo: Topology, incident: str, spec: Fire, t0: int,
+          rng: random.Random) -> None:
     if spec.device:
         origin = _device(topo, spec.device, f"{incident}.device", "smoke_detector")
         building = origin.building
@@ -104,7 +118,7 @@ def _fire(engine: Engine, topo: Topology, incident: str, spec, t0: int, rng: ran
     engine.at(end + 900_000, Action(f"{incident} over", _ender(incident)))
 
 
-def _ender(incident: str):
+def _ender(incident: str) -> Callable[[Engine, int], None]:
     def end(e: Engine, t: int) -> None:
         facts = e.incidents.setdefault(incident, {"alarms": []})
         facts["ended"] = True
@@ -114,7 +128,7 @@ def _ender(incident: str):
     return end
 
 
-def _cooking(engine: Engine, topo: Topology, incident: str, spec, t0: int,
+def _cooking(engine: Engine, topo: Topology, incident: str, spec: Cooking, t0: int,
              rng: random.Random) -> None:
     if spec.device:
         device = _device(topo, spec.device, f"{incident}.device", "smoke_detector")
@@ -135,7 +149,7 @@ def _cooking(engine: Engine, topo: Topology, incident: str, spec, t0: int,
     engine.at(end + 300_000, Action(f"{incident} over", _ender(incident)))
 
 
-def _outage(engine: Engine, topo: Topology, incident: str, spec, t0: int,
+def _outage(engine: Engine, topo: Topology, incident: str, spec: Outage, t0: int,
             rng: random.Random) -> None:
     for b in spec.buildings:
         if b not in topo.buildings:
@@ -164,7 +178,7 @@ def _outage(engine: Engine, topo: Topology, incident: str, spec, t0: int,
     engine.at(end, Action(f"{incident}: back", up))
 
 
-def _hostile(engine: Engine, topo: Topology, incident: str, spec, t0: int,
+def _hostile(engine: Engine, topo: Topology, incident: str, spec: Hostile, t0: int,
              rng: random.Random) -> None:
     if spec.device:
         device = _device(topo, spec.device, f"{incident}.device")
@@ -199,12 +213,12 @@ def _pick(topo: Topology, device_id: str | None, where: str, rng: random.Random,
     fits = [d for d in topo.devices if (kind is None or d.kind == kind)
             and not (own_connection and d.gateway_id)]
     if not fits:
-        raise ScenarioError(f"{where}: this street has no "
-                            f"{kind or 'device'}{' with its own connection' if own_connection else ''}")
+        own = " with its own connection" if own_connection else ""
+        raise ScenarioError(f"{where}: this street has no {kind or 'device'}{own}")
     return rng.choice(fits)
 
 
-def _ender_with_events(incident: str, **extra):
+def _ender_with_events(incident: str, **extra: Any) -> Callable[[Engine, int], None]:
     """incident_end for incidents whose story is the events they caused (tamper, battery...)."""
     def end(e: Engine, t: int) -> None:
         facts = e.incidents.setdefault(incident, {"alarms": []})
@@ -214,13 +228,13 @@ def _ender_with_events(incident: str, **extra):
     return end
 
 
-def _scripted(engine: Engine, device_id: str, t: int, kind: str, **fields) -> None:
+def _scripted(engine: Engine, device_id: str, t: int, kind: str, **fields: Any) -> None:
     device = engine.devices[device_id]
     device.schedule(t, kind, **fields)
     engine.reschedule(device)
 
 
-def _tamper(engine: Engine, topo: Topology, incident: str, spec, t0: int,
+def _tamper(engine: Engine, topo: Topology, incident: str, spec: Tamper, t0: int,
             rng: random.Random) -> None:
     """Taken off its base (or its housing opened) at t0, put back `duration` later."""
     device = _pick(topo, spec.device, f"{incident}.device", rng,
@@ -241,10 +255,11 @@ def _tamper(engine: Engine, topo: Topology, incident: str, spec, t0: int,
 
     engine.at(t0, Action(f"{incident}: {device.id} {spec.state}", start))
     if end is not None:
-        engine.at(end + 1, Action(f"{incident}: {device.id} restored", _ender_with_events(incident)))
+        engine.at(end + 1, Action(f"{incident}: {device.id} restored",
+                                  _ender_with_events(incident)))
 
 
-def _occlusion(engine: Engine, topo: Topology, incident: str, spec, t0: int,
+def _occlusion(engine: Engine, topo: Topology, incident: str, spec: Occlusion, t0: int,
                rng: random.Random) -> None:
     """A camera's lens blocked (or its video lost) at t0, clear again `duration` later."""
     camera = _pick(topo, spec.device, f"{incident}.device", rng, kind="camera")
@@ -263,7 +278,7 @@ def _occlusion(engine: Engine, topo: Topology, incident: str, spec, t0: int,
         engine.at(end + 1, Action(f"{incident}: {camera.id} clear", _ender_with_events(incident)))
 
 
-def _battery(engine: Engine, topo: Topology, incident: str, spec, t0: int,
+def _battery(engine: Engine, topo: Topology, incident: str, spec: Battery, t0: int,
              rng: random.Random) -> None:
     """A detector's battery at `level` % from t0, empty `empty_after` later: low_battery when
     it crosses the threshold (at a heartbeat), then silence: a dead device sends nothing."""
@@ -292,7 +307,7 @@ def _battery(engine: Engine, topo: Topology, incident: str, spec, t0: int,
     engine.at(empty, Action(f"{incident}: {device.id} dead", dies))
 
 
-def _flapping(engine: Engine, topo: Topology, incident: str, spec, t0: int,
+def _flapping(engine: Engine, topo: Topology, incident: str, spec: Flapping, t0: int,
               rng: random.Random) -> None:
     """Every `up` (±50 %) the connection drops and/or the alarm goes off, for `down` (±50 %)."""
     device = _pick(topo, spec.device, f"{incident}.device", rng,
@@ -302,7 +317,8 @@ def _flapping(engine: Engine, topo: Topology, incident: str, spec, t0: int,
         raise ScenarioError(f"{incident}.device: {device.id!r} is a {device.kind}; only a "
                             "smoke detector's alarm can flap")
     end = t0 + _ms(spec.duration)
-    flaps, t = [], t0
+    flaps: list[list[int]] = []
+    t = t0
     while True:
         begin = t + int(_ms(spec.up) * rng.uniform(0.5, 1.5))
         if begin >= end:
@@ -338,7 +354,7 @@ def _flapping(engine: Engine, topo: Topology, incident: str, spec, t0: int,
     engine.at(end + 1, Action(f"{incident} over", _ender_with_events(incident, flaps=len(flaps))))
 
 
-def _flood(engine: Engine, topo: Topology, incident: str, spec, t0: int,
+def _flood(engine: Engine, topo: Topology, incident: str, spec: Flood, t0: int,
            rng: random.Random) -> None:
     """Valid status messages at `rate` per simulated second from one device (a firmware stuck
     in its send loop): stored by ingest, and a load the broker and ingest must shrug off."""

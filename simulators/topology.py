@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import math
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -55,6 +56,9 @@ PRESETS = {
 USES = ["rental"] * 6 + ["residential"] * 2 + ["shop", "mixed", "workshop"]
 ZONE = ZoneInfo("Asia/Shanghai")
 
+# A generated building: (community index, building_id, floors, households, use, lat, lon).
+_BuildingRow = tuple[int, str, int, int, str, float, float]
+
 
 def generate(out: Path, preset: str = "street", seed: int = 1, week_of: datetime | None = None,
              *, id_prefix: str = "") -> dict[str, Path]:
@@ -72,7 +76,7 @@ def generate(out: Path, preset: str = "street", seed: int = 1, week_of: datetime
     has_smoke = [i < p.smoke_buildings for i in range(total)]
     has_camera = [i >= total - p.camera_buildings for i in range(total)]
 
-    buildings = []  # (community, building_id, floors, households, use, lat, lon)
+    buildings: list[_BuildingRow] = []
     per_community = math.ceil(total / p.communities)
     for i in range(total):
         c = i // per_community
@@ -89,8 +93,8 @@ def generate(out: Path, preset: str = "street", seed: int = 1, week_of: datetime
     return files
 
 
-def _write_hierarchy(path: Path, buildings: list, p: Preset, rng: random.Random
-                     ) -> dict[str, list[str]]:
+def _write_hierarchy(path: Path, buildings: list[_BuildingRow], p: Preset,
+                     rng: random.Random) -> dict[str, list[str]]:
     """Cut each community's buildings into grids of 300-500 households."""
     grids: dict[str, list[str]] = {}   # community id -> grid ids
     with path.open("w", newline="", encoding="utf-8") as f:
@@ -159,14 +163,15 @@ def _write_people(workers_path: Path, roster_path: Path, grids: dict[str, list[s
                 w.writerow([wid, begin.isoformat(), end.isoformat()])
 
 
-def _write_devices(path: Path, buildings: list, has_smoke: list[bool],
+def _write_devices(path: Path, buildings: list[_BuildingRow], has_smoke: list[bool],
                    has_camera: list[bool], p: Preset, rng: random.Random, prefix: str = ""
                    ) -> None:
     smoke_at = [b for b, s in zip(buildings, has_smoke, strict=True) if s]
     camera_at = [b for b, c in zip(buildings, has_camera, strict=True) if c]
     # The last `gateways` smoke buildings report through a gateway (an older installation
     # on RS-485). Presets without gateways keep the column set they always had.
-    gateway_of = {b[1]: f"{prefix}GW{i + 1:06d}" for i, b in enumerate(smoke_at[len(smoke_at) - p.gateways:])
+    gateway_of = {b[1]: f"{prefix}GW{i + 1:06d}"
+                  for i, b in enumerate(smoke_at[len(smoke_at) - p.gateways:])
                   } if p.gateways else {}
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
@@ -178,7 +183,7 @@ def _write_devices(path: Path, buildings: list, has_smoke: list[bool],
             via = [gateway_of.get(b[1], "")] if gateway_of else []
             w.writerow([f"{prefix}SD{n + 1:06d}", "smoke_detector", b[1], floor, f"{floor}F 楼道",
                         "JTY-GD-NB01", "2.3.1", 3600, _password(rng)] + via)
-        for n, (b, floor) in enumerate(_spread(camera_at, p.cameras, rng)):
+        for n, (b, _) in enumerate(_spread(camera_at, p.cameras, rng)):   # at the entrance
             w.writerow([f"{prefix}CAM{n + 1:06d}", "camera", b[1], 1, "一楼出入口", "DS-2CD3T47",
                         "5.7.3", 60, _password(rng)] + extra)
         for building, gw in gateway_of.items():
@@ -186,7 +191,8 @@ def _write_devices(path: Path, buildings: list, has_smoke: list[bool],
                         _password(rng), ""])
 
 
-def _spread(buildings: list, count: int, rng: random.Random):
+def _spread(buildings: list[_BuildingRow], count: int, rng: random.Random
+            ) -> Iterator[tuple[_BuildingRow, int]]:
     """At least one device per building, the rest spread over random buildings, one floor
     each (corridor detectors go floor by floor)."""
     extra = [rng.randrange(len(buildings)) for _ in range(count - len(buildings))]
@@ -249,7 +255,8 @@ def load(directory: Path) -> Topology:
             for line, r in enumerate(csv.DictReader(f), start=2):
                 b = buildings.get(r["building_id"])
                 if b is None:
-                    raise TopologyError(f"devices.csv:{line}: unknown building {r['building_id']!r}")
+                    raise TopologyError(
+                        f"devices.csv:{line}: unknown building {r['building_id']!r}")
                 kind = r["kind"]
                 if kind not in _DEFAULT_HEARTBEAT:
                     raise TopologyError(f"devices.csv:{line}: unknown kind {kind!r}")

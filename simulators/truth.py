@@ -29,7 +29,6 @@ from typing import IO, Any
 
 from simulators.uplink import Outgoing
 
-
 _ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -38,7 +37,7 @@ class Truth:
         # In memory when no path is given (tests); on disk, line by line, otherwise, so a
         # long run does not hold every message twice.
         self.path = path
-        self.records: list[dict] | None = [] if path is None else None
+        self.records: list[dict[str, Any]] | None = [] if path is None else None
         self._file: IO[str] | None = path.open("w", encoding="utf-8") if path else None
         self.counts: dict[str, int] = {}
 
@@ -49,6 +48,8 @@ class Truth:
             self._file.write(_ENCODE(record))
             self._file.write("\n")
         else:
+            # No file means in memory from the start: the file is only dropped by close().
+            assert self.records is not None
             self.records.append(record)
 
     def published(self, msg: Outgoing, topic: str, now_ms: int) -> None:
@@ -66,15 +67,17 @@ class Truth:
             self._file.close()
             self._file = None
 
-    def lines(self) -> list[dict]:
+    def lines(self) -> list[dict[str, Any]]:
         if self.records is not None:
             return self.records
+        assert self.path is not None   # records is None only when writing to a file
         return read(self.path)
 
 
-def _describe(msg: Outgoing) -> dict:
-    d = {"device": msg.device_id, "channel": msg.channel, "type": msg.type, "ts": msg.ts,
-         "seq": msg.seq, "expect": "dead_letter" if msg.expect else "stored"}
+def _describe(msg: Outgoing) -> dict[str, Any]:
+    d: dict[str, Any] = {"device": msg.device_id, "channel": msg.channel, "type": msg.type,
+                         "ts": msg.ts, "seq": msg.seq,
+                         "expect": "dead_letter" if msg.expect else "stored"}
     if msg.expect:
         d["reason"] = msg.expect
     if msg.incident:
@@ -84,15 +87,15 @@ def _describe(msg: Outgoing) -> dict:
     return d
 
 
-def read(path: Path) -> list[dict]:
+def read(path: Path) -> list[dict[str, Any]]:
     with path.open(encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def expected_rows(records: list[dict]) -> set[tuple[str, int, int]]:
+def expected_rows(records: list[dict[str, Any]]) -> set[tuple[str, int, int]]:
     """(device_id, ts, seq) of every reading or event the database must hold: published,
     meant to be stored, gateway batches unpacked into their entries."""
-    rows = set()
+    rows: set[tuple[str, int, int]] = set()
     for r in records:
         if r["kind"] != "published" or r["expect"] != "stored":
             continue
@@ -103,9 +106,9 @@ def expected_rows(records: list[dict]) -> set[tuple[str, int, int]]:
     return rows
 
 
-def maybe_rows(records: list[dict]) -> set[tuple[str, int, int]]:
+def maybe_rows(records: list[dict[str, Any]]) -> set[tuple[str, int, int]]:
     """Rows that may or may not be in the database: unacknowledged at the end of the run."""
-    out = set()
+    out: set[tuple[str, int, int]] = set()
     for r in records:
         if r["kind"] == "unacked" and r["sent"]:
             if r["channel"] == "gateway":

@@ -25,7 +25,7 @@ import random
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -52,11 +52,12 @@ class Outgoing:
     ts: int | None
     seq: int | None
     payload: bytes
-    message: dict | None = None      # the decoded message (None for deliberately bad bytes)
+    message: dict[str, Any] | None = None   # decoded (None for deliberately bad bytes)
     critical: bool = False           # resent until acknowledged, never dropped
     expect: str | None = None        # the dead-letter reason ingest should give; None = stored
     incident: str | None = None      # the scenario incident that caused it
-    entries: tuple = ()              # gateway batch: ((device_id, ts, seq, type), ...)
+    # A gateway batch: ((device_id, ts, seq, type), ...), each as its device stamped it.
+    entries: tuple[tuple[str, int | None, int | None, str], ...] = ()
     sent_ms: int | None = None       # last send attempt (simulated time)
     attempts: int = 0
     acked: bool = False
@@ -80,9 +81,9 @@ class Uplink:
     state: str = "offline"               # offline | connecting | online | off (dead)
     next_attempt_ms: int = 0
     failures: int = 0   # connection attempts failed or dropped since the last success
-    buffer: deque = field(default_factory=deque)
-    inflight: list = field(default_factory=list)
-    dropped: list = field(default_factory=list)   # drained by the engine into the truth
+    buffer: deque[Outgoing] = field(default_factory=deque)
+    inflight: list[Outgoing] = field(default_factory=list)
+    dropped: list[Outgoing] = field(default_factory=list)   # drained by the engine into the truth
     acked_count: int = 0
 
     def queue(self, msg: Outgoing) -> None:
@@ -158,8 +159,10 @@ class Uplink:
             return []
         out = []
         resend_ms = int(self.config.resend_s * 1000)
+        # Everything in flight has a sent_ms (set below); the check is for the type only.
         for m in self.inflight:
-            if m.critical and not m.acked and now_ms - m.sent_ms >= resend_ms:
+            if (m.critical and not m.acked and m.sent_ms is not None
+                    and now_ms - m.sent_ms >= resend_ms):
                 out.append(m)
         while self.buffer and len(self.inflight) < self.config.max_inflight:
             m = self.buffer.popleft()
@@ -178,7 +181,8 @@ class Uplink:
             if self.buffer and len(self.inflight) < self.config.max_inflight:
                 return now_ms
             due = [m.sent_ms + int(self.config.resend_s * 1000)
-                   for m in self.inflight if m.critical and not m.acked]
+                   for m in self.inflight
+                   if m.critical and not m.acked and m.sent_ms is not None]
             return min(due) if due else None
         return None
 

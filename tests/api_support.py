@@ -8,10 +8,9 @@ import warnings
 
 import pytest
 
-from devices import registry
 from api.app import create_app
-from api.auth import create_token
-from api.auth import ROLES
+from api.auth import ROLES, create_token
+from devices import registry
 from devices.broker import NoBrokerAuth
 from devices.models import Building, Community, Grid, Street
 from runtime.settings import Settings, load_settings

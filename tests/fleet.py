@@ -4,7 +4,7 @@ the liveness tracker."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 
@@ -68,7 +68,7 @@ def ms(at: datetime) -> int:
 
 
 def at(ms_: int) -> datetime:
-    return datetime.fromtimestamp(ms_ / 1000, timezone.utc)
+    return datetime.fromtimestamp(ms_ / 1000, UTC)
 
 
 def decoded(device_id: str, channel: str, message: dict, received_ms: int) -> Decoded:

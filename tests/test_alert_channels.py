@@ -16,7 +16,12 @@ import apprise
 import pytest
 
 from alerts.channels import (
-    AppriseChannel, ChannelError, Outbound, SmsChannel, WebhookChannel, build_channels,
+    AppriseChannel,
+    ChannelError,
+    Outbound,
+    SmsChannel,
+    WebhookChannel,
+    build_channels,
     verify_signature,
 )
 from alerts.channels.webhook import retry_after_s, signature_header

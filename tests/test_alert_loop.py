@@ -9,30 +9,30 @@ from __future__ import annotations
 import argparse
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
 from alerts import loop, queries, silences
-from firegrid import alerts_cli as cli
 from alerts.errors import Conflict, Invalid, NotFound
 from alerts.queries import Scope
 from alerts.rules import FeedbackRules, load_policy
 from devices import registry
 from devices.broker import NoBrokerAuth
 from devices.models import NewDevice
+from firegrid import alerts_cli as cli
 from runtime.settings import load_settings
 from tests.api_support import grid  # noqa: F401 (fixture)
 
-T0 = datetime(2026, 3, 2, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 POLICY = load_policy()  # feedback: 3 false alarms within 30 days
 ALL = Scope.all()
 
 
 @pytest.fixture
-def place(db, grid):  # noqa: F811 (fixture)
+def place(db, grid):
     """The api_support grid (S1 > C1 > G1 {B1, B2}, G2 {B3}), detectors SD-1, SD-2 in B1,
     SD-3 in B3, and field technicians: T-C1 for the community, T-G1 for grid G1."""
     registry.provision(db, NoBrokerAuth(), [

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import psycopg
@@ -131,7 +131,7 @@ def test_periods_are_local_calendar_periods():
     assert reports.period_bounds("week", date(2024, 6, 9), SH) == (local(3, 0), local(10, 0))
     assert reports.period_bounds("week", date(2024, 6, 10), SH) == (local(10, 0), local(17, 0))
     start, end = reports.period_bounds("week", WEEK, SH)
-    assert start == datetime(2024, 6, 2, 16, 0, tzinfo=timezone.utc)  # Monday 00:00 +08:00
+    assert start == datetime(2024, 6, 2, 16, 0, tzinfo=UTC)  # Monday 00:00 +08:00
     assert reports.period_bounds("day", WEEK, SH) == (local(5, 0), local(6, 0))
     assert reports.period_bounds("month", date(2024, 2, 29), SH) == (
         local(1, 0, month=2), local(1, 0, month=3))
@@ -267,7 +267,8 @@ def test_csv(db, week_data):
     assert (g1["period"], g1["period_start"], g1["period_end"]) == (
         "week", "2024-06-03T00:00:00+08:00", "2024-06-10T00:00:00+08:00")
     assert (g1["area_name"], g1["community_name"]) == ("第一网格", "水围社区")
-    assert (g1["opened"], g1["confirmed"], g1["resolved"], g1["open_at_end"]) == ("5", "1", "4", "1")
+    assert (g1["opened"], g1["confirmed"], g1["resolved"], g1["open_at_end"]) == (
+        "5", "1", "4", "1")
     assert (g1["cause_cooking_steam"], g1["cause_test_drill"], g1["escalated"]) == ("1", "1", "2")
     assert (g1["false_alarm_rate"], g1["ack_p50_s"], g1["ack_p99_s"]) == ("0.6667", "75", "119.1")
     assert (g1["resolve_p50_s"], g1["tickets_low_battery"]) == ("1500", "1")

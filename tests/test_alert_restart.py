@@ -11,7 +11,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.alert_live import (
-    AlertsProcess, Phones, alert_settings, fast_ladder, pages_sent, send_alarm,
+    AlertsProcess,
+    Phones,
+    alert_settings,
+    fast_ladder,
+    pages_sent,
+    send_alarm,
 )
 from tests.alert_support import build_ward
 from tests.helpers import Publisher, wait_for_count

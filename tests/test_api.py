@@ -8,19 +8,24 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import httpx
 import pytest
 
-from devices import monitor
 from api.app import create_app
 from api.auth import create_token, revoke_token
+from devices import monitor
 from devices.broker import NoBrokerAuth
 from devices.credentials import verify_password
 from runtime.settings import DevicesSettings, load_settings
 from tests.api_support import (  # noqa: F401 (fixtures)
-    TestClient, api, detector, grid, settings, token_name,
+    TestClient,
+    api,
+    detector,
+    grid,
+    settings,
+    token_name,
 )
 
 TECH = f"api:{token_name('field_technician')}"
@@ -36,7 +41,7 @@ def _field(response, name: str) -> bool:
 def _device_row(db, device_id: str) -> dict:
     cur = db.execute("SELECT * FROM devices WHERE id = %s", [device_id])
     row = cur.fetchone()
-    return dict(zip([c.name for c in cur.description], row)) if row else {}
+    return dict(zip([c.name for c in cur.description], row, strict=True)) if row else {}
 
 
 # --- devices ------------------------------------------------------------------------------
@@ -297,7 +302,7 @@ def test_closing_a_ticket_by_hand_clears_its_condition(api, grid, db):
                       [offline]).fetchone() == ("manual",)
     # The monitor does not reopen the tamper ticket from the report made before the repair.
     db.execute("UPDATE devices SET state = 'active'")
-    monitor.check(db, datetime.now(timezone.utc), DevicesSettings())
+    monitor.check(db, datetime.now(UTC), DevicesSettings())
     assert db.execute("SELECT count(*) FROM maintenance_tickets WHERE closed_at IS NULL"
                       ).fetchone() == (0,)
     assert tech.post(f"/v1/tickets/{offline}/close", json={"note": "again"}).status_code == 409

@@ -9,17 +9,17 @@ from __future__ import annotations
 import itertools
 import json
 import re
-from urllib.parse import quote
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 
-from devices import registry
 from api.app import create_app
 from api.auth import create_token
+from devices import registry
 from devices.broker import NoBrokerAuth
 from devices.models import NewDevice
 from tests.api_support import TestClient, detector, grid, settings  # noqa: F401 (fixtures)
@@ -40,7 +40,7 @@ ROW_ID_PARAMS = ("ticket_id", "token_id", "incident_id", "silence_id")  # intege
 START = "2026-03-02T08:00:00+08:00"
 END = "2026-03-02T20:00:00+08:00"
 # A silence must end in the future, within 90 days.
-SOON = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+SOON = (datetime.now(UTC) + timedelta(days=1)).isoformat()
 
 
 @dataclass
@@ -159,7 +159,7 @@ def _url(path: str, params: dict[str, str]) -> str:
 
 
 @pytest.fixture
-def client(settings, db, grid):  # noqa: F811 (fixtures)
+def client(settings, db, grid):
     with registry.changes(db, "fuzz"):
         db.execute("INSERT INTO workers (id, name, role) VALUES ('W0', 'Wu', 'grid_worker')")
     token = create_token(db, "fuzz-admin", "admin")

@@ -3,7 +3,7 @@ closed loop's rules reach the HTTP answers (tests/test_alert_loop.py covers the 
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from psycopg.types.json import Jsonb
@@ -24,7 +24,7 @@ PEOPLE = [
 
 
 @pytest.fixture
-def people(api, db, place):  # noqa: F811 (fixtures)
+def people(api, db, place):
     """Tokens for workers with areas, added to api's tokens under their names."""
     for name, role, worker, column, area in PEOPLE:
         if column:
@@ -37,9 +37,9 @@ def people(api, db, place):  # noqa: F811 (fixtures)
 
 
 @pytest.fixture
-def fires(db, place):  # noqa: F811 (fixture)
+def fires(db, place):
     """An incident in grid G1 (B1) and one in G2 (B3), both paged at rung 0."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     g1 = open_incident(db, "B1", opened_at=now - timedelta(seconds=30))
     g2 = open_incident(db, "B3", devices=("SD-3",), opened_at=now - timedelta(seconds=20))
     for incident, worker in ((g1, "W-G1"), (g2, "W-G2")):
@@ -148,7 +148,7 @@ def test_technicians_read_their_grid_and_silence_devices_but_do_not_act(people, 
     gao = people.as_("gao")
     assert ids(gao.get("/v1/incidents")) == [g1]
     assert gao.post(f"/v1/incidents/{g1}/acknowledge").status_code == 403
-    until = (datetime.now(timezone.utc) + timedelta(hours=2)).isoformat()
+    until = (datetime.now(UTC) + timedelta(hours=2)).isoformat()
     r = gao.post("/v1/silences", json={"device_id": "SD-1", "ends_at": until,
                                        "reason": "test mode while replacing the sounder"})
     assert r.status_code == 201, r.text
@@ -169,7 +169,7 @@ def test_technicians_read_their_grid_and_silence_devices_but_do_not_act(people, 
 
 def test_silence_bodies_are_checked(people):
     admin = people.as_("admin")
-    soon = datetime.now(timezone.utc) + timedelta(hours=1)
+    soon = datetime.now(UTC) + timedelta(hours=1)
     body = {"building_id": "B1", "ends_at": soon.isoformat(), "reason": "renovation"}
     assert locs(admin.post("/v1/silences", json={**body, "grid_id": "G1"})) == ["grid_id"]
     assert locs(admin.post("/v1/silences", json={**body, "ends_at": "2026-03-02T08:00:00"})) \
@@ -191,7 +191,7 @@ def test_permissions_per_role(people, fires):
     expected = {  # (acknowledge, create a silence) for each worker, in their own area
         "wang": (200, 403), "zhou": (200, 201), "sun": (200, 201), "ma": (200, 201),
         "gao": (403, 201), "admin": (200, 201)}
-    until = (datetime.now(timezone.utc) + timedelta(hours=1)).isoformat()
+    until = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
     for who, (ack, silence) in expected.items():
         caller = people.as_(who)
         assert caller.get(f"/v1/incidents/{g1}").status_code == 200, who
@@ -214,7 +214,7 @@ def test_resolved_since_looks_back_by_resolution_time(people, fires, db):
         db.execute("UPDATE incidents SET opened_at = now() - %s::interval,"
                    " resolved_at = now() - %s::interval WHERE id = %s",
                    [opened, resolved, incident])
-    day = (datetime.now(timezone.utc) - timedelta(days=1)).isoformat()
+    day = (datetime.now(UTC) - timedelta(days=1)).isoformat()
     assert ids(sun.get("/v1/incidents", params={"state": "resolved",
                                                 "resolved_since": day})) == [g1]
     assert ids(sun.get("/v1/incidents", params={"state": "resolved", "since": day})) == []

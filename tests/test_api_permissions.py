@@ -118,6 +118,7 @@ def test_docs_permission_table_matches_the_code():
     for line in text.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if line.startswith("| `") and len(cells) == 1 + len(ROLES):
-            table[cells[0].strip("`")] = tuple(r for r, c in zip(ROLES, cells[1:]) if c == "yes")
+            table[cells[0].strip("`")] = tuple(r for r, c in zip(ROLES, cells[1:], strict=True)
+                                               if c == "yes")
     assert table == {name: tuple(r for r in ROLES if r in roles)
                      for name, roles in PERMISSIONS.items()}

@@ -4,13 +4,13 @@ pinned here against the real tables."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from devices import queries, registry
 from devices.models import Shift, Worker
 from tests.api_support import grid  # noqa: F401 (fixture)
 
-NOW = datetime(2026, 3, 2, 12, tzinfo=timezone.utc)
+NOW = datetime(2026, 3, 2, 12, tzinfo=UTC)
 
 
 def _staff(db) -> None:

@@ -24,11 +24,16 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import SecretStr
 
-from devices.credentials import DeviceCredentials
-from devices.credentials import hash_password, new_password
+from devices.credentials import DeviceCredentials, hash_password, new_password
 from devices.dynsec import (
-    INGEST_ROLE, DynsecFile, MosquittoDynsec, ServiceAccount, _ControlClient, _Pacer,
-    device_role, setup_broker,
+    INGEST_ROLE,
+    DynsecFile,
+    MosquittoDynsec,
+    ServiceAccount,
+    _ControlClient,
+    _Pacer,
+    device_role,
+    setup_broker,
 )
 from devices.errors import BrokerAuthError, Invalid
 from runtime.localsvc import Mosquitto, _dynsec_init, make_state_dir

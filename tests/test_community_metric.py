@@ -9,8 +9,8 @@ from datetime import timedelta
 
 from prometheus_client import REGISTRY
 
-from ingest.liveness import LivenessTracker
 from devices.monitor import check
+from ingest.liveness import LivenessTracker
 from runtime.settings import DevicesSettings
 from simulators import messages as m
 from tests.fleet import add_building, add_device, at, decoded, retire, watching

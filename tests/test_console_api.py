@@ -21,8 +21,7 @@ import pytest
 import uvicorn
 
 from api.app import create_app
-from api.auth import create_token
-from api.auth import CONSOLE_HEADER, SESSION_COOKIE
+from api.auth import CONSOLE_HEADER, SESSION_COOKIE, create_token
 from devices.broker import NoBrokerAuth
 from runtime.settings import Settings
 from tests.api_support import TestClient, api, grid, settings  # noqa: F401 (fixtures)
@@ -68,7 +67,7 @@ class LiveApi:
 
 
 @pytest.fixture
-def live(settings):  # noqa: F811 (fixture)
+def live(settings):
     server = LiveApi(settings).start()
     yield server
     server.stop()
@@ -109,7 +108,7 @@ class Stream:
                     if data:
                         self.events.put((kind, json.loads("\n".join(data))))
                     kind, data = "message", []
-        except Exception:  # noqa: BLE001 (closed under it, in whatever way http.client says)
+        except Exception:   # closed under it, in whatever way http.client says
             pass
         self.events.put(("closed", None))
 
@@ -237,7 +236,7 @@ def test_bad_expired_and_revoked_credentials_are_refused_clearly(people, fires, 
     assert r.status_code == 403
 
 
-def test_the_page_is_served_with_its_security_headers(api):  # noqa: F811 (fixture)
+def test_the_page_is_served_with_its_security_headers(api):
     r = api.client.get("/console/")
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
     assert "default-src 'self'" in r.headers["content-security-policy"]
@@ -342,7 +341,7 @@ def test_the_stream_survives_a_database_restart(live, people, fires, db_url, pg_
         sun.close()
 
 
-def test_a_new_token_for_the_same_worker_logs_in_too(people, db, fires):  # noqa: F811
+def test_a_new_token_for_the_same_worker_logs_in_too(people, db, fires):
     """An admin replaces a lost phone's token: the old sessions end, the new token logs in."""
     client = people.client
     old = cookie_of(login(client, people.tokens["wang"]))[SESSION_COOKIE].value

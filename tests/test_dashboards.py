@@ -275,9 +275,9 @@ def test_macros_expand_as_grafana_does():
 
 def test_interval_follows_the_frontend():
     t = datetime(2024, 3, 2, tzinfo=UTC)
-    assert macros.panel_interval(t - timedelta(days=1), t) == 60                   # 86 s -> 1m floor
-    assert macros.panel_interval(t - timedelta(days=7), t) == 600                  # 605 s -> 10m
-    assert macros.panel_interval(t - timedelta(days=365), t) == 21600              # 8.76 h -> 6h
+    assert macros.panel_interval(t - timedelta(days=1), t) == 60        # 86 s -> 1m floor
+    assert macros.panel_interval(t - timedelta(days=7), t) == 600       # 605 s -> 10m
+    assert macros.panel_interval(t - timedelta(days=365), t) == 21600   # 8.76 h -> 6h
     assert macros.panel_interval(t - timedelta(days=1), t, min_interval="1h") == 3600
     assert macros.seconds_to_hms(604800) == "7d"
 

@@ -255,10 +255,13 @@ def test_bind_mounts_exist_and_grafana_provisioning_comes_from_the_repo(compose_
                 assert Path(source).exists(), f"{name}: bind mount {source} does not exist"
     grafana = {v.split(":")[1]: Path(v.split(":")[0]).resolve()
                for v in services["grafana"]["volumes"] if v.startswith("/")}
-    assert grafana["/etc/grafana/provisioning/datasources"] == REPO / "dashboards/provisioning/datasources"
-    assert grafana["/etc/grafana/provisioning/dashboards"] == REPO / "dashboards/provisioning/dashboards"
+    assert (grafana["/etc/grafana/provisioning/datasources"]
+            == REPO / "dashboards/provisioning/datasources")
+    assert (grafana["/etc/grafana/provisioning/dashboards"]
+            == REPO / "dashboards/provisioning/dashboards")
     # The path the dashboard provider reads (dashboards/provisioning/dashboards/firegrid.yaml).
-    provider = yaml.safe_load((REPO / "dashboards/provisioning/dashboards/firegrid.yaml").read_text())
+    provider = yaml.safe_load(
+        (REPO / "dashboards/provisioning/dashboards/firegrid.yaml").read_text())
     path = provider["providers"][0]["options"]["path"]
     assert grafana[path] == REPO / "dashboards/json"
     assert list((REPO / "dashboards/json").glob("*.json"))
@@ -289,7 +292,8 @@ def test_compose_environment_is_documented(compose_config):
                  for key in (svc.get("environment") or {})}
     undocumented = (referenced | set_names) - documented_names()
     assert not undocumented, f"not documented in firegrid.env.example: {sorted(undocumented)}"
-    bad = {n for n in referenced | set_names if n.startswith("FIREGRID_")} - allowed_firegrid_names()
+    bad = ({n for n in referenced | set_names if n.startswith("FIREGRID_")}
+           - allowed_firegrid_names())
     assert not bad, bad
 
 
@@ -392,7 +396,8 @@ def test_dockerfile_installs_every_package_and_keeps_secrets_out():
     dockerfile = (REPO / "deploy" / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.M)
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
-    packages = [p.rstrip("*") for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]
+    packages = [p.rstrip("*")
+                for p in pyproject["tool"]["setuptools"]["packages"]["find"]["include"]]
     for package in packages:
         assert re.search(rf"^COPY {package} \./{package}$", dockerfile, re.M), \
             f"deploy/Dockerfile does not copy {package}/ (pyproject installs it)"
@@ -406,7 +411,7 @@ def test_dockerfile_installs_every_package_and_keeps_secrets_out():
 class _Metrics(http.server.BaseHTTPRequestHandler):
     body = b""
 
-    def do_GET(self):  # noqa: N802 (http.server's name)
+    def do_GET(self):   # http.server's name
         self.send_response(200 if self.path in ("/metrics", "/healthz") else 404)
         self.end_headers()
         self.wfile.write(self.body)
@@ -614,7 +619,8 @@ def test_city_ingest_and_alerts_are_statefulsets_with_the_pod_name_as_client_id(
     api = _by_kind(city, "Deployment")["firegrid-api"]
     service = _by_kind(city, "Service")["firegrid-api"]
     assert service["spec"]["selector"] == api["spec"]["selector"]["matchLabels"]
-    assert api["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    probe = api["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    assert probe["httpGet"]["path"] == "/healthz"
 
 
 def test_city_settings_and_grafana_point_where_they_should(city):
@@ -628,7 +634,8 @@ def test_city_settings_and_grafana_point_where_they_should(city):
     assert set(grafana_names()) <= set(env)
     mounts = {m["mountPath"]: m["name"] for m in grafana["containers"][0]["volumeMounts"]}
     volumes = {v["name"]: v for v in grafana["volumes"]}
-    provider = yaml.safe_load((REPO / "dashboards/provisioning/dashboards/firegrid.yaml").read_text())
+    provider = yaml.safe_load(
+        (REPO / "dashboards/provisioning/dashboards/firegrid.yaml").read_text())
     for path, source in ((provider["providers"][0]["options"]["path"], REPO / "dashboards/json"),
                          ("/etc/grafana/provisioning/datasources", DATASOURCES.parent),
                          ("/etc/grafana/provisioning/dashboards",

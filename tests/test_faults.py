@@ -90,7 +90,8 @@ def test_kill_9_mid_stream_then_restart_stores_every_message_once(
         publisher = Publisher(broker.host, broker.port, f"probe-{uid}")
         await_subscribed(publisher, prefix, db_url)
         publisher.close()
-        join = publish_in_background(broker, uid, [stream(prefix, i, 500) for i in range(0, total, 500)])
+        join = publish_in_background(broker, uid,
+                                     [stream(prefix, i, 500) for i in range(0, total, 500)])
         assert wait_for_count(db_url, COUNT_ROWS, 2000) >= 2000
         first.kill()
         at_kill = wait_for_count(db_url, COUNT_ROWS, total, timeout=0)
@@ -153,7 +154,8 @@ def test_database_restart_mid_stream_loses_nothing(make_settings, broker, uid):
         prefix = settings.mqtt.topic_prefix
         ingest = ThreadedIngest(settings).start()
         try:
-            join = publish_in_background(broker, uid, [stream(prefix, i, 500) for i in range(0, 10_000, 500)])
+            join = publish_in_background(
+                broker, uid, [stream(prefix, i, 500) for i in range(0, 10_000, 500)])
             assert wait_for_count(url, COUNT_ROWS, 1500) >= 1500
             pg.stop("fast")  # terminates ingest's connection mid-batch
             join()           # the broker keeps taking messages while the database is down
@@ -252,8 +254,9 @@ def test_workers_split_the_stream_and_a_killed_worker_is_replaced(make_settings,
     settings = make_settings(ingest={"batch_max_rows": 200, "metrics_port": base})
     prefix = settings.mqtt.topic_prefix
     log = open(tmp_path / "workers.log", "ab")
-    supervisor = subprocess.Popen([sys.executable, "-m", "firegrid.cli", "ingest", "--workers", "2"],
-                                  env=settings_env(settings), stdout=log, stderr=log)
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "firegrid.cli", "ingest", "--workers", "2"],
+        env=settings_env(settings), stdout=log, stderr=log)
     connected = CONNECTED
     try:
         # Both workers in the group before the stream, or the broker has only one to use.

@@ -20,12 +20,12 @@ ITER = 10  # hashing cost is not what these tests are about
 HIERARCHY = [
     ["street_id", "street_name", "community_id", "community_name", "grid_id", "grid_name",
      "grid_households", "building_id", "address", "lat", "lon", "floors", "households", "use"],
-    ["S1", "福田街道", "C1", "水围社区", "G1", "一网格", "420", "B1", "水围村1栋", "22.52", "114.05",
-     "7", "28", "rental"],
-    ["S1", "福田街道", "C1", "水围社区", "G1", "一网格", "420", "B2", "水围村2栋", "22.521", "114.051",
-     "6", "24", "shop"],
-    ["S1", "福田街道", "C1", "水围社区", "G2", "二网格", "380", "B3", "水围村3栋", "22.522", "114.052",
-     "8", "30", "residential"],
+    ["S1", "福田街道", "C1", "水围社区", "G1", "一网格", "420", "B1", "水围村1栋",
+     "22.52", "114.05", "7", "28", "rental"],
+    ["S1", "福田街道", "C1", "水围社区", "G1", "一网格", "420", "B2", "水围村2栋",
+     "22.521", "114.051", "6", "24", "shop"],
+    ["S1", "福田街道", "C1", "水围社区", "G2", "二网格", "380", "B3", "水围村3栋",
+     "22.522", "114.052", "8", "30", "residential"],
 ]
 WORKERS = [
     ["worker_id", "name", "role", "phone", "areas", "wecom", "sms"],
@@ -71,7 +71,8 @@ def test_import_writes_everything_with_history_and_hashed_credentials(db, tmp_pa
     assert result.written
     assert [count(db, t) for t in ("street_offices", "communities", "grids", "buildings",
                                    "workers", "roster", "devices")] == [1, 1, 2, 3, 4, 2, 4]
-    assert db.execute("SELECT array_agg(coalesce(grid_id, community_id)::text ORDER BY coalesce(grid_id, community_id)::text)"
+    assert db.execute("SELECT array_agg(coalesce(grid_id, community_id)::text"
+                      " ORDER BY coalesce(grid_id, community_id)::text)"
                       " FROM worker_areas WHERE worker_id IN ('W2', 'W3')").fetchone()[0] \
         == ["C1", "G1", "G2"]
     # A local time without an offset is read in the site's zone (Asia/Shanghai, +08:00).
@@ -102,12 +103,13 @@ def test_bad_csv_changes_nothing_and_names_every_bad_row(db, tmp_path):
     importer.run_import(db, NoBrokerAuth(), [write(tmp_path, "h.csv", HIERARCHY)],
                         actor="t", iterations=ITER)
     before = {t: count(db, t) for t in ("buildings", "devices", "workers", "registry_history")}
+    c1 = ["S1", "福田街道", "C1", "水围社区"]
     bad_hierarchy = HIERARCHY[:1] + [
-        ["S1", "福田街道", "C1", "水围社区", "G1", "一网格", "420", "B9", "x", "95", "114", "3", "", "rental"],
-        ["S1", "福田街道", "C1", "水围社区", "G1", "一网格", "420", "B8", "y", "0", "0", "3", "", "rental"],
-        ["S1", "福田街道", "C1", "水围社区", "G7", "七网格", "", "B7", "z", "22.5", "114", "3", "", "castle"],
-        ["S1", "福田街道", "C1", "水围社区", "G1", "一网格", "420", "B6", "w", "22.5", "114", "3", "", "shop"],
-        ["S1", "福田街道", "C1", "水围社区", "G1", "一网格", "420", "B6", "w", "22.5", "114", "3", "", "shop"],
+        c1 + ["G1", "一网格", "420", "B9", "x", "95", "114", "3", "", "rental"],
+        c1 + ["G1", "一网格", "420", "B8", "y", "0", "0", "3", "", "rental"],
+        c1 + ["G7", "七网格", "", "B7", "z", "22.5", "114", "3", "", "castle"],
+        c1 + ["G1", "一网格", "420", "B6", "w", "22.5", "114", "3", "", "shop"],
+        c1 + ["G1", "一网格", "420", "B6", "w", "22.5", "114", "3", "", "shop"],
     ]
     bad_devices = DEVICES[:1] + [
         ["SD-0100", "smoke_detector", "B1", "3", "", "", ""],        # fine

@@ -70,7 +70,8 @@ def test_gateway_batch_stores_each_device_and_dead_letters_only_bad_entries(
         assert wait_for_count(db_url, "SELECT count(*) FROM dead_letters", 1) == 1
     finally:
         ingest.stop()
-    assert db.execute("SELECT device_id, gateway_id FROM readings").fetchall() == [("SD-101", "GW-1")]
+    assert db.execute("SELECT device_id, gateway_id FROM readings").fetchall() == [
+        ("SD-101", "GW-1")]
     assert db.execute("SELECT device_id, type, gateway_id, attrs FROM events").fetchall() == [
         ("SD-102", "alarm", "GW-1", {"obscuration_db_m": 0.4})]
     reason, device, detail, payload = db.execute(
@@ -162,7 +163,8 @@ def test_duplicates_are_stored_once_and_repeated_garbage_is_counted(
     assert ingest.service.committed == committed
     assert db.execute("SELECT count(*) FROM readings").fetchone()[0] == 1
     assert db.execute("SELECT count(*) FROM events").fetchone()[0] == 1
-    assert db.execute("SELECT reason, seen_count FROM dead_letters").fetchall() == [("invalid_json", 2)]
+    assert db.execute("SELECT reason, seen_count FROM dead_letters").fetchall() == [
+        ("invalid_json", 2)]
 
 
 def test_an_idle_ingest_reports_its_database_connection(make_settings):

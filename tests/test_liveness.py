@@ -6,10 +6,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from devices import metrics, quarantine, queries
+from devices import quarantine, queries
 from devices.errors import Conflict, NotFound
-from ingest.liveness import LivenessTracker
 from ingest import metrics as ingest_metrics
+from ingest.liveness import LivenessTracker
 from ingest.metrics import LIVENESS_FOREIGN_ENTRIES
 from runtime.settings import DevicesSettings
 from simulators import messages as m
@@ -108,8 +108,10 @@ def test_unknown_ids_are_quarantined_and_their_readings_still_stored(
         ("STRAY-1", 4, m.topic("STRAY-1", "event", prefix), True, None),
         ("STRAY-2", 1, gateway_topic, True, None)]
     # Nothing of theirs was dropped, and nothing about them leaked into the registry tables.
-    assert db.execute("SELECT count(*) FROM readings WHERE device_id = 'STRAY-1'").fetchone()[0] == 3
-    assert db.execute("SELECT count(*) FROM events WHERE device_id LIKE 'STRAY-%'").fetchone()[0] == 2
+    assert db.execute("SELECT count(*) FROM readings WHERE device_id = 'STRAY-1'"
+                      ).fetchone()[0] == 3
+    assert db.execute("SELECT count(*) FROM events WHERE device_id LIKE 'STRAY-%'"
+                      ).fetchone()[0] == 2
     assert db.execute("SELECT count(*) FROM device_conditions WHERE device_id LIKE 'STRAY-%'"
                       ).fetchone()[0] == 0
     # The gateway is heard by its own message, the device behind it by its entry; SD-9's
@@ -166,7 +168,10 @@ def test_events_and_statuses_set_and_clear_conditions(db):
     for device in ("SD-T", "SD-F", "SD-G", "SD-L"):
         add_device(db, device, state="active")
     add_device(db, "CAM-V", "camera", heartbeat_s=60, state="active")
-    ev = lambda device, kind, seq, ts, **f: decoded(device, "event", m.event(kind, seq, ts, **f), ts)
+
+    def ev(device, kind, seq, ts, **f):
+        return decoded(device, "event", m.event(kind, seq, ts, **f), ts)
+
     _flush(db,
            ev("SD-T", "tamper", 1, T0, state="removed"),
            ev("SD-T", "tamper", 2, T0 + 1000, state="restored"),
@@ -194,9 +199,11 @@ def test_events_and_statuses_set_and_clear_conditions(db):
 def test_low_battery_from_statuses_has_hysteresis(db):
     add_device(db, "SD-B", state="active")
     settings = DevicesSettings(low_battery_pct=20, low_battery_clear_pct=30)
-    status = lambda seq, pct: decoded("SD-B", "telemetry",
-                                      m.smoke_status(seq, T0 + seq * 1000, battery_pct=pct),
-                                      T0 + seq * 1000)
+
+    def status(seq, pct):
+        return decoded("SD-B", "telemetry",
+                       m.smoke_status(seq, T0 + seq * 1000, battery_pct=pct), T0 + seq * 1000)
+
     inactive_50, active_20 = (False, "battery 50%"), (True, "battery 20%")
     steps = [(50, inactive_50), (25, inactive_50), (20, active_20), (29, active_20),
              (21, active_20), (30, (False, "battery 30%")), (25, (False, "battery 30%")),

@@ -8,11 +8,10 @@ import time
 from datetime import timedelta
 
 import psycopg
-import pytest
 
 from devices import metrics, tickets
-from ingest.liveness import LivenessTracker
 from devices.monitor import check, run_monitor
+from ingest.liveness import LivenessTracker
 from runtime.settings import DevicesSettings
 from simulators import messages as m
 from tests.fleet import add_device, add_worker, at, decoded, ms, retire, watching
@@ -107,8 +106,10 @@ def test_conditions_open_tickets_for_the_grid_technician_and_close_when_cleared(
     add_worker(db, "W-AWAY", grid="G1", active=False)
     add_worker(db, "W-COMMUNITY", community="C1")
     add_worker(db, "W-TECH", grid="G1")
-    tamper = lambda seq, ts, state: decoded("SD-T", "event",
-                                            m.event("tamper", seq, ts, state=state), ts)
+
+    def tamper(seq, ts, state):
+        return decoded("SD-T", "event", m.event("tamper", seq, ts, state=state), ts)
+
     _hear(db, tamper(1, T0, "opened"),
           decoded("SD-T", "event", m.event("fault", 2, T0, code="E07"), T0))
     now = L + timedelta(minutes=1)
@@ -151,9 +152,11 @@ def test_a_ticket_closed_by_hand_stays_closed_until_the_device_reports_again(db)
 def test_a_manual_close_does_not_silence_a_later_report_from_a_slow_device_clock(db):
     add_device(db, "SD-S", state="active")
     slow = 10 * 60_000  # the detector's clock is ten minutes behind the server's
-    tamper = lambda seq, received_ms, state, ts=None: decoded(
-        "SD-S", "event", m.event("tamper", seq, ts or received_ms - slow, state=state),
-        received_ms)
+
+    def tamper(seq, received_ms, state, ts=None):
+        return decoded("SD-S", "event",
+                       m.event("tamper", seq, ts or received_ms - slow, state=state), received_ms)
+
     # Real time: the manual close stamps closed_at with the database's clock.
     first = ms(db.execute("SELECT now()").fetchone()[0]) - 60_000
     _hear(db, tamper(1, first, "removed"))

@@ -32,8 +32,8 @@ _INSTALL = ("install Debian's `prometheus` package (./dev test does): the Promet
 
 
 def _run(*args: str | Path) -> None:
-    done = subprocess.run([required_tool("promtool", _INSTALL), *map(str, args)], cwd=PROM, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run([required_tool("promtool", _INSTALL), *map(str, args)], cwd=PROM,
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"promtool {' '.join(map(str, args))} failed:\n" \
                                  f"{done.stdout}\n{done.stderr}"
 

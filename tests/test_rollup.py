@@ -44,7 +44,7 @@ def daily(db, day: date) -> dict[tuple[str, str], dict]:
     cur = db.execute("SELECT * FROM readings_daily WHERE day = %s ORDER BY grid_id, kind",
                      [day_start(day)])
     names = [c.name for c in cur.description]
-    return {(r[1], r[2]): dict(zip(names, r)) for r in cur.fetchall()}
+    return {(r[1], r[2]): dict(zip(names, r, strict=True)) for r in cur.fetchall()}
 
 
 @pytest.fixture

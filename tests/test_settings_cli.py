@@ -18,7 +18,8 @@ EXAMPLE = REPO / "deploy" / "firegrid.example.toml"
 
 def test_environment_overrides_the_toml_file(tmp_path, monkeypatch):
     path = tmp_path / "fg.toml"
-    path.write_text('[mqtt]\nhost = "broker.example"\nport = 8883\n[ingest]\nbatch_max_rows = 500\n')
+    path.write_text('[mqtt]\nhost = "broker.example"\nport = 8883\n'
+                    '[ingest]\nbatch_max_rows = 500\n')
     monkeypatch.setenv("FIREGRID_MQTT__PORT", "1884")
     settings = load_settings(path)
     assert (settings.mqtt.host, settings.mqtt.port) == ("broker.example", 1884)

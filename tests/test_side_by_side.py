@@ -22,7 +22,12 @@ from runtime.localsvc import free_ports, wait_until
 from runtime.settings import Settings
 from simulators import messages as m
 from tests.alert_live import (
-    AlertsProcess, Phones, alert_settings, fast_ladder, pages_sent, send_alarm,
+    AlertsProcess,
+    Phones,
+    alert_settings,
+    fast_ladder,
+    pages_sent,
+    send_alarm,
 )
 from tests.alert_support import build_ward
 from tests.helpers import IngestProcess, Publisher, scrape, wait_for_count

@@ -216,7 +216,8 @@ def test_scenario_errors_name_the_file_and_field(tmp_path: Path, street):
         scenarios.load(bad)
     assert "bad.toml: fire[0].at:" in str(err.value)
     assert "bad.toml: outage[0]:" in str(err.value) and "who goes offline" in str(err.value)
-    with pytest.raises(ScenarioError, match="built-in ones are battery, cooking, fire, flapping, flood, hostile, outage, tamper"):
+    with pytest.raises(ScenarioError, match="built-in ones are battery, cooking, fire, flapping, "
+                                            "flood, hostile, outage, tamper"):
         scenarios.load("no-such")
     typo = scenarios.parse({"fire": [{"at": 1, "building": "B99999"}]})
     with pytest.raises(ScenarioError, match="fire-1.building: no building 'B99999'"):

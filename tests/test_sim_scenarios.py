@@ -4,6 +4,7 @@ through ingest's own decoder."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -118,7 +119,7 @@ def test_flapping_connection_drops_and_comes_back_every_few_minutes(street):
     assert flap["connection"] and not flap["alarm"]
     drops = flap["flaps"]
     assert len(drops) >= 4
-    gaps = [b[0] - a[1] for a, b in zip(drops, drops[1:])]
+    gaps = [b[0] - a[1] for a, b in itertools.pairwise(drops)]
     assert all(60_000 <= g <= 5 * 60_000 for g in gaps)             # every few minutes
     assert all(5_000 <= end - begin <= 30_000 for begin, end in drops)
     assert engine.stats.connections_lost == len(drops)
@@ -155,7 +156,7 @@ def test_flood_publishes_valid_messages_far_above_the_normal_rate(street):
     assert {r["device"] for r in mine} == {flood["device"]}
     assert all(r["expect"] == "stored" and r["type"] == "smoke_status" for r in mine)
     ts = [r["ts"] for r in mine]
-    assert ts == sorted(ts) and set(b - a for a, b in zip(ts, ts[1:])) == {50}
+    assert ts == sorted(ts) and set(b - a for a, b in itertools.pairwise(ts)) == {50}
     assert flood["ts"] <= ts[0] and ts[-1] < flood["ends_ts"]
     seqs = [r["seq"] for r in mine]
     assert len(set(seqs)) == len(seqs)                    # every one a distinct row
