@@ -64,7 +64,9 @@ class AlertService:
         # the dispatcher then holds off, up to poll_s, so the rungs are written first.
         self._no_backlog = threading.Event()
         self._no_backlog.set()
-        self.window = Window(batch_max=cfg.batch_max, max_age_s=0)
+        self.window = Window(batch_max=cfg.batch_max, max_age_s=0,
+                             max_messages=settings.ingest.inflight_window,
+                             max_bytes=settings.ingest.window_max_bytes)
         mqtt = settings.mqtt.model_copy(update={"client_id": cfg.client_id,
                                                 "share_group": cfg.share_group})
         self.consumer = Consumer(mqtt, self.window, inflight_window=settings.ingest.inflight_window,

@@ -41,7 +41,8 @@ class IngestService:
         cfg = settings.ingest
         self._settings = settings
         self._stopping = threading.Event()
-        self.window = Window(batch_max=cfg.batch_max_rows, max_age_s=cfg.batch_max_age_ms / 1000)
+        self.window = Window(batch_max=cfg.batch_max_rows, max_age_s=cfg.batch_max_age_ms / 1000,
+                             max_messages=cfg.inflight_window, max_bytes=cfg.window_max_bytes)
         self.decoder = Decoder(
             prefix=settings.mqtt.topic_prefix, max_payload_bytes=cfg.max_payload_bytes,
             max_future_skew_s=cfg.max_future_skew_s, max_age_days=cfg.max_age_days,

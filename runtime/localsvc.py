@@ -181,8 +181,9 @@ class Mosquitto:
             f"log_dest file {self.base}/mosquitto.log\n"
             f"listener {self.port} 127.0.0.1\n"
             f"{self._access_conf()}"
-            f"{self.extra_conf}\n"
             f"include_dir {BROKER_CONF_D}\n"
+            # Last, so that a test's lines override the shipped conf.d.
+            f"{self.extra_conf}\n"
         )
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         proc = self.proc = subprocess.Popen([binary, "-c", str(conf)],

@@ -71,7 +71,8 @@ def _item(i: int, mono: float) -> Inbound:
 
 
 def test_window_releases_a_full_batch_at_once_and_a_partial_one_on_age():
-    window = Window(batch_max=3, max_age_s=0.05)
+    window = Window(batch_max=3, max_age_s=0.05, max_messages=100_000,
+                    max_bytes=2**30)
     now = time.monotonic()
     for i in range(4):
         window.put(_item(i, now))
@@ -82,7 +83,8 @@ def test_window_releases_a_full_batch_at_once_and_a_partial_one_on_age():
 
 
 def test_window_close_wakes_a_waiting_writer():
-    window = Window(batch_max=10, max_age_s=60)
+    window = Window(batch_max=10, max_age_s=60, max_messages=100_000,
+                    max_bytes=2**30)
     got: list = []
     t = threading.Thread(target=lambda: got.append(window.take()))
     t.start()

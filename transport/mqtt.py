@@ -4,9 +4,11 @@
   Session Expiry Interval, or 3.1.1 clean_session=False), so the broker queues for us while
   we are away and redelivers whatever we did not acknowledge.
 - manual_ack=True: paho sends no PUBACK by itself; the writer calls ack() after commit.
-- The in-flight window bounds what the broker sends us unacknowledged: sent as Receive
-  Maximum with MQTT 5, the broker's max_inflight_messages with 3.1.1 (the default).
-- on_message only appends to the Window: the network loop never waits for the database.
+- The Window bounds what we hold unacknowledged, in messages and bytes; when it is full,
+  on_message waits and the socket is not read (TCP pushes back on the broker). The bound is
+  also sent as Receive Maximum with MQTT 5. on_message never waits for the database itself.
+- A packet id reused while unacknowledged (a broker past 65,535 in flight) drops the
+  connection rather than let one ack release two messages.
 - Every (re)connect or disconnect bumps `generation`. An ack is sent only for messages of
   the current connection; older ones are redelivered by the broker and deduplicated.
 
@@ -22,10 +24,11 @@ from __future__ import annotations
 
 import logging
 import random
+import socket
 import struct
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
@@ -91,6 +94,14 @@ class Consumer:
         self.generation = 0
         self.received = 0  # messages handed to the window by this process
         metrics.RECEIVED.labels(service).set_function(lambda: self.received)
+        metrics.WINDOW_MESSAGES.labels(service).set_function(lambda: window.held)
+        metrics.WINDOW_BYTES.labels(service).set_function(lambda: window.held_bytes)
+        metrics.WINDOW_WAITS.labels(service).set_function(lambda: window.waits)
+        self._mid_reused = metrics.MID_REUSED.labels(service)
+        # QoS 1 packet ids of this connection not yet acknowledged. A broker that lets more
+        # than 65,535 be unacknowledged reuses ids; an ack would then release both.
+        self._pending: set[int] = set()
+        self._tainted = False   # a packet id was reused: this connection acks nothing more
         self._connected = metrics.CONNECTED.labels(service)
         self._session_lost = metrics.SESSION_LOST.labels(service)
         self._connected_once = False
@@ -140,13 +151,21 @@ class Consumer:
 
     # --- acknowledgement ---------------------------------------------------------------
 
-    def ack(self, items: Iterable[Inbound]) -> int:
-        """Acknowledge committed messages of the current connection; returns how many."""
+    def ack(self, items: Sequence[Inbound]) -> int:
+        """Acknowledge committed messages of the current connection and free their room in
+        the window; returns how many were acknowledged."""
+        try:
+            return self._ack(items)
+        finally:
+            self._window.release(items)
+
+    def _ack(self, items: Sequence[Inbound]) -> int:
         with self._lock:
             generation = self.generation
             mids = [item.mid for item in items if item.qos == 1 and item.generation == generation]
             if not mids:
                 return 0
+            self._pending.difference_update(mids)
             queue = getattr(self._client, "_packet_queue", None)
             if queue is None:  # a paho without the internal below: the public, slower path
                 for mid in mids:
@@ -169,12 +188,35 @@ class Consumer:
             # messages pour in: a long drain reconnected every 60 s. Traffic from the broker
             # proves the link is alive, so a pending ping no longer counts as unanswered.
             client._ping_t = 0
+        if msg.qos == 1:
+            with self._lock:
+                if self._tainted:
+                    return  # left unacknowledged: redelivered after the reconnect
+                if msg.mid in self._pending:
+                    self._taint(client, msg.mid)
+                    return
+                self._pending.add(msg.mid)
         # paho types the payload bytes | bytearray; a received one is bytes, which bytes()
         # returns as it is, without a copy.
         self._window.put(Inbound(
             msg.topic, bytes(msg.payload), msg.mid, msg.qos, self.generation,
             time.time_ns() // 1_000_000, time.monotonic(),
         ))
+
+    def _taint(self, client: mqtt.Client, mid: int) -> None:
+        """The broker sent a message with the packet id of one we have not acknowledged.
+        Acknowledging either would release both, one maybe not yet committed. So this
+        connection acknowledges nothing more (a new generation), and is dropped: the broker
+        redelivers every unacknowledged message on the next one. Called under the lock."""
+        log.error("broker reused packet id %d while a message with it is unacknowledged;"
+                  " reconnecting so that no acknowledgement releases the wrong message", mid)
+        self._mid_reused.inc()
+        self._tainted = True
+        self.generation += 1
+        self._pending.clear()
+        sock = client.socket()
+        if isinstance(sock, socket.socket):   # paho sees the loss and reconnects
+            sock.shutdown(socket.SHUT_RDWR)
 
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
                     reason: ReasonCode, properties: Properties | None) -> None:
@@ -183,6 +225,8 @@ class Consumer:
             return
         with self._lock:
             self.generation += 1
+            self._pending.clear()
+            self._tainted = False
         if self._connected_once and not flags.session_present:
             # Our queue on the broker is gone (expired or the broker lost its store).
             log.warning("broker did not resume our session: messages queued meanwhile are lost")
@@ -209,6 +253,8 @@ class Consumer:
                        reason: ReasonCode, properties: Properties | None) -> None:
         with self._lock:
             self.generation += 1
+            self._pending.clear()
+            self._tainted = False
         self.subscribed.clear()
         self._connected.set(0)
         if reason.is_failure:

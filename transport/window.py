@@ -1,9 +1,16 @@
 """The bounded buffer between the MQTT network loop and the batch writer.
 
-Its bound is enforced upstream: the broker never has more than `inflight_window` unacked
-messages out to us (MQTT 5 Receive Maximum, or Mosquitto's max_inflight_messages for 3.1.1),
-and a message leaves the window only when the writer acknowledges it after commit. So put()
-never blocks paho's network thread, and memory stays bounded by the window.
+A message is held from its arrival (put) until the writer has committed and acknowledged it
+(release): that is what the broker has out to us unacknowledged. firegrid bounds it itself,
+in messages and in bytes, whatever the broker does (Mosquitto 2.0 does not enforce its
+max_inflight_messages for MQTT 3.1.1 clients draining a backlog: 100,000 unacknowledged were
+measured against a window of 4,000). When the window is full, put() waits in paho's network
+thread: the socket is not read, TCP pushes back, and the broker keeps the rest queued in our
+persistent session, where it costs firegrid nothing. The writer never waits for put(), and
+its acknowledgements free space before they are written, so the two cannot deadlock.
+
+One message larger than the byte bound is let in when the window is empty, or it could never
+be taken.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -26,30 +34,63 @@ class Inbound:
 
 
 class Window:
-    def __init__(self, *, batch_max: int, max_age_s: float) -> None:
+    def __init__(self, *, batch_max: int, max_age_s: float, max_messages: int,
+                 max_bytes: int) -> None:
         self._items: deque[Inbound] = deque()
-        self._cond = threading.Condition()
+        lock = threading.Lock()
+        self._ready = threading.Condition(lock)   # the writer waits for a batch
+        self._space = threading.Condition(lock)   # the network thread waits for room
         self._batch_max = batch_max
         self._max_age = max_age_s
+        self._max_messages = max_messages
+        self._max_bytes = max_bytes
         self._closed = False
+        self.held = 0          # messages put and not yet released
+        self.held_bytes = 0
+        self.peak = 0          # the most held at once, since start
+        self.peak_bytes = 0
+        self.waits = 0         # times put() had to wait for room
 
     def __len__(self) -> int:
+        """Messages waiting to be taken (held ones already taken are not counted)."""
         return len(self._items)
 
     def put(self, item: Inbound) -> None:
-        """Called from paho's network thread: O(1), never blocks on I/O. deque.append is
-        atomic, so the lock is taken only to wake the writer (first item or a full batch);
-        the writer checks and waits under the lock, so no wake-up is missed."""
-        self._items.append(item)
-        n = len(self._items)
-        if n == 1 or n == self._batch_max:
-            with self._cond:
-                self._cond.notify()
+        """Called from paho's network thread. Waits while the window is full (not once the
+        window is closed: a stopping service leaves what it has unacknowledged)."""
+        size = len(item.payload)
+        with self._space:
+            if self._full(size):
+                self.waits += 1
+                while self._full(size) and not self._closed:
+                    self._space.wait()
+            self.held += 1
+            self.held_bytes += size
+            self.peak = max(self.peak, self.held)
+            self.peak_bytes = max(self.peak_bytes, self.held_bytes)
+            self._items.append(item)
+            n = len(self._items)
+            if n == 1 or n == self._batch_max:
+                self._ready.notify()
+
+    def _full(self, size: int) -> bool:
+        return self.held > 0 and (self.held >= self._max_messages
+                                  or self.held_bytes + size > self._max_bytes)
+
+    def release(self, items: Sequence[Inbound]) -> None:
+        """The writer is done with these (committed and acknowledged, or acknowledged in
+        vain on a connection since lost): their room goes back to the network thread."""
+        if not items:
+            return
+        with self._space:
+            self.held -= len(items)
+            self.held_bytes -= sum(len(i.payload) for i in items)
+            self._space.notify()
 
     def take(self) -> list[Inbound]:
         """Block until a batch is full, the oldest message is max_age old, or close();
         return up to batch_max messages (possibly none after close)."""
-        with self._cond:
+        with self._ready:
             while not self._closed:
                 if len(self._items) >= self._batch_max:
                     break
@@ -57,19 +98,20 @@ class Window:
                     wait = self._items[0].received_mono + self._max_age - time.monotonic()
                     if wait <= 0:
                         break
-                    self._cond.wait(wait)
+                    self._ready.wait(wait)
                 else:
-                    self._cond.wait()
+                    self._ready.wait()
             n = min(len(self._items), self._batch_max)
             return [self._items.popleft() for _ in range(n)]
 
     def take_now(self) -> list[Inbound]:
         """Whatever is buffered, up to one batch, without waiting (used while draining)."""
-        with self._cond:
+        with self._ready:
             n = min(len(self._items), self._batch_max)
             return [self._items.popleft() for _ in range(n)]
 
     def close(self) -> None:
-        with self._cond:
+        with self._ready:
             self._closed = True
-            self._cond.notify_all()
+            self._ready.notify_all()
+            self._space.notify_all()
