@@ -41,7 +41,7 @@ from protocol.decode import Decoder
 from runtime.db import classify, connect
 from runtime.errors import UnavailableError
 from runtime.retry import Backoff
-from runtime.settings import Settings
+from runtime.settings import MqttSettings, Settings
 from transport.mqtt import Consumer
 from transport.window import Inbound, Window
 
@@ -67,8 +67,9 @@ class AlertService:
         self.window = Window(batch_max=cfg.batch_max, max_age_s=0,
                              max_messages=settings.ingest.inflight_window,
                              max_bytes=settings.ingest.window_max_bytes)
-        mqtt = settings.mqtt.model_copy(update={"client_id": cfg.client_id,
-                                                "share_group": cfg.share_group})
+        mqtt = MqttSettings.model_validate(settings.mqtt.model_dump() | {
+            "client_id": cfg.client_id, "share_group": cfg.share_group,
+            "partitions": cfg.partitions, "partition": cfg.partition})
         self.consumer = Consumer(mqtt, self.window, inflight_window=settings.ingest.inflight_window,
                                  service="alerts")
         self.decoder = Decoder(prefix=mqtt.topic_prefix,
@@ -102,8 +103,8 @@ class AlertService:
             thread.start()
             self._threads.append(thread)
         self.consumer.start()
-        log.info("alert core running: client %s, share group %r", cfg.client_id,
-                 cfg.share_group)
+        log.info("alert core running: client %s, share group %r, partition %d of %d",
+                 cfg.client_id, cfg.share_group, cfg.partition, cfg.partitions)
         try:
             self._evaluate_forever()
         finally:

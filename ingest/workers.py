@@ -1,15 +1,18 @@
-"""`firegrid ingest --workers N`: N ingest processes on one shared subscription.
+"""`firegrid ingest --workers N`: N ingest processes splitting the stream by device.
 
 One ingest process is one core at most: paho's network thread and the writer share a GIL
-(docs/benchmarks.md). The scale-out is the broker's: every worker subscribes to the same
-$share/<group>/ and the broker splits messages between them. Each worker has its own client
-id ({client_id}-{i}) and so its own persistent session and queue.
+(docs/benchmarks.md). Each worker has its own client id ({client_id}-{i}), and so its own
+persistent session and queue. By default each subscribes plainly to the whole prefix and
+keeps the devices whose id hashes to its partition i of N, acknowledging the others at once:
+a plain subscription survives a Mosquitto restart, a $share one does not (docs/operations.md,
+"Broker restarts"). With mqtt.share_group set (an EMQX cluster), the workers share that
+group instead and the broker splits the messages.
 
-The broker keeps queueing a dead worker's share in that worker's session, so a worker that
-exits unexpectedly is restarted (with backoff) rather than left down. SIGTERM/SIGINT go to
+Keep N stable: a device's partition depends on it, and a retired worker's session keeps
+queueing until it is cleared. A worker that exits unexpectedly is restarted (with backoff)
+rather than left down, since its session queues its share meanwhile. SIGTERM/SIGINT go to
 every worker, which drain as a single ingest does; then the supervisor exits.
 """
-
 from __future__ import annotations
 
 import logging
@@ -39,9 +42,12 @@ def restart_delay(restarts: int, ran_s: float) -> tuple[int, float]:
     return count, RESTART_BACKOFF.delay(count)
 
 
-def worker_env(settings: Settings, index: int) -> dict[str, str]:
+def worker_env(settings: Settings, index: int, workers: int) -> dict[str, str]:
     env = dict(os.environ)
     env["FIREGRID_MQTT__CLIENT_ID"] = f"{settings.mqtt.client_id}-{index}"
+    if not settings.mqtt.share_group:
+        env["FIREGRID_MQTT__PARTITIONS"] = str(workers)
+        env["FIREGRID_MQTT__PARTITION"] = str(index)
     port = settings.ingest.metrics_port
     env["FIREGRID_INGEST__METRICS_PORT"] = str(port + index if port else 0)
     return env
@@ -66,9 +72,8 @@ def _check_ports(settings: Settings, workers: int) -> None:
 
 
 def run_workers(settings: Settings, workers: int, config_file: str | None) -> int:
-    if workers > 1 and not settings.mqtt.share_group:
-        raise ConfigError("--workers needs mqtt.share_group (FIREGRID_MQTT__SHARE_GROUP): "
-                          "without a shared subscription every worker would get every message")
+    if settings.mqtt.partitions > 1:
+        raise ConfigError("--workers sets mqtt.partitions for its workers itself: leave it 1")
     _check_ports(settings, workers)
     argv = [sys.executable, "-m", "firegrid.cli"]
     if config_file:
@@ -81,7 +86,7 @@ def run_workers(settings: Settings, workers: int, config_file: str | None) -> in
 
     def start(i: int) -> None:
         started[i] = time.monotonic()
-        procs[i] = subprocess.Popen(argv, env=worker_env(settings, i))
+        procs[i] = subprocess.Popen(argv, env=worker_env(settings, i, workers))
         log.info("worker %d started (pid %d, client id %s-%d)", i, procs[i].pid,
                  settings.mqtt.client_id, i)
 

@@ -43,12 +43,30 @@ class MqttSettings(BaseModel):
     keepalive_s: int = Field(30, ge=5, le=3600)
     # MQTT 5 Session Expiry Interval: how long the broker keeps our queue while we are away.
     session_expiry_s: int = Field(7 * 24 * 3600, ge=60)
-    # Shared-subscription group; several ingest processes with the same group split the load.
-    # Empty string subscribes without $share (one process sees everything).
-    share_group: str = "firegrid-ingest"
+    # "" (the default): a plain subscription. Mosquitto 2.0 restores a persistent session's
+    # plain subscriptions after a restart but never its $share ones, so a shared group
+    # loses what devices send between the broker's return and our resubscribe
+    # (docs/operations.md, "Broker restarts"). A group name subscribes through
+    # $share/<group>/: for an EMQX cluster, whose shared subscriptions are its way to scale.
+    share_group: str = ""
+    # Several processes on plain subscriptions split the work by device instead: each gets
+    # every message, keeps those whose topic id hashes to its `partition` of `partitions`
+    # and acknowledges the others unstored (their owner keeps its own copy).
+    # `firegrid ingest --workers N` sets both for its workers.
+    partitions: int = Field(1, ge=1, le=64)
+    partition: int = Field(0, ge=0, le=63)
     topic_prefix: str = "fg/v1"
     reconnect_min_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _one_way_to_split(self) -> MqttSettings:
+        if self.partition >= self.partitions:
+            raise ValueError(f"partition ({self.partition}) must be below partitions"
+                             f" ({self.partitions})")
+        if self.share_group and self.partitions > 1:
+            raise ValueError("share_group and partitions both split the messages: set one")
+        return self
 
 
 class DatabaseSettings(BaseModel):
@@ -168,7 +186,12 @@ class AlertsSettings(BaseModel):
     # (rate-of-rise then sees part of a detector's reports unless the broker shares by
     # client id, as EMQX's hash_clientid strategy does).
     client_id: str = Field("firegrid-alerts-1", min_length=1, max_length=120)
-    share_group: str = "firegrid-alerts"
+    # As mqtt.share_group / partitions / partition, for the alert core's own subscription
+    # (plain by default, for the same reason). Partitions keep each detector on one process,
+    # so rate-of-rise sees all of its reports.
+    share_group: str = ""
+    partitions: int = Field(1, ge=1, le=64)
+    partition: int = Field(0, ge=0, le=63)
     # Pages for the worker app go to {page_topic_prefix}/{worker_id}/pages (QoS 1).
     page_topic_prefix: str = "firegrid/v1/workers"
     # Messages evaluated per transaction at most; alarms are taken as soon as they arrive.

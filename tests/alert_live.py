@@ -19,7 +19,7 @@ from tests.helpers import IngestProcess, Publisher, ThreadedService, wait_for_co
 
 
 def alert_settings(make_settings, uid: str, **alerts) -> Settings:
-    return make_settings(alerts={"client_id": f"alerts-{uid}", "share_group": f"a{uid}",
+    return make_settings(alerts={"client_id": f"alerts-{uid}",
                                  "page_topic_prefix": f"pages/{uid}", "metrics_port": 0,
                                  "poll_s": 0.2, **alerts})
 

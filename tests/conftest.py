@@ -64,7 +64,7 @@ def make_settings(broker, db_url, uid):
     def make(**sections) -> Settings:
         base = {
             "mqtt": {"host": broker.host, "port": broker.port, "client_id": f"ingest-{uid}",
-                     "topic_prefix": f"fg/{uid}", "share_group": f"g{uid}",
+                     "topic_prefix": f"fg/{uid}",
                      "reconnect_min_s": 0.1, "reconnect_max_s": 1.0},
             "database": {"url": db_url},
             "ingest": {"metrics_port": 0, "batch_max_age_ms": 20, "retry_min_s": 0.05,

@@ -80,12 +80,12 @@ def street(pg_server, broker, tmp_path_factory):
     settings = load_settings(
         None,
         mqtt={"host": broker.host, "port": broker.port, "client_id": f"ingest-{uid}",
-              "topic_prefix": f"fg/{uid}", "share_group": f"g{uid}",
+              "topic_prefix": f"fg/{uid}",
               "reconnect_min_s": 0.1, "reconnect_max_s": 1.0},
         database={"url": url},
         ingest={"metrics_port": 0, "batch_max_age_ms": 20, "retry_min_s": 0.05,
                 "retry_max_s": 0.5},
-        alerts={"client_id": f"alerts-{uid}", "share_group": f"a{uid}",
+        alerts={"client_id": f"alerts-{uid}",
                 "page_topic_prefix": f"pages/{uid}", "metrics_port": 0, "poll_s": 0.2})
 
     files = topology.generate(tmp / "street", "tiny", seed=3)

@@ -11,6 +11,9 @@ CONNECTED = Gauge("firegrid_mqtt_connected", "1 while connected to the broker an
                   ["service"])
 # The window (transport/window.py): held = received and not yet acknowledged; waits = times
 # the network thread stopped reading because the window was full (grows).
+OTHERS = Gauge("firegrid_mqtt_messages_others",
+               "Messages of other partitions, acknowledged at once and not kept (grows)",
+               ["service"])
 WINDOW_MESSAGES = Gauge("firegrid_mqtt_window_messages",
                         "Messages received and not yet acknowledged (bounded by firegrid)",
                         ["service"])

@@ -28,6 +28,7 @@ import socket
 import struct
 import threading
 import time
+import zlib
 from collections.abc import Sequence
 
 import paho.mqtt.client as mqtt
@@ -92,8 +93,12 @@ class Consumer:
         self._inflight = inflight_window
         self._lock = threading.Lock()
         self.generation = 0
-        self.received = 0  # messages handed to the window by this process
+        self.received = 0  # messages taken from the broker by this process
+        self.others = 0    # ... of them other partitions' (acknowledged, not kept)
         metrics.RECEIVED.labels(service).set_function(lambda: self.received)
+        metrics.OTHERS.labels(service).set_function(lambda: self.others)
+        self._partitions, self._partition = settings.partitions, settings.partition
+        self._id_at = len(settings.topic_prefix.strip("/").split("/"))
         metrics.WINDOW_MESSAGES.labels(service).set_function(lambda: window.held)
         metrics.WINDOW_BYTES.labels(service).set_function(lambda: window.held_bytes)
         metrics.WINDOW_WAITS.labels(service).set_function(lambda: window.waits)
@@ -188,6 +193,11 @@ class Consumer:
             # messages pour in: a long drain reconnected every 60 s. Traffic from the broker
             # proves the link is alive, so a pending ping no longer counts as unanswered.
             client._ping_t = 0
+        if self._partitions > 1 and not self._owns(msg.topic):
+            # Another process keeps its own copy from its own session (docs/operations.md).
+            self.others += 1
+            client.ack(msg.mid, msg.qos)
+            return
         if msg.qos == 1:
             with self._lock:
                 if self._tainted:
@@ -202,6 +212,13 @@ class Consumer:
             msg.topic, bytes(msg.payload), msg.mid, msg.qos, self.generation,
             time.time_ns() // 1_000_000, time.monotonic(),
         ))
+
+    def _owns(self, topic: str) -> bool:
+        """This process's share of the work: the device (or gateway) id in the topic, hashed.
+        One device's messages always go to one process, in order."""
+        parts = topic.split("/", self._id_at + 1)
+        key = parts[self._id_at] if len(parts) > self._id_at else topic
+        return zlib.crc32(key.encode()) % self._partitions == self._partition
 
     def _taint(self, client: mqtt.Client, mid: int) -> None:
         """The broker sent a message with the packet id of one we have not acknowledged.
