@@ -1,4 +1,5 @@
-"""What every firegrid service needs at run time: settings, database access, migrations, the CLI.
+"""What every firegrid service needs at run time: settings, database access and migrations,
+local services (private Mosquitto/PostgreSQL), the error tree and the one backoff.
 
 Public surface::
 
