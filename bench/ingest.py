@@ -34,7 +34,18 @@ shipped defaults), and a live run publishes at
 --live-rate msg/s for --live-seconds (paced, own process) with ingest running and reports
 device-to-row lag (received_at - ts) and receive-to-commit lag.
 
-The last line printed is always:
+Memory: the firegrid worker reports its peak RSS (ru_maxrss) and the window's peaks (messages
+and payload bytes held unacknowledged at once) and waits. --gateway-every K makes 1 message
+in K of the primary drain a gateway batch of ~64 KiB (smoke_status entries, each a readings
+row in the loss check); --memory-check runs only that drain (K = 100 unless given):
+
+    .venv/bin/python bench/ingest.py --messages 1000000 --memory-check
+
+The last two lines printed are always:
+    MEMORY peak_rss_kib=<n> start_rss_kib=<n> window_peak_msgs=<n> window_peak_bytes=<n>
+           window_waits=<n> window_max=<n> window_max_bytes=<n> msgs_per_s=<n>
+           rows_per_s=<n> messages=<n> gateway_every=<k> gateway_bytes=<n> lost=<n>
+           duplicated=<n>            (one line; the primary firegrid drain)
     RESULT ingest_msgs_per_s=<n> vs_paho=<ratio> vs_raw=<ratio> vs_naive=<ratio> lost=<n>
            duplicated=<n>            (one line)
 
@@ -69,6 +80,9 @@ from bench import mqttraw  # noqa: E402
 HOST = "127.0.0.1"
 PREFIX = "fg/v1"
 TARGETS = {"vs_paho": 0.8, "vs_naive": 15.0}
+# Gateway ids the mixed-in gateway batches come from, round robin; each relays for its own
+# devices, so 100 of them with ~300 entries each add ~30,000 device ids to the 20,000.
+GATEWAYS = 100
 SWEEP = "4000/1000/50,2000/500/50,16000/4000/100,4000/1000/50/3.1.1,4000/2000/100/3.1.1"
 
 
@@ -79,38 +93,118 @@ class Fleet:
     known exactly for the loss check): a smoke_status heartbeat built by simulators.messages
     (the one place the protocol is spoken), with per-device values. Encoding goes through a
     per-device template with only ts and seq filled in per message, so the publisher keeps
-    up with the broker."""
+    up with the broker. With gateway_every K, message i is instead gateway batch i // K
+    whenever i % K == K - 1 (see Gateways); the others keep their device and seq."""
 
     TS_MARK, SEQ_MARK = 1999999999999, 4294967295
 
-    def __init__(self, devices: int) -> None:
-        from simulators import messages
+    def __init__(self, devices: int, gateway_every: int = 0, messages: int = 0) -> None:
+        from simulators import messages as m
         self.devices = devices
+        self.every = gateway_every
+        self.gateways = Gateways(messages // gateway_every) if gateway_every else None
         rng = random.Random(20241121)
-        self.topics = [messages.topic(device_id(d), "telemetry", PREFIX).encode()
+        self.topics = [m.topic(device_id(d), "telemetry", PREFIX).encode()
                        for d in range(devices)]
-        self.templates = []
-        for _ in range(devices):
-            raw = messages.encode(messages.smoke_status(
-                self.SEQ_MARK, self.TS_MARK,
-                obscuration_db_m=round(rng.uniform(0, 0.08), 3),
+        self.templates = [template(m.encode(m.smoke_status(
+            self.SEQ_MARK, self.TS_MARK, **smoke_values(rng))), 1) for _ in range(devices)]
+
+    def message(self, i: int, ts_ms: int) -> tuple[bytes, bytes]:
+        if self.gateways is not None and i % self.every == self.every - 1:
+            return self.gateways.message(i // self.every, ts_ms)
+        d = i % self.devices
+        return self.topics[d], self.templates[d] % {b"ts": ts_ms, b"seq": i // self.devices}
+
+    def telemetry_count(self, n: int) -> int:
+        return n - (n // self.every if self.every else 0)
+
+    def expected_rows(self, n: int) -> int:
+        """readings rows the first n messages make: one per telemetry message, one per
+        gateway entry."""
+        g = self.gateways
+        return self.telemetry_count(n) + (g.count * g.entries if g else 0)
+
+
+class Gateways:
+    """Gateway batch j comes from gateway j % GATEWAYS with seq j // GATEWAYS and carries one
+    smoke_status entry (with its device_id) for each of the `entries` devices behind that
+    gateway, all with the batch's seq and ts. `entries` is the most that keeps every batch
+    of the run (seq up to its last one) under ingest.max_payload_bytes: a larger message
+    would be dead-lettered as oversized, not stored, and the run would not measure the
+    window holding 64 KiB messages."""
+
+    def __init__(self, count: int) -> None:
+        from runtime.settings import IngestSettings
+        from simulators import messages as m
+        self.count = count
+        self.limit = IngestSettings().max_payload_bytes
+        last_seq = max(count - 1, 0) // GATEWAYS
+        rng = random.Random(20241122)
+        # Up to the protocol's 1,000 entries per batch; each gateway's own values.
+        candidates = [[{"device_id": entry_id(g, e),
+                        **m.smoke_status(Fleet.SEQ_MARK, Fleet.TS_MARK, **smoke_values(rng))}
+                       for e in range(1000)] for g in range(GATEWAYS)]
+
+        def tmpl(g: int, k: int) -> bytes:
+            return template(m.encode(m.gateway(Fleet.SEQ_MARK, candidates[g][:k],
+                                               Fleet.TS_MARK)), k + 1)
+
+        def fits(g: int, k: int) -> bool:
+            return len(tmpl(g, k) % {b"ts": Fleet.TS_MARK, b"seq": last_seq}) < self.limit
+
+        # The same entry count for every gateway (the loss check expects it): the largest
+        # that fits all of them, found by bisection per gateway.
+        entries = 1000
+        for g in range(GATEWAYS):
+            lo, hi = 0, entries
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                lo, hi = (mid, hi) if fits(g, mid) else (lo, mid - 1)
+            entries = lo
+        if entries < 1:
+            raise RuntimeError(f"no gateway entry fits in {self.limit} bytes")
+        self.entries = entries
+        self.topics = [m.topic(gateway_id(g), "gateway", PREFIX).encode()
+                       for g in range(GATEWAYS)]
+        self.templates = [tmpl(g, entries) for g in range(GATEWAYS)]
+        # Payload sizes of the run: the smallest at seq 0, the largest at its last seq.
+        self.min_bytes = min(len(t % {b"ts": Fleet.TS_MARK, b"seq": 0}) for t in self.templates)
+        self.max_bytes = max(len(t % {b"ts": Fleet.TS_MARK, b"seq": last_seq})
+                             for t in self.templates)
+
+    def message(self, j: int, ts_ms: int) -> tuple[bytes, bytes]:
+        g = j % GATEWAYS
+        return self.topics[g], self.templates[g] % {b"ts": ts_ms, b"seq": j // GATEWAYS}
+
+
+def smoke_values(rng: random.Random) -> dict:
+    return dict(obscuration_db_m=round(rng.uniform(0, 0.08), 3),
                 temperature_c=round(rng.uniform(12, 38), 1), battery_pct=rng.randint(20, 100),
                 battery_v=round(rng.uniform(2.7, 3.3), 2), rsrp_dbm=rng.randint(-120, -70),
                 sinr_db=round(rng.uniform(-5, 25), 1),
-                heartbeat_s=rng.choice((3600, 7200, 14400, 86400))))
-            if raw.count(b"%d" % self.TS_MARK) != 1 or raw.count(b"%d" % self.SEQ_MARK) != 1:
-                raise RuntimeError("simulators.messages.smoke_status changed shape")
-            self.templates.append(raw.replace(b"%", b"%%")
-                                  .replace(b"%d" % self.TS_MARK, b"%(ts)d")
-                                  .replace(b"%d" % self.SEQ_MARK, b"%(seq)d"))
+                heartbeat_s=rng.choice((3600, 7200, 14400, 86400)))
 
-    def message(self, i: int, ts_ms: int) -> tuple[bytes, bytes]:
-        d = i % self.devices
-        return self.topics[d], self.templates[d] % {b"ts": ts_ms, b"seq": i // self.devices}
+
+def template(raw: bytes, marks: int) -> bytes:
+    """An encoded message with Fleet's ts and seq marks -> a %-template for bytes % dict.
+    marks: how often each must occur (a gateway batch: its own plus one per entry)."""
+    ts, seq = b"%d" % Fleet.TS_MARK, b"%d" % Fleet.SEQ_MARK
+    if raw.count(ts) != marks or raw.count(seq) != marks:
+        raise RuntimeError("simulators.messages changed shape")
+    return raw.replace(b"%", b"%%").replace(ts, b"%(ts)d").replace(seq, b"%(seq)d")
 
 
 def device_id(d: int) -> str:
     return f"sd{d:06d}"
+
+
+def gateway_id(g: int) -> str:
+    return f"gw{g:04d}"
+
+
+def entry_id(g: int, e: int) -> str:
+    """The e-th device behind gateway g (verify() spells the same ids in SQL)."""
+    return f"gw{g:04d}-sd{e:04d}"
 
 
 def now_ms() -> int:
@@ -124,7 +218,7 @@ def emit(obj: dict) -> None:
 
 
 def w_publish(a: argparse.Namespace) -> None:
-    fleet = Fleet(a.devices)
+    fleet = Fleet(a.devices, a.gateway_every, a.first + a.count)
     pub = mqttraw.Publisher(HOST, a.port, a.client_id, window=20000)
     started = time.monotonic()
     end = a.first + a.count
@@ -243,6 +337,7 @@ def w_firegrid(a: argparse.Namespace) -> None:
     """IngestService exactly as `firegrid ingest` runs it (settings from FIREGRID_*), plus a
     monitor thread that notes when --count distinct readings are stored, then stops it."""
     import logging
+    import resource
     import signal
     import threading
 
@@ -288,13 +383,14 @@ def w_firegrid(a: argparse.Namespace) -> None:
         t_conn, cpu_conn = time.monotonic(), time.process_time()
         emit({"event": "connected"})
         next_trace = t_conn
-        # Done when n distinct readings are stored. `committed` counts messages, and a
+        # Done when --count distinct readings are stored. `committed` counts messages, and a
         # message redelivered after a reconnect is committed again (ON CONFLICT makes it
         # one row), so it can reach n while some messages are still in the broker.
         while time.monotonic() < deadline:
-            # committed >= stored, and reading committed costs nothing; stored() walks the
-            # metrics registry (~ms), so it is asked only near the end and once a second.
-            if service.committed >= a.count and stored() >= a.count:
+            # Every message must be committed before the last row is stored, and reading
+            # committed costs nothing; stored() walks the metrics registry (~ms), so it is
+            # asked only near the end. (--messages: a gateway batch is many rows.)
+            if service.committed >= (a.messages or a.count) and stored() >= a.count:
                 break
             time.sleep(0.02)
             if time.monotonic() >= next_trace:  # a progress timeline for the log
@@ -302,7 +398,9 @@ def w_firegrid(a: argparse.Namespace) -> None:
                 print(f"bench: t={time.monotonic() - t_conn:6.2f}s stored={stored():.0f} "
                       f"committed={service.committed} received="
                       f"{getattr(service.consumer, 'received', '?')} window="
-                      f"{len(service.window)}", file=sys.stderr, flush=True)
+                      f"{len(service.window)} held={service.window.held}/"
+                      f"{service.window.held_bytes}B rss={vm_kib('VmRSS')}KiB",
+                      file=sys.stderr, flush=True)
         # done_wall is compared with the first row's received_at: the drain is timed from the
         # first message taken, as SUBACK (subscribed) arrives only after the first window.
         result.update(count=int(stored()), done_wall=time.time(),
@@ -311,8 +409,17 @@ def w_firegrid(a: argparse.Namespace) -> None:
         service.stop()
 
     threading.Thread(target=monitor, daemon=True).start()
+    # What the process holds before the first message (interpreter, imports, settings): the
+    # drain's own cost is the peak above it.
+    result["rss_start_kib"] = vm_kib("VmRSS")
     service.run()
     result["committed_final"] = service.committed
+    # ru_maxrss (KiB on Linux) is the peak over the whole process life, drain included.
+    window = service.window
+    result.update(peak_rss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                  window_peak=window.peak, window_peak_bytes=window.peak_bytes,
+                  window_waits=window.waits, window_max=settings.ingest.inflight_window,
+                  window_max_bytes=settings.ingest.window_max_bytes)
     result["duplicates_absorbed"] = REGISTRY.get_sample_value(
         "firegrid_ingest_rows_total", {"table": "readings", "outcome": "duplicate"}) or 0
     if commit_lags:
@@ -322,6 +429,15 @@ def w_firegrid(a: argparse.Namespace) -> None:
                                    "p99": commit_lags[int(0.99 * last)] * 1000,
                                    "max": commit_lags[-1] * 1000}
     emit(result)
+
+
+def vm_kib(field: str) -> int:
+    """A figure of this process from /proc/self/status (VmRSS, VmHWM), in KiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
 
 
 def _version(protocol: str) -> int:
@@ -337,6 +453,7 @@ def worker_main(argv: list[str]) -> None:
     p.add_argument("--port", type=int)
     p.add_argument("--client-id", default="bench")
     p.add_argument("--count", type=int, default=0)
+    p.add_argument("--messages", type=int, default=0, help="_firegrid: messages (--count rows)")
     p.add_argument("--first", type=int, default=0)
     p.add_argument("--devices", type=int, default=20000)
     p.add_argument("--rate", type=float, default=0)
@@ -346,6 +463,7 @@ def worker_main(argv: list[str]) -> None:
     p.add_argument("--db-url")
     p.add_argument("--timeout", type=float, default=600)
     p.add_argument("--commit-lag", action="store_true")
+    p.add_argument("--gateway-every", type=int, default=0)
     WORKERS[argv[0]](p.parse_args(argv[1:]))
 
 
@@ -408,11 +526,15 @@ class Bench:
                                f"{self.logs / f'{self.phase:02d}-{tag}.log'}")
         return json.loads(lines[-1])
 
-    def publish(self, mq, count: int, *, tag: str, rate: float = 0) -> dict:
+    def publish(self, mq, count: int, *, tag: str, rate: float = 0,
+                gateway_every: int = 0) -> dict:
+        # Gateway batches are ~64 KiB each: allow for their bytes too (~1,000/s is slow).
+        big = count // gateway_every / 1000 if gateway_every else 0
         r = self.worker("_publish", "--port", str(mq.port), "--client-id", f"pub-{tag}",
                         "--count", str(count), "--devices", str(self.args.devices),
-                        "--rate", str(rate), tag=f"{tag}-pub",
-                        timeout=max(120.0, count / 5000 + (count / rate if rate else 0)))
+                        "--rate", str(rate), "--gateway-every", str(gateway_every),
+                        tag=f"{tag}-pub",
+                        timeout=max(120.0, count / 5000 + big + (count / rate if rate else 0)))
         if r["acked"] != count:
             raise RuntimeError(f"publisher: {r['acked']} of {count} acknowledged")
         return r
@@ -437,6 +559,8 @@ class Bench:
             "FIREGRID_INGEST__BATCH_MAX_ROWS": str(batch),
             "FIREGRID_INGEST__BATCH_MAX_AGE_MS": str(age_ms),
         })
+        if self.args.window_max_bytes:  # else ingest's own default
+            env["FIREGRID_INGEST__WINDOW_MAX_BYTES"] = str(self.args.window_max_bytes)
         return env
 
     def reset_tables(self) -> None:
@@ -473,13 +597,15 @@ class Bench:
         return max(120.0, n / (150 if kind == "naive" else 2500))
 
     def run_firegrid(self, mq, n: int, cfg: str, *, tag: str, timeout: float,
-                     commit_lag: bool = False, live_rate: float = 0, spy: str | None = None
-                     ) -> dict:
-        """Run the firegrid ingest process on a prepared session until it has committed n
-        messages. With live_rate, the paced publisher starts once ingest is subscribed.
-        Notes the CPU time of the broker and of PostgreSQL between subscribe and done."""
+                     commit_lag: bool = False, live_rate: float = 0, spy: str | None = None,
+                     rows: int = 0) -> dict:
+        """Run the firegrid ingest process on a prepared session until it has stored `rows`
+        readings (default n: one per message). With live_rate, the paced publisher starts
+        once ingest is subscribed. Notes the CPU time of the broker and of PostgreSQL
+        between subscribe and done."""
         env = self.firegrid_env(mq, cfg, tag)
-        cmd = [sys.executable, str(Path(__file__).resolve()), "_firegrid", "--count", str(n),
+        cmd = [sys.executable, str(Path(__file__).resolve()), "_firegrid",
+               "--count", str(rows or n), "--messages", str(n),
                "--timeout", str(timeout)] + (["--commit-lag"] if commit_lag else [])
         proc = spy_proc = None
         r: dict = {}
@@ -534,22 +660,36 @@ class Bench:
             pass
         return {"broker": proc_cpu(mq.proc.pid), "postgres": sum(map(proc_cpu, pg_pids))}
 
-    def drain_firegrid(self, n: int, cfg: str, *, tag: str, spy: str | None = None) -> dict:
+    def drain_firegrid(self, n: int, cfg: str, *, tag: str, spy: str | None = None,
+                       gateway_every: int = 0) -> dict:
+        fleet = Fleet(1, gateway_every, n)  # for the gateway batches; devices do not matter
+        rows = fleet.expected_rows(n)
         mq = self.fresh_broker(tag)
         try:
             self.prepare(mq, f"firegrid-bench-{tag}", cfg_protocol(cfg))
             self.reset_tables()
-            pub = self.publish(mq, n, tag=tag)
-            r = self.run_firegrid(mq, n, cfg, tag=tag, timeout=self.drain_timeout(n, "firegrid"),
-                                  spy=spy)
+            pub = self.publish(mq, n, tag=tag, gateway_every=gateway_every)
+            r = self.run_firegrid(mq, n, cfg, tag=tag,
+                                  timeout=self.drain_timeout(rows, "firegrid"), spy=spy,
+                                  rows=rows)
         finally:
             self.drop_broker(mq)
-        r.update(self.verify(n))
-        # From the first message taken (its received_at) to the n-th commit.
+        r.update(self.verify(n, fleet))
+        # From the first message taken (its received_at) to the last row's commit.
         r["seconds"] = r["done_wall"] - r["first_received"]
-        r["rate"] = r["count"] / r["seconds"]
+        r["rows_rate"] = r["count"] / r["seconds"]
+        # msg/s counts MQTT messages: a gateway batch is one, whatever it carries. Without
+        # gateways rows and messages are the same figure.
+        r["rate"] = n * min(1.0, r["count"] / rows) / r["seconds"]
         r["publish_rate"] = n / pub["seconds"]
         r["settings"] = cfg
+        if r["count"] < rows:
+            r["note"] = f"TIMED OUT: {r['count']:,} of {rows:,} rows"
+        if fleet.gateways is not None:
+            g = fleet.gateways
+            r["gateway"] = {"every": gateway_every, "count": g.count, "entries": g.entries,
+                            "min_bytes": g.min_bytes, "max_bytes": g.max_bytes,
+                            "limit": g.limit, "rows": rows}
         return r
 
     def drain_workers(self, n: int, cfg: str, workers: int) -> dict:
@@ -599,22 +739,39 @@ class Bench:
             r["note"] = f"TIMED OUT: {stored:.0f} of {n}"
         return r
 
-    def verify(self, n: int) -> dict:
-        """Compare readings with exactly what was published: messages 0..n-1."""
+    def verify(self, n: int, fleet: Fleet | None = None) -> dict:
+        """Compare readings with exactly what was published: messages 0..n-1, and with a
+        fleet that mixes in gateway batches, every entry of each (relayed by its gateway)."""
         d = self.args.devices
+        every = fleet.every if fleet else 0
         rows, distinct, first, last = self.sql(
             "SELECT count(*), count(DISTINCT (device_id, seq)), min(received_at),"
             " max(received_at) FROM readings", fetch=True)[0]
+        # Positions i % every == every - 1 carried a gateway batch, not telemetry.
+        skip = f" AND g %% {every} <> {every - 1}" if every else ""
         lost = self.sql(
             "SELECT count(*) FROM generate_series(0, %s - 1) g WHERE NOT EXISTS ("
             " SELECT 1 FROM readings r WHERE r.device_id = 'sd' || lpad((g %% %s)::text, 6, '0')"
-            " AND r.seq = g / %s)", (n, d, d), fetch=True)[0][0]
+            " AND r.seq = g / %s)" + skip, (n, d, d), fetch=True)[0][0]
+        gateway_lost = 0
+        if fleet is not None and fleet.gateways is not None:
+            gw = fleet.gateways  # batch j: gateway j % GATEWAYS, seq j // GATEWAYS; entry_id()
+            gateway_lost = self.sql(
+                "SELECT count(*) FROM generate_series(0, %s - 1) j, generate_series(0, %s - 1) e"
+                " WHERE NOT EXISTS (SELECT 1 FROM readings r"
+                "  WHERE r.device_id = 'gw' || lpad((j %% %s)::text, 4, '0') || '-sd'"
+                "   || lpad(e::text, 4, '0') AND r.seq = j / %s"
+                "  AND r.gateway_id = 'gw' || lpad((j %% %s)::text, 4, '0'))",
+                (gw.count, gw.entries, GATEWAYS, GATEWAYS, GATEWAYS), fetch=True)[0][0]
+            lost += gateway_lost
+        expected = fleet.expected_rows(n) if fleet is not None else n
         dead = self.sql("SELECT coalesce(sum(seen_count), 0) FROM dead_letters",
                         fetch=True)[0][0]
         span = (last - first).total_seconds() if rows else 0.0
-        return {"rows": rows, "lost": lost, "duplicated": rows - distinct,
-                "unexpected": distinct - (n - lost), "dead_letters": int(dead),
-                "received_span_s": span, "first_received": first.timestamp() if rows else 0}
+        return {"rows": rows, "lost": lost, "gateway_lost": gateway_lost,
+                "duplicated": rows - distinct, "unexpected": distinct - (expected - lost),
+                "dead_letters": int(dead), "received_span_s": span,
+                "first_received": first.timestamp() if rows else 0}
 
     def live(self, rate: float, seconds: float, cfg: str) -> dict:
         n = int(rate * seconds)
@@ -764,12 +921,31 @@ def main(argv: list[str]) -> int:
     p.add_argument("--live-seconds", type=float, default=20, help="live run length (20 s)")
     for part in ("raw", "paho", "paho311", "naive", "sweep", "live"):
         p.add_argument(f"--skip-{part}", action="store_true")
+    p.add_argument("--gateway-every", type=int, default=0, metavar="K",
+                   help="mix a gateway batch of ~64 KiB (smoke_status entries, just under "
+                   "ingest.max_payload_bytes) into the primary drain's backlog as every K-th "
+                   "message; each entry is a readings row, checked like the rest. The "
+                   "baselines, --workers, sweep and live runs stay telemetry only (0: off)")
+    p.add_argument("--window-max-bytes", type=int, default=0,
+                   help="firegrid ingest.window_max_bytes for every firegrid run (default: "
+                   "ingest's own, 64 MiB)")
+    p.add_argument("--memory-check", action="store_true",
+                   help="only the primary firegrid drain, with gateway batches mixed in "
+                   "(--gateway-every, 100 if not given): the ingest process's peak RSS and "
+                   "the window's peaks; no raw/paho/naive baselines, --workers, sweep or live")
     p.add_argument("--py-spy", metavar="FILE",
                    help="record a py-spy profile of the primary firegrid drain (.svg flame "
                    "graph, .json speedscope, else collapsed stacks; pip install py-spy)")
     p.add_argument("--state-dir", help="where the private broker/database live (temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the state dir (logs) at the end")
     args = p.parse_args(argv)
+    if args.memory_check:
+        for part in ("raw", "paho", "paho311", "naive", "sweep", "live"):
+            setattr(args, f"skip_{part}", True)
+        args.workers = 0
+        args.gateway_every = args.gateway_every or 100
+    if args.gateway_every < 0:
+        p.error("--gateway-every must be >= 0")
     n = args.messages
     naive_n = min(n, args.naive_messages)
     sweep_n = min(n, args.sweep_messages)
@@ -803,10 +979,12 @@ def main(argv: list[str]) -> int:
         if not args.skip_naive:
             res["naive"] = bench.drain_baseline("naive", naive_n, "3.1.1")
             say(f"naive INSERT+COMMIT per message: {fmt_rate(res['naive']['rate'])} msg/s")
-        res["firegrid"] = bench.drain_firegrid(n, primary, tag="firegrid", spy=args.py_spy)
+        res["firegrid"] = bench.drain_firegrid(n, primary, tag="firegrid", spy=args.py_spy,
+                                               gateway_every=args.gateway_every)
         fg = res["firegrid"]
         say(f"firegrid {fg['settings']}: {fmt_rate(fg['rate'])} msg/s, lost {fg['lost']}, "
-            f"duplicated {fg['duplicated']}")
+            f"duplicated {fg['duplicated']}; peak RSS {fg['peak_rss_kib'] / 1024:.1f} MiB, "
+            f"window peak {fg['window_peak']:,} msgs / {fg['window_peak_bytes'] / 2**20:.1f} MiB")
         if args.workers > 1:
             res["workers"] = bench.drain_workers(n, primary, args.workers)
             wk = res["workers"]
@@ -859,6 +1037,13 @@ def report(args, res, sweep, n, naive_n, sweep_n, pg_version, total_s) -> None:
     add(f"payload: smoke_status JSON ~{len(Fleet(1).message(0, now_ms())[1])} bytes, "
         f"{args.devices:,} devices, QoS 1, persistent session, N queued before the "
         "subscriber starts; a fresh broker per row")
+    gw = fg.get("gateway")
+    if gw:
+        share = "every message" if gw["every"] == 1 else f"1 message in {gw['every']}"
+        add(f"  primary drain: {share} is a gateway batch instead "
+            f"({gw['count']:,} of them, {GATEWAYS} gateway ids, {gw['entries']} smoke_status "
+            f"entries each, {gw['min_bytes']:,}-{gw['max_bytes']:,} bytes; limit "
+            f"{gw['limit']:,}): {gw['rows']:,} readings rows expected")
     add("")
     head = (f"{'backlog drain: first message -> last one handled':<54} {'messages':>10} "
             f"{'seconds':>8} {'msg/s':>9}  firegrid / this")
@@ -871,7 +1056,8 @@ def report(args, res, sweep, n, naive_n, sweep_n, pg_version, total_s) -> None:
             f"{rel_s}" + (f"  {r['note']}" if r.get("note") else ""))
 
     window, batch, age, proto = parse_cfg(fg["settings"])
-    row(f"firegrid ingest, MQTT {proto}, {window}/{batch}/{age} (w/b/ms)", fg, n, None)
+    row(f"firegrid ingest, MQTT {proto}, {window}/{batch}/{age} (w/b/ms)"
+        + (" + gw" if gw else ""), fg, n, None)
     if "workers" in res:
         wk = res["workers"]
         base = res.get(paho_key, {}).get("rate")
@@ -896,21 +1082,37 @@ def report(args, res, sweep, n, naive_n, sweep_n, pg_version, total_s) -> None:
         add(f"(the last column and RESULT use firegrid --workers {res['workers']['workers']}, "
             "the recommended way to run it here; one process alone is the first row)")
     add("")
+    mib = 2**20
+    add("memory, firegrid primary drain (ingest process)")
+    add(f"  peak RSS (ru_maxrss)             {fg['peak_rss_kib'] / 1024:>9.1f} MiB   "
+        f"({fg['rss_start_kib'] / 1024:.1f} MiB before the first message)")
+    add(f"  window peak, messages            {fg['window_peak']:>9,}       "
+        f"(bound ingest.inflight_window {fg['window_max']:,})")
+    add(f"  window peak, payload bytes       {fg['window_peak_bytes'] / mib:>9.1f} MiB   "
+        f"({fg['window_peak_bytes']:,} B; bound ingest.window_max_bytes "
+        f"{fg['window_max_bytes'] / mib:.1f} MiB)")
+    add(f"  window waits (socket not read)   {fg['window_waits']:>9,}")
+    add(f"  drain rate                       {fmt_rate(fg['rate']):>9} msg/s "
+        f"({fmt_rate(fg['rows_rate'])} readings rows/s)")
+    add("")
     add(f"firegrid check ({n:,} published): rows {fg['rows']:,}, lost {fg['lost']}, "
         f"duplicated {fg['duplicated']}, unexpected rows {fg['unexpected']}, dead letters "
-        f"{fg['dead_letters']}")
+        f"{fg['dead_letters']}"
+        + (f" (gateway entries: {gw['rows'] - (n - gw['count']):,} expected, "
+           f"{fg['gateway_lost']} lost)" if gw else ""))
     add(f"  ingest committed {fg['committed_final']:,} messages for these {n:,}: "
         f"{fg['reconnects']} reconnect(s), {fg['duplicates_absorbed']:,.0f} redelivered "
         "messages stored once (ON CONFLICT)")
     cpu = fg.get("cpu_s", {})
     if cpu:
+        # Per readings row: with gateways a message can be hundreds of rows.
         us = {k: v / fg["count"] * 1e6 for k, v in cpu.items()}
         ncpu = os.cpu_count() or 1
         add(f"CPU during the firegrid drain ({fg['seconds']:.1f} s wall x {ncpu} cores = "
             f"{ncpu * fg['seconds']:.0f} CPU-s): ingest process {cpu.get('ingest', 0):.1f} s, "
             f"PostgreSQL {cpu.get('postgres', 0):.1f} s, Mosquitto {cpu.get('broker', 0):.1f} s"
             f" = {us.get('ingest', 0):.0f} / {us.get('postgres', 0):.0f} / "
-            f"{us.get('broker', 0):.0f} us per message")
+            f"{us.get('broker', 0):.0f} us per {'row' if gw else 'message'}")
     pubs = [f"{k} {fmt_rate(v['publish_rate'])}" for k, v in res.items() if "publish_rate" in v]
     add("backlog fill rates (raw QoS 1 publisher, not part of any drain time): "
         + ", ".join(pubs) + " msg/s")
@@ -965,6 +1167,14 @@ def report(args, res, sweep, n, naive_n, sweep_n, pg_version, total_s) -> None:
 
     def r2(x: float | None) -> str:
         return f"{x:.2f}" if x is not None else "n/a"
+    print(f"MEMORY peak_rss_kib={fg['peak_rss_kib']} start_rss_kib={fg['rss_start_kib']} "
+          f"window_peak_msgs={fg['window_peak']} window_peak_bytes={fg['window_peak_bytes']} "
+          f"window_waits={fg['window_waits']} window_max={fg['window_max']} "
+          f"window_max_bytes={fg['window_max_bytes']} msgs_per_s={fg['rate']:.0f} "
+          f"rows_per_s={fg['rows_rate']:.0f} messages={n} "
+          f"gateway_every={gw['every'] if gw else 0} "
+          f"gateway_bytes={gw['max_bytes'] if gw else 0} lost={fg['lost']} "
+          f"duplicated={fg['duplicated']}", flush=True)
     print(f"RESULT ingest_msgs_per_s={rate:.0f} vs_paho={r2(ratio(paho_key))} "
           f"vs_raw={r2(ratio('raw'))} vs_naive={r2(ratio('naive'))} lost={lost} "
           f"duplicated={dup}", flush=True)
