@@ -193,24 +193,27 @@ class Consumer:
             # messages pour in: a long drain reconnected every 60 s. Traffic from the broker
             # proves the link is alive, so a pending ping no longer counts as unanswered.
             client._ping_t = 0
-        if self._partitions > 1 and not self._owns(msg.topic):
+        topic, mid, qos = msg.topic, msg.mid, msg.qos   # paho properties: read each once
+        if self._partitions > 1 and not self._owns(topic):
             # Another process keeps its own copy from its own session (docs/operations.md).
             self.others += 1
-            client.ack(msg.mid, msg.qos)
+            client.ack(mid, qos)
             return
-        if msg.qos == 1:
-            with self._lock:
-                if self._tainted:
-                    return  # left unacknowledged: redelivered after the reconnect
-                if msg.mid in self._pending:
-                    self._taint(client, msg.mid)
-                    return
-                self._pending.add(msg.mid)
-        # paho types the payload bytes | bytearray; a received one is bytes, which bytes()
-        # returns as it is, without a copy.
+        if qos == 1:
+            # No lock: only this thread adds, and set operations are atomic; ack() removes
+            # under the lock, and connect/disconnect (this thread too) clear.
+            if self._tainted:
+                return  # left unacknowledged: redelivered after the reconnect
+            if mid in self._pending:
+                with self._lock:
+                    self._taint(client, mid)
+                return
+            self._pending.add(mid)
+        # paho types the payload bytes | bytearray; a received one is bytes.
+        payload = msg.payload
         self._window.put(Inbound(
-            msg.topic, bytes(msg.payload), msg.mid, msg.qos, self.generation,
-            time.time_ns() // 1_000_000, time.monotonic(),
+            topic, payload if type(payload) is bytes else bytes(payload), mid, qos,
+            self.generation, time.time_ns() // 1_000_000, time.monotonic(),
         ))
 
     def _owns(self, topic: str) -> bool:

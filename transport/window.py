@@ -45,11 +45,22 @@ class Window:
         self._max_messages = max_messages
         self._max_bytes = max_bytes
         self._closed = False
-        self.held = 0          # messages put and not yet released
-        self.held_bytes = 0
+        # Held = put and not yet released. Each counter has one writer (put: the network
+        # thread; release: the writer, under the lock), so put() reads them without the lock
+        # and takes it only to wait: a stale read only sends it to the careful path.
+        self._in = self._in_bytes = 0
+        self._out = self._out_bytes = 0
         self.peak = 0          # the most held at once, since start
         self.peak_bytes = 0
         self.waits = 0         # times put() had to wait for room
+
+    @property
+    def held(self) -> int:
+        return self._in - self._out
+
+    @property
+    def held_bytes(self) -> int:
+        return self._in_bytes - self._out_bytes
 
     def __len__(self) -> int:
         """Messages waiting to be taken (held ones already taken are not counted)."""
@@ -59,23 +70,30 @@ class Window:
         """Called from paho's network thread. Waits while the window is full (not once the
         window is closed: a stopping service leaves what it has unacknowledged)."""
         size = len(item.payload)
-        with self._space:
-            if self._full(size):
+        if self._full(size):
+            with self._space:
                 self.waits += 1
                 while self._full(size) and not self._closed:
                     self._space.wait()
-            self.held += 1
-            self.held_bytes += size
-            self.peak = max(self.peak, self.held)
-            self.peak_bytes = max(self.peak_bytes, self.held_bytes)
-            self._items.append(item)
-            n = len(self._items)
-            if n == 1 or n == self._batch_max:
+        self._in += 1
+        self._in_bytes += size
+        held = self._in - self._out
+        if held > self.peak:
+            self.peak = held
+        if self._in_bytes - self._out_bytes > self.peak_bytes:
+            self.peak_bytes = self._in_bytes - self._out_bytes
+        # deque.append is atomic; the lock is taken only to wake the writer (first item or a
+        # full batch), and the writer checks and waits under it, so no wake-up is missed.
+        self._items.append(item)
+        n = len(self._items)
+        if n == 1 or n == self._batch_max:
+            with self._ready:
                 self._ready.notify()
 
     def _full(self, size: int) -> bool:
-        return self.held > 0 and (self.held >= self._max_messages
-                                  or self.held_bytes + size > self._max_bytes)
+        held = self._in - self._out
+        return held > 0 and (held >= self._max_messages
+                             or self._in_bytes - self._out_bytes + size > self._max_bytes)
 
     def release(self, items: Sequence[Inbound]) -> None:
         """The writer is done with these (committed and acknowledged, or acknowledged in
@@ -83,8 +101,8 @@ class Window:
         if not items:
             return
         with self._space:
-            self.held -= len(items)
-            self.held_bytes -= sum(len(i.payload) for i in items)
+            self._out += len(items)
+            self._out_bytes += sum(len(i.payload) for i in items)
             self._space.notify()
 
     def take(self) -> list[Inbound]:
