@@ -8,6 +8,7 @@
     arrive(conn, id, actor, note=None, now=None)
     resolve(conn, id, actor, cause, note, policy, now=None)
     reopen(conn, id, actor, note, now=None)
+    confirm(conn, id, actor, note=None, now=None)      a person confirms the fire (人工确认)
 
 Each call is one transaction: lock the incident row (SELECT ... FOR UPDATE, so a second
 click, a retrying phone or an escalation firing at that moment waits and then sees the new
@@ -20,6 +21,12 @@ state), change it, and append its rows to incident_log. Each returns the inciden
 - Arriving implies acknowledging: from raised or notified both rows are logged.
 - Resolving needs a cause and a note (the loop's feedback). It fills acknowledged_at if
   nobody acknowledged, so time to acknowledge is never longer than time to resolve.
+- Confirming (a worker on site, or an officer who sees it on video) makes a warning a
+  confirmed fire: the confirmed ladder starts at once from its first rung (every level, and
+  the 119 hook where configured), whatever the state, so people who already acknowledged
+  still see every level paged; a rung after an acknowledgement informs and sets no timer.
+  An incident already confirmed (by its devices or a person) stays as it is: the 119 hook
+  fires once. "Not a fire" is resolve() with its cause, which ends the escalation.
 - Reopening starts the ladder again from its first rung at once (rung -1, escalate_at now,
   a NOTIFY wakes the escalators at COMMIT); the first acknowledgement and arrival stay, since
   reports measure the first response.
@@ -112,6 +119,23 @@ def resolve(conn: psycopg.Connection[TupleRow], incident_id: int, actor: str, ca
         if tickets:
             detail["tickets"] = tickets
         _log(conn, incident_id, now, actor, "resolved", before, "resolved", detail)
+        return row
+
+
+def confirm(conn: psycopg.Connection[Any], incident_id: int, actor: str,
+            note: str | None = None, now: datetime | None = None) -> Row:
+    note = _optional_note(note)
+    with _open_incident(conn, incident_id, now, "is resolved; reopen it first") as (row, now):
+        if row["severity"] == "confirmed":
+            return row
+        state = row["state"]
+        row = _update(conn, incident_id, """
+            severity = 'confirmed', ladder = 'confirmed', confirmed_at = %(now)s,
+            rung = -1, escalate_at = %(now)s""", now, actor)
+        _log(conn, incident_id, now, actor, "confirmed", state, state,
+             {"by": "person", "note": note})
+        # Delivered at COMMIT: escalators wake and fire the confirmed ladder's first rung.
+        conn.execute("SELECT pg_notify(%s, '')", [ESCALATE_CHANNEL])
         return row
 
 

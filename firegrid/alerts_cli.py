@@ -22,7 +22,8 @@ from alerts.rules import load_policy
 from runtime import db
 from runtime.settings import Settings
 
-ACTIONS = frozenset({"incidents", "show", "ack", "arrive", "resolve", "reopen", "silence"})
+ACTIONS = frozenset({"incidents", "show", "ack", "arrive", "confirm", "resolve", "reopen",
+                     "silence"})
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 if TYPE_CHECKING:
@@ -56,7 +57,9 @@ def add_actions(actions: Subparsers) -> None:
     action("show", "one incident with its alerts, log and pages").add_argument("id", type=int)
     action("ack", "acknowledge: stops the escalation").add_argument("id", type=int)
     action("arrive", "on site (acknowledges too)").add_argument("id", type=int)
-    for name in ("ack", "arrive"):
+    action("confirm", "人工确认 it is a fire: page every level and the fire service now"
+           ).add_argument("id", type=int)
+    for name in ("ack", "arrive", "confirm"):
         actions.choices[name].add_argument("--note")
     res = action("resolve", "close an incident with its cause and a note")
     res.add_argument("id", type=int)
@@ -103,6 +106,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
             loop.acknowledge(conn, args.id, args.actor, args.note)
         elif command == "arrive":
             loop.arrive(conn, args.id, args.actor, args.note)
+        elif command == "confirm":
+            loop.confirm(conn, args.id, args.actor, args.note)
         elif command == "resolve":
             loop.resolve(conn, args.id, args.actor, args.cause, args.note,
                          load_policy(settings.alerts.rules_file))

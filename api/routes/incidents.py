@@ -223,6 +223,15 @@ def resolve(incident_id: RowId, body: ResolveBody, actor: Responder, conn: Conn,
     return _detail(conn, incident_id, scope)
 
 
+@router.post("/{incident_id}/confirm", response_model=IncidentDetail,
+             summary="人工确认 It is a fire: page every level and the fire service (119) now")
+def confirm(incident_id: RowId, actor: Responder, conn: Conn,
+            body: NoteBody | None = None) -> Row:
+    scope = _scope_for(conn, actor, incident_id)
+    loop.confirm(conn, incident_id, actor.history_name, body.note if body else None)
+    return _detail(conn, incident_id, scope)
+
+
 @router.post("/{incident_id}/reopen", response_model=IncidentDetail,
              summary="Reopen a resolved incident: the escalation starts again at once")
 def reopen(incident_id: RowId, body: ReopenBody, actor: Responder, conn: Conn) -> Row:
