@@ -61,9 +61,10 @@ def test_a_person_confirms_a_fire_every_level_is_paged_and_119_called_once(
         [incident]).fetchone()
     assert (state, severity) == ("on_site", "confirmed") and confirmed_at is not None
     # One confirmation in the audit log, the person's; one page to the fire service.
-    assert db.execute("SELECT actor, detail->>'by', detail->>'note' FROM incident_log"
-                      " WHERE incident_id = %s AND action = 'confirmed'", [incident]
-                      ).fetchall() == [("api:gw1-phone", "person", "看到明火 flames in the kitchen")]
+    confirmations = db.execute(
+        "SELECT actor, detail->>'by', detail->>'note' FROM incident_log"
+        " WHERE incident_id = %s AND action = 'confirmed'", [incident]).fetchall()
+    assert confirmations == [("api:gw1-phone", "person", "看到明火 flames in the kitchen")]
     assert db.execute("SELECT count(*), min(status) FROM pages WHERE incident_id = %s"
                       " AND channel = 'fire_service'", [incident]).fetchone() == (1, "sent")
     # Arrived before confirming: the confirmation informs, it starts no timer.
