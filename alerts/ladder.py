@@ -10,6 +10,14 @@ roles gets a page on each of their channels, the pages written in the caller's t
 (the outbox), and the timer set to now + ack_timeout_s. A rung with nobody on duty is
 skipped at once and the skip recorded; past the last rung the ladder is exhausted.
 
+Small matters stay in the grid: a fire warning whose next rung would leave the grid (the
+community's or the street's duty) is held instead, when one device alone raised it and that
+device has since cleared its alarm or been hushed by a resident (its alarm_clear or mute
+event, as ingest stored it, is later than its every alert). The hold is logged and looked at
+again after the current rung's timeout; a new alarm from the device, a second device, or a
+confirmation lets the ladder climb. A device that merely went silent or faulted holds
+nothing: a burning detector does both.
+
 Everything happens in the caller's transaction on rows the caller has locked, so firing is
 exactly-once per rung whatever the number of alert-core processes: the evaluator fires new
 incidents from the upsert that locked them, the escalator those it claimed. The pages'
@@ -38,6 +46,7 @@ ESCALATE_CHANNEL = "firegrid_escalate"
 PAGES_CHANNEL = "firegrid_pages"
 # Channels a worker's `channels` map may name, beside the MQTT push everybody gets.
 _EXTRA_CHANNELS = ("webhook", "sms", "wecom", "dingtalk", "feishu", "email")
+_GRID_ROLES = frozenset({"grid_worker", "grid_leader"})
 
 
 @dataclass(slots=True)
@@ -115,11 +124,16 @@ def fire(conn: psycopg.Connection[TupleRow], incidents: list[Incident], now: dat
         return 0
     buildings = sorted({i.building_id for i in incidents})
     silenced, on_duty = _lookups(conn, buildings, now, policy)
+    held = _held(conn, incidents, policy)
     batch = _Batch()
     updates = []
     for inc in incidents:
-        muted = inc.muted or inc.building_id in silenced
-        _advance(inc, on_duty.get(inc.building_id, {}), muted, now, policy, channels, batch)
+        if inc.id in held:
+            _hold(inc, now, policy, batch)
+        else:
+            muted = inc.muted or inc.building_id in silenced
+            _advance(inc, on_duty.get(inc.building_id, {}), muted, now, policy, channels,
+                     batch)
         updates.append((inc.id, inc.state, inc.rung, inc.step, inc.escalate_at))
     with conn.cursor() as cur:
         cur.execute(
@@ -187,6 +201,35 @@ def _lookups(conn: psycopg.Connection[TupleRow], buildings: list[str], now: date
     for building, role, worker, worker_channels in rows:
         on_duty[building][role].append(_OnDuty(worker, worker_channels))
     return silenced, on_duty
+
+
+def _held(conn: psycopg.Connection[TupleRow], incidents: list[Incident],
+          policy: Policy) -> set[int]:
+    """The warnings to hold in the grid (see the module's docstring)."""
+    leaving = []
+    for inc in incidents:
+        rungs = policy.ladder[inc.ladder]
+        nxt = inc.rung + 1
+        if (inc.severity == "warning" and inc.rung >= 0 and nxt < len(rungs)
+                and not set(rungs[nxt].roles) <= _GRID_ROLES):
+            leaving.append(inc.id)
+    if not leaving:
+        return set()
+    return {row[0] for row in conn.execute(
+        "SELECT a.incident_id FROM alerts a WHERE a.incident_id = ANY(%s) AND NOT a.muted"
+        " GROUP BY a.incident_id HAVING count(DISTINCT a.device_id) = 1"
+        " AND bool_and(EXISTS (SELECT 1 FROM events e WHERE e.device_id = a.device_id"
+        "   AND e.type IN ('alarm_clear', 'mute') AND e.ts >= a.ts))", [leaving])}
+
+
+def _hold(inc: Incident, now: datetime, policy: Policy, batch: _Batch) -> None:
+    rung = policy.ladder[inc.ladder][inc.rung]
+    batch.log.append(_LogRow(inc.id, "held", inc.state, inc.state, json.dumps(
+        {"ladder": inc.ladder, "rung": inc.rung,
+         "reason": "its only device cleared or was hushed; kept in the grid"})))
+    batch.outcomes["held"] += 1
+    inc.escalate_at = now + timedelta(seconds=rung.ack_timeout_s)
+    batch.timers += 1
 
 
 def _advance(inc: Incident, on_duty: dict[str, list[_OnDuty]], muted: bool,

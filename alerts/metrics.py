@@ -15,7 +15,8 @@ INCIDENTS_OPENED = Counter("firegrid_incidents_opened_total", "Incidents opened"
 INCIDENTS_CONFIRMED = Counter("firegrid_incidents_confirmed_total",
                               "Incidents whose fire was confirmed by a second source")
 ESCALATIONS = Counter("firegrid_escalations_total",
-                      "Ladder rungs fired, skipped (nobody on duty) or exhausted", ["outcome"])
+                      "Ladder rungs fired, skipped (nobody on duty), held in the grid (its"
+                      " only device cleared) or exhausted", ["outcome"])
 TIMER_LATENESS = Histogram("firegrid_escalation_lateness_seconds",
                            "How late an escalation timer fired after it was due",
                            buckets=_LATENCY)
