@@ -1,24 +1,29 @@
 """The alert core process: `firegrid alerts run`.
 
-    paho network thread        evaluator (calling thread)            escalator threads
-    on_message -> Window  ──►  decode, RuleEngine, store.record      claim_due -> ladder.fire
-                               COMMIT, then ack                      (alerts.escalators), sleep
-                                                                     to the next timer
+    paho network threads       evaluators                            escalator threads
+    alarms: event, gateway ──► (calling thread) decode, RuleEngine,  claim_due -> ladder.fire
+    telemetry              ──► ("telemetry")    store.record,        (alerts.escalators), sleep
+                               COMMIT, then ack                      to the next timer
                                       │ wake                                │ wake
                                       ▼                                     ▼
                                dispatcher thread: outbox -> MQTT push, webhooks, chat, SMS
     listener thread: LISTEN firegrid_escalate / firegrid_pages, wakes the two above when
     another process (or the API) sets a timer or writes a page.
 
-The alert core subscribes to the device topics itself, with its own persistent session,
-so an alarm is evaluated the moment it arrives instead of waiting in ingest's bulk batch;
-ingest still stores every message. A message is acknowledged only after its alerts are
-committed, so a crash redelivers it, and the alert key makes the redelivery a no-op.
+The alert core subscribes to the device topics itself, so an alarm is evaluated the moment
+it arrives instead of waiting in ingest's bulk batch; ingest still stores every message. It
+has two persistent sessions: one for events and gateway batches (alerts.client_id), one for
+periodic telemetry (<client_id>-telemetry), each with its own queue on the broker and its
+own evaluator. After an outage the broker holds a backlog of telemetry, hundreds of
+thousands of status reports; in one queue, a new alarm would wait behind all of them (about
+a second per 10,000). In its own queue it is evaluated at once. A message is acknowledged
+only after its alerts are committed, so a crash redelivers it, and the alert key makes the
+redelivery a no-op.
 Messages ingest would dead-letter are acknowledged and ignored here: ingest keeps them.
 
-All state is in PostgreSQL. Several alert-core processes can run side by side on one share
-group: the database keeps one open incident per building, row locks make each ladder rung
-fire once, and pages are claimed with SKIP LOCKED.
+All state is in PostgreSQL. Several alert-core processes can run side by side (partitions,
+or a share group on EMQX): the database keeps one open incident per building, row locks
+make each ladder rung fire once, and pages are claimed with SKIP LOCKED.
 """
 
 from __future__ import annotations
@@ -71,12 +76,20 @@ class AlertService:
             "client_id": cfg.client_id, "share_group": cfg.share_group,
             "partitions": cfg.partitions, "partition": cfg.partition})
         self.consumer = Consumer(mqtt, self.window, inflight_window=settings.ingest.inflight_window,
-                                 service="alerts")
+                                 service="alerts", channels=("event", "gateway"))
+        self.telemetry_window = Window(batch_max=cfg.batch_max, max_age_s=0,
+                                       max_messages=settings.ingest.inflight_window,
+                                       max_bytes=settings.ingest.window_max_bytes)
+        self.telemetry = Consumer(
+            mqtt.model_copy(update={"client_id": f"{cfg.client_id}-telemetry"}),
+            self.telemetry_window, inflight_window=settings.ingest.inflight_window,
+            service="alerts_telemetry", channels=("telemetry",))
         self.decoder = Decoder(prefix=mqtt.topic_prefix,
                                max_payload_bytes=settings.ingest.max_payload_bytes,
                                max_future_skew_s=settings.ingest.max_future_skew_s,
                                max_age_days=settings.ingest.max_age_days)
         self.engine = RuleEngine(self.policy)
+        self._engine_lock = threading.Lock()   # rate-of-rise state, fed by both evaluators
         self.publisher = PagePublisher(settings.mqtt, cfg)
         self.channels = build_channels(cfg)
         # The channels a page may be written for: MQTT always, the rest when configured.
@@ -87,6 +100,7 @@ class AlertService:
         """Ask run() to return. Safe from signal handlers and other threads."""
         self.stopping.set()
         self.window.close()
+        self.telemetry_window.close()
         self._escalate.set()
         self._dispatch.set()
         self._no_backlog.set()
@@ -97,18 +111,23 @@ class AlertService:
             start_http_server(cfg.metrics_port, addr=self._settings.ingest.metrics_host)
         self.publisher.start()
         loops = [(f"escalator-{i + 1}", self._escalator) for i in range(cfg.escalators)]
+        def telemetry() -> None:
+            self._evaluate_forever(self.telemetry_window, self.telemetry)
+
         for name, target in (*loops, ("dispatcher", self._dispatcher),
-                             ("listener", self._listener)):
+                             ("listener", self._listener), ("telemetry", telemetry)):
             thread = threading.Thread(target=self._guard(name, target), name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
         self.consumer.start()
+        self.telemetry.start()
         log.info("alert core running: client %s, share group %r, partition %d of %d",
                  cfg.client_id, cfg.share_group, cfg.partition, cfg.partitions)
         try:
-            self._evaluate_forever()
+            self._evaluate_forever(self.window, self.consumer)
         finally:
             self.consumer.stop()
+            self.telemetry.stop()
             self.stop()
             for thread in self._threads:
                 thread.join(timeout=15)
@@ -117,29 +136,29 @@ class AlertService:
 
     # --- the evaluator: messages -> alerts -> incidents -> first pages --------------------
 
-    def _evaluate_forever(self) -> None:
+    def _evaluate_forever(self, window: Window, consumer: Consumer) -> None:
         conn: psycopg.Connection[TupleRow] | None = None
         try:
             while not self.stopping.is_set():
-                batch = self.window.take()
+                batch = window.take()
                 if batch:
-                    conn = self._evaluate_batch(conn, batch)
+                    conn = self._evaluate_batch(conn, batch, consumer)
         finally:
             if conn is not None:
                 conn.close()
 
-    def _evaluate_batch(self, conn: psycopg.Connection[TupleRow] | None,
-                        batch: list[Inbound]) -> psycopg.Connection[TupleRow] | None:
+    def _evaluate_batch(self, conn: psycopg.Connection[TupleRow] | None, batch: list[Inbound],
+                        consumer: Consumer) -> psycopg.Connection[TupleRow] | None:
         started = time.perf_counter()
         candidates: list[Candidate] = []
         alerting = 0    # messages with at least one alert
         for item in batch:
             decoded = self.decoder.decode(item.topic, item.payload, item.received_ms)
             before = len(candidates)
-            if decoded.events:
-                candidates += self.engine.events(decoded.events)
-            if decoded.readings:
-                candidates += self.engine.readings(decoded.readings)
+            if decoded.events or decoded.readings:
+                with self._engine_lock:
+                    candidates += self.engine.events(decoded.events)
+                    candidates += self.engine.readings(decoded.readings)
             alerting += len(candidates) > before
         attempt = 0
         while candidates:
@@ -171,7 +190,7 @@ class AlertService:
                             _first_line(exc), delay)
                 if self.stopping.wait(delay):
                     return conn
-        self.consumer.ack(batch)
+        consumer.ack(batch)
         metrics.MESSAGES.labels("alert").inc(alerting)
         metrics.MESSAGES.labels("quiet").inc(len(batch) - alerting)
         return conn

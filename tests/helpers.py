@@ -63,6 +63,9 @@ class ThreadedService:
     def start(self) -> ThreadedService:
         self.thread.start()
         assert self.service.consumer.subscribed.wait(15), f"{self.name} did not subscribe"
+        telemetry = getattr(self.service, "telemetry", None)   # the alert core's second session
+        if telemetry is not None:
+            assert telemetry.subscribed.wait(15), f"{self.name} did not subscribe (telemetry)"
         return self
 
     def stop(self) -> None:

@@ -78,17 +78,22 @@ def _client_class() -> type[mqtt.Client]:
     return mqtt.Client
 
 
-def subscriptions(settings: MqttSettings) -> list[str]:
-    # The whole prefix, not just the known channels: a device publishing to a wrong topic
-    # must end up as an unknown_topic dead letter, not vanish unrouted in the broker.
+def subscriptions(settings: MqttSettings,
+                  channels: tuple[str, ...] | None = None) -> list[str]:
+    """Ingest takes the whole prefix, not just the known channels: a device publishing to a
+    wrong topic must end up as an unknown_topic dead letter, not vanish unrouted in the
+    broker. The alert core names its channels (an alarm's session apart from telemetry's)."""
     share = f"$share/{settings.share_group}/" if settings.share_group else ""
-    return [f"{share}{settings.topic_prefix}/#"]
+    if channels is None:
+        return [f"{share}{settings.topic_prefix}/#"]
+    return [f"{share}{settings.topic_prefix}/+/{channel}" for channel in channels]
 
 
 class Consumer:
     def __init__(self, settings: MqttSettings, window: Window, *, inflight_window: int,
-                 service: str) -> None:
+                 service: str, channels: tuple[str, ...] | None = None) -> None:
         self._settings = settings
+        self._topics = subscriptions(settings, channels)
         self._window = window
         self._inflight = inflight_window
         self._lock = threading.Lock()
@@ -252,7 +257,7 @@ class Consumer:
             log.warning("broker did not resume our session: messages queued meanwhile are lost")
             self._session_lost.inc()
         self._connected_once = True
-        client.subscribe([(topic, 1) for topic in subscriptions(self._settings)])
+        client.subscribe([(topic, 1) for topic in self._topics])
         log.info("connected to broker %s:%s (session present: %s)", self._settings.host,
                  self._settings.port, flags.session_present)
 
@@ -260,7 +265,7 @@ class Consumer:
                       reasons: list[ReasonCode], properties: Properties | None) -> None:
         refused = [str(r) for r in reasons if r.is_failure]
         if refused:
-            log.error("broker refused subscriptions %s: %s", subscriptions(self._settings), refused)
+            log.error("broker refused subscriptions %s: %s", self._topics, refused)
             return
         self._connected.set(1)
         self.subscribed.set()
