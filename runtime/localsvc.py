@@ -91,12 +91,16 @@ def make_state_dir(prefix: str) -> Path:
 class Postgres:
     """A private cluster: initdb on first start, then pg_ctl start/stop/kill."""
 
-    def __init__(self, base: Path, port: int | None = None, *, durable: bool = True) -> None:
+    def __init__(self, base: Path, port: int | None = None, *, durable: bool = True,
+                 bindir: Path | None = None, settings: tuple[str, ...] = ()) -> None:
         self.base = base.resolve()
         self.data = self.base / "data"
         self.port = port or free_port()
         self.durable = durable
-        self._bindir = _pg_bindir()
+        # Another installation (the TimescaleDB copy from shared/timescaledb/install), and
+        # server settings of its own (`-c name=value`).
+        self._bindir = bindir or _pg_bindir()
+        self._settings = settings
         self._as_postgres = os.geteuid() == 0
 
     @property
@@ -120,7 +124,8 @@ class Postgres:
             self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust",
                       "-E", "UTF8", "--locale=C.UTF-8")
         opts = [f"-p {self.port}", "-c listen_addresses=127.0.0.1",
-                f"-c unix_socket_directories={self.base}", "-c max_connections=200"]
+                f"-c unix_socket_directories={self.base}", "-c max_connections=200",
+                *(f"-c {setting}" for setting in self._settings)]
         if not self.durable:
             # Tests only: a crash of the machine mid-test loses nothing we care about.
             opts += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]

@@ -48,7 +48,10 @@ def migrate(settings: DatabaseSettings) -> MigrationReport:
             applied = _apply_versions(conn)
             flavour = _apply_flavour(conn, settings)
         finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
+            # A FATAL error (the server ended the session) released the lock with it, and
+            # unlocking on the dead connection would hide that error behind its own.
+            if not conn.closed:
+                conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
     return MigrationReport(applied=applied, flavour=flavour)
 
 
@@ -87,6 +90,12 @@ def _apply_flavour(conn: psycopg.Connection, settings: DatabaseSettings) -> str:
         if settings.timescale == "require":
             raise MigrationError(f"TimescaleDB required but {why} on this server")
         log.info("schema path: plain PostgreSQL (TimescaleDB %s)", why)
+        return _plain(conn)
+    if not timescale.preloaded(conn):
+        why = f"installed but not preloaded: {timescale.PRELOAD_HINT}"
+        if settings.timescale == "require":
+            raise MigrationError(f"TimescaleDB required but {why}")
+        log.warning("schema path: plain PostgreSQL (TimescaleDB %s)", why)
         return _plain(conn)
     timescale.apply(conn, settings)
     label = "timescaledb " + ".".join(map(str, version))

@@ -52,6 +52,17 @@ HOURLY_CAGG = (
 )
 
 
+PRELOAD_HINT = ("add shared_preload_libraries = 'timescaledb' to postgresql.conf and restart"
+                " the server")
+
+
+def preloaded(conn: psycopg.Connection) -> bool:
+    """TimescaleDB works only when the server loaded it at start; otherwise CREATE EXTENSION
+    ends the session with a FATAL error."""
+    row = conn.execute("SELECT current_setting('shared_preload_libraries')").fetchone()
+    return row is not None and "timescaledb" in str(row[0])
+
+
 def available_version(conn: psycopg.Connection) -> tuple[int, ...] | None:
     """The TimescaleDB version the server can load, or None."""
     row = conn.execute(

@@ -1,0 +1,86 @@
+"""TimescaleDB installed but not preloaded (issue 17, item 3): `firegrid db migrate` used to
+end in a 58-line traceback whose last line was "the connection is closed" (CREATE EXTENSION
+ends the session with a FATAL error, and the advisory unlock then ran on the dead
+connection). Now "auto" takes the plain path with a warning, "require" fails with one line
+saying what to add to postgresql.conf, and a preloaded server gets TimescaleDB.
+
+Needs the TimescaleDB build that ../shared/timescaledb/install lays out beside the system
+PostgreSQL; where it is absent (a user's machine) these tests are skipped, saying so."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from runtime import migrate
+from runtime.errors import MigrationError
+from runtime.localsvc import Postgres, make_state_dir
+from runtime.settings import DatabaseSettings
+
+INSTALL = Path(__file__).resolve().parent.parent.parent / "shared" / "timescaledb" / "install"
+
+
+@pytest.fixture(scope="module")
+def tsdb_bindir() -> Path:
+    if not INSTALL.exists():
+        pytest.skip(f"TimescaleDB is not present on this machine ({INSTALL} is missing)")
+    out = subprocess.run([str(INSTALL)], capture_output=True, text=True, check=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+def _server(bindir: Path, *settings: str) -> Iterator[Postgres]:
+    server = Postgres(make_state_dir("fg-test-tsdb-"), durable=False, bindir=bindir,
+                      settings=settings).start()
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def not_preloaded(tsdb_bindir: Path) -> Iterator[Postgres]:
+    yield from _server(tsdb_bindir)
+
+
+@pytest.fixture
+def preloaded(tsdb_bindir: Path) -> Iterator[Postgres]:
+    # No background workers: the scheduler would hold databases open (and this pair's jobs
+    # fail after their work anyway: shared/timescaledb/README.md).
+    yield from _server(tsdb_bindir, "shared_preload_libraries=timescaledb",
+                       "timescaledb.max_background_workers=0")
+
+
+def _database(server: Postgres, name: str) -> str:
+    with psycopg.connect(server.url(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return server.url(name)
+
+
+def test_auto_takes_the_plain_path_when_timescaledb_is_not_preloaded(not_preloaded):
+    report = migrate.migrate(DatabaseSettings(url=_database(not_preloaded, "auto"),
+                                              timescale="auto"))
+    assert report.flavour == "postgresql"
+
+
+def test_require_fails_with_one_line_saying_what_to_change(not_preloaded):
+    url = _database(not_preloaded, "required")
+    with pytest.raises(MigrationError, match="shared_preload_libraries = 'timescaledb'"):
+        migrate.migrate(DatabaseSettings(url=url, timescale="require"))
+    env = dict(os.environ, FIREGRID_DATABASE__URL=url, FIREGRID_DATABASE__TIMESCALE="require")
+    out = subprocess.run([sys.executable, "-m", "firegrid.cli", "db", "migrate"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0
+    assert "Traceback" not in out.stderr
+    assert "shared_preload_libraries = 'timescaledb'" in out.stderr
+
+
+def test_a_preloaded_server_gets_timescaledb(preloaded):
+    report = migrate.migrate(DatabaseSettings(url=_database(preloaded, "ts"),
+                                              timescale="require"))
+    assert report.flavour.startswith("timescaledb 2.")
