@@ -186,8 +186,17 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             report = migrate.migrate(settings.database)
             print(f"schema up to date ({len(report.applied)} applied; path: {report.flavour})")
             return 0
+        from runtime import timescale
         with db.connect(settings.database) as conn:
             print(f"schema version {migrate.current_version(conn)}")
+            version = timescale.installed_version(conn)
+            if version is None:
+                print("flavour: PostgreSQL (plain tables and views; no TimescaleDB here)")
+                return 0
+            print(f"flavour: TimescaleDB {version}")
+            for job, proc, table, status, runs, failures in timescale.job_health(conn):
+                print(f"  job {job} {proc} {table or '-'}: last run {status or 'never'},"
+                      f" {runs} runs, {failures} failures")
         return 0
     if args.command == "config":
         print(json.dumps(settings.model_dump(mode="json"), indent=2))

@@ -63,6 +63,24 @@ def preloaded(conn: psycopg.Connection) -> bool:
     return row is not None and "timescaledb" in str(row[0])
 
 
+def installed_version(conn: psycopg.Connection) -> str | None:
+    """The TimescaleDB version this database uses, or None (the plain path)."""
+    row = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'timescaledb'"
+                       ).fetchone()
+    return None if row is None else str(row[0])
+
+
+def job_health(conn: psycopg.Connection) -> list[tuple[int, str, str, str | None, int, int]]:
+    """(job id, what it runs, on which table, last run's status, runs, failures) of every
+    TimescaleDB background job, from the documented timescaledb_information views."""
+    return [(int(r[0]), str(r[1]), str(r[2]), r[3], int(r[4]), int(r[5])) for r in conn.execute(
+        "SELECT j.job_id, j.proc_name, coalesce(j.hypertable_name, ''), s.last_run_status,"
+        " coalesce(s.total_runs, 0), coalesce(s.total_failures, 0)"
+        " FROM timescaledb_information.jobs j"
+        " LEFT JOIN timescaledb_information.job_stats s ON s.job_id = j.job_id"
+        " ORDER BY j.job_id").fetchall()]
+
+
 def available_version(conn: psycopg.Connection) -> tuple[int, ...] | None:
     """The TimescaleDB version the server can load, or None."""
     row = conn.execute(

@@ -80,7 +80,21 @@ def test_require_fails_with_one_line_saying_what_to_change(not_preloaded):
     assert "shared_preload_libraries = 'timescaledb'" in out.stderr
 
 
-def test_a_preloaded_server_gets_timescaledb(preloaded):
-    report = migrate.migrate(DatabaseSettings(url=_database(preloaded, "ts"),
-                                              timescale="require"))
+def _status(url: str) -> str:
+    env = dict(os.environ, FIREGRID_DATABASE__URL=url)
+    out = subprocess.run([sys.executable, "-m", "firegrid.cli", "db", "status"], env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def test_a_preloaded_server_gets_timescaledb_and_db_status_says_so(preloaded, not_preloaded):
+    url = _database(preloaded, "ts")
+    report = migrate.migrate(DatabaseSettings(url=url, timescale="require"))
     assert report.flavour.startswith("timescaledb 2.")
+    status = _status(url)
+    assert "flavour: TimescaleDB 2." in status
+    assert "policy_retention readings: last run never" in status    # the jobs, listed
+    plain = _database(not_preloaded, "plain")
+    migrate.migrate(DatabaseSettings(url=plain, timescale="auto"))
+    assert "flavour: PostgreSQL" in _status(plain)
