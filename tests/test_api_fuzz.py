@@ -140,6 +140,8 @@ WRITES: dict[tuple[str, str], Op] = {
     ("post", "/v1/tokens/{token_id}/revoke"): Op(None, _token),
     ("post", "/v1/incidents/{incident_id}/acknowledge"): Op({"note": "on my way"}, _incident),
     ("post", "/v1/incidents/{incident_id}/arrive"): Op({"note": "3F corridor"}, _incident),
+    ("post", "/v1/incidents/{incident_id}/confirm"): Op({"note": "flames at the window"},
+                                                        _incident),
     ("post", "/v1/incidents/{incident_id}/resolve"): Op({"cause": "cooking_steam",
                                                         "note": "burnt rice"}, _incident),
     ("post", "/v1/incidents/{incident_id}/reopen"): Op({"note": "smoke again"}, _resolved),
