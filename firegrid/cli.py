@@ -183,8 +183,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if args.db_command == "migrate":
             if args.create_db and db.ensure_database(settings.database):
                 print("created database")
-            report = migrate.migrate(settings.database)
+            report = migrate.migrate(settings.database, max_age_days=settings.ingest.max_age_days)
             print(f"schema up to date ({len(report.applied)} applied; path: {report.flavour})")
+            for change in report.changes:
+                print(f"policy changed: {change}")
             return 0
         from runtime import timescale
         with db.connect(settings.database) as conn:

@@ -50,7 +50,7 @@ def run_demo(settings: Settings, *, devices: int, rate: float, seconds: float,
     try:
         settings = _with_services(settings, state_dir, started)
         db.ensure_database(settings.database)
-        report = migrate.migrate(settings.database)
+        report = migrate.migrate(settings.database, max_age_days=settings.ingest.max_age_days)
         print(f"database: {settings.database.url} (schema path: {report.flavour})")
         print(f"broker:   {settings.mqtt.host}:{settings.mqtt.port}")
         ids = _register_street(settings, state_dir)[:devices]

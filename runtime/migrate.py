@@ -30,6 +30,7 @@ _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 class MigrationReport:
     applied: list[str]
     flavour: str  # "timescaledb X.Y" or "postgresql"
+    changes: tuple[str, ...] = ()   # TimescaleDB policies brought in line with the settings
 
 
 def _migration_files() -> list[tuple[int, str, str]]:
@@ -41,18 +42,20 @@ def _migration_files() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-def migrate(settings: DatabaseSettings) -> MigrationReport:
+def migrate(settings: DatabaseSettings, *, max_age_days: int = 30) -> MigrationReport:
+    """`max_age_days`: the oldest reading ingest accepts (ingest.max_age_days); the hourly
+    aggregate is refreshed that far back, and a day more."""
     with connect(settings, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", [_LOCK_KEY])
         try:
             applied = _apply_versions(conn)
-            flavour = _apply_flavour(conn, settings)
+            flavour, changes = _apply_flavour(conn, settings, max_age_days + 1)
         finally:
             # A FATAL error (the server ended the session) released the lock with it, and
             # unlocking on the dead connection would hide that error behind its own.
             if not conn.closed:
                 conn.execute("SELECT pg_advisory_unlock(%s)", [_LOCK_KEY])
-    return MigrationReport(applied=applied, flavour=flavour)
+    return MigrationReport(applied=applied, flavour=flavour, changes=tuple(changes))
 
 
 def _apply_versions(conn: psycopg.Connection) -> list[str]:
@@ -80,27 +83,28 @@ def _apply_versions(conn: psycopg.Connection) -> list[str]:
     return applied
 
 
-def _apply_flavour(conn: psycopg.Connection, settings: DatabaseSettings) -> str:
+def _apply_flavour(conn: psycopg.Connection, settings: DatabaseSettings,
+                   lookback_days: int) -> tuple[str, list[str]]:
     if settings.timescale == "off":
         log.info("schema path: plain PostgreSQL (timescale = off)")
-        return _plain(conn)
+        return _plain(conn), []
     version = timescale.available_version(conn)
     if version is None or version < timescale.MIN_VERSION:
         why = "not available" if version is None else f"{version} is older than 2.13"
         if settings.timescale == "require":
             raise MigrationError(f"TimescaleDB required but {why} on this server")
         log.info("schema path: plain PostgreSQL (TimescaleDB %s)", why)
-        return _plain(conn)
+        return _plain(conn), []
     if not timescale.preloaded(conn):
         why = f"installed but not preloaded: {timescale.PRELOAD_HINT}"
         if settings.timescale == "require":
             raise MigrationError(f"TimescaleDB required but {why}")
         log.warning("schema path: plain PostgreSQL (TimescaleDB %s)", why)
-        return _plain(conn)
-    timescale.apply(conn, settings)
+        return _plain(conn), []
+    changes = timescale.apply(conn, settings, lookback_days)
     label = "timescaledb " + ".".join(map(str, version))
     log.info("schema path: %s (hypertables, compression, retention, continuous aggregate)", label)
-    return label
+    return label, changes
 
 
 def _plain(conn: psycopg.Connection) -> str:

@@ -92,9 +92,13 @@ def available_version(conn: psycopg.Connection) -> tuple[int, ...] | None:
     return tuple(int(part) for part in row[0].split("-")[0].split(".")[:2])
 
 
-def apply(conn: psycopg.Connection, settings: DatabaseSettings) -> None:
-    """Turn the plain schema into hypertables with policies. conn must be in autocommit:
-    continuous aggregates cannot be created inside a transaction block."""
+def apply(conn: psycopg.Connection, settings: DatabaseSettings,
+          lookback_days: int = 31) -> list[str]:
+    """Turn the plain schema into hypertables with policies that follow the settings, and
+    return what changed in the policies. conn must be in autocommit: continuous aggregates
+    cannot be created inside a transaction block. `lookback_days` is how far back the
+    hourly aggregate is refreshed: as far back as ingest accepts late readings."""
+    changes: list[str] = []
     try:
         conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
         for table, interval in HYPERTABLES:
@@ -107,18 +111,40 @@ def apply(conn: psycopg.Connection, settings: DatabaseSettings) -> None:
                 " timescaledb.compress_segmentby = 'device_id',"
                 " timescaledb.compress_orderby = 'ts DESC, seq DESC')"
             )
-            conn.execute(
+            changes += _follow(
+                conn, "policy_compression", table, "compress_after",
+                f"{settings.compress_after_days} days",
+                f"SELECT remove_compression_policy('{table}')",
                 f"SELECT add_compression_policy('{table}',"
-                f" compress_after => INTERVAL '{settings.compress_after_days} days',"
-                " if_not_exists => TRUE)"
-            )
-            conn.execute(
+                f" compress_after => INTERVAL '{settings.compress_after_days} days')")
+            changes += _follow(
+                conn, "policy_retention", table, "drop_after", f"{settings.retention_days} days",
+                f"SELECT remove_retention_policy('{table}')",
                 f"SELECT add_retention_policy('{table}',"
-                f" drop_after => INTERVAL '{settings.retention_days} days', if_not_exists => TRUE)"
-            )
-        _ensure_hourly_cagg(conn)
+                f" drop_after => INTERVAL '{settings.retention_days} days')")
+        changes += _ensure_hourly_cagg(conn, lookback_days)
     except psycopg.Error as exc:
         raise MigrationError(f"TimescaleDB setup failed: {exc}".strip()) from exc
+    return changes
+
+
+def _follow(conn: psycopg.Connection, proc: str, table: str | None, key: str, want: str,
+            remove: str, add: str) -> list[str]:
+    """Make the policy job `proc` (on `table`; None: the only one) have `key` = `want`.
+    add_*_policy(if_not_exists) keeps an old job as it is, so a changed setting would never
+    reach the database: an existing job with another value is replaced."""
+    row = conn.execute(
+        "SELECT config->>%s, (config->>%s)::interval = %s::interval"
+        " FROM timescaledb_information.jobs WHERE proc_name = %s"
+        " AND (%s::text IS NULL OR hypertable_name = %s)",
+        [key, key, want, proc, table, table]).fetchone()
+    if row is not None and row[1]:
+        return []
+    if row is not None:
+        conn.execute(remove)
+    conn.execute(add)
+    was = "none" if row is None else row[0]
+    return [f"{table or proc}: {key} {was} -> {want}"]
 
 
 def is_continuous_aggregate(conn: psycopg.Connection, view: str) -> bool:
@@ -132,13 +158,19 @@ def is_continuous_aggregate(conn: psycopg.Connection, view: str) -> bool:
         [view]).fetchone())
 
 
-def _ensure_hourly_cagg(conn: psycopg.Connection) -> None:
+def _ensure_hourly_cagg(conn: psycopg.Connection, lookback_days: int) -> list[str]:
     if not is_continuous_aggregate(conn, "readings_hourly"):
         # The plain-path view has the same name and columns; replace it.
         conn.execute("DROP VIEW IF EXISTS readings_hourly")
         conn.execute(HOURLY_CAGG)
-    conn.execute(
+    # Refreshed as far back as ingest accepts late readings (the window used to be 3 days
+    # while ingest took readings 30 days old: those days' hours were never aggregated). Only
+    # invalidated ranges are recomputed, so the long window costs little when nothing came
+    # late.
+    return _follow(
+        conn, "policy_refresh_continuous_aggregate", None, "start_offset",
+        f"{lookback_days} days",
+        "SELECT remove_continuous_aggregate_policy('readings_hourly')",
         "SELECT add_continuous_aggregate_policy('readings_hourly',"
-        " start_offset => INTERVAL '3 days', end_offset => INTERVAL '1 hour',"
-        " schedule_interval => INTERVAL '30 minutes', if_not_exists => TRUE)"
-    )
+        f" start_offset => INTERVAL '{lookback_days} days', end_offset => INTERVAL '1 hour',"
+        " schedule_interval => INTERVAL '30 minutes')")

@@ -98,3 +98,37 @@ def test_a_preloaded_server_gets_timescaledb_and_db_status_says_so(preloaded, no
     plain = _database(not_preloaded, "plain")
     migrate.migrate(DatabaseSettings(url=plain, timescale="auto"))
     assert "flavour: PostgreSQL" in _status(plain)
+
+
+def _jobs(url: str) -> dict[str, str]:
+    with psycopg.connect(url) as conn:
+        return {f"{proc} {table or '-'}": value for proc, table, value in conn.execute(
+            "SELECT proc_name, hypertable_name, coalesce(config->>'drop_after',"
+            " config->>'compress_after', config->>'start_offset')"
+            " FROM timescaledb_information.jobs WHERE proc_name LIKE 'policy_%'").fetchall()}
+
+
+def test_policies_follow_the_settings_on_every_migrate(preloaded):
+    """add_*_policy(if_not_exists) kept the first job: changing retention_days or
+    compress_after_days later did nothing. Now each migrate brings the jobs in line and says
+    what it changed; the hourly aggregate refreshes as far back as ingest accepts."""
+    url = _database(preloaded, "policies")
+    first = migrate.migrate(DatabaseSettings(url=url, timescale="require"), max_age_days=30)
+    assert "readings: drop_after none -> 400 days" in first.changes
+    jobs = _jobs(url)
+    assert jobs["policy_retention readings"] == "400 days"
+    assert jobs["policy_compression events"] == "7 days"
+    refresh = next(v for k, v in jobs.items() if k.startswith("policy_refresh"))
+    assert refresh == "31 days"
+    again = migrate.migrate(DatabaseSettings(url=url, timescale="require"), max_age_days=30)
+    assert again.changes == ()
+    changed = migrate.migrate(DatabaseSettings(url=url, timescale="require", retention_days=90,
+                                               compress_after_days=2), max_age_days=60)
+    assert set(changed.changes) == {
+        "readings: compress_after 7 days -> 2 days", "events: compress_after 7 days -> 2 days",
+        "readings: drop_after 400 days -> 90 days", "events: drop_after 400 days -> 90 days",
+        "policy_refresh_continuous_aggregate: start_offset 31 days -> 61 days"}
+    jobs = _jobs(url)
+    assert jobs["policy_retention readings"] == "90 days"
+    assert jobs["policy_compression readings"] == "2 days"
+    assert len([k for k in jobs if k.startswith("policy_retention")]) == 2   # replaced, not added
