@@ -9,6 +9,7 @@ grids, since they fix the devices, but do not act on them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
 from typing import Annotated, Any, Literal
@@ -195,22 +196,27 @@ def get_incident(incident_id: RowId, actor: Reader, conn: Conn) -> Row:
     return _detail(conn, incident_id, area_scope(conn, actor))
 
 
+def _act(conn: psycopg.Connection, actor: Actor, incident_id: int,
+         action: Callable[[psycopg.Connection[Any], int, str, str | None], Row],
+         body: NoteBody | None) -> Row:
+    """One of the loop's actions that take an optional note, in the caller's area."""
+    scope = _scope_for(conn, actor, incident_id)
+    action(conn, incident_id, actor.history_name, body.note if body else None)
+    return _detail(conn, incident_id, scope)
+
+
 @router.post("/{incident_id}/acknowledge", response_model=IncidentDetail,
              summary="I have it: stops the escalation; repeating it changes nothing")
 def acknowledge(incident_id: RowId, actor: Responder, conn: Conn,
                 body: NoteBody | None = None) -> Row:
-    scope = _scope_for(conn, actor, incident_id)
-    loop.acknowledge(conn, incident_id, actor.history_name, body.note if body else None)
-    return _detail(conn, incident_id, scope)
+    return _act(conn, actor, incident_id, loop.acknowledge, body)
 
 
 @router.post("/{incident_id}/arrive", response_model=IncidentDetail,
              summary="I am on site (acknowledges too, if nobody had)")
 def arrive(incident_id: RowId, actor: Responder, conn: Conn,
            body: NoteBody | None = None) -> Row:
-    scope = _scope_for(conn, actor, incident_id)
-    loop.arrive(conn, incident_id, actor.history_name, body.note if body else None)
-    return _detail(conn, incident_id, scope)
+    return _act(conn, actor, incident_id, loop.arrive, body)
 
 
 @router.post("/{incident_id}/resolve", response_model=IncidentDetail,
@@ -227,9 +233,7 @@ def resolve(incident_id: RowId, body: ResolveBody, actor: Responder, conn: Conn,
              summary="人工确认 It is a fire: page every level and the fire service (119) now")
 def confirm(incident_id: RowId, actor: Responder, conn: Conn,
             body: NoteBody | None = None) -> Row:
-    scope = _scope_for(conn, actor, incident_id)
-    loop.confirm(conn, incident_id, actor.history_name, body.note if body else None)
-    return _detail(conn, incident_id, scope)
+    return _act(conn, actor, incident_id, loop.confirm, body)
 
 
 @router.post("/{incident_id}/reopen", response_model=IncidentDetail,
