@@ -79,17 +79,28 @@ def _claim(conn: psycopg.Connection[Any], now: datetime, mqtt: bool,
 
 def ticket_pages(conn: psycopg.Connection[Any], now: datetime) -> int:
     """Page the technician a maintenance ticket is assigned to, once per ticket, on the
-    MQTT push (maintenance goes to field technicians, never to fire responders)."""
+    MQTT push (maintenance goes to field technicians, never to fire responders).
+
+    Inhibited during a fire: a ticket opened while its device's building has an open
+    incident (the detector went offline or faulted because it is burning) gets its page
+    written as 'held', with the incident named; loop.resolve releases it (_release_held)."""
     cur = conn.execute(
         "INSERT INTO pages (ticket_id, step, worker_id, channel, status, created_at, due_at,"
-        " payload)"
-        " SELECT t.id, 0, t.assigned_to, 'mqtt', 'pending', %(now)s, %(now)s,"
-        "        jsonb_build_object('condition', t.condition)"
-        " FROM maintenance_tickets t WHERE t.closed_at IS NULL AND t.assigned_to IS NOT NULL"
+        " payload, last_error)"
+        " SELECT t.id, 0, t.assigned_to, 'mqtt',"
+        "        CASE WHEN fire.id IS NULL THEN 'pending' ELSE 'held' END, %(now)s, %(now)s,"
+        "        jsonb_build_object('condition', t.condition),"
+        "        CASE WHEN fire.id IS NOT NULL THEN 'held back: incident ' || fire.id"
+        "             || ' is open in the building' END"
+        " FROM maintenance_tickets t JOIN devices d ON d.id = t.device_id"
+        " LEFT JOIN LATERAL (SELECT i.id FROM incidents i WHERE i.building_id = d.building_id"
+        "   AND i.state <> 'resolved' AND i.opened_at <= t.opened_at LIMIT 1) fire ON TRUE"
+        " WHERE t.closed_at IS NULL AND t.assigned_to IS NOT NULL"
         " AND t.opened_at > %(now)s - interval '1 day'"
         " AND NOT EXISTS (SELECT 1 FROM pages p WHERE p.ticket_id = t.id)"
         " ON CONFLICT DO NOTHING", {"now": now})
     return cur.rowcount
+
 
 
 _RESOLVED = "the incident was resolved before this page went out"

@@ -27,6 +27,10 @@ state), change it, and append its rows to incident_log. Each returns the inciden
   still see every level paged; a rung after an acknowledgement informs and sets no timer.
   An incident already confirmed (by its devices or a person) stays as it is: the 119 hook
   fires once. "Not a fire" is resolve() with its cause, which ends the escalation.
+- Resolving the building's last open incident releases the maintenance pages held back
+  during it (alerts/dispatch.py ticket_pages: a detector offline because it burned is not a
+  technician's job while the fire is on): they go out, or are cancelled if their ticket
+  closed meanwhile.
 - Reopening starts the ladder again from its first rung at once (rung -1, escalate_at now,
   a NOTIFY wakes the escalators at COMMIT); the first acknowledgement and arrival stay, since
   reports measure the first response.
@@ -52,7 +56,7 @@ from psycopg.rows import TupleRow, dict_row
 from psycopg.types.json import Jsonb
 
 from alerts.errors import Conflict, Invalid, NotFound
-from alerts.ladder import ESCALATE_CHANNEL
+from alerts.ladder import ESCALATE_CHANNEL, PAGES_CHANNEL
 from alerts.rules import Policy
 from devices.monitor import TECHNICIAN
 
@@ -119,6 +123,7 @@ def resolve(conn: psycopg.Connection[TupleRow], incident_id: int, actor: str, ca
         if tickets:
             detail["tickets"] = tickets
         _log(conn, incident_id, now, actor, "resolved", before, "resolved", detail)
+        _release_held(conn, row["building_id"], now)
         return row
 
 
@@ -266,3 +271,20 @@ def _false_alarm_tickets(conn: psycopg.Connection[TupleRow], incident_id: int, n
         "days": policy.feedback.window_days,
         "threshold": policy.feedback.false_alarms}).fetchall()
     return [r[0] for r in rows]
+
+
+def _release_held(conn: psycopg.Connection[Any], building_id: str, now: datetime) -> None:
+    """The building's fire incidents are all resolved: its held ticket pages go out now,
+    those of tickets closed meanwhile are cancelled. Called in the resolving transaction."""
+    conn.execute(
+        "UPDATE pages p SET status = CASE WHEN t.closed_at IS NULL THEN 'pending'"
+        "                                ELSE 'cancelled' END,"
+        " due_at = %(now)s,"
+        " last_error = CASE WHEN t.closed_at IS NULL THEN NULL"
+        "                   ELSE 'the ticket closed while the fire incident was open' END"
+        " FROM maintenance_tickets t JOIN devices d ON d.id = t.device_id"
+        " WHERE p.ticket_id = t.id AND p.status = 'held' AND d.building_id = %(b)s"
+        " AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.building_id = %(b)s"
+        "                 AND i.state <> 'resolved')",
+        {"now": now, "b": building_id})
+    conn.execute("SELECT pg_notify(%s, '')", [PAGES_CHANNEL])
