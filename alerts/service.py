@@ -69,21 +69,21 @@ class AlertService:
         # the dispatcher then holds off, up to poll_s, so the rungs are written first.
         self._no_backlog = threading.Event()
         self._no_backlog.set()
-        self.window = Window(batch_max=cfg.batch_max, max_age_s=0,
-                             max_messages=settings.ingest.inflight_window,
-                             max_bytes=settings.ingest.window_max_bytes)
         mqtt = MqttSettings.model_validate(settings.mqtt.model_dump() | {
             "client_id": cfg.client_id, "share_group": cfg.share_group,
             "partitions": cfg.partitions, "partition": cfg.partition})
-        self.consumer = Consumer(mqtt, self.window, inflight_window=settings.ingest.inflight_window,
-                                 service="alerts", channels=("event", "gateway"))
-        self.telemetry_window = Window(batch_max=cfg.batch_max, max_age_s=0,
-                                       max_messages=settings.ingest.inflight_window,
-                                       max_bytes=settings.ingest.window_max_bytes)
-        self.telemetry = Consumer(
-            mqtt.model_copy(update={"client_id": f"{cfg.client_id}-telemetry"}),
-            self.telemetry_window, inflight_window=settings.ingest.inflight_window,
-            service="alerts_telemetry", channels=("telemetry",))
+
+        def session(client_id: str, service: str,
+                    channels: tuple[str, ...]) -> tuple[Window, Consumer]:
+            window = Window(batch_max=cfg.batch_max, max_age_s=0,
+                            max_messages=settings.ingest.inflight_window,
+                            max_bytes=settings.ingest.window_max_bytes)
+            return window, Consumer(mqtt.model_copy(update={"client_id": client_id}), window,
+                                    service=service, channels=channels)
+
+        self.window, self.consumer = session(cfg.client_id, "alerts", ("event", "gateway"))
+        self.telemetry_window, self.telemetry = session(
+            f"{cfg.client_id}-telemetry", "alerts_telemetry", ("telemetry",))
         self.decoder = Decoder(prefix=mqtt.topic_prefix,
                                max_payload_bytes=settings.ingest.max_payload_bytes,
                                max_future_skew_s=settings.ingest.max_future_skew_s,

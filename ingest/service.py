@@ -48,8 +48,7 @@ class IngestService:
             max_future_skew_s=cfg.max_future_skew_s, max_age_days=cfg.max_age_days,
         )
         self.writer = BatchWriter(settings.database, cfg, self._stopping)
-        self.consumer = Consumer(settings.mqtt, self.window, inflight_window=cfg.inflight_window,
-                                 service="ingest")
+        self.consumer = Consumer(settings.mqtt, self.window, service="ingest")
         self.liveness = liveness.LivenessFlusher(
             liveness.LivenessTracker(settings.devices), settings,
             watching=self.consumer.subscribed.is_set)

@@ -56,7 +56,7 @@ class Session:
     def consumer(self, *, start: bool = True) -> tuple[Consumer, Window]:
         window = Window(batch_max=100_000, max_age_s=60, max_messages=100_000,
                     max_bytes=2**30)
-        consumer = Consumer(self.settings, window, inflight_window=4000, service=SERVICE)
+        consumer = Consumer(self.settings, window, service=SERVICE)
         if start:
             self.start(consumer)
         return consumer, window

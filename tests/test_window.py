@@ -133,7 +133,7 @@ def test_a_reused_packet_id_drops_the_connection_instead_of_acking_the_wrong_mes
     from transport.mqtt import Consumer
 
     window = Window(batch_max=10, max_age_s=0, max_messages=100, max_bytes=2**30)
-    consumer = Consumer(make_settings().mqtt, window, inflight_window=100, service="test")
+    consumer = Consumer(make_settings().mqtt, window, service="test")
     ours, brokers = socket.socketpair()
 
     class Link:        # what _on_message uses of paho's client

@@ -90,12 +90,11 @@ def subscriptions(settings: MqttSettings,
 
 
 class Consumer:
-    def __init__(self, settings: MqttSettings, window: Window, *, inflight_window: int,
-                 service: str, channels: tuple[str, ...] | None = None) -> None:
+    def __init__(self, settings: MqttSettings, window: Window, *, service: str,
+                 channels: tuple[str, ...] | None = None) -> None:
         self._settings = settings
         self._topics = subscriptions(settings, channels)
         self._window = window
-        self._inflight = inflight_window
         self._lock = threading.Lock()
         self.generation = 0
         self.received = 0  # messages taken from the broker by this process
@@ -144,7 +143,7 @@ class Consumer:
         if v5:
             # paho's properties module has no annotations.
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.ReceiveMaximum = self._inflight
+            props.ReceiveMaximum = self._window.max_messages   # the broker's share of the bound
             props.SessionExpiryInterval = self._settings.session_expiry_s
         self._client.connect_async(
             self._settings.host, self._settings.port, self._settings.keepalive_s,

@@ -42,7 +42,7 @@ class Window:
         self._space = threading.Condition(lock)   # the network thread waits for room
         self._batch_max = batch_max
         self._max_age = max_age_s
-        self._max_messages = max_messages
+        self.max_messages = max_messages
         self._max_bytes = max_bytes
         self._closed = False
         # Held = put and not yet released. Each counter has one writer (put: the network
@@ -92,7 +92,7 @@ class Window:
 
     def _full(self, size: int) -> bool:
         held = self._in - self._out
-        return held > 0 and (held >= self._max_messages
+        return held > 0 and (held >= self.max_messages
                              or self._in_bytes - self._out_bytes + size > self._max_bytes)
 
     def release(self, items: Sequence[Inbound]) -> None:
