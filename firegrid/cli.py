@@ -201,6 +201,15 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
                       f" {runs} runs, {failures} failures")
         return 0
     if args.command == "config":
+        # The rules file is a path in the settings: it must exist and parse, checked by the
+        # alert core's own loader (ConfigError naming the file or the bad rule).
+        from alerts.rules import load_policy
+        from runtime.errors import ConfigError
+        try:
+            load_policy(settings.alerts.rules_file)
+        except ConfigError as exc:
+            raise ConfigError(f"告警规则文件有误 alerts.rules_file (FIREGRID_ALERTS__RULES_FILE):"
+                              f" {exc}") from exc
         print(json.dumps(settings.model_dump(mode="json"), indent=2))
         return 0
     if args.command == "protocol":

@@ -3,16 +3,33 @@
 Nested fields use a double underscore: FIREGRID_MQTT__HOST, FIREGRID_INGEST__BATCH_MAX_ROWS.
 Everything is validated before any network I/O; a bad value raises ConfigError naming the
 setting as the operator would type it. deploy/firegrid.example.toml documents every field.
+
+A typo is an error, never a silent default: a FIREGRID_* variable or a TOML key that names
+no setting is refused with the nearest real name (FIREGRID_DATABASE_URL, one underscore,
+gets "did you mean FIREGRID_DATABASE__URL?"). URLs are checked for their scheme and port.
 """
 
 from __future__ import annotations
 
 import contextvars
+import difflib
+import os
+import re
 import tomllib
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,6 +40,39 @@ from pydantic_settings import (
 from runtime.errors import ConfigError
 
 _TOML_PATH: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml", default=None)
+
+ENV_PREFIX = "FIREGRID_"
+# FIREGRID_* variables that are not settings, so not typos: the CLI's --config default,
+# Grafana's datasource provisioning (dashboards/provisioning, deploy/) and the duty
+# console's screenshot switch in the tests.
+NOT_SETTINGS = ("FIREGRID_CONFIG", "FIREGRID_SCREENSHOTS")
+NOT_SETTINGS_PREFIXES = ("FIREGRID_GRAFANA_",)
+
+
+def _url_problem(url: str, schemes: Iterable[str]) -> str | None:
+    """What is wrong with `url` for one of `schemes`, or None. Several hosts, as libpq
+    accepts them (postgresql://h1:5432,h2:5433/db), are checked one by one."""
+    scheme, sep, rest = url.partition("://")
+    allowed = tuple(schemes)
+    if not sep or scheme.lower() not in allowed:
+        # Never the whole value: a connection string may hold a password.
+        return (f"must start with {' or '.join(s + '://' for s in allowed)}"
+                f" (got {scheme + '://' if sep else 'no scheme'})")
+    hosts = urlsplit("//" + rest).netloc.rpartition("@")[2]
+    for host in hosts.split(","):
+        match = re.fullmatch(r"(\[[^\]]*\]|[^:]*)(?::(.*))?", host)
+        port = match.group(2) if match else None
+        if port is not None and port != "" and not (port.isdigit() and 1 <= int(port) <= 65535):
+            return f"port {port} is not a port (1-65535)"
+    return None
+
+
+def _check_url(url: str | None, schemes: tuple[str, ...]) -> str | None:
+    if url:
+        problem = _url_problem(url, schemes)
+        if problem:
+            raise ValueError(problem)
+    return url
 
 
 class MqttSettings(BaseModel):
@@ -79,6 +129,13 @@ class DatabaseSettings(BaseModel):
     timescale: Literal["auto", "require", "off"] = "auto"
     retention_days: int = Field(400, ge=7)
     compress_after_days: int = Field(7, ge=1)
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql(cls, url: str) -> str:
+        # libpq's URL form only (postgres:// is its alias): a mysql:// URL or a port out of
+        # range fails here, before any command tries to connect.
+        return _check_url(url, ("postgresql", "postgres")) or url
 
 
 class IngestSettings(BaseModel):
@@ -223,6 +280,11 @@ class AlertsSettings(BaseModel):
     # Prometheus /metrics of `firegrid alerts run` (on ingest.metrics_host); 0 disables.
     metrics_port: int = Field(9110, ge=0, le=65535)
 
+    @field_validator("fire_service_url", "console_url")
+    @classmethod
+    def _http(cls, url: str | None) -> str | None:
+        return _check_url(url, ("http", "https"))
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -257,13 +319,17 @@ class Settings(BaseSettings):
 def load_settings(config_file: str | Path | None = None, **overrides: object) -> Settings:
     """Build and validate settings; raise ConfigError with every bad setting named."""
     path = Path(config_file) if config_file else None
+    typos = unknown_variables(os.environ)
     if path is not None:
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            tomllib.loads(path.read_text(encoding="utf-8"))
+            document = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+        typos += [f"'{key}' in {path}: {why}" for key, why in unknown_keys(document)]
+    if typos:
+        raise ConfigError("\n".join(["设置有误 invalid settings:"] + [f"  {t}" for t in typos]))
     token = _TOML_PATH.set(path)
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
@@ -273,12 +339,71 @@ def load_settings(config_file: str | Path | None = None, **overrides: object) ->
         _TOML_PATH.reset(token)
 
 
+def variable_names() -> dict[str, str]:
+    """Every FIREGRID_* variable the settings read, to its TOML key. A section may also be
+    given whole, as JSON (FIREGRID_MQTT='{"host": "..."}'), as pydantic-settings allows."""
+    names: dict[str, str] = {}
+    for name, info in Settings.model_fields.items():
+        names[f"{ENV_PREFIX}{name.upper()}"] = name
+        section = info.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            for key in section.model_fields:
+                names[f"{ENV_PREFIX}{name.upper()}__{key.upper()}"] = f"{name}.{key}"
+    return names
+
+
+def _did_you_mean(word: str, choices: Iterable[str], prefix: str = "") -> str:
+    """'没有这个设置 ... / no such setting; did you mean X?' with the nearest choice; the
+    prefix every choice shares is left out of the comparison, so it does not make every
+    name look near."""
+    tails = {c.removeprefix(prefix): c for c in choices}
+    near = difflib.get_close_matches(word.removeprefix(prefix), list(tails), n=1, cutoff=0.6)
+    if near:
+        return (f"没有这个设置，是不是 {tails[near[0]]}？ / no such setting; did you mean "
+                f"{tails[near[0]]}?")
+    return ("没有这个设置，全部设置见 deploy/firegrid.example.toml / no such setting; "
+            "deploy/firegrid.example.toml lists every setting")
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line per FIREGRID_* variable that names no setting, with the nearest that does.
+    pydantic-settings reads the names case-insensitively, and so does this check."""
+    names = variable_names()
+    problems = []
+    for variable in sorted(environ):
+        upper = variable.upper()
+        if (not upper.startswith(ENV_PREFIX) or upper in names or upper in NOT_SETTINGS
+                or upper.startswith(NOT_SETTINGS_PREFIXES)):
+            continue
+        problems.append(f"{variable}: {_did_you_mean(upper, names, ENV_PREFIX)}")
+    return problems
+
+
+def unknown_keys(document: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(dotted key, why) for each key of a TOML settings document that names no setting."""
+    problems = []
+    for key, value in document.items():
+        info = Settings.model_fields.get(key)
+        if info is None:
+            problems.append((key, _did_you_mean(key, Settings.model_fields)))
+            continue
+        section = info.annotation
+        if isinstance(section, type) and issubclass(section, BaseModel):
+            if not isinstance(value, dict):
+                continue  # pydantic names the wrong type
+            for sub in value:
+                if sub not in section.model_fields:
+                    problems.append((f"{key}.{sub}", _did_you_mean(
+                    f"{key}.{sub}", [f"{key}.{f}" for f in section.model_fields], f"{key}.")))
+    return problems
+
+
 def _describe(exc: ValidationError, path: Path | None) -> str:
-    lines = ["invalid settings:"]
+    lines = ["设置有误 invalid settings:"]
     for err in exc.errors():
         loc = [str(part) for part in err["loc"]]
         env = "FIREGRID_" + "__".join(part.upper() for part in loc)
         toml = ".".join(loc)
         where = f"{env} (or '{toml}' in {path})" if path else env
-        lines.append(f"  {where}: {err['msg']}")
+        lines.append(f"  {where}: {err['msg'].removeprefix('Value error, ')}")
     return "\n".join(lines)

@@ -85,3 +85,100 @@ def test_workers_warn_when_their_metrics_ports_meet_another_services(caplog):
     caplog.clear()
     _check_ports(Settings(ingest={"metrics_port": 9120}), 4)
     assert not caplog.records
+
+
+# --- typos are errors naming the nearest setting (issue 20) -------------------------------
+
+@pytest.mark.parametrize(("variable", "nearest"), [
+    ("FIREGRID_DATABASE_URL", "FIREGRID_DATABASE__URL"),   # one underscore for two
+    ("FIREGRID_MQTT_PORT", "FIREGRID_MQTT__PORT"),
+    ("FIREGRID_INGEST__BATCH_MAX_ROW", "FIREGRID_INGEST__BATCH_MAX_ROWS"),
+    ("firegrid_log_levl", "FIREGRID_LOG_LEVEL"),            # read case-insensitively
+])
+def test_an_unknown_variable_is_refused_naming_the_nearest_setting(monkeypatch, capsys,
+                                                                    variable, nearest):
+    monkeypatch.setenv(variable, "postgresql://postgres@127.0.0.1:5432/x")
+    with pytest.raises(ConfigError) as err:
+        load_settings()
+    assert variable in str(err.value) and f"did you mean {nearest}?" in str(err.value)
+    assert main(["config", "check"]) == 2
+    out = capsys.readouterr()
+    assert f"did you mean {nearest}?" in out.err and not out.out
+
+
+def test_a_variable_near_no_setting_points_to_the_list(monkeypatch, capsys):
+    monkeypatch.setenv("FIREGRID_FOO", "1")
+    assert main(["config", "check"]) == 2
+    err = capsys.readouterr().err
+    assert "FIREGRID_FOO" in err and "did you mean" not in err
+    assert "deploy/firegrid.example.toml" in err
+
+
+def test_firegrid_variables_that_are_not_settings_pass(monkeypatch):
+    # Grafana's datasource provisioning and the console test's switch share the prefix.
+    monkeypatch.setenv("FIREGRID_GRAFANA_PG_HOST", "db:5432")
+    monkeypatch.setenv("FIREGRID_SCREENSHOTS", "1")
+    monkeypatch.setenv("FIREGRID_CONFIG", str(EXAMPLE))
+    load_settings()
+
+
+def test_unknown_toml_keys_name_the_nearest_key(tmp_path, capsys):
+    path = tmp_path / "typo.toml"
+    path.write_text('log_levle = "INFO"\n[mqtt]\nhots = "x"\n[databse]\nurl = "x"\n')
+    with pytest.raises(ConfigError) as err:
+        load_settings(path)
+    message = str(err.value)
+    for key, nearest in (("mqtt.hots", "mqtt.host"), ("databse", "database"),
+                         ("log_levle", "log_level")):
+        assert f"'{key}' in {path}" in message and f"did you mean {nearest}?" in message
+    assert main(["--config", str(path), "config", "check"]) == 2
+    assert "did you mean mqtt.host?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("url", "why"), [
+    ("mysql://root@127.0.0.1:3306/firegrid", "must start with postgresql://"),
+    ("host=127.0.0.1 dbname=firegrid password=secret", "must start with postgresql://"),
+    ("postgresql://postgres@127.0.0.1:99999/firegrid", "port 99999"),
+    ("postgresql://postgres@h1:5432,h2:0/firegrid", "port 0"),
+])
+def test_config_check_refuses_database_urls_that_are_not_postgresql(monkeypatch, capsys,
+                                                                     url, why):
+    monkeypatch.setenv("FIREGRID_DATABASE__URL", url)
+    assert main(["config", "check"]) == 2
+    err = capsys.readouterr().err
+    assert "FIREGRID_DATABASE__URL" in err and why in err
+    assert "secret" not in err                     # the value itself is never echoed
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://postgres@127.0.0.1:5432/firegrid", "postgres://u:p@db.example/firegrid",
+    "postgresql://u@h1:5432,h2:5433/firegrid", "postgresql://[::1]:5432/firegrid",
+    "postgresql:///firegrid?host=/var/run/postgresql"])
+def test_postgresql_urls_as_libpq_reads_them_pass(url):
+    assert load_settings(None, database={"url": url}).database.url == url
+
+
+def test_http_urls_and_ports_are_checked(monkeypatch, capsys):
+    monkeypatch.setenv("FIREGRID_ALERTS__FIRE_SERVICE_URL", "ftp://119.example/hook")
+    monkeypatch.setenv("FIREGRID_API__PORT", "0")
+    assert main(["config", "check"]) == 2
+    err = capsys.readouterr().err
+    assert "FIREGRID_ALERTS__FIRE_SERVICE_URL" in err and "http://" in err
+    assert "FIREGRID_API__PORT" in err
+
+
+def test_config_check_reads_the_rules_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("FIREGRID_ALERTS__RULES_FILE", str(tmp_path / "missing.toml"))
+    assert main(["config", "check"]) == 2
+    err = capsys.readouterr().err
+    assert "alerts.rules_file" in err and "missing.toml" in err
+    broken = tmp_path / "broken.toml"
+    broken.write_text("[[ladder.warning\n")
+    monkeypatch.setenv("FIREGRID_ALERTS__RULES_FILE", str(broken))
+    assert main(["config", "check"]) == 2
+    assert "not valid TOML" in capsys.readouterr().err
+    good = tmp_path / "rules.toml"
+    good.write_text((REPO / "alerts" / "default_rules.toml").read_text(encoding="utf-8"),
+                    encoding="utf-8")
+    monkeypatch.setenv("FIREGRID_ALERTS__RULES_FILE", str(good))
+    assert main(["config", "check"]) == 0
