@@ -21,6 +21,9 @@ from pathlib import Path
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from api.auth import create_token
+from devices import registry
+from devices.broker import NoBrokerAuth
+from devices.models import Building, NewDevice
 from runtime.settings import Settings
 from tests.alert_live import ThreadedAlerts, alert_settings, send_alarm
 from tests.alert_support import build_ward
@@ -80,12 +83,34 @@ def stayed(*pages) -> None:
         assert page.evaluate("window.stayed") is True, "the page was reloaded"
 
 
+# Ladders that do not climb while a test looks (the default's first rung is 30 s): the
+# order on screen is then the order of arrival and severity alone.
+STEADY = """
+[[ladder.warning]]
+roles = ["grid_worker", "grid_leader"]
+ack_timeout_s = 3600
+[[ladder.warning]]
+roles = ["community_duty"]
+ack_timeout_s = 3600
+[[ladder.confirmed]]
+roles = ["grid_worker", "grid_leader", "community_duty", "street_duty"]
+ack_timeout_s = 3600
+"""
+
+
 @contextmanager
-def duty_console(db, make_settings, uid, roles: dict[str, str]) -> Iterator[Console]:
+def duty_console(db, make_settings, uid, roles: dict[str, str],
+                 rules: Path | None = None,
+                 buildings: dict[str, tuple[str, ...]] | None = None) -> Iterator[Console]:
     """The ward of tests/alert_support.py, the real alert core on the broker, the real API,
-    a token per worker in `roles` and Debian's Chromium; all stopped afterwards."""
+    a token per worker in `roles` and Debian's Chromium; all stopped afterwards. `rules`:
+    a rules file for the alert core instead of the default; `buildings`: more buildings
+    of grid G1 (more_buildings)."""
     build_ward(db, around=datetime.now(UTC))
-    settings = alert_settings(make_settings, uid)
+    if buildings:
+        more_buildings(db, buildings)
+    settings = alert_settings(make_settings, uid,
+                              **({"rules_file": str(rules)} if rules else {}))
     tokens = {w: create_token(db, f"{w}-phone", role, w) for w, role in roles.items()}
     expect.set_options(timeout=WAIT_MS)
 
@@ -306,3 +331,65 @@ def test_a_resolved_incident_looked_back_at_and_reopened(db, make_settings, uid)
                       [first_id]).fetchall() == [("api:cd1-phone", why)]
     assert db.execute("SELECT state, cause FROM incidents WHERE id = %s",
                       [second_id]).fetchone() == ("resolved", "dust_insects")
+
+
+def more_buildings(db, buildings: dict[str, tuple[str, ...]]) -> None:
+    """Buildings of grid G1 beyond the ward's, each with its smoke detectors."""
+    with registry.changes(db, "test-setup"):
+        registry.upsert(db, "buildings", [
+            Building(id=b, grid_id="G1", address=f"{b} Shuiwei Rd", lat=22.52, lon=114.05,
+                     floors=7, use="rental") for b in buildings])
+    registry.provision(db, NoBrokerAuth(), [
+        NewDevice(id=d, kind="smoke_detector", building_id=b, floor=3)
+        for b, devices in buildings.items() for d in devices], "test-setup", 1)
+
+
+def severities(page) -> list[str]:
+    return cards(page).evaluate_all("cs => cs.map(c => c.dataset.severity)")
+
+
+def addresses(page) -> list[str]:
+    return cards(page).locator("h2").all_text_contents()
+
+
+def test_confirmed_fires_are_listed_first_on_the_phone_and_the_board(
+        db, make_settings, uid, tmp_path):
+    """Two confirmed fires and three warnings arrive mixed; the phone and the officer's
+    board both show the fires first, then the warnings oldest first."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(STEADY)
+    roles = {"gw1": "grid_worker", "cd1": "community_duty"}
+    more = {"B4": ("SD-41", "SD-42"), "B5": ("SD-51", "SD-52"), "B6": ("SD-61",)}
+    with duty_console(db, make_settings, uid, roles, rules, more) as c:
+        worker = c.open(PHONE, "gw1")
+        officer = c.open(DESK, "cd1")
+        # Arrival order: warning B1, fire B4, warning B2, fire B5, warning B6. Each waits
+        # for the screen, so the incidents' opening order is the order above.
+        arrivals = (("B1", ("SD-1",)), ("B4", ("SD-41", "SD-42")), ("B2", ("SD-3",)),
+                    ("B5", ("SD-51", "SD-52")), ("B6", ("SD-61",)))
+        for n, (building, devices) in enumerate(arrivals, 1):
+            for device in devices:
+                send_alarm(c.publisher, c.settings, device)
+            card_ = worker.locator("article.card", has_text=f"{building} Shuiwei Rd")
+            expect(card_).to_have_attribute(
+                "data-severity", "confirmed" if len(devices) == 2 else "warning")
+            expect(cards(worker)).to_have_count(n)
+        for page in (worker, officer):
+            expect(cards(page)).to_have_count(5)
+            expect(page.locator("article.card[data-severity=confirmed]")).to_have_count(2)
+            assert severities(page) == ["confirmed"] * 2 + ["warning"] * 3
+            shown = addresses(page)
+            assert set(shown[:2]) == {"B4 Shuiwei Rd", "B5 Shuiwei Rd"}
+            assert shown[2:] == ["B1 Shuiwei Rd", "B2 Shuiwei Rd", "B6 Shuiwei Rd"]
+        assert addresses(worker) == addresses(officer)
+        shoot(worker, "worker-worst-first")
+
+        # A fire someone has taken stays above the warnings; the one nobody has comes
+        # first.
+        cards(worker).first.locator('button[data-act="acknowledge"]').click()
+        expect(cards(worker).first).to_have_attribute("data-state", "notified")
+        expect(cards(worker).nth(1)).to_have_attribute("data-state", "acknowledged")
+        expect(cards(officer).nth(1)).to_have_attribute("data-state", "acknowledged")
+        assert severities(worker) == ["confirmed"] * 2 + ["warning"] * 3
+        assert addresses(worker) == addresses(officer)
+        stayed(worker, officer)

@@ -7,6 +7,26 @@ import { clock, el, span, timer } from "./ui.js";
 
 export const late = (i) => i.escalation.exhausted || (i.escalation.last_notified_rung ?? 0) > 0;
 export const waitingAck = (i) => i.state === "raised" || i.state === "notified";
+
+// What must be acted on first (the same order on the phone and the officer's board):
+//   0 confirmed fires: nobody has taken them first, then the highest rung, then the oldest;
+//   1 fire warnings nobody has acknowledged yet: the highest rung, then the oldest (it has
+//     waited longest; the ladder climbs it next);
+//   2 the rest (warnings someone has, other hazards, alarms that paged nobody in a
+//     silence): the oldest first.
+export function rank(i) {
+  if (i.hazard === "fire" && i.severity === "confirmed") return 0;
+  if (i.hazard === "fire" && waitingAck(i) && !i.muted) return 1;
+  return 2;
+}
+
+const level = (i) => (i.escalation.exhausted ? 1000 : i.escalation.last_notified_rung ?? -1);
+
+export function worstFirst(a, b) {
+  return (rank(a) - rank(b)) || (waitingAck(b) - waitingAck(a)) || (level(b) - level(a)) ||
+    (Date.parse(a.opened_at) - Date.parse(b.opened_at)) || (a.id - b.id);
+}
+
 // The log and the incident say "api:gw1-phone"; people know the token's name.
 export const person = (actor) => (actor || "").replace(/^(api|cli):/, "");
 

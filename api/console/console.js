@@ -11,7 +11,7 @@
 
 import { lang, setLang, t } from "./i18n.js";
 import { $, clock, el, now, setSkew } from "./ui.js";
-import { card, late, person, waitingAck } from "./cards.js";
+import { card, late, person, waitingAck, worstFirst } from "./cards.js";
 
 const HEADER = { "X-Firegrid-Console": "1" };
 const OFFICERS = new Set(["community_duty", "street_duty", "admin"]);
@@ -75,10 +75,8 @@ const cardOf = (i, inDetail = false) => card(i, {
 const inWindow = (i) => Date.parse(i.resolved_at) >= now() - DAY_MS;
 
 function openSorted() {
-  // What needs someone first: unacknowledged, then the most escalated, then the newest.
-  return [...state.incidents.values()].sort((a, b) =>
-    (waitingAck(b) - waitingAck(a)) || (late(b) - late(a)) ||
-    (Date.parse(b.opened_at) - Date.parse(a.opened_at)) || (b.id - a.id));
+  // Worst first: confirmed fires, then warnings waiting for someone (cards.js).
+  return [...state.incidents.values()].sort(worstFirst);
 }
 
 function resolvedSorted() {
