@@ -27,13 +27,14 @@ def incident(conn, building="B1"):
                         [building]).fetchone()
 
 
-def test_an_alarm_opens_an_incident_and_pages_the_grid_worker_at_once(ward):
+def test_an_alarm_opens_an_incident_and_pages_the_grid_team_at_once(ward):
     out = record(ward, [alarm("SD-1", 1, T0)], T0)
-    assert len(out.opened) == 1 and out.pages == 1
+    assert len(out.opened) == 1 and out.pages == 2
     inc_id, severity, state, rung, step, escalate_at, count = incident(ward)
     assert (severity, state, rung, step, count) == ("warning", "notified", 0, 1, 1)
-    assert escalate_at == T0 + timedelta(seconds=60)
-    assert pages(ward, inc_id) == [(1, "gw1", "mqtt", "pending")]
+    assert escalate_at == T0 + timedelta(seconds=30)
+    # The grid worker and the leader on duty together: one silent phone delays nobody.
+    assert pages(ward, inc_id) == [(1, "gl1", "mqtt", "pending"), (1, "gw1", "mqtt", "pending")]
     assert log(ward, inc_id) == [("raised", None, "raised"), ("notified", "raised", "notified")]
 
 
@@ -45,20 +46,19 @@ def test_repeats_and_redeliveries_update_the_incident_without_new_pages(ward):
     inc_id, *_, count = incident(ward)
     assert count == 2
     assert ward.execute("SELECT count(*) FROM incidents").fetchone()[0] == 1
-    assert len(pages(ward, inc_id)) == 1
+    assert len(pages(ward, inc_id)) == 2
 
 
 def test_the_ladder_climbs_on_missed_acknowledgements(ward):
     record(ward, [alarm("SD-1", 1, T0)], T0)
     inc_id = incident(ward)[0]
-    assert tick(ward, T0 + timedelta(seconds=59)) == 0          # not yet due
-    assert tick(ward, T0 + timedelta(seconds=60)) == 1          # -> grid leader
-    assert tick(ward, T0 + timedelta(seconds=120)) == 1         # -> community duty
-    assert tick(ward, T0 + timedelta(seconds=240)) == 1         # -> street command centre
-    assert tick(ward, T0 + timedelta(seconds=540)) == 1         # ladder exhausted
+    assert tick(ward, T0 + timedelta(seconds=29)) == 0          # not yet due
+    assert tick(ward, T0 + timedelta(seconds=30)) == 1          # -> community duty
+    assert tick(ward, T0 + timedelta(seconds=60)) == 1          # -> street command centre
+    assert tick(ward, T0 + timedelta(seconds=360)) == 1         # ladder exhausted
     assert tick(ward, T0 + timedelta(days=1)) == 0
     assert [(s, w) for s, w, _, _ in pages(ward, inc_id)] == [
-        (1, "gw1"), (2, "gl1"), (3, "cd1"), (4, "sd1")]
+        (1, "gl1"), (1, "gw1"), (2, "cd1"), (3, "sd1")]
     assert [a for a, *_ in log(ward, inc_id)][-1] == "exhausted"
     assert incident(ward)[5] is None
 
@@ -70,8 +70,8 @@ def test_a_level_with_nobody_on_duty_is_skipped_and_recorded(db):
     assert pages(db, inc_id) == [(1, "cd1", "mqtt", "pending")]
     skipped = db.execute("SELECT detail->'roles' FROM incident_log WHERE incident_id = %s"
                          " AND action = 'skipped' ORDER BY id", [inc_id]).fetchall()
-    assert skipped == [(["grid_worker"],), (["grid_leader"],)]
-    assert incident(db)[5] == T0 + timedelta(seconds=120)       # community rung's timeout
+    assert skipped == [(["grid_worker", "grid_leader"],)]
+    assert incident(db)[5] == T0 + timedelta(seconds=30)        # community rung's timeout
 
 
 def test_two_detectors_confirm_a_fire_and_every_level_is_paged_at_once(ward):
@@ -114,7 +114,7 @@ def test_a_silenced_building_is_recorded_but_its_pages_are_muted(ward):
     record(ward, [alarm("SD-1", 1, T0)], T0)
     inc_id, severity, state, *_ = incident(ward)
     assert state == "raised"
-    assert pages(ward, inc_id) == [(1, "gw1", "mqtt", "muted")]
+    assert pages(ward, inc_id) == [(1, "gl1", "mqtt", "muted"), (1, "gw1", "mqtt", "muted")]
     # a muted device never confirms a fire either
     record(ward, [alarm("SD-2", 1, T0)], T0)
     assert incident(ward)[1] == "warning"
@@ -124,7 +124,7 @@ def test_a_device_in_test_mode_mutes_until_a_real_alarm_comes(ward):
     ward.execute("UPDATE devices SET state = 'maintenance' WHERE id = 'SD-1'")
     record(ward, [alarm("SD-1", 1, T0)], T0)
     inc_id = incident(ward)[0]
-    assert pages(ward, inc_id) == [(1, "gw1", "mqtt", "muted")]
+    assert pages(ward, inc_id) == [(1, "gl1", "mqtt", "muted"), (1, "gw1", "mqtt", "muted")]
     record(ward, [alarm("SD-2", 1, T0 + timedelta(seconds=10))], T0 + timedelta(seconds=10))
     assert pages(ward, inc_id)[-1] == (2, "gw1", "mqtt", "pending")
     assert incident(ward)[2] == "notified"
@@ -141,7 +141,8 @@ def test_confirmed_fires_are_forwarded_to_the_fire_service_when_configured(ward)
 def test_worker_channels_become_pages_only_where_configured(db):
     build_ward(db, channels={"gw1": {"wecom": "wecombot://key", "sms": "+8613800000000"}})
     record(db, [alarm("SD-1", 1, T0)], T0, channels=frozenset({"wecom"}))
-    assert [c for _, _, c, _ in pages(db, incident(db)[0])] == ["mqtt", "wecom"]
+    assert [(w, c) for _, w, c, _ in pages(db, incident(db)[0])] == [
+        ("gl1", "mqtt"), ("gw1", "mqtt"), ("gw1", "wecom")]
 
 
 def test_a_storm_from_many_connections_opens_one_incident_per_building(ward, db_url):
@@ -171,7 +172,7 @@ def test_a_storm_from_many_connections_opens_one_incident_per_building(ward, db_
                         " GROUP BY building_id ORDER BY 1").fetchall()
     assert rows == [("B1", 1, 160), ("B2", 1, 160), ("B3", 1, 160)]
     first_pages = ward.execute("SELECT count(*) FROM pages WHERE step = 1").fetchone()[0]
-    assert first_pages == 3
+    assert first_pages == 5                  # G1's worker and leader twice, G2's worker
 
 
 def test_a_gateway_cannot_raise_alarms_for_devices_not_behind_it(ward):
