@@ -66,6 +66,13 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
 # Tokens look like fg_<43 characters>: the prefix lets secret scanners and people spot one.
 _PREFIX = "fg_"
 
+# Roles whose every permission is scoped to the areas of the worker the token belongs to
+# (incidents and silences, through area_scope): without a worker such a token can neither
+# log in to the console nor see anything, so issuing one is refused rather than handing out
+# a token that fails later. Duty officers and technicians also read the registry, which
+# needs no worker.
+NEEDS_WORKER = ("grid_worker", "grid_leader")
+
 
 @dataclass(frozen=True)
 class Actor:
@@ -90,6 +97,7 @@ def issue_token(conn: psycopg.Connection, name: str, role: str, worker_id: str |
         raise Invalid("role", f"must be one of {', '.join(ROLES)}")
     if not name.strip():
         raise Invalid("name", "must not be empty")
+    require_worker(role, worker_id)
     token = _PREFIX + secrets.token_urlsafe(32)
     with registry.changes(conn, actor or "cli"):
         row = conn.execute(
@@ -99,6 +107,14 @@ def issue_token(conn: psycopg.Connection, name: str, role: str, worker_id: str |
     assert row is not None  # an INSERT ... RETURNING answers its row or raises
     token_id: int = row[0]
     return token_id, token
+
+
+def require_worker(role: str, worker_id: str | None, field: str = "worker_id") -> None:
+    """Invalid, naming `field`, for a token of a NEEDS_WORKER role without its worker."""
+    if role in NEEDS_WORKER and not worker_id:
+        raise Invalid(field, f"{role} 令牌必须属于一名人员，否则无法登录值班台，也看不到任何事件 / "
+                             f"a {role} token must belong to a worker, or it can neither log in "
+                             "to the duty console nor see any incident")
 
 
 def create_token(conn: psycopg.Connection, name: str, role: str, worker_id: str | None = None,

@@ -27,6 +27,16 @@ FIREGRID_MQTT__HOST, FIREGRID_DATABASE__URL), over an optional TOML file given w
 """
 
 
+def _version() -> str:
+    """The installed distribution's version (pyproject.toml); a source tree that was never
+    installed says so instead of guessing."""
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("firegrid")
+    except PackageNotFoundError:
+        return "(not installed: pip install -e .)"
+
+
 def _parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="firegrid",
@@ -35,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--config", metavar="FILE", default=os.environ.get("FIREGRID_CONFIG"),
                      help="TOML settings file (environment variables override it)")
+    top.add_argument("--version", action="version", version=f"firegrid {_version()}")
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     ing = sub.add_parser("ingest", help="consume device messages from MQTT into the database",
@@ -107,7 +118,10 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--role", required=True,
                         choices=["admin", "field_technician", "street_duty", "community_duty",
                                  "grid_leader", "grid_worker"])
-    create.add_argument("--worker", metavar="WORKER_ID", help="the worker it belongs to")
+    create.add_argument("--worker", metavar="WORKER_ID",
+                        help="the worker it belongs to; required for grid_worker and "
+                             "grid_leader, and needed by every role but admin to log in to "
+                             "the duty console")
     revoke = token.add_parser("revoke", help="revoke a token by its id")
     revoke.add_argument("token_id", type=int)
 
@@ -322,11 +336,17 @@ def _broker(args: argparse.Namespace, settings: Settings) -> int:
 
 def _api(args: argparse.Namespace, settings: Settings) -> int:
     from api.app import serve
-    from api.auth import create_token, revoke_token
+    from api.auth import create_token, require_worker, revoke_token
     from runtime import db
     if args.api_command == "serve":
         serve(settings)
         return 0
+    if args.token_command == "create":
+        require_worker(args.role, args.worker, "--worker")  # before anything is connected
+        if args.role != "admin" and not args.worker:
+            print(f"注意：没有 --worker 的令牌不能登录值班台 / note: without --worker this "
+                  f"{args.role} token works for the API but cannot log in to the duty console",
+                  file=sys.stderr)
     actor = f"cli:{os.environ.get('USER', 'unknown')}"
     with db.connect(settings.database, autocommit=True) as conn:
         if args.token_command == "create":

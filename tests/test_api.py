@@ -367,6 +367,12 @@ def test_tokens_are_stored_as_hashes_and_revocable(api, db):
     assert _field(admin.post("/v1/tokens", json={"name": "x", "role": "root"}), "role")
     assert _field(admin.post("/v1/tokens", json={"name": "x", "role": "admin",
                                                   "worker_id": "W404"}), "worker_id")
+    # A grid role's token belongs to a worker, or it could do nothing at all.
+    for role in ("grid_worker", "grid_leader"):
+        r = admin.post("/v1/tokens", json={"name": f"lost-{role}", "role": role})
+        assert _field(r, "worker_id") and "log in" in r.text
+    assert db.execute("SELECT count(*) FROM api_tokens WHERE name LIKE 'lost-%'"
+                      ).fetchone()[0] == 0
 
 
 def test_a_revoked_token_or_inactive_worker_is_refused(api, grid, db):

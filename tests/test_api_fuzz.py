@@ -73,7 +73,7 @@ def _ticket(db, n: int) -> dict[str, str]:
 
 
 def _token(db, n: int) -> dict[str, str]:
-    create_token(db, f"fuzz-{n}", "grid_worker")
+    create_token(db, f"fuzz-{n}", "field_technician")
     (token_id,) = db.execute("SELECT max(id) FROM api_tokens").fetchone()
     return {"token_id": str(token_id)}
 

@@ -182,3 +182,30 @@ def test_config_check_reads_the_rules_file(tmp_path, monkeypatch, capsys):
                     encoding="utf-8")
     monkeypatch.setenv("FIREGRID_ALERTS__RULES_FILE", str(good))
     assert main(["config", "check"]) == 0
+
+
+def test_version_is_the_installed_distributions(capsys):
+    from importlib.metadata import version
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out == f"firegrid {version('firegrid')}\n"
+
+
+def test_a_grid_token_without_its_worker_is_refused(db_url, db, monkeypatch, capsys):
+    monkeypatch.setenv("FIREGRID_DATABASE__URL", db_url)
+    for role in ("grid_worker", "grid_leader"):
+        assert main(["api", "token", "create", "--name", "phone", "--role", role]) == 2
+        out = capsys.readouterr()
+        assert "--worker" in out.err and "log in" in out.err and not out.out
+    assert db.execute("SELECT count(*) FROM api_tokens").fetchone() == (0,)
+    db.execute("INSERT INTO workers (id, name, role) VALUES ('W1', '张三', 'grid_worker')")
+    assert main(["api", "token", "create", "--name", "phone", "--role", "grid_worker",
+                 "--worker", "W1"]) == 0
+    assert capsys.readouterr().out.startswith("fg_")
+    # A duty officer's token may serve the API alone; the CLI says what it cannot do.
+    assert main(["api", "token", "create", "--name", "ops", "--role", "street_duty"]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith("fg_") and "duty console" in out.err
+    assert db.execute("SELECT role, worker_id FROM api_tokens ORDER BY id").fetchall() == [
+        ("grid_worker", "W1"), ("street_duty", None)]
