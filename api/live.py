@@ -3,8 +3,8 @@ connected console, each receiving only the incidents in its area.
 
     hub = Hub(url, pool, connect_timeout_s)
     sub = hub.subscribe(scope)          # in the event loop; starts the listener once
-    event = await sub.queue.get()       # ("incident", Update) | ("resync", None)
-                                        # | ("status", {"live": bool})
+    event = await sub.queue.get()       # ("incident", Update) | ("page", PageUpdate)
+                                        # | ("resync", None) | ("status", {"live": bool})
     hub.unsubscribe(sub); hub.close()
 
 The migration 0007_console.sql NOTIFYs 'firegrid_console' with incident ids (comma-separated,
@@ -14,6 +14,13 @@ gathers a burst of ids, reads those incidents once through the API's pool (the s
 as GET /v1/incidents), and hands each subscriber the ones its scope covers. Per-client cost
 is a scope test and a queue put, never a query.
 
+Pages ride along: the ladder writes an incident's pages in the same transaction as the
+log row that NOTIFYs, so with each burst the listener also reads the MQTT pages of those
+incidents (pending or sent) and hands each one, after its incident, to the consoles of the
+worker it is for. A page goes out again with every later change of its incident: the
+console shows and sounds it once per page_id (docs/alerts.md#the-mqtt-push), as the app
+does with the broker's redeliveries.
+
 Notifications sent while the listener is not connected are lost (PostgreSQL keeps them
 only for listening sessions), so every (re)connection sends "resync": consoles read the
 list again. So does a subscriber whose queue overflowed (a stalled browser).
@@ -22,6 +29,7 @@ list again. So does a subscriber whose queue overflowed (a stalled browser).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -29,6 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from alerts import queries
@@ -46,6 +55,52 @@ Event = tuple[str, Any]
 
 
 @dataclass(frozen=True)
+class PageUpdate:
+    """One page to one worker, sent to that worker's consoles after its incident."""
+    incident_id: int
+    worker_id: str
+    json: str
+
+# The pages a console rings for: the MQTT push's rows (the app's page_id), not yet cancelled
+# or muted. The page JSON is the app's fields that the console needs (docs/console.md).
+PAGES_SQL = """
+    SELECT p.id AS page_id, p.incident_id, p.worker_id, p.step, p.created_at,
+           p.payload ->> 'severity' AS severity, (p.payload ->> 'rung')::int AS rung,
+           coalesce(p.payload -> 'roles', '[]') AS roles, i.state AS incident_state,
+           i.building_id, b.address
+    FROM pages p
+    JOIN incidents i ON i.id = p.incident_id
+    JOIN buildings b ON b.id = i.building_id
+    WHERE p.incident_id = ANY(%(ids)s) AND p.channel = 'mqtt' AND p.worker_id IS NOT NULL
+      AND p.status IN ('pending', 'sent') {worker}
+    ORDER BY p.id"""
+
+
+def read_pages(conn: psycopg.Connection[Any], incident_ids: list[int],
+               worker_id: str | None = None) -> list[PageUpdate]:
+    """The console's pages of these incidents (of one worker, when given), oldest first."""
+    where = "AND p.worker_id = %(worker)s" if worker_id is not None else ""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(PAGES_SQL.format(worker=where),
+                           {"ids": incident_ids, "worker": worker_id}).fetchall()
+    return [PageUpdate(r["incident_id"], r["worker_id"], page_json(r)) for r in rows]
+
+
+def page_json(row: dict[str, Any]) -> str:
+    """A page as the console's stream and GET /v1/console/pages carry it: the MQTT push's
+    identifying fields (page_id, key, step, severity, rung, roles), with the incident's
+    state when it was read, so that a page of a closed incident is not rung."""
+    return json.dumps({
+        "v": 1, "page_id": row["page_id"], "kind": "incident",
+        "key": f"incident-{row['incident_id']}", "incident_id": row["incident_id"],
+        "step": row["step"], "severity": row["severity"], "rung": row["rung"],
+        "roles": row["roles"], "created_at": row["created_at"].isoformat(),
+        "incident_state": row["incident_state"],
+        "building": {"id": row["building_id"], "address": row["address"]},
+    }, ensure_ascii=False, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
 class Update:
     """One incident as the console shows it: the JSON is made once for all subscribers."""
     incident_id: int
@@ -53,11 +108,13 @@ class Update:
     community_id: str
     street_id: str
     json: str
+    pages: tuple[PageUpdate, ...] = ()
 
 
 @dataclass(eq=False)
 class Subscriber:
     scope: Scope
+    worker_id: str | None = None     # whose pages it is sent
     queue: asyncio.Queue[Event] = field(default_factory=lambda: asyncio.Queue(QUEUE_MAX))
 
     def covers(self, update: Update) -> bool:
@@ -90,9 +147,9 @@ class Hub:
 
     # --- in the event loop -------------------------------------------------------------------
 
-    def subscribe(self, scope: Scope) -> Subscriber:
+    def subscribe(self, scope: Scope, worker_id: str | None = None) -> Subscriber:
         self._loop = asyncio.get_running_loop()
-        sub = Subscriber(scope)
+        sub = Subscriber(scope, worker_id)
         self._subscribers.add(sub)
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="console-listener",
@@ -119,6 +176,9 @@ class Hub:
             for update in updates or ():
                 if sub.covers(update):
                     sub.offer(("incident", update))
+                    for page in update.pages:
+                        if page.worker_id == sub.worker_id:
+                            sub.offer(("page", page))
 
     # --- in the listener thread --------------------------------------------------------------
 
@@ -165,5 +225,9 @@ class Hub:
             return
         with self._pool.connection(timeout=self._timeout) as conn:
             rows = queries.by_ids(conn, ids)
+            pages: dict[int, list[PageUpdate]] = {}
+            for p in read_pages(conn, ids):
+                pages.setdefault(p.incident_id, []).append(p)
         self._send([Update(r["id"], r["grid_id"], r["community_id"], r["street_id"],
-                           self._serialize(r)) for r in rows])
+                           self._serialize(r), tuple(pages.get(r["id"], ())))
+                    for r in rows])

@@ -352,3 +352,102 @@ def test_a_new_token_for_the_same_worker_logs_in_too(people, db, fires):
     r = login(client, new)
     assert r.status_code == 200 and r.json()["name"] == "wang-new-phone"
     assert [i["id"] for i in client.get("/v1/incidents").json()["items"]] == [fires[0]]
+
+
+# --- pages ------------------------------------------------------------------------------------
+
+def page_rung(db, incident: int, step: int, workers: dict[str, str], severity="warning") -> dict:
+    """A rung as the ladder writes it: a page per worker and channel, and the log row (whose
+    trigger tells the consoles), in one transaction. Returns worker -> MQTT page id."""
+    ids = {}
+    with db.transaction():
+        for worker, status in workers.items():
+            for channel in ("mqtt", "sms"):
+                (page_id,) = db.execute(
+                    "INSERT INTO pages (incident_id, step, worker_id, channel, status,"
+                    " created_at, due_at, payload) VALUES (%s, %s, %s, %s, %s, now(), now(), %s)"
+                    " RETURNING id",
+                    [incident, step, worker, channel, status,
+                     json.dumps({"severity": severity, "ladder": severity, "rung": step - 1,
+                                 "roles": ["grid_worker"], "muted": False})]).fetchone()
+                if channel == "mqtt":
+                    ids[worker] = page_id
+        db.execute("INSERT INTO incident_log (incident_id, at, actor, action, detail)"
+                   " VALUES (%s, now(), 'escalator', 'notified', '{}')", [incident])
+    return ids
+
+
+def next_change(stream: Stream) -> tuple[str, dict]:
+    """The next incident or page event (hello, resync and status are about the stream)."""
+    while True:
+        kind, data = stream.events.get(timeout=15)
+        if kind in ("incident", "page", "closed"):
+            return kind, data
+
+
+def test_the_stream_carries_each_workers_own_pages_after_their_incident(
+        live, people, fires, db):
+    """A page reaches the consoles of the worker it is for, with the MQTT push's page_id,
+    right after its incident; it comes again with later changes of the incident (the
+    console drops it by page_id); GET /v1/console/pages gives it back after a reconnect.
+    Cancelled pages, other channels and other people's pages are not sent."""
+    g1, g2 = fires
+    tokens = people.tokens
+    wang = Stream(live.url, token=tokens["wang"])      # grid worker, G1
+    zhou = Stream(live.url, token=tokens["zhou"])      # grid leader, G1: page cancelled
+    sun = Stream(live.url, token=tokens["sun"])        # community C1: sees both, paged for g2
+    streams = (wang, zhou, sun)
+    try:
+        for s in streams:
+            s.take("hello")
+        until(lambda: live.hub.live, what="the listener")
+        pages = page_rung(db, g1, 1, {"W-G1": "pending", "L-G1": "cancelled"})
+        for s in streams:
+            kind, incident = next_change(s)
+            assert (kind, incident["id"]) == ("incident", g1)
+        kind, page = next_change(wang)
+        assert page == {
+            "v": 1, "page_id": pages["W-G1"], "kind": "incident", "key": f"incident-{g1}",
+            "incident_id": g1, "step": 1, "severity": "warning", "rung": 0,
+            "roles": ["grid_worker"], "created_at": page["created_at"],
+            "incident_state": "notified", "building": {"id": "B1", "address": "B1 Shuiwei Rd"}}
+
+        # The officer is paged for G2's incident: only the officer's stream has that page.
+        sun_pages = page_rung(db, g2, 1, {"D-C1": "sent"}, severity="confirmed")
+        assert next_change(sun)[1]["id"] == g2
+        kind, page = next_change(sun)
+        assert (kind, page["page_id"], page["severity"]) == ("page", sun_pages["D-C1"],
+                                                              "confirmed")
+
+        # A later change of g1 (a repeat alarm) sends wang the same page again.
+        db.execute("UPDATE incidents SET alert_count = alert_count + 1 WHERE id = %s", [g1])
+        kind, incident = next_change(wang)
+        assert (kind, incident["alert_count"]) == ("incident", 2)
+        kind, page = next_change(wang)
+        assert (kind, page["page_id"]) == ("page", pages["W-G1"])
+        for s in (zhou, sun):          # g1's change, and no page of it
+            assert next_change(s)[1]["id"] == g1
+        # A last change in G2, to sun only: what sun and zhou had queued was only that.
+        db.execute("UPDATE incidents SET alert_count = alert_count + 1 WHERE id = %s", [g2])
+        assert [next_change(sun)[0], next_change(sun)[1]["page_id"]] == ["incident",
+                                                                        sun_pages["D-C1"]]
+        assert all(kind not in ("incident", "page") for kind, _ in list(zhou.events.queue))
+    finally:
+        for s in streams:
+            s.close()
+
+    # After a reconnect: the worker's pages of open incidents, by the same page_id.
+    for name, expected in (("wang", [pages["W-G1"]]), ("zhou", []),
+                           ("sun", [sun_pages["D-C1"]]), ("admin", [])):
+        r = httpx.get(f"{live.url}/v1/console/pages",
+                      headers={"Authorization": f"Bearer {tokens[name]}"})
+        assert r.status_code == 200, r.text
+        assert [p["page_id"] for p in r.json()] == expected, name
+    # A resolved incident's pages ring no more.
+    r = httpx.post(f"{live.url}/v1/incidents/{g1}/resolve",
+                   json={"cause": "cooking_steam", "note": "厨房油烟 kitchen steam"},
+                   headers={"Authorization": f"Bearer {tokens['wang']}"})
+    assert r.status_code == 200, r.text
+    r = httpx.get(f"{live.url}/v1/console/pages",
+                  headers={"Authorization": f"Bearer {tokens['wang']}"})
+    assert r.json() == []

@@ -3,7 +3,9 @@
     POST /v1/console/login     {"token": "fg_..."} -> session cookie (HttpOnly, SameSite=Strict)
     POST /v1/console/logout    ends the session, clears the cookie
     GET  /v1/console/me        who you are, your area, whether you may act
-    GET  /v1/incidents/events  server-sent events: incidents of your area as they change
+    GET  /v1/console/pages     your pages (the MQTT push's page_id) of open incidents
+    GET  /v1/incidents/events  server-sent events: incidents of your area as they change,
+                               and your pages
     /console/                  the page itself (static files, api/console/)
 
 Login and logout take no token, so they are left out of the OpenAPI document, whose every
@@ -19,6 +21,7 @@ streams instead of waiting on them forever.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -34,7 +37,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Scope as AsgiScope
 
-from alerts import loop
+from alerts import loop, queries
 from alerts.queries import Scope
 from api import sessions
 from api.auth import (
@@ -48,7 +51,7 @@ from api.auth import (
     authenticate,
 )
 from api.deps import Conn
-from api.live import Hub, Update
+from api.live import Hub, PageUpdate, Update, read_pages
 from api.routes.incidents import IncidentSummary
 
 STATIC = Path(__file__).resolve().parent.parent / "console"
@@ -186,6 +189,44 @@ def me(actor: Annotated[Actor, allow("incidents:read")], conn: Conn) -> dict[str
     return _me(conn, actor)
 
 
+# --- pages -------------------------------------------------------------------------------
+
+class Building(BaseModel):
+    id: str
+    address: str
+
+
+class ConsolePage(BaseModel):
+    v: int = Field(description="format version, 1")
+    page_id: int = Field(description="the MQTT push's page_id: show and sound it once")
+    kind: str = Field(description="incident")
+    key: str = Field(description="incident-<id>: one card per key")
+    incident_id: int
+    step: int
+    severity: str | None
+    rung: int | None
+    roles: list[str]
+    created_at: datetime
+    incident_state: str = Field(description="the incident's state when this was read")
+    building: Building
+
+
+@router.get("/v1/console/pages", response_model=list[ConsolePage],
+            summary="Your pages of the open incidents of your area, oldest first")
+def pages(actor: Annotated[Actor, allow("incidents:read")], conn: Conn) -> list[Any]:
+    """What the console rings for after (re)connecting: the pages sent to you (the MQTT
+    push's rows, with their page_id) for incidents still open. A console that saw a page
+    on its live stream already drops it by page_id."""
+    if actor.worker_id is None:
+        return []
+    scope = area_scope(conn, actor)
+    ids = [i for (i,) in conn.execute(
+        "SELECT DISTINCT p.incident_id FROM pages p JOIN incidents i ON i.id = p.incident_id"
+        " WHERE p.worker_id = %s AND p.channel = 'mqtt' AND i.state <> 'resolved'",
+        [actor.worker_id]) if queries.in_scope(conn, i, scope)]
+    return [json.loads(p.json) for p in read_pages(conn, ids, actor.worker_id)] if ids else []
+
+
 # --- live events --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -214,13 +255,15 @@ Watcher = Annotated[_Watch, Security(_watcher, scopes=list(PERMISSIONS["incident
     summary="Server-sent events: the incidents of your area as they change",
     description="Events: `hello` (connected: read GET /v1/incidents now), `incident` (one "
                 "incident as GET /v1/incidents lists it, after any change, including being "
-                "resolved), `resync` (changes may have been missed: read the list again), "
+                "resolved), `page` (a page to you, after its incident: show and sound it "
+                "once per page_id; it is sent again with later changes), `resync` (changes "
+                "may have been missed: read the list again), "
                 "`status` (`{\"live\": false}` while the database is out of reach). Comments "
                 "every 15 s keep proxies from closing the connection; the stream ends after "
                 f"{STREAM_MAX_S:.0f} s and EventSource reconnects.")
 async def events(request: Request, watch: Watcher) -> AsyncIterator[ServerSentEvent]:
     hub: Hub = request.app.state.console_hub
-    sub = hub.subscribe(watch.scope)
+    sub = hub.subscribe(watch.scope, watch.actor.worker_id)
     try:
         yield ServerSentEvent(event="hello", retry=RETRY_MS,
                               data={"now": datetime.now(UTC), "live": hub.live})
@@ -233,7 +276,7 @@ async def events(request: Request, watch: Watcher) -> AsyncIterator[ServerSentEv
                 kind, data = await asyncio.wait_for(sub.queue.get(), left)
             except TimeoutError:
                 return
-            if isinstance(data, Update):
+            if isinstance(data, Update | PageUpdate):
                 yield ServerSentEvent(event=kind, raw_data=data.json)
             else:
                 yield ServerSentEvent(event=kind, data=data or {})
