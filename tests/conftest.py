@@ -1,13 +1,25 @@
 """Real services for the tests: a private PostgreSQL cluster and a private Mosquitto with
 firegrid's shipped conf.d, both on free ports, started once per session. Each test gets its
 own database (cloned from a migrated template) and its own topic prefix and client ids, so
-tests never see each other's rows or messages."""
+tests never see each other's rows or messages.
+
+Both database flavours: every test that uses the database (the `pg_server` fixture, directly
+or through `db_url`, `db`, `make_settings`) runs once on plain PostgreSQL (`[plain]`) and
+once on TimescaleDB (`[timescale]`), a server started from the copy that
+../shared/timescaledb/install lays out, with the extension preloaded. Where that copy is
+absent (a user's machine) the TimescaleDB pass is skipped with one line in the summary.
+`--db-flavour plain|timescale` runs one pass only; `@pytest.mark.flavour("timescale")`
+keeps a test to one flavour. The summary ends with the counts per flavour.
+"""
 
 from __future__ import annotations
 
 import itertools
 import os
+import subprocess
+from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,14 +30,79 @@ from runtime.settings import DatabaseSettings, Settings, load_settings
 
 _counter = itertools.count()
 
+FLAVOURS = ("plain", "timescale")
+# FIREGRID_TEST_TIMESCALEDB_INSTALL points elsewhere (a path that does not exist: the run of
+# a machine without it).
+TIMESCALEDB_INSTALL = Path(os.environ.get(
+    "FIREGRID_TEST_TIMESCALEDB_INSTALL",
+    Path(__file__).resolve().parent.parent.parent / "shared" / "timescaledb" / "install"))
+TIMESCALEDB_ABSENT = (f"TimescaleDB pass skipped: {TIMESCALEDB_INSTALL} is not on this machine"
+                      " (the plain PostgreSQL pass ran; see ../shared/timescaledb/README)")
+# A private server that can load TimescaleDB preloads it. No background workers: the
+# scheduler would hold the template database open (CREATE DATABASE ... TEMPLATE fails), and
+# tests run jobs themselves with CALL run_job (shared/timescaledb/README).
+TIMESCALEDB_SETTINGS = ("shared_preload_libraries=timescaledb",
+                        "timescaledb.max_background_workers=0",
+                        "timescaledb.telemetry_level=off")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--db-flavour", choices=("both", *FLAVOURS), default="both",
+                     help="run the database tests on plain PostgreSQL, on TimescaleDB, or"
+                          " on both (default; TimescaleDB only where"
+                          " ../shared/timescaledb/install exists)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "flavour(name): a database test for one flavour only (plain or"
+                   " timescale); without the `pg_server` fixture, a test that needs that"
+                   " flavour's server software (tsdb_bindir)")
+    if config.getoption("--db-flavour") == "timescale" and not TIMESCALEDB_INSTALL.exists():
+        raise pytest.UsageError(TIMESCALEDB_ABSENT)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "pg_flavour" not in metafunc.fixturenames:
+        return
+    chosen = metafunc.config.getoption("--db-flavour")
+    flavours = list(FLAVOURS) if chosen == "both" else [chosen]
+    marker = metafunc.definition.get_closest_marker("flavour")
+    if marker is not None:
+        flavours = [f for f in flavours if f in marker.args]   # none: skipped, saying so
+    metafunc.parametrize("pg_flavour", flavours, indirect=True, scope="session")
+
 
 @pytest.fixture(scope="session")
-def pg_server():
-    server = Postgres(make_state_dir("fg-test-pg-"), durable=False).start()
+def tsdb_bindir() -> Path:
+    """The bin directory of the PostgreSQL with TimescaleDB; skips (one line for the whole
+    run: the same reason from the same place) where it is not on this machine."""
+    if not TIMESCALEDB_INSTALL.exists():
+        pytest.skip(TIMESCALEDB_ABSENT)
+    out = subprocess.run([str(TIMESCALEDB_INSTALL)], capture_output=True, text=True,
+                         check=True, timeout=300)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def pg_flavour(request: pytest.FixtureRequest) -> str:
+    """The flavour of this pass's `pg_server`: "plain" or "timescale"."""
+    return str(request.param)
+
+
+@pytest.fixture(scope="session")
+def pg_server(pg_flavour, request):
+    if pg_flavour == "timescale":
+        bindir = request.getfixturevalue("tsdb_bindir")
+        server = Postgres(make_state_dir("fg-test-tsdb-"), durable=False, bindir=bindir,
+                          settings=TIMESCALEDB_SETTINGS).start()
+    else:
+        server = Postgres(make_state_dir("fg-test-pg-"), durable=False).start()
     url = server.url("fg_template")
     with psycopg.connect(server.url(), autocommit=True) as conn:
         conn.execute("CREATE DATABASE fg_template")
-    migrate.migrate(DatabaseSettings(url=url))
+    migrate.migrate(DatabaseSettings(
+        url=url, timescale="require" if pg_flavour == "timescale" else "off"))
     yield server
     server.destroy()
 
@@ -132,3 +209,54 @@ def secure_settings(secure_broker, make_settings) -> Settings:
               "username": secure_broker.service[0], "password": secure_broker.service[1]},
         broker_auth={"mode": "mosquitto-dynsec", "admin_username": secure_broker.admin[0],
                      "admin_password": secure_broker.admin[1]})
+
+
+# --- the counts per flavour, at the end of the run ---------------------------------------
+
+_flavour_of: dict[str, str] = {}
+_outcomes: dict[str, Counter[str]] = {}
+_not_run: list[str] = []    # the TimescaleDB pass, where TimescaleDB is absent
+
+
+def _item_flavour(item: pytest.Item) -> str:
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "pg_flavour" in callspec.params:
+        return str(callspec.params["pg_flavour"])
+    marker = item.get_closest_marker("flavour")
+    return str(marker.args[0]) if marker is not None else "no database"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    keep = []
+    for item in items:
+        flavour = _flavour_of[item.nodeid] = _item_flavour(item)
+        if flavour == "timescale" and not TIMESCALEDB_INSTALL.exists():
+            _not_run.append(item.nodeid)
+        else:
+            keep.append(item)
+    if _not_run:
+        # Deselected, not hundreds of skips: the summary says it once (terminal_summary).
+        config.hook.pytest_deselected(items=[i for i in items if i.nodeid in _not_run])
+        items[:] = keep
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" or report.outcome != "passed":
+        outcome = "error" if report.when != "call" and report.failed else report.outcome
+        if hasattr(report, "wasxfail"):
+            outcome = "xfailed" if report.skipped else "xpassed"
+        flavour = _flavour_of.get(report.nodeid, "no database")
+        _outcomes.setdefault(flavour, Counter())[outcome] += 1
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if not _outcomes and not _not_run:
+        return
+    terminalreporter.section("tests per database flavour")
+    if _not_run:
+        terminalreporter.write_line(f"  timescale: {len(_not_run)} not run: {TIMESCALEDB_ABSENT}")
+    for flavour in (*FLAVOURS, "no database"):
+        counts = _outcomes.get(flavour)
+        if counts:
+            text = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
+            terminalreporter.write_line(f"{flavour:>11}: {text}")
