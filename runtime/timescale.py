@@ -122,7 +122,7 @@ def apply(conn: psycopg.Connection, settings: DatabaseSettings,
                 f"SELECT remove_retention_policy('{table}')",
                 f"SELECT add_retention_policy('{table}',"
                 f" drop_after => INTERVAL '{settings.retention_days} days')")
-        changes += _ensure_hourly_cagg(conn, lookback_days)
+        changes += _ensure_hourly_cagg(conn, settings, lookback_days)
     except psycopg.Error as exc:
         raise MigrationError(f"TimescaleDB setup failed: {exc}".strip()) from exc
     return changes
@@ -158,7 +158,8 @@ def is_continuous_aggregate(conn: psycopg.Connection, view: str) -> bool:
         [view]).fetchone())
 
 
-def _ensure_hourly_cagg(conn: psycopg.Connection, lookback_days: int) -> list[str]:
+def _ensure_hourly_cagg(conn: psycopg.Connection, settings: DatabaseSettings,
+                        lookback_days: int) -> list[str]:
     if not is_continuous_aggregate(conn, "readings_hourly"):
         # The plain-path view has the same name and columns; replace it.
         conn.execute("DROP VIEW IF EXISTS readings_hourly")
@@ -173,4 +174,32 @@ def _ensure_hourly_cagg(conn: psycopg.Connection, lookback_days: int) -> list[st
         "SELECT remove_continuous_aggregate_policy('readings_hourly')",
         "SELECT add_continuous_aggregate_policy('readings_hourly',"
         f" start_offset => INTERVAL '{lookback_days} days', end_offset => INTERVAL '1 hour',"
-        " schedule_interval => INTERVAL '30 minutes')")
+        " schedule_interval => INTERVAL '30 minutes')") + _hourly_storage(
+            conn, settings, lookback_days)
+
+
+def _hourly_storage(conn: psycopg.Connection, settings: DatabaseSettings,
+                    lookback_days: int) -> list[str]:
+    """The aggregate's own compression and retention (docs/operations.md). It has a row per
+    device and hour, as many as the raw readings at ~170 B each, and was never compressed
+    nor dropped. Compressed once late readings can no longer change an hour: a day after
+    the refresh window (TimescaleDB refuses a compression policy that overlaps it). Kept as
+    long as the raw readings (database.retention_days): readings_daily keeps the trends for
+    longer, and an hour of the aggregate is no use once its readings are gone."""
+    compress_after = lookback_days + 1
+    enabled = conn.execute(
+        "SELECT compression_enabled FROM timescaledb_information.continuous_aggregates"
+        " WHERE view_name = 'readings_hourly'").fetchone()
+    if enabled is None or not enabled[0]:
+        conn.execute("ALTER MATERIALIZED VIEW readings_hourly SET (timescaledb.compress = true)")
+    return _follow(
+        conn, "policy_compression", "readings_hourly", "compress_after",
+        f"{compress_after} days",
+        "SELECT remove_compression_policy('readings_hourly')",
+        "SELECT add_compression_policy('readings_hourly',"
+        f" compress_after => INTERVAL '{compress_after} days')") + _follow(
+        conn, "policy_retention", "readings_hourly", "drop_after",
+        f"{settings.retention_days} days",
+        "SELECT remove_retention_policy('readings_hourly')",
+        "SELECT add_retention_policy('readings_hourly',"
+        f" drop_after => INTERVAL '{settings.retention_days} days')")

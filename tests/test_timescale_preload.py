@@ -5,7 +5,8 @@ connection). Now "auto" takes the plain path with a warning, "require" fails wit
 saying what to add to postgresql.conf, and a preloaded server gets TimescaleDB.
 
 Needs the TimescaleDB build that ../shared/timescaledb/install lays out beside the system
-PostgreSQL; where it is absent (a user's machine) these tests are skipped, saying so."""
+PostgreSQL (conftest's `tsdb_bindir`); where it is absent (a user's machine) these tests are
+skipped with the TimescaleDB pass, in the same one line."""
 
 from __future__ import annotations
 
@@ -23,16 +24,7 @@ from runtime.errors import MigrationError
 from runtime.localsvc import Postgres, make_state_dir
 from runtime.settings import DatabaseSettings
 
-INSTALL = Path(__file__).resolve().parent.parent.parent / "shared" / "timescaledb" / "install"
-
-
-@pytest.fixture(scope="module")
-def tsdb_bindir() -> Path:
-    if not INSTALL.exists():
-        pytest.skip(f"TimescaleDB is not present on this machine ({INSTALL} is missing)")
-    out = subprocess.run([str(INSTALL)], capture_output=True, text=True, check=True)
-    return Path(out.stdout.strip().splitlines()[-1])
-
+pytestmark = pytest.mark.flavour("timescale")
 
 def _server(bindir: Path, *settings: str) -> Iterator[Postgres]:
     server = Postgres(make_state_dir("fg-test-tsdb-"), durable=False, bindir=bindir,
@@ -118,6 +110,9 @@ def test_policies_follow_the_settings_on_every_migrate(preloaded):
     jobs = _jobs(url)
     assert jobs["policy_retention readings"] == "400 days"
     assert jobs["policy_compression events"] == "7 days"
+    # The aggregate's own: compressed a day after its refresh window, kept as the readings
+    assert jobs["policy_compression readings_hourly"] == "32 days"
+    assert jobs["policy_retention readings_hourly"] == "400 days"
     refresh = next(v for k, v in jobs.items() if k.startswith("policy_refresh"))
     assert refresh == "31 days"
     again = migrate.migrate(DatabaseSettings(url=url, timescale="require"), max_age_days=30)
@@ -127,8 +122,18 @@ def test_policies_follow_the_settings_on_every_migrate(preloaded):
     assert set(changed.changes) == {
         "readings: compress_after 7 days -> 2 days", "events: compress_after 7 days -> 2 days",
         "readings: drop_after 400 days -> 90 days", "events: drop_after 400 days -> 90 days",
-        "policy_refresh_continuous_aggregate: start_offset 31 days -> 61 days"}
+        "policy_refresh_continuous_aggregate: start_offset 31 days -> 61 days",
+        "readings_hourly: compress_after 32 days -> 62 days",
+        "readings_hourly: drop_after 400 days -> 90 days"}
     jobs = _jobs(url)
     assert jobs["policy_retention readings"] == "90 days"
     assert jobs["policy_compression readings"] == "2 days"
-    assert len([k for k in jobs if k.startswith("policy_retention")]) == 2   # replaced, not added
+    assert jobs["policy_retention readings_hourly"] == "90 days"
+    assert jobs["policy_compression readings_hourly"] == "62 days"
+    assert len([k for k in jobs if k.startswith("policy_retention")]) == 3   # replaced, not added
+    # and back: a shorter window after a longer one (the compression policy moves first)
+    back = migrate.migrate(DatabaseSettings(url=url, timescale="require", retention_days=90,
+                                            compress_after_days=2), max_age_days=30)
+    assert set(back.changes) == {
+        "policy_refresh_continuous_aggregate: start_offset 61 days -> 31 days",
+        "readings_hourly: compress_after 62 days -> 32 days"}
