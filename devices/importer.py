@@ -12,15 +12,27 @@ that the hierarchy file beside it creates. First every row of every file is chec
 values, duplicates inside the import, references to the registry or to the other files —
 and every problem is reported by file, line and column. Only an import without problems
 writes anything; `--dry-run` stops after the report.
+
+Files come from spreadsheets saved in a street office: UTF-8 with or without Excel's
+byte-order mark, or GBK/GB18030 (what Chinese Excel writes for "CSV"), with English or
+Chinese column headers (COLUMN_ALIASES: 设备编号 is device_id, 楼栋 building_id, ...) and
+Chinese values for kinds, roles and building uses (烟感, 网格员, 出租屋, ...).
+
+Importing the same files again is safe and quiet: a row that matches the registry is
+counted as unchanged and written nowhere (no history, no new password); a registered device
+whose row differs is a problem, since moving, rotating and retiring are their own commands.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -31,7 +43,7 @@ from pydantic import BaseModel, ValidationError
 
 from devices import registry
 from devices.broker import BrokerAuth
-from devices.credentials import new_password
+from devices.credentials import new_password, verify_password
 from devices.errors import ImportRejected, Unconfirmed
 from devices.models import (
     CHANNELS,
@@ -58,6 +70,66 @@ _KINDS = {
                    "grid_name", "grid_households", "building_id", "address", "lat", "lon",
                    "floors", "households", "use"}),
 }
+
+
+# Chinese column headers, as street offices name them, for the columns above. Matched after
+# removing spaces and with full-width brackets read as ASCII ones, so "心跳（秒）" works too.
+# Bare 街道 / 社区 / 网格 are names: ids are codes in letters and digits.
+COLUMN_ALIASES: dict[str, str] = {
+    # devices
+    "设备编号": "device_id", "设备ID": "device_id", "设备id": "device_id", "设备号": "device_id",
+    "类型": "kind", "设备类型": "kind",
+    "楼栋": "building_id", "楼栋编号": "building_id", "楼栋ID": "building_id",
+    "建筑编号": "building_id",
+    "楼层": "floor", "所在楼层": "floor",
+    "位置": "location", "安装位置": "location", "房间": "location", "房间号": "location",
+    "型号": "model", "设备型号": "model", "固件": "firmware", "固件版本": "firmware",
+    "网关": "gateway_id", "网关编号": "gateway_id",
+    "安装时间": "installed_at", "安装日期": "installed_at",
+    "心跳": "heartbeat_s", "心跳间隔": "heartbeat_s", "心跳(秒)": "heartbeat_s",
+    "心跳间隔(秒)": "heartbeat_s", "密码": "password",
+    # workers and roster
+    "人员编号": "worker_id", "人员ID": "worker_id", "工号": "worker_id",
+    "姓名": "name", "角色": "role", "岗位": "role",
+    "电话": "phone", "手机": "phone", "手机号": "phone", "联系电话": "phone",
+    "负责区域": "areas", "区域": "areas", "在岗": "active", "是否在岗": "active",
+    "启用": "active", "短信": "sms", "企业微信": "wecom", "钉钉": "dingtalk", "飞书": "feishu",
+    "邮箱": "email", "电子邮件": "email",
+    "开始时间": "starts_at", "上班时间": "starts_at", "结束时间": "ends_at",
+    "下班时间": "ends_at",
+    # hierarchy
+    "街道编号": "street_id", "街道ID": "street_id", "街道": "street_name",
+    "街道名称": "street_name", "街道办": "street_name",
+    "社区编号": "community_id", "社区ID": "community_id", "社区": "community_name",
+    "社区名称": "community_name",
+    "网格编号": "grid_id", "网格ID": "grid_id", "网格": "grid_name", "网格名称": "grid_name",
+    "网格户数": "grid_households",
+    "地址": "address", "详细地址": "address", "纬度": "lat", "经度": "lon",
+    "层数": "floors", "总层数": "floors", "楼层数": "floors", "户数": "households",
+    "用途": "use", "建筑用途": "use",
+}
+
+# Chinese values of the columns that take a fixed word.
+VALUE_ALIASES: dict[str, dict[str, str]] = {
+    "kind": {"烟感": "smoke_detector", "烟感探测器": "smoke_detector",
+             "烟雾探测器": "smoke_detector", "摄像头": "camera", "摄像机": "camera",
+             "网关": "gateway"},
+    "role": {"网格员": "grid_worker", "网格长": "grid_leader", "社区值班": "community_duty",
+             "社区值班员": "community_duty", "街道值班": "street_duty",
+             "街道值班员": "street_duty", "技术员": "field_technician",
+             "维保人员": "field_technician", "运维人员": "field_technician"},
+    "use": {"住宅": "residential", "出租屋": "rental", "出租房": "rental", "商铺": "shop",
+            "门店": "shop", "作坊": "workshop", "厂房": "workshop", "混合": "mixed",
+            "商住混合": "mixed", "公共": "public", "公共建筑": "public", "其他": "other"},
+}
+
+_FULL_WIDTH = str.maketrans({"（": "(", "）": ")", "\u3000": ""})
+
+
+def canonical_column(header: str) -> str:
+    """The column a header names: itself, or the English column of a Chinese alias."""
+    key = header.strip().translate(_FULL_WIDTH).replace(" ", "")
+    return COLUMN_ALIASES.get(key, header.strip())
 
 
 @dataclass(frozen=True)
@@ -99,6 +171,10 @@ class Plan:
     shifts: list[_Row[Shift]] = field(default_factory=list)
     devices: dict[str, _Row[NewDevice]] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    # Rows that match the registry already: counted, not written.
+    unchanged: int = 0
+    # Per file, the header a column had when it was a Chinese alias, to name it in problems.
+    headers: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         return {"streets": len(self.streets), "communities": len(self.communities),
@@ -127,6 +203,7 @@ def run_import(conn: psycopg.Connection, broker: BrokerAuth, files: Iterable[Pat
     for path in files:
         _read(Path(path), plan, zone)
     _check_references(conn, plan)
+    _drop_unchanged(conn, plan, iterations)
     needs_password = [r for r in plan.devices.values() if not r.record.password]
     if needs_password and not dry_run and credentials_out is None:
         plan.problems.append(Problem("(command line)", 0, "--credentials-out",
@@ -137,7 +214,7 @@ def run_import(conn: psycopg.Connection, broker: BrokerAuth, files: Iterable[Pat
                                      f"{credentials_out} exists; it may hold the only copy of "
                                      "earlier passwords: give a new file"))
     if plan.problems:
-        raise ImportRejected(sorted(plan.problems, key=lambda p: (p.file, p.line, p.column)))
+        raise ImportRejected(sorted(_as_headed(plan), key=lambda p: (p.file, p.line, p.column)))
     if dry_run:
         return ImportResult(plan, written=False)
 
@@ -169,7 +246,8 @@ def run_import(conn: psycopg.Connection, broker: BrokerAuth, files: Iterable[Pat
 
 def _write_credentials(path: Path, devices: list[NewDevice]) -> Path:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", newline="", encoding="utf-8") as out:
+    # utf-8-sig: the byte-order mark tells Excel the file is UTF-8.
+    with os.fdopen(fd, "w", newline="", encoding="utf-8-sig") as out:
         writer = csv.writer(out)
         writer.writerow(["device_id", "mqtt_username", "mqtt_password"])
         for d in devices:
@@ -202,17 +280,47 @@ def _by_given(rows: Iterable[_Row[_M]]) -> list[tuple[frozenset[str] | None, lis
 csv.field_size_limit(16 * 1024 * 1024)
 
 
+def decode(data: bytes) -> str:
+    """A spreadsheet's CSV as text: UTF-8 with or without Excel's byte-order mark, else
+    GB18030 (a superset of GBK, what Chinese Excel writes when saving as plain "CSV").
+    UTF-8 is tried first: Chinese text in GBK is almost never valid UTF-8."""
+    if data.startswith(codecs.BOM_UTF8):
+        return data[len(codecs.BOM_UTF8):].decode("utf-8")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as utf8:
+        try:
+            return data.decode("gb18030")
+        except UnicodeDecodeError:
+            raise utf8 from None
+
+
 def _read(path: Path, plan: Plan, zone: ZoneInfo) -> None:
     name = path.name
     try:
-        # utf-8-sig: Excel writes a byte-order mark in front of UTF-8 CSV files.
-        with path.open(newline="", encoding="utf-8-sig") as handle:
+        text = decode(path.read_bytes())
+    except UnicodeDecodeError as exc:
+        plan.problems.append(Problem(name, 0, "(file)", (
+            f"不是 UTF-8 或 GBK 文本，请另存为“CSV UTF-8” / not UTF-8 or GBK text ({exc}); "
+            "save it as \"CSV UTF-8\"")))
+        return
+    except OSError as exc:
+        plan.problems.append(Problem(name, 0, "(file)", f"cannot read: {exc}"))
+        return
+    try:
+        with io.StringIO(text, newline="") as handle:
             reader = csv.DictReader(handle)
-            header = [h.strip() for h in (reader.fieldnames or [])]
+            given = [h.strip() for h in (reader.fieldnames or [])]
+            header = [canonical_column(h) for h in given]
+            plan.headers[name] = {c: h for c, h in zip(header, given, strict=True) if c != h}
             repeated = sorted({h for h in header if header.count(h) > 1})
             for column in repeated:
-                plan.problems.append(Problem(name, 1, column, "column appears more than once"))
+                spelt = sorted({g for g, h in zip(given, header, strict=True) if h == column})
+                plan.problems.append(Problem(name, 1, column, (
+                    "column appears more than once" if len(spelt) == 1 else
+                    f"{' and '.join(spelt)} both mean {column}: keep one")))
             if repeated:
+                plan.headers[name] = {}
                 return
             kind = _kind_of(header)
             if kind is None:
@@ -231,8 +339,11 @@ def _read(path: Path, plan: Plan, zone: ZoneInfo) -> None:
                 values = {k: (v or "").strip() for k, v in row.items() if k not in unknown}
                 if not any(values.values()):
                     continue  # blank lines at the end of a spreadsheet export
+                for column, words in VALUE_ALIASES.items():
+                    if column in values:
+                        values[column] = words.get(values[column], values[column])
                 _READERS[kind](plan, name, line, values, zone)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+    except csv.Error as exc:
         plan.problems.append(Problem(name, 0, "(file)", f"cannot read: {exc}"))
 
 
@@ -420,7 +531,6 @@ def _check_references(conn: psycopg.Connection, plan: Plan) -> None:
 def _check_devices(conn: psycopg.Connection, plan: Plan, buildings: set[str]) -> None:
     if not plan.devices:
         return
-    ids = list(plan.devices)
     gateways = {r[0] for r in conn.execute(
         "SELECT id FROM devices WHERE kind = 'gateway' AND state <> 'retired'")}
     gateways |= {i for i, r in plan.devices.items() if r.record.kind == "gateway"}
@@ -436,12 +546,125 @@ def _check_devices(conn: psycopg.Connection, plan: Plan, buildings: set[str]) ->
                         f"{d.building_id!r} has {floors[d.building_id]} floors"))
         if d.gateway_id is not None and d.gateway_id not in gateways:
             add(Problem(row.file, row.line, "gateway_id", f"{d.gateway_id!r} is not a gateway"))
-    already = conn.execute("SELECT id, state FROM devices WHERE id = ANY(%s)", [ids]).fetchall()
-    for device_id, state in already:
+
+
+# --- what the registry holds already -------------------------------------------------------
+
+# The columns a re-imported device row is compared on; installed_at only when the file has it.
+_DEVICE_FIELDS = ("kind", "building_id", "floor", "location", "model", "firmware", "gateway_id",
+                  "heartbeat_s", "installed_at")
+
+
+def _drop_unchanged(conn: psycopg.Connection, plan: Plan, iterations: int) -> None:
+    """Take out of the plan every row the registry holds as it is, counting it in
+    plan.unchanged; a registered device whose row differs becomes a problem. Each row is
+    compared on what writing it would change (registry.upsert's `update` columns)."""
+    plan.unchanged += (_drop_same(conn, "street_offices", plan.streets)
+                       + _drop_same(conn, "communities", plan.communities)
+                       + _drop_same(conn, "grids", plan.grids)
+                       + _drop_same(conn, "buildings", plan.buildings))
+    _drop_unchanged_workers(conn, plan)
+    if plan.shifts:
+        ends = {(w, s): e for w, s, e in conn.execute(
+            "SELECT worker_id, starts_at, ends_at FROM roster WHERE worker_id = ANY(%s)",
+            [list({r.record.worker_id for r in plan.shifts})])}
+        kept = [r for r in plan.shifts
+                if ends.get((r.record.worker_id, r.record.starts_at)) != r.record.ends_at]
+        plan.unchanged += len(plan.shifts) - len(kept)
+        plan.shifts = kept
+    _drop_unchanged_devices(conn, plan, iterations)
+
+
+def _drop_same(conn: psycopg.Connection, table: str, rows: dict[str, _Row[_Rec]]) -> int:
+    """Drop the hierarchy rows `table` holds as they are; return how many."""
+    if not rows:
+        return 0
+    columns = registry.HIERARCHY_COLUMNS[table][1:]
+    stored = {r[0]: dict(zip(columns, r[1:], strict=True)) for r in conn.execute(
+        f"SELECT id, {', '.join(columns)} FROM {table} WHERE id = ANY(%s)", [list(rows)])}
+    same = [key for key, row in rows.items() if key in stored and all(
+        getattr(row.record, c) == stored[key][c] for c in columns
+        if row.given is None or c in row.given)]
+    for key in same:
+        del rows[key]
+    return len(same)
+
+
+def _drop_unchanged_workers(conn: psycopg.Connection, plan: Plan) -> None:
+    if not plan.workers:
+        return
+    stored = {r[0]: r[1:] for r in conn.execute(
+        "SELECT w.id, w.name, w.role, w.phone, w.channels, w.active,"
+        " array_remove(array_agg(coalesce(a.grid_id, a.community_id, a.street_id)::text),"
+        " NULL) FROM workers w LEFT JOIN worker_areas a ON a.worker_id = w.id"
+        " WHERE w.id = ANY(%s) GROUP BY w.id", [list(plan.workers)])}
+    for key, row in list(plan.workers.items()):
+        if key not in stored:
+            continue
+        name, role, phone, channels, active, areas = stored[key]
+        w, given = row.record, row.given
+        same = {"phone": w.phone == phone, "channels": w.channels == channels,
+                "active": w.active == active, "areas": set(w.areas) == set(areas)}
+        if (w.name, w.role) == (name, role) and all(
+                ok for f, ok in same.items() if given is None or f in given):
+            del plan.workers[key]
+            plan.unchanged += 1
+
+
+def _drop_unchanged_devices(conn: psycopg.Connection, plan: Plan, iterations: int) -> None:
+    if not plan.devices:
+        return
+    stored = {r[0]: r[1:] for r in conn.execute(
+        f"SELECT id, state, password_hash, password_salt, {', '.join(_DEVICE_FIELDS)}"
+        " FROM devices WHERE id = ANY(%s)", [list(plan.devices)])}
+    same: list[tuple[_Row[NewDevice], str, str]] = []   # with the stored hash and salt
+    for device_id, (state, digest, salt, *values) in stored.items():
         row = plan.devices[device_id]
-        add(Problem(row.file, row.line, "device_id",
-                    f"duplicate id: device {device_id!r} is already registered ({state}); "
-                    "move, rotate or retire it instead"))
+        d = row.record
+        old = dict(zip(_DEVICE_FIELDS, values, strict=True))
+        differ = [f"{f} {old[f]!r} → {getattr(d, f)!r}" for f in _DEVICE_FIELDS
+                  if getattr(d, f) != old[f] and not (f == "installed_at" and d.installed_at
+                                                      is None)]
+        if state == "retired" or differ:
+            plan.problems.append(Problem(row.file, row.line, "device_id", (
+                f"device {device_id!r} is already registered ({state})"
+                + (f" with other values: {'; '.join(differ)}" if differ else "")
+                + "; move, rotate or retire it instead")))
+            del plan.devices[device_id]   # not to be registered: it needs no password
+        else:
+            same.append((row, digest, salt))
+    # A password in the file must be the one the device has: otherwise it is a rotation.
+    with_password = [t for t in same if t[0].record.password]
+    if len(with_password) > 64:
+        with ThreadPoolExecutor() as pool:   # PBKDF2 releases the GIL
+            verified = list(pool.map(lambda t: _verifies(t, iterations), with_password,
+                                     chunksize=256))
+    else:
+        verified = [_verifies(t, iterations) for t in with_password]
+    wrong = {t[0].record.id for t, ok in zip(with_password, verified, strict=True) if not ok}
+    for row, _, _ in same:
+        if row.record.id in wrong:
+            plan.problems.append(Problem(row.file, row.line, "password", (
+                f"device {row.record.id!r} is registered with another password; "
+                "rotate its credentials instead")))
+        else:
+            plan.unchanged += 1
+        del plan.devices[row.record.id]
+
+
+def _verifies(item: tuple[_Row[NewDevice], str, str], iterations: int) -> bool:
+    row, digest, salt = item
+    assert row.record.password is not None
+    return verify_password(row.record.password, digest, salt, iterations)
+
+
+def _as_headed(plan: Plan) -> list[Problem]:
+    """The problems, each column named as its file's header named it: "楼栋 (building_id)"."""
+    out = []
+    for p in plan.problems:
+        header = plan.headers.get(p.file, {}).get(p.column)
+        out.append(replace(p, column=f"{header} ({p.column})") if header else p)
+    return out
 
 
 def describe(exc: ImportRejected) -> list[str]:

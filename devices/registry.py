@@ -62,6 +62,9 @@ _HIERARCHY = {
 
 HierarchyRecord = Street | Community | Grid | Building
 
+# Each hierarchy table's columns, id first, in the order upsert writes them.
+HIERARCHY_COLUMNS = {table: cols for table, (_, cols) in _HIERARCHY.items()}
+
 
 def upsert(conn: psycopg.Connection, table: str, rows: Sequence[HierarchyRecord],
            update: Collection[str] | None = None) -> None:

@@ -272,12 +272,13 @@ def _devices(args: argparse.Namespace, settings: Settings) -> int:
             return exc.exit_code
         finally:
             broker.close()
-        verb = "would write" if args.dry_run else "wrote"
-        print(f"{verb} {result.plan.summary() or 'nothing'}"
-              + ("; nothing written (dry run)" if args.dry_run else ""))
+        verb = "将写入 would write" if args.dry_run else "已写入 wrote"
+        print(f"{verb} {result.plan.summary() or '无 nothing'}"
+              + (f"; 未变 {result.plan.unchanged} unchanged" if result.plan.unchanged else "")
+              + ("; 演练，未写入 nothing written (dry run)" if args.dry_run else ""))
         if result.credentials_file:
-            print(f"device passwords: {result.credentials_file} (keep it safe; they are not "
-                  "stored anywhere else)")
+            print(f"设备密码 device passwords: {result.credentials_file} (请妥善保管，别处没有 "
+                  "keep it safe; they are not stored anywhere else)")
         return 0
     if args.devices_command == "monitor":
         import threading
@@ -435,7 +436,8 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
                                       community_id=args.community, street_id=args.street)
     print(reports.to_text(report))
     if args.csv:
-        with open(args.csv, "w", encoding="utf-8", newline="") as out:
+        # utf-8-sig: the byte-order mark makes Excel read the Chinese names as UTF-8.
+        with open(args.csv, "w", encoding="utf-8-sig", newline="") as out:
             reports.to_csv(report, out)
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import os
 import stat
@@ -48,9 +49,9 @@ DEVICES = [
 ]
 
 
-def write(tmp: Path, name: str, rows: list[list[str]]) -> Path:
+def write(tmp: Path, name: str, rows: list[list[str]], encoding: str = "utf-8") -> Path:
     path = tmp / name
-    with path.open("w", newline="", encoding="utf-8") as out:
+    with path.open("w", newline="", encoding=encoding) as out:
         csv.writer(out).writerows(rows)
     return path
 
@@ -83,9 +84,11 @@ def test_import_writes_everything_with_history_and_hashed_credentials(db, tmp_pa
         "SD-0001": 3600, "SD-0002": 3600, "CAM-0001": 60, "GW-0001": 300}
     assert {r[0] for r in db.execute("SELECT DISTINCT state FROM devices")} == {"provisioned"}
 
-    # Passwords: written once to a private file, only a hash in the database.
+    # Passwords: written once to a private file, only a hash in the database; the file
+    # starts with a byte-order mark, so Excel opens it as UTF-8.
     assert stat.S_IMODE(os.stat(creds_file).st_mode) == 0o600
-    with creds_file.open() as handle:
+    assert creds_file.read_bytes().startswith(codecs.BOM_UTF8)
+    with creds_file.open(encoding="utf-8-sig") as handle:
         creds = {r["device_id"]: r["mqtt_password"] for r in csv.DictReader(handle)}
     assert set(creds) == {"SD-0001", "SD-0002", "CAM-0001", "GW-0001"}
     for device_id, password in creds.items():
@@ -149,18 +152,115 @@ def test_dry_run_reports_and_writes_nothing(db, tmp_path):
     assert count(db, "devices") == 0 and count(db, "buildings") == 0
 
 
-def test_reimport_reports_registered_devices_and_leaves_hierarchy_history_alone(db, tmp_path):
+def test_reimport_of_unchanged_files_writes_nothing_and_counts_them(db, tmp_path):
     importer.run_import(db, NoBrokerAuth(), files(tmp_path), actor="t", iterations=ITER,
                         credentials_out=tmp_path / "c.csv")
     history = count(db, "registry_history")
-    with pytest.raises(ImportRejected) as caught:
-        importer.run_import(db, NoBrokerAuth(), files(tmp_path), actor="t", iterations=ITER,
-                            credentials_out=tmp_path / "c2.csv")
-    assert {(p.line, p.column) for p in caught.value.problems} == {
-        (2, "device_id"), (3, "device_id"), (4, "device_id"), (5, "device_id")}
-    # Same hierarchy, workers and roster again: written as upserts that change nothing.
-    importer.run_import(db, NoBrokerAuth(), files(tmp_path)[:3], actor="t", iterations=ITER)
+    # The same four files again: no problem per registered device, no new passwords (so no
+    # --credentials-out), no history; every row counted as unchanged.
+    result = importer.run_import(db, NoBrokerAuth(), files(tmp_path), actor="t",
+                                 iterations=ITER)
+    assert result.plan.summary() == ""
+    assert result.plan.unchanged == 1 + 1 + 2 + 3 + 4 + 2 + 4   # every row of HIERARCHY ...
+    assert result.credentials_file is None
     assert count(db, "registry_history") == history
+    # One device moved on paper and one retired: those are problems, named; the rest not.
+    db.execute("UPDATE devices SET state = 'retired', retired_at = now(), password_hash = NULL,"
+               " password_salt = NULL WHERE id = 'GW-0001'")
+    moved = DEVICES[:2] + [["SD-0002", "smoke_detector", "B1", "6", "601", "JTY-GD-01", ""]] \
+        + DEVICES[3:]
+    with pytest.raises(ImportRejected) as caught:
+        importer.run_import(db, NoBrokerAuth(), [write(tmp_path, "d.csv", moved)],
+                            actor="t", iterations=ITER)
+    problems = {(p.line, p.column): p.message for p in caught.value.problems}
+    assert set(problems) == {(3, "device_id"), (5, "device_id")}
+    assert "floor 5 → 6" in problems[(3, "device_id")] and "move" in problems[(3, "device_id")]
+    assert "(retired)" in problems[(5, "device_id")]
+    # A changed worker or shift is written; the others still count as unchanged.
+    workers = WORKERS[:2] + [["W2", "李四", "grid_leader", "+8613800000009", "G1;G2", "", ""]] \
+        + WORKERS[3:]
+    result = importer.run_import(db, NoBrokerAuth(), [write(tmp_path, "w.csv", workers)],
+                                 actor="t", iterations=ITER)
+    assert (result.plan.summary(), result.plan.unchanged) == ("1 workers", 3)
+
+
+def test_a_password_column_must_match_for_a_device_to_be_unchanged(db, tmp_path):
+    rows = [DEVICES[0] + ["password"]] + [r + [f"pw-{r[0]}-0123456789abcdef"] for r in DEVICES[1:]]
+    paths = [write(tmp_path, "h.csv", HIERARCHY), write(tmp_path, "d.csv", rows)]
+    importer.run_import(db, NoBrokerAuth(), paths, actor="t", iterations=ITER)
+    assert importer.run_import(db, NoBrokerAuth(), paths, actor="t",
+                               iterations=ITER).plan.unchanged == 7 + 4
+    rows[2][-1] = "another-password-0123456789"
+    with pytest.raises(ImportRejected) as caught:
+        importer.run_import(db, NoBrokerAuth(), [write(tmp_path, "d.csv", rows)], actor="t",
+                            iterations=ITER)
+    assert [(p.line, p.column) for p in caught.value.problems] == [(3, "password")]
+    assert "rotate" in caught.value.problems[0].message
+
+
+# A street office's spreadsheets as Chinese Excel saves them: GBK, Chinese headers, Chinese
+# words for kinds, roles and uses.
+HIERARCHY_ZH = [
+    ["街道编号", "街道", "社区编号", "社区", "网格编号", "网格", "楼栋编号", "地址", "纬度", "经度",
+     "层数", "户数", "用途"],
+    ["S1", "福田街道", "C1", "水围社区", "G1", "一网格", "B1", "水围村1栋", "22.52", "114.05", "7",
+     "28", "出租屋"],
+    ["S1", "福田街道", "C1", "水围社区", "G1", "一网格", "B2", "水围村2栋", "22.521", "114.051",
+     "6", "24", "商铺"],
+]
+WORKERS_ZH = [["人员编号", "姓名", "角色", "手机号", "负责区域", "企业微信"],
+              ["W1", "张三", "网格员", "+8613800000001", "G1", "zhangsan"],
+              ["W2", "李四", "网格长", "", "G1", ""]]
+ROSTER_ZH = [["人员编号", "开始时间", "结束时间"], ["W1", "2026-11-21 08:00", "2026-11-21 20:00"]]
+DEVICES_ZH = [["设备编号", "类型", "楼栋", "楼层", "房间", "型号", "心跳（秒）"],
+              ["SD-0001", "烟感", "B1", "3", "301室", "JTY-GD-01", "3600"],
+              ["CAM-0001", "摄像头", "B2", "1", "门口", "DS-2CD", ""]]
+
+
+def zh_files(tmp: Path, encoding: str) -> list[Path]:
+    return [write(tmp, "楼栋.csv", HIERARCHY_ZH, encoding),
+            write(tmp, "人员.csv", WORKERS_ZH, encoding),
+            write(tmp, "排班.csv", ROSTER_ZH, encoding),
+            write(tmp, "设备.csv", DEVICES_ZH, encoding)]
+
+
+@pytest.mark.parametrize("encoding", ["gbk", "gb18030", "utf-8-sig", "utf-8"])
+def test_chinese_excel_files_import_in_any_of_its_encodings(db, tmp_path, encoding):
+    importer.run_import(db, NoBrokerAuth(), zh_files(tmp_path, encoding), actor="t",
+                        iterations=ITER, credentials_out=tmp_path / "c.csv")
+    assert db.execute("SELECT id, kind, building_id, floor, location, heartbeat_s FROM devices"
+                      " ORDER BY id").fetchall() == [
+        ("CAM-0001", "camera", "B2", 1, "门口", 60),
+        ("SD-0001", "smoke_detector", "B1", 3, "301室", 3600)]
+    assert db.execute("SELECT id, address, use FROM buildings ORDER BY id").fetchall() == [
+        ("B1", "水围村1栋", "rental"), ("B2", "水围村2栋", "shop")]
+    assert db.execute("SELECT name FROM grids").fetchone() == ("一网格",)
+    assert db.execute("SELECT id, name, role, channels->>'wecom' FROM workers ORDER BY id"
+                      ).fetchall() == [("W1", "张三", "grid_worker", "zhangsan"),
+                                       ("W2", "李四", "grid_leader", None)]
+    assert count(db, "roster") == 1
+
+
+def test_chinese_headers_are_named_in_problems_and_may_not_say_one_thing_twice(db, tmp_path):
+    bad = [DEVICES_ZH[0], ["SD-0009", "烟感", "B404", "3", "301", "", ""]]
+    twice = [["设备编号", "类型", "楼栋", "位置", "房间"], ["SD-1", "烟感", "B1", "3F", "301"]]
+    paths = [write(tmp_path, "h.csv", HIERARCHY_ZH, "gbk"), write(tmp_path, "d.csv", bad, "gbk"),
+             write(tmp_path, "d2.csv", twice, "gbk")]
+    with pytest.raises(ImportRejected) as caught:
+        importer.run_import(db, NoBrokerAuth(), paths, actor="t", iterations=ITER,
+                            dry_run=True)
+    found = {(p.file, p.line, p.column): p.message for p in caught.value.problems}
+    assert set(found) == {("d.csv", 2, "楼栋 (building_id)"), ("d2.csv", 1, "location")}
+    assert "位置 and 房间 both mean location" in found[("d2.csv", 1, "location")]
+
+
+def test_a_file_in_neither_utf8_nor_gbk_is_one_clear_problem(db, tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_bytes(b"device_id,kind\n" + b"\xff\xfe\x80\x81,camera\n")
+    with pytest.raises(ImportRejected) as caught:
+        importer.run_import(db, NoBrokerAuth(), [path], actor="t", iterations=ITER)
+    [problem] = caught.value.problems
+    assert (problem.line, problem.column) == (0, "(file)") and "CSV UTF-8" in problem.message
 
 
 def test_given_passwords_are_used_and_need_no_credentials_file(db, tmp_path):
@@ -203,6 +303,18 @@ def test_cli_import_exit_codes_and_report(db_url, tmp_path, capsys, monkeypatch)
         assert main(["devices", "import", *paths, "--credentials-out",
                      str(tmp_path / "creds.csv")]) == 0
         assert "4 devices" in capsys.readouterr().out
+        # Again, unchanged: one line, Chinese first, no line per row and no password file.
+        assert main(["devices", "import", *paths]) == 0
+        out = capsys.readouterr()
+        assert out.out == "已写入 wrote 无 nothing; 未变 17 unchanged\n" and not out.err
+
+
+def test_the_report_csv_opens_in_excel(db_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("FIREGRID_DATABASE__URL", db_url)
+    out = tmp_path / "week.csv"
+    assert main(["alerts", "report", "--date", "2026-11-18", "--csv", str(out)]) == 0
+    data = out.read_bytes()
+    assert data.startswith(codecs.BOM_UTF8) and data[3:].startswith(b"period,")
 
 
 class ConnectionDroppingBroker(NoBrokerAuth):
