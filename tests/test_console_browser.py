@@ -393,3 +393,97 @@ def test_confirmed_fires_are_listed_first_on_the_phone_and_the_board(
         assert severities(worker) == ["confirmed"] * 2 + ["warning"] * 3
         assert addresses(worker) == addresses(officer)
         stayed(worker, officer)
+
+
+# Headless Chromium never puts a tab in the background by itself: the test does, the way
+# the browser tells a page (document.visibilityState and a visibilitychange event).
+BACKGROUND = """
+(() => {
+  let hidden = false;
+  Object.defineProperty(Document.prototype, "visibilityState",
+                        { get: () => (hidden ? "hidden" : "visible"), configurable: true });
+  Object.defineProperty(Document.prototype, "hidden", { get: () => hidden, configurable: true });
+  window.toBackground = (h) => {
+    hidden = h;
+    document.dispatchEvent(new Event("visibilitychange"));
+  };
+})();
+"""
+TONE_PLAYING = "!document.getElementById('tone').paused"
+TONE_STOPPED = "document.getElementById('tone').paused"
+
+
+def test_a_page_rings_once_until_acknowledged_with_sound_and_a_notification(
+        db, make_settings, uid, tmp_path):
+    """gw1's phone: sound off until tapped; a page arriving in the background raises a
+    notification and plays the tone on a loop; the same page delivered again (a change of
+    its incident, a reload) rings no more; acknowledging stops the tone."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(STEADY)
+    with duty_console(db, make_settings, uid, {"gw1": "grid_worker"}, rules) as c:
+        worker = c.page(PHONE)
+        worker.context.grant_permissions(["notifications"], origin=c.url)
+        worker.add_init_script(BACKGROUND)
+        # A login link opened from a chat app: no tap yet, so the browser keeps it silent,
+        # and the page says so.
+        worker.goto(f"{c.url}/console/#token={c.tokens['gw1']}")
+        expect(worker.locator("#live")).to_have_attribute("data-live", "on")
+        body = worker.locator("body")
+        expect(body).to_have_attribute("data-sound", "off")
+        expect(worker.locator("#sound-off")).to_have_text(
+            "声音已关闭，点此开启 · sound is off: tap to enable")
+        shoot(worker, "worker-sound-off")
+        worker.click("#sound-off")
+        expect(body).to_have_attribute("data-sound", "on")
+        expect(worker.locator("#sound-off")).to_be_hidden()
+        expect(body).to_have_attribute("data-alarm", "quiet")
+
+        # The phone goes into a pocket; the alarm comes.
+        worker.evaluate("toBackground(true)")
+        send_alarm(c.publisher, c.settings, "SD-1")
+        expect(cards(worker)).to_have_count(1)
+        expect(body).to_have_attribute("data-alarm", "ringing")
+        expect(body).to_have_attribute("data-rings", "1")
+        expect(body).to_have_attribute("data-notified", "1")
+        worker.wait_for_function(TONE_PLAYING)
+        assert worker.evaluate("document.getElementById('tone').loop") is True
+        (page_id,) = db.execute("SELECT id FROM pages WHERE worker_id = 'gw1'"
+                                " AND channel = 'mqtt'").fetchone()
+        worker.evaluate("toBackground(false)")
+        expect(worker.locator("#ring .ring-title")).to_have_text("火警预警：B1 Shuiwei Rd")
+        shoot(worker, "worker-ringing")
+
+        # The same page again, as every later change of the incident brings it (here a
+        # repeat alarm counted by another writer): heard twice, rung once.
+        expect(body).to_have_attribute("data-heard", "1")
+        db.execute("UPDATE incidents SET alert_count = alert_count + 1 WHERE building_id = 'B1'")
+        expect(body).to_have_attribute("data-heard", "2")
+        expect(body).to_have_attribute("data-rings", "1")
+        expect(body).to_have_attribute("data-notified", "1")
+
+        # A reload (or a phone whose page was closed): the page comes back from
+        # GET /v1/console/pages; it is not a new ring, but the fire still waits, so the
+        # alarm goes on.
+        worker.reload()
+        expect(worker.locator("#live")).to_have_attribute("data-live", "on")
+        expect(body).to_have_attribute("data-heard", "1")
+        expect(body).to_have_attribute("data-alarm", "ringing")
+        expect(body).to_have_attribute("data-rings", "0")
+        seen = worker.evaluate("JSON.parse(localStorage.getItem('fg-pages:gw1'))")
+        assert [p for p, _ in seen] == [page_id]
+        # (Chromium remembers the tap across a reload of the same site.)
+        expect(body).to_have_attribute("data-sound", "on")
+        worker.wait_for_function(TONE_PLAYING)
+
+        # 接警 on the banner stops it.
+        worker.locator('#ring button[data-act="acknowledge"]').click()
+        expect(body).to_have_attribute("data-alarm", "quiet")
+        worker.wait_for_function(TONE_STOPPED)
+        expect(worker.locator("#ring")).to_be_hidden()
+        expect(cards(worker).first).to_have_attribute("data-state", "acknowledged")
+        # And nothing brings it back.
+        db.execute("UPDATE incidents SET alert_count = alert_count + 1 WHERE building_id = 'B1'")
+        expect(cards(worker).first).to_contain_text("3 次报警")
+        expect(body).to_have_attribute("data-alarm", "quiet")
+    assert db.execute("SELECT state, acknowledged_by FROM incidents WHERE building_id = 'B1'"
+                      ).fetchone() == ("acknowledged", "api:gw1-phone")

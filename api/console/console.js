@@ -6,9 +6,14 @@
 // the ordinary POST /v1/incidents/{id}/... routes. The session cookie is HttpOnly: this
 // script never sees a credential except the token typed once into the login form.
 //
+// Pages to the logged-in worker come on the same stream ("page", after their incident) and
+// from GET /v1/console/pages after each (re)connection; alarm.js rings each page_id once.
+//
 // Modules: i18n.js (the words, 中文 first), ui.js (building elements, times), cards.js
-// (one incident as a card), and this file: state, the server, the screens.
+// (one incident as a card), alarm.js (the tone, vibration, notifications), and this file:
+// state, the server, the screens.
 
+import * as alarm from "./alarm.js";
 import { lang, setLang, t } from "./i18n.js";
 import { $, clock, el, now, setSkew } from "./ui.js";
 import { card, late, person, waitingAck, worstFirst } from "./cards.js";
@@ -136,7 +141,7 @@ function renderStatic() {
 
 function render() {
   renderStatic();
-  if (state.me) { renderWho(); renderList(); }
+  if (state.me) { renderWho(); renderList(); alarm.render(); }
   if (state.detail) renderDetail();
 }
 
@@ -157,6 +162,7 @@ function show(screen) {
 
 function showLogin(message = "") {
   stopEvents();
+  alarm.stop();
   state.me = null;
   state.detail = null;
   state.view = "open";
@@ -170,6 +176,8 @@ async function start(me) {
   state.me = me;
   setSkew(me.now);
   document.body.classList.toggle("officer", OFFICERS.has(me.role));
+  alarm.start(me.worker_id, { officer: OFFICERS.has(me.role), onAck: (id, button) =>
+    perform(id, "acknowledge", button) });
   render();
   show("board");
   startEvents();
@@ -206,7 +214,23 @@ async function readLists() {
     if (!state.reading) state.held = [];
   }
   renderList();
+  alarm.settle(waiting);
   if (state.detail) refreshDetail();
+  await readPages();
+}
+
+// Whether an incident still waits for someone to acknowledge it; null: not known here.
+function waiting(id) {
+  const i = state.incidents.get(id);
+  return i ? waitingAck(i) : null;
+}
+
+async function readPages() {
+  // Pages that came while this screen was closed or reconnecting: those of incidents still
+  // waiting ring now; the ones it has shown (by page_id) do not ring again.
+  if (!state.me?.worker_id) return;
+  const pages = await api("/v1/console/pages");
+  pages.forEach((p) => alarm.page(p, waiting));
 }
 
 function apply(i) {
@@ -225,6 +249,7 @@ function onIncident(i) {
   if (state.reading) state.held.push(i);
   apply(i);
   renderList();
+  alarm.settle(waiting);
   if (state.detail?.id === i.id) refreshDetail();
 }
 
@@ -242,6 +267,7 @@ function startEvents() {
   source.addEventListener("resync", () => readLists().catch(() => {}));
   source.addEventListener("status", (ev) => setLive(JSON.parse(ev.data).live ? "on" : "off"));
   source.addEventListener("incident", (ev) => onIncident(JSON.parse(ev.data)));
+  source.addEventListener("page", (ev) => alarm.page(JSON.parse(ev.data), waiting));
   source.addEventListener("error", () => {
     setLive("off");
     // EventSource retries by itself unless the server refused (401/403): then find out why.

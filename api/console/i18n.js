@@ -34,6 +34,8 @@ export const TEXT = {
     a_raised: "报警立案", a_confirmed: "火警确认", a_notified: "已通知", a_skipped: "跳过（无人在岗）",
     a_exhausted: "升级到底", a_forwarded: "已转 119", a_acknowledged: "确认接警",
     a_on_site: "到场", a_resolved: "处置完毕", a_reopened: "重新打开",
+    sound_off: "声音已关闭，点此开启 · sound is off: tap to enable",
+    ring_waiting: "{n} 起警情等待接警", ring_body: "{address}：请立即接警并到场",
   },
   en: {
     title: "firegrid duty console", connecting: "connecting", live_on: "live",
@@ -69,6 +71,8 @@ export const TEXT = {
     a_raised: "raised", a_confirmed: "confirmed", a_notified: "paged", a_skipped: "skipped (nobody on duty)",
     a_exhausted: "ladder exhausted", a_forwarded: "forwarded to 119", a_acknowledged: "acknowledged",
     a_on_site: "on site", a_resolved: "resolved", a_reopened: "reopened",
+    sound_off: "Sound is off: tap to enable · 声音已关闭，点此开启",
+    ring_waiting: "{n} waiting for acknowledgement", ring_body: "{address}: acknowledge and go now",
   },
 };
 
