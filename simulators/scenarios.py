@@ -10,7 +10,8 @@ Tables, each a list so one file can hold several: [[fire]], [[cooking]], [[outag
 [[hostile]], [[tamper]], [[occlusion]], [[battery]], [[flapping]], [[flood]], [[event]] (one
 scripted device event: fault, tamper, self_test, mute, occlusion, video_loss). [devices]
 overrides the models' behaviour (simulators.devices.ModelConfig), [uplink] the devices'
-buffering and reconnects (simulators.uplink.UplinkConfig).
+buffering and reconnects (simulators.uplink.UplinkConfig), [people] how the simulated
+grid workers and duty officers answer their pages (simulators.people.PeopleConfig).
 
 Built-in scenarios live in simulators/scenarios/*.toml and are named by file name; anything
 else is a path. Several scenarios combine: their incidents add up, later [devices] and
@@ -38,6 +39,7 @@ from simulators.devices import ModelConfig
 from simulators.errors import ScenarioError
 from simulators.hostile import KINDS as HOSTILE_KINDS
 from simulators.hostile import Kind as HostileKind
+from simulators.people import PeopleConfig
 from simulators.uplink import UplinkConfig
 
 BUILTIN_DIR = Path(__file__).parent / "scenarios"
@@ -159,6 +161,7 @@ class Scenario(BaseModel):
     duration: Seconds | None = Field(None, description="run length; default: until all settles")
     devices: ModelConfig = ModelConfig()
     uplink: UplinkConfig = UplinkConfig()
+    people: PeopleConfig | None = Field(None, description="people who answer the pages")
     fire: list[Fire] = []
     cooking: list[Cooking] = []
     outage: list[Outage] = []
@@ -237,7 +240,9 @@ def combine(scenarios: list[Scenario]) -> Scenario:
     uplink: dict[str, Any] = {}
     lists: dict[str, list[Any]] = {k: [] for k in INCIDENT_TABLES}
     durations: list[float] = []
+    people = None
     for s in scenarios:
+        people = s.people or people
         devices.update(s.devices.model_dump(exclude_unset=True))
         uplink.update(s.uplink.model_dump(exclude_unset=True))
         for k, v in lists.items():
@@ -246,4 +251,4 @@ def combine(scenarios: list[Scenario]) -> Scenario:
     return Scenario(name="+".join(s.name for s in scenarios),
                     description="; ".join(s.description for s in scenarios if s.description),
                     duration=max(durations), devices=ModelConfig(**devices),
-                    uplink=UplinkConfig(**uplink), **lists)
+                    uplink=UplinkConfig(**uplink), people=people, **lists)
