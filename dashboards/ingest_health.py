@@ -1,7 +1,8 @@
 """Ingest and alert health (接入与告警健康): for operators on call. Everything from
 Prometheus, i.e. from the metrics firegrid's processes export (ingest/metrics.py,
 devices/metrics.py, alerts/metrics.py): message rates, lag, dead letters, batch and page
-latency, connection state, the liveness flush, the monitor and the alert core."""
+latency, connection state, the liveness flush, the monitor, TimescaleDB's jobs and the alert
+core."""
 
 from __future__ import annotations
 
@@ -119,6 +120,23 @@ def build() -> dash.Dashboard:
         promql("max by (condition) (firegrid_maintenance_open_tickets)", "{{condition}}"),
     ], "short", "Open maintenance tickets by condition, as the monitor last counted them.",
         w=8))
+
+    d.with_row(dash.Row("TimescaleDB 后台任务 TimescaleDB jobs"))
+    d.with_panel(_series("任务连续失败 Consecutive failures", [
+        promql("max by (job_name) (firegrid_timescale_job_consecutive_failures)",
+               "{{job_name}}"),
+    ], "short", "Runs of each TimescaleDB job (compression, retention, the hourly aggregate's "
+       "refresh) that failed since its last success, from the monitor's check "
+       "(job_errors). Two or more: FiregridTimescaleJobFailing. Empty on plain PostgreSQL."))
+    d.with_panel(sized(
+        stat.Panel().title("上次成功 Last success")
+        .with_target(promql("max by (job_name) "
+                            "(firegrid_timescale_job_last_success_timestamp_seconds > 0) * 1000",
+                            "{{job_name}}").ref_id("A"))
+        .unit("dateTimeFromNow").graph_mode(cm.BigValueGraphMode.NONE)
+        .reduce_options(cb.ReduceDataOptions().calcs(["lastNotNull"])),
+        12, 8, "When each TimescaleDB job last succeeded (jobs that never did are left out: "
+        "see the failures). Over two days ago: FiregridTimescaleJobStale."))
 
     d.with_row(dash.Row("告警核心 Alert core"))
     d.with_panel(_series("告警 Alerts and incidents", [

@@ -45,3 +45,14 @@ ROLLUP_DAYS = Counter(
     "firegrid_rollup_days_total",
     "Days recomputed by the rollup, by phase: backfill (history never computed), settle (the"
     " daily pass over days late readings can change), live (yesterday and today)", ["phase"])
+
+# TimescaleDB's background jobs (compression, retention, the aggregate's refresh), read by the
+# monitor's check from timescaledb_information; no series on plain PostgreSQL. `job_name` (not
+# `job`: Prometheus's own target label) is the job's procedure and table
+# (policy_retention/readings): a handful, bounded.
+TIMESCALE_JOB_LAST_SUCCESS = Gauge(
+    "firegrid_timescale_job_last_success_timestamp_seconds",
+    "Unix time of the TimescaleDB job's last successful run (0: never)", ["job_name"])
+TIMESCALE_JOB_FAILURES = Gauge(
+    "firegrid_timescale_job_consecutive_failures",
+    "Runs of the TimescaleDB job that failed since its last success (job_errors)", ["job_name"])

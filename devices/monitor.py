@@ -29,6 +29,11 @@ Rules the statements keep:
 - A ticket goes to a field technician covering the building's grid, else its community,
   else its street (lowest id first), or to nobody when there is none.
 
+On TimescaleDB each check also exports its background jobs' health (last success,
+consecutive failures: runtime.timescale.job_metrics), which nothing else watches: a job that
+fails keeps failing quietly, with backoff, and compression, retention or the aggregate's
+refresh stop.
+
 run_monitor() also keeps the daily readings rollup (devices/rollup.py) up to date every
 devices.rollup_interval_s, in a thread of its own.
 """
@@ -46,6 +51,7 @@ import psycopg
 from prometheus_client import Counter
 
 from devices import metrics, rollup
+from runtime import timescale
 from runtime.db import classify, connect
 from runtime.errors import UnavailableError
 from runtime.settings import DevicesSettings, Settings
@@ -195,6 +201,7 @@ def check(conn: psycopg.Connection, now: datetime, settings: DevicesSettings) ->
         metrics.TICKETS_CLOSED.labels(reason).inc(n)
     metrics.QUARANTINE_UNCLAIMED.set(unclaimed)
     _export_communities(report.communities)
+    _export_jobs(timescale.job_metrics(conn))
     metrics.OFFLINE_PAUSED.set(int(report.offline_paused))
     metrics.MONITOR_RUNS.inc()
     return report
@@ -223,6 +230,24 @@ def _export_communities(communities: dict[tuple[str, str], tuple[int, int]]) -> 
             metrics.COMMUNITY_ONLINE.remove(*labels)
         _exported.clear()
         _exported.update(communities)
+
+
+_exported_jobs: set[str] = set()
+
+
+def _export_jobs(jobs: list[timescale.JobHealth]) -> None:
+    """As _export_communities: a job that is gone (a policy replaced or removed) loses its
+    series."""
+    with _exported_lock:
+        for job in jobs:
+            metrics.TIMESCALE_JOB_LAST_SUCCESS.labels(job.job).set(job.last_success)
+            metrics.TIMESCALE_JOB_FAILURES.labels(job.job).set(job.consecutive_failures)
+        names = {job.job for job in jobs}
+        for name in _exported_jobs - names:
+            metrics.TIMESCALE_JOB_LAST_SUCCESS.remove(name)
+            metrics.TIMESCALE_JOB_FAILURES.remove(name)
+        _exported_jobs.clear()
+        _exported_jobs.update(names)
 
 
 def _utcnow() -> datetime:

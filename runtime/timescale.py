@@ -11,6 +11,7 @@ against a real TimescaleDB outside CI.
 from __future__ import annotations
 
 import logging
+from typing import NamedTuple
 
 import psycopg
 
@@ -79,6 +80,40 @@ def job_health(conn: psycopg.Connection) -> list[tuple[int, str, str, str | None
         " FROM timescaledb_information.jobs j"
         " LEFT JOIN timescaledb_information.job_stats s ON s.job_id = j.job_id"
         " ORDER BY j.job_id").fetchall()]
+
+
+class JobHealth(NamedTuple):
+    """A TimescaleDB background job as the maintenance monitor exports it."""
+
+    job: str                   # proc_name, and "/table" for a policy: a bounded label
+    last_success: float        # Unix time of the last successful finish; 0: never
+    consecutive_failures: int  # failed runs since then (job_errors)
+
+
+def job_metrics(conn: psycopg.Connection) -> list[JobHealth]:
+    """Every background job's last success and the failures since, from the documented
+    timescaledb_information views (jobs, job_stats, job_errors); [] on plain PostgreSQL.
+    Stats only move when the scheduler runs a job: a foreground CALL run_job does not
+    record them. Two jobs with one name (custom jobs) give the worse of the two."""
+    if installed_version(conn) is None:
+        return []
+    worst: dict[str, JobHealth] = {}
+    for job, success, failures in conn.execute(
+            "SELECT j.proc_name || coalesce('/' || j.hypertable_name, ''),"
+            " CASE WHEN isfinite(s.last_successful_finish)"
+            "  THEN extract(epoch FROM s.last_successful_finish)::float8 ELSE 0 END,"
+            " (SELECT count(*) FROM timescaledb_information.job_errors e"
+            "  WHERE e.job_id = j.job_id"
+            "  AND e.start_time > coalesce(s.last_successful_finish, '-infinity'))"
+            " FROM timescaledb_information.jobs j"
+            " LEFT JOIN timescaledb_information.job_stats s ON s.job_id = j.job_id"
+            " ORDER BY j.job_id").fetchall():
+        health = JobHealth(str(job), float(success), int(failures))
+        seen = worst.get(health.job)
+        if seen is None or (health.consecutive_failures, -health.last_success) > (
+                seen.consecutive_failures, -seen.last_success):
+            worst[health.job] = health
+    return list(worst.values())
 
 
 def available_version(conn: psycopg.Connection) -> tuple[int, ...] | None:
