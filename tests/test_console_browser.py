@@ -10,6 +10,7 @@ leaves them alone)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Iterator
@@ -60,6 +61,7 @@ class Console:
     publisher: Publisher
     settings: Settings
     browser: Browser
+    server: LiveApi
     errors: list = field(default_factory=list)
 
     def page(self, device: dict) -> Page:
@@ -101,11 +103,12 @@ ack_timeout_s = 3600
 @contextmanager
 def duty_console(db, make_settings, uid, roles: dict[str, str],
                  rules: Path | None = None,
-                 buildings: dict[str, tuple[str, ...]] | None = None) -> Iterator[Console]:
+                 buildings: dict[str, tuple[str, ...]] | None = None,
+                 core: bool = True) -> Iterator[Console]:
     """The ward of tests/alert_support.py, the real alert core on the broker, the real API,
     a token per worker in `roles` and Debian's Chromium; all stopped afterwards. `rules`:
     a rules file for the alert core instead of the default; `buildings`: more buildings
-    of grid G1 (more_buildings)."""
+    of grid G1 (more_buildings); `core=False`: no alert core (nothing escalates)."""
     build_ward(db, around=datetime.now(UTC))
     if buildings:
         more_buildings(db, buildings)
@@ -114,7 +117,7 @@ def duty_console(db, make_settings, uid, roles: dict[str, str],
     tokens = {w: create_token(db, f"{w}-phone", role, w) for w, role in roles.items()}
     expect.set_options(timeout=WAIT_MS)
 
-    core = ThreadedAlerts(settings).start()
+    alerts = ThreadedAlerts(settings).start() if core else None
     api = LiveApi(settings).start()
     publisher = Publisher(settings.mqtt.host, settings.mqtt.port, f"sim-{uid}")
     try:
@@ -122,7 +125,7 @@ def duty_console(db, make_settings, uid, roles: dict[str, str],
             chromium = required_tool(CHROMIUM, "apt-get install chromium (./dev test does)")
             browser = p.chromium.launch(executable_path=chromium, args=ARGS)
             try:
-                console = Console(api.url, tokens, publisher, settings, browser)
+                console = Console(api.url, tokens, publisher, settings, browser, api)
                 yield console
                 assert not console.errors, console.errors
             finally:
@@ -130,7 +133,8 @@ def duty_console(db, make_settings, uid, roles: dict[str, str],
     finally:
         publisher.close()
         api.stop()
-        core.stop()
+        if alerts is not None:
+            alerts.stop()
 
 
 def resolve_on_phone(page, cause: str, note: str) -> None:
@@ -262,7 +266,7 @@ def test_a_resolved_incident_looked_back_at_and_reopened(db, make_settings, uid)
         first = cards(street).first
         expect(first).to_have_attribute("data-state", "resolved")
         expect(first).to_contain_text("B1 Shuiwei Rd")
-        expect(first.locator(".cause")).to_have_text("烹饪油烟 / 水汽")
+        expect(first.locator(".cause")).to_have_text("烹饪油烟 / 水汽 Cooking smoke / steam")
         expect(first.locator(".resolved-by")).to_have_text("gw1-phone")
         expect(officer.locator("#open-count")).to_have_text("0")
 
@@ -272,7 +276,8 @@ def test_a_resolved_incident_looked_back_at_and_reopened(db, make_settings, uid)
             "aria-selected", "true")
         looked_back = cards(officer)
         expect(looked_back).to_have_count(1)
-        expect(looked_back.first.locator(".cause")).to_have_text("烹饪油烟 / 水汽")
+        expect(looked_back.first.locator(".cause")).to_have_text(
+            "烹饪油烟 / 水汽 Cooking smoke / steam")
         expect(looked_back.first.locator(".resolved-by")).to_have_text("gw1-phone")
         expect(officer.locator("#summary")).to_be_hidden()
 
@@ -285,12 +290,15 @@ def test_a_resolved_incident_looked_back_at_and_reopened(db, make_settings, uid)
         # The resolved one in detail: the feedback, and the form to reopen it.
         looked_back.first.locator(".open").click()
         detail = officer.locator("#detail-card")
-        expect(detail.locator(".cause")).to_have_text("烹饪油烟 / 水汽")
+        expect(detail.locator(".cause")).to_have_text("烹饪油烟 / 水汽 Cooking smoke / steam")
         expect(detail.locator(".note")).to_have_text(steam)
         expect(detail.locator(".resolved-by")).to_have_text("gw1-phone")
         expect(officer.locator("#resolve-form")).to_be_hidden()
         officer.fill("#reopen-note", why)
         officer.click("#reopen-form button[type=submit]")
+        # The API's refusal, in Chinese first, then its own words naming the incident.
+        expect(officer.locator("#reopen-error")).to_contain_text(
+            "操作失败：同一建筑已有另一起未处置的警情，请先处置该警情")
         expect(officer.locator("#reopen-error")).to_contain_text(
             "is open for the same building and hazard")
         expect(detail.locator("article")).to_have_attribute("data-state", "resolved")
@@ -311,11 +319,11 @@ def test_a_resolved_incident_looked_back_at_and_reopened(db, make_settings, uid)
         expect(cards(worker)).to_have_count(1)
         expect(cards(worker).first).to_contain_text("B1 Shuiwei Rd")
         expect(cards(street)).to_have_count(1)
-        expect(cards(street).first.locator(".cause")).to_have_text("灰尘 / 虫子")
+        expect(cards(street).first.locator(".cause")).to_have_text("灰尘 / 虫子 Dust / insects")
         # Read afresh (not from events), gw1's own Resolved view agrees.
         worker.click('#views [data-view="resolved"]')
         expect(cards(worker)).to_have_count(1)
-        expect(cards(worker).first.locator(".cause")).to_have_text("灰尘 / 虫子")
+        expect(cards(worker).first.locator(".cause")).to_have_text("灰尘 / 虫子 Dust / insects")
         street.click("#lang")
         expect(street.locator('#views [data-view="resolved"]')).to_have_text("Resolved (24 h)")
         expect(cards(street).first.locator(".cause")).to_have_text("Dust / insects")
@@ -487,3 +495,77 @@ def test_a_page_rings_once_until_acknowledged_with_sound_and_a_notification(
         expect(body).to_have_attribute("data-alarm", "quiet")
     assert db.execute("SELECT state, acknowledged_by FROM incidents WHERE building_id = 'B1'"
                       ).fetchone() == ("acknowledged", "api:gw1-phone")
+
+
+def incident_at(db, building: str, severity: str, alerts: list[tuple[str, str]],
+                escalate_in_s: int) -> int:
+    """An incident as the alert core leaves it after its first rung, written directly (no
+    alert core runs): paged, its next rung due in `escalate_in_s` (negative: overdue)."""
+    (incident,) = db.execute(
+        "INSERT INTO incidents (building_id, hazard, severity, state, opened_at, last_alert_at,"
+        " alert_count, ladder, rung, step, escalate_at, notified_at)"
+        " VALUES (%s, 'fire', %s, 'notified', now() - interval '2 minutes', now(), %s, %s, 0,"
+        " 1, now() + make_interval(secs => %s), now() - interval '2 minutes') RETURNING id",
+        [building, severity, len(alerts), severity, escalate_in_s]).fetchone()
+    for seq, (device, rule) in enumerate(alerts):
+        db.execute("INSERT INTO alerts (device_id, ts, seq, rule, device_kind, building_id,"
+                   " incident_id, received_at, muted) VALUES (%s, now(), %s, %s, 'x', %s, %s,"
+                   " now(), false)", [device, seq, rule, building, incident])
+    db.execute("INSERT INTO incident_log (incident_id, at, actor, action, from_state, to_state,"
+               " detail) VALUES (%s, now(), 'escalator', 'notified', 'raised', 'notified',"
+               " %s)", [incident, json.dumps({"ladder": severity, "rung": 0, "step": 1,
+                                             "roles": ["grid_worker"], "workers": ["gw1"]})])
+    return incident
+
+
+def test_words_acknowledge_and_confirmed_fire_rules_in_chinese_and_no_false_live(
+        db, make_settings, uid):
+    """接警 (acknowledge) and 确认火警 (confirmed fire) are different words; rule names read
+    in Chinese with English second; with no alert core escalating, the screen stops saying
+    实时 and shows the overdue rung instead of a countdown stuck at 0:00; cut off from the
+    server, it shows no countdown at all."""
+    roles = {"gw1": "grid_worker", "cd1": "community_duty"}
+    with duty_console(db, make_settings, uid, roles, core=False) as c:
+        worker = c.open(PHONE, "gw1")
+        officer = c.open(DESK, "cd1")
+        fire = incident_at(db, "B1", "confirmed",
+                           [("SD-1", "smoke_alarm"), ("CAM-1", "camera_fire")], 3600)
+        mine = cards(worker)
+        expect(mine).to_have_count(1)
+        expect(mine.first.locator(".badge.sev-confirmed")).to_have_text("确认火警")
+        expect(mine.first.locator('button[data-act="acknowledge"]')).to_have_text("接警")
+        expect(mine.first.locator(".timer[data-countdown]")).to_have_attribute(
+            "data-countdown", "running")
+        expect(worker.locator("#live")).to_have_text("实时")
+        mine.first.locator('button[data-act="acknowledge"]').click()
+        expect(mine.first.locator(".badge.state")).to_have_text("已接警")
+        expect(mine.first.locator("dt").nth(1)).to_have_text("接警")
+        mine.first.locator(".open").click()
+        expect(worker.locator("#alerts")).to_contain_text("烟感报警 smoke alarm")
+        expect(worker.locator("#alerts")).to_contain_text("摄像头识别明火 camera: fire")
+        expect(worker.locator("#log")).to_contain_text("接警 · gw1-phone")
+        worker.click("#back")
+
+        # A warning whose next rung is a minute overdue: nothing is escalating.
+        incident_at(db, "B3", "warning", [("SD-4", "smoke_alarm")], -60)
+        expect(cards(officer)).to_have_count(2)
+        late = officer.locator("article.card", has_text="B3 Shuiwei Rd")
+        expect(late.locator(".escalation .timer")).to_have_attribute("data-countdown", "overdue")
+        expect(late.locator(".escalation")).to_contain_text("升级已逾期")
+        expect(late.locator(".escalation")).not_to_contain_text("后升级")
+        live = officer.locator("#live")
+        expect(live).to_have_attribute("data-core", "stalled")
+        expect(live).to_have_text("告警服务无响应")
+        shoot(officer, "officer-stalled")
+        # gw1 sees only B1, acknowledged: nothing overdue there.
+        expect(worker.locator("#live")).to_have_text("实时")
+
+        # The feed loses the database (the API's listener stops, as when PostgreSQL is
+        # away): no countdown claims to run.
+        c.server.hub.close()
+        expect(live).to_have_attribute("data-live", "off")
+        expect(live).to_have_text("重连中")
+        expect(late.locator(".escalation .timer")).to_have_attribute("data-countdown", "unknown")
+        expect(late.locator(".escalation")).to_contain_text("未连接，升级时间未知")
+    assert db.execute("SELECT state FROM incidents WHERE id = %s", [fire]).fetchone() == (
+        "acknowledged",)

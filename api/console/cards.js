@@ -2,7 +2,7 @@
 // An open incident's card is about time (how long it has waited, when the next rung pages
 // someone higher up); a resolved one's is the closed loop's feedback (cause, who, note).
 
-import { t } from "./i18n.js";
+import { both, t } from "./i18n.js";
 import { clock, el, span, timer } from "./ui.js";
 
 export const late = (i) => i.escalation.exhausted || (i.escalation.last_notified_rung ?? 0) > 0;
@@ -97,7 +97,7 @@ function resolvedFacts(i, inDetail) {
     inDetail ? fact("arrive_t", el("dd", { class: "t-arrive" }, stepTimer(i, i.arrive_s))) : null,
     fact("resolved_at", el("dd", { class: "resolved-at" }, clock(i.resolved_at), " · ",
                            timer("from", i.resolved_at))),
-    fact("cause", el("dd", { class: "cause", text: i.cause ? t(i.cause) : "—" })),
+    fact("cause", el("dd", { class: "cause", text: i.cause ? both(i.cause) : "—" })),
     fact("resolved_by", el("dd", { class: "resolved-by", text: person(i.resolved_by) || "—" })),
     inDetail ? fact("note_t", el("dd", { class: "note", text: i.note || "—" })) : null,
   ];

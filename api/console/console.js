@@ -14,8 +14,8 @@
 // state, the server, the screens.
 
 import * as alarm from "./alarm.js";
-import { lang, setLang, t } from "./i18n.js";
-import { $, clock, el, now, setSkew } from "./ui.js";
+import { both, lang, setLang, t, TEXT } from "./i18n.js";
+import { $, clock, el, now, OVERDUE_S, redrawTimers, setSkew } from "./ui.js";
 import { card, late, person, waitingAck, worstFirst } from "./cards.js";
 
 const HEADER = { "X-Firegrid-Console": "1" };
@@ -45,7 +45,12 @@ async function api(path, { method = "GET", body } = {}) {
     init.headers["Content-Type"] = "application/json";
     init.body = JSON.stringify(body);
   }
-  const r = await fetch(path, init);
+  let r;
+  try {
+    r = await fetch(path, init);
+  } catch (e) {
+    throw new ApiError(0, e.message);       // no answer at all: the network
+  }
   if (r.status === 204) return null;
   const data = await r.json().catch(() => ({}));
   if (!r.ok) {
@@ -55,6 +60,20 @@ async function api(path, { method = "GET", body } = {}) {
     throw new ApiError(r.status, msg || r.statusText);
   }
   return data;
+}
+
+// The API words its refusals in English; people read them in Chinese first, with the API's
+// own words after them (they name the incident in the way).
+function refusal(e) {
+  const msg = e.message || "";
+  if (lang === "en") return t("failed", { msg });
+  const key = e.status === 0 ? "e_network"
+    : /open for the same building and hazard/.test(msg) ? "e_reopen_held"
+      : /only a resolved incident can be reopened/.test(msg) ? "e_reopen_open"
+        : /reopen it first/.test(msg) ? "e_resolved"
+          : /is already resolved/.test(msg) ? "e_already_resolved"
+            : TEXT.zh[`e_${e.status}`] ? `e_${e.status}` : e.status >= 500 ? "e_500" : null;
+  return t("failed", { msg: key ? `${t(key)}（${msg}）` : msg });
 }
 
 async function readAll(query) {
@@ -135,7 +154,7 @@ function renderStatic() {
   const cause = $("cause");
   const chosen = cause.value;
   cause.replaceChildren(el("option", { value: "", text: "—" }),
-    ...(state.me?.causes || []).map((c) => el("option", { value: c, text: t(c) })));
+    ...(state.me?.causes || []).map((c) => el("option", { value: c, text: both(c) })));
   cause.value = chosen;
 }
 
@@ -148,8 +167,28 @@ function render() {
 function setLive(mode) {
   const live = $("live");
   live.dataset.live = mode;
-  live.textContent = t(mode === "on" ? "live_on" : mode === "off" ? "live_off" : "connecting");
+  renderLive();
+  redrawTimers();
 }
+
+// "实时" only while it is true: the feed is connected, and no rung is overdue (an overdue
+// rung means no alert core is escalating, so the screen is not following the alarm).
+function stalled() {
+  const late = now() - OVERDUE_S * 1000;
+  return [...state.incidents.values()].some((i) =>
+    i.escalation.escalate_at && Date.parse(i.escalation.escalate_at) < late);
+}
+
+function renderLive() {
+  const live = $("live");
+  const mode = live.dataset.live;
+  const core = mode === "on" && state.me && stalled() ? "stalled" : "ok";
+  live.dataset.core = core;
+  live.textContent = t(core === "stalled" ? "core_stalled" : mode === "on" ? "live_on"
+    : mode === "off" ? "live_off" : "connecting");
+}
+
+setInterval(renderLive, 1000);
 
 // --- screens ----------------------------------------------------------------------------
 
@@ -293,7 +332,7 @@ async function perform(id, act, button) {
     onIncident(done);
     if (state.detail?.id === id) { state.detail = done; renderDetail(); }
   } catch (e) {
-    alert(t("failed", { msg: e.message }));
+    alert(refusal(e));
   } finally {
     button.disabled = false;
   }
@@ -335,8 +374,9 @@ function renderDetail() {
   $("reopen-form").hidden = !state.me?.can_act || !resolved;
   $("alerts").replaceChildren(...i.alerts.map((a) => el("li", {},
     el("time", { text: clock(a.received_at) }),
-    [a.device_id, a.floor !== null ? t("floor", { n: a.floor }) : null, a.location, a.rule,
-     a.muted ? "(muted)" : null].filter(Boolean).join(" · "))));
+    [a.device_id, a.floor !== null ? t("floor", { n: a.floor }) : null, a.location,
+     TEXT.zh[`rule_${a.rule}`] ? both(`rule_${a.rule}`) : a.rule,
+     a.muted ? t("muted_alert") : null].filter(Boolean).join(" · "))));
   $("log").replaceChildren(...i.log.map((l) => el("li", {},
     el("time", { text: clock(l.at) }),
     `${t(`a_${l.action}`)} · ${person(l.actor)}`, l.detail?.note ? ` · ${l.detail.note}` : "")));
@@ -352,7 +392,7 @@ async function submit(ev, errorLine, path, body) {
     onIncident(done);
     return done;
   } catch (e) {
-    $(errorLine).textContent = t("failed", { msg: e.message });
+    $(errorLine).textContent = refusal(e);
     return null;
   } finally {
     button.disabled = false;
@@ -389,7 +429,7 @@ async function login(token) {
     $("token").value = "";
     await start(me);
   } catch (e) {
-    $("login-error").textContent = e.status === 401 ? t("bad_token") : e.message;
+    $("login-error").textContent = e.status === 401 ? t("bad_token") : refusal(e);
   }
 }
 

@@ -9,12 +9,12 @@ export const TEXT = {
     bad_token: "令牌无效或已作废，请联系管理员。", session_over: "登录已过期，请重新登录。",
     empty: "没有未处置的警情", back: "‹ 返回列表", resolve_title: "处置完毕", cause: "原因",
     note: "处置说明", resolve_submit: "提交处置结果", alerts: "报警", log: "处置记录",
-    acknowledge: "确认接警", arrive: "已到场", resolve: "处置…",
-    opened: "发生", ack: "确认", arrive_t: "到场", escalation: "升级",
-    who_has: "负责人", next_rung: "{t} 后升级", exhausted: "已升级到最高级，无人确认",
+    acknowledge: "接警", arrive: "已到场", resolve: "处置…",
+    opened: "发生", ack: "接警", arrive_t: "到场", escalation: "升级",
+    who_has: "负责人", next_rung: "{t} 后升级", exhausted: "已升级到最高级，无人接警",
     stopped: "已停止升级", not_yet: "未开始", ago: "{t} 前", waiting: "等待 {t}",
     rung: "第 {n} 级：{roles}", none_paged: "尚未通知任何人",
-    open_n: "未处置", unacked_n: "未确认", escalated_n: "已升级", confirmed_n: "确认火警",
+    open_n: "未处置", unacked_n: "未接警", escalated_n: "已升级", confirmed_n: "确认火警",
     alerts_n: "{n} 次报警", floor: "{n} 层", you: "{name}（{role}）· {areas}",
     all_areas: "全部区域", failed: "操作失败：{msg}", note_needed: "请填写处置说明",
     view_open: "未处置", view_resolved: "近24小时已处置", loading: "加载中…",
@@ -24,18 +24,29 @@ export const TEXT = {
     reopen_hint: "误处置时使用。重新打开后立即重新通知并开始升级。",
     reopen_needed: "请填写重新打开的原因",
     sev_warning: "火警预警", sev_confirmed: "确认火警",
-    st_raised: "新警情", st_notified: "已通知", st_acknowledged: "已确认", st_on_site: "已到场",
+    st_raised: "新警情", st_notified: "已通知", st_acknowledged: "已接警", st_on_site: "已到场",
     st_resolved: "已处置",
     real_fire: "真实火情", cooking_steam: "烹饪油烟 / 水汽", dust_insects: "灰尘 / 虫子",
     device_fault: "设备故障", test_drill: "测试 / 演练",
     grid_worker: "网格员", grid_leader: "网格长", community_duty: "社区值班",
     street_duty: "街道值班", field_technician: "维保人员", admin: "管理员",
     grid: "网格", community: "社区", street: "街道",
-    a_raised: "报警立案", a_confirmed: "火警确认", a_notified: "已通知", a_skipped: "跳过（无人在岗）",
-    a_exhausted: "升级到底", a_forwarded: "已转 119", a_acknowledged: "确认接警",
+    a_raised: "报警立案", a_confirmed: "确认火警", a_notified: "已通知", a_skipped: "跳过（无人在岗）",
+    a_exhausted: "升级到底", a_forwarded: "已转 119", a_acknowledged: "接警",
     a_on_site: "到场", a_resolved: "处置完毕", a_reopened: "重新打开",
     sound_off: "声音已关闭，点此开启 · sound is off: tap to enable",
     ring_waiting: "{n} 起警情等待接警", ring_body: "{address}：请立即接警并到场",
+    rule_smoke_alarm: "烟感报警", rule_camera_smoke: "摄像头识别烟雾",
+    rule_camera_fire: "摄像头识别明火", rule_high_temperature: "温度过高",
+    rule_rate_of_rise: "温度骤升", muted_alert: "（静默期内）",
+    overdue: "升级已逾期 {t}", no_timer: "未连接，升级时间未知",
+    core_stalled: "告警服务无响应",
+    e_reopen_held: "同一建筑已有另一起未处置的警情，请先处置该警情",
+    e_reopen_open: "该警情尚未处置，无需重新打开", e_resolved: "该警情已处置，请先重新打开",
+    e_already_resolved: "该警情已被处置", e_404: "警情不存在或不在您的辖区",
+    e_403: "您的角色不能执行此操作", e_409: "与警情当前状态冲突", e_422: "输入有误",
+    e_503: "服务暂时不可用，请稍后重试", e_500: "服务器出错，请稍后重试",
+    e_network: "无法连接服务器，请检查网络",
   },
   en: {
     title: "firegrid duty console", connecting: "connecting", live_on: "live",
@@ -73,6 +84,12 @@ export const TEXT = {
     a_on_site: "on site", a_resolved: "resolved", a_reopened: "reopened",
     sound_off: "Sound is off: tap to enable · 声音已关闭，点此开启",
     ring_waiting: "{n} waiting for acknowledgement", ring_body: "{address}: acknowledge and go now",
+    rule_smoke_alarm: "smoke alarm", rule_camera_smoke: "camera: smoke",
+    rule_camera_fire: "camera: fire", rule_high_temperature: "high temperature",
+    rule_rate_of_rise: "temperature rising fast", muted_alert: "(in a silence)",
+    overdue: "escalation overdue by {t}", no_timer: "not connected: next rung unknown",
+    core_stalled: "alert core not responding",
+    e_network: "cannot reach the server: check the network",
   },
 };
 
@@ -82,6 +99,13 @@ export let lang = localStorage.getItem("fg-lang") === "en" ? "en" : "zh";
 export function setLang(value) {
   lang = value;
   localStorage.setItem("fg-lang", value);
+}
+
+// Chinese with English second, for what people read in both (rule names, causes): in the
+// Chinese view "烟感报警 smoke alarm", in the English one only the English.
+export function both(key) {
+  const en = TEXT.en[key];
+  return lang === "zh" && en ? `${TEXT.zh[key]} ${en}` : t(key);
 }
 
 export function t(key, vars = {}) {

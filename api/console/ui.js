@@ -43,13 +43,27 @@ export function timer(kind, iso, label = null) {
   return node;
 }
 
+// The escalator fires a due rung within a second or two; a timer this far past its time
+// means no alert core is escalating (stopped, or cut off from the database).
+export const OVERDUE_S = 15;
+export const liveNow = () => document.getElementById("live")?.dataset.live === "on";
+
 function drawTimer(node) {
   if (node.dataset.from) {
     const s = (now() - Date.parse(node.dataset.from)) / 1000;
     node.textContent = t(node.dataset.label || "ago", { t: span(s) });
   } else if (node.dataset.to) {
-    node.textContent = t("next_rung", { t: span((Date.parse(node.dataset.to) - now()) / 1000) });
+    // A countdown is shown only while it means something: not while this page is cut off
+    // from the server, nor once the rung is overdue (nothing escalates: say so).
+    const left = (Date.parse(node.dataset.to) - now()) / 1000;
+    const state = !liveNow() ? "unknown" : left < -OVERDUE_S ? "overdue" : "running";
+    node.dataset.countdown = state;
+    node.textContent = state === "unknown" ? t("no_timer")
+      : state === "overdue" ? t("overdue", { t: span(-left) })
+        : t("next_rung", { t: span(left) });
   }
 }
 
-setInterval(() => document.querySelectorAll(".timer").forEach(drawTimer), 1000);
+export const redrawTimers = () => document.querySelectorAll(".timer").forEach(drawTimer);
+
+setInterval(redrawTimers, 1000);
