@@ -30,7 +30,7 @@ import csv
 import io
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -186,6 +186,16 @@ class Plan:
         return ", ".join(f"{n} {name}" for name, n in self.counts().items() if n)
 
 
+# What a long import is doing, for a progress display: (step, done, total). The steps are
+# labelled for people: "读取 reading devices.csv", "核对密码 verifying passwords",
+# "生成密码 hashing passwords", "写入 writing".
+Progress = Callable[[str, int, int], None]
+
+
+def _quiet(step: str, done: int, total: int) -> None:
+    pass
+
+
 @dataclass
 class ImportResult:
     plan: Plan
@@ -195,15 +205,16 @@ class ImportResult:
 
 def run_import(conn: psycopg.Connection, broker: BrokerAuth, files: Iterable[Path], *,
                actor: str, iterations: int, dry_run: bool = False,
-               credentials_out: Path | None = None, tz: str = "Asia/Shanghai") -> ImportResult:
+               credentials_out: Path | None = None, tz: str = "Asia/Shanghai",
+               progress: Progress = _quiet) -> ImportResult:
     """Check every file; then write everything in one transaction, or raise ImportRejected
-    with every problem and write nothing."""
+    with every problem and write nothing. `progress` hears how far each step is."""
     plan = Plan()
     zone = ZoneInfo(tz)
     for path in files:
-        _read(Path(path), plan, zone)
+        _read(Path(path), plan, zone, progress)
     _check_references(conn, plan)
-    _drop_unchanged(conn, plan, iterations)
+    _drop_unchanged(conn, plan, iterations, progress)
     needs_password = [r for r in plan.devices.values() if not r.record.password]
     if needs_password and not dry_run and credentials_out is None:
         plan.problems.append(Problem("(command line)", 0, "--credentials-out",
@@ -219,9 +230,19 @@ def run_import(conn: psycopg.Connection, broker: BrokerAuth, files: Iterable[Pat
         return ImportResult(plan, written=False)
 
     devices = [r.record for r in plan.devices.values()]
+
+    def hashing(done: int, total: int) -> None:
+        progress("生成密码 hashing passwords", done, total)
+
+    def write(conn: psycopg.Connection) -> None:
+        # The broker's accounts follow, in the same step: one transaction, no inner count.
+        progress("写入 writing", 0, 1)
+        _write_registry(conn, plan)
+
     if not needs_password:
-        registry.provision(conn, broker, devices, actor, iterations,
-                           before=lambda c: _write_registry(c, plan))
+        registry.provision(conn, broker, devices, actor, iterations, before=write,
+                           progress=hashing)
+        progress("写入 writing", 1, 1)
         return ImportResult(plan, written=True)
     assert credentials_out is not None  # without it the import was refused above
     # The generated passwords go to disk before COMMIT, so a crash between the two can
@@ -231,8 +252,9 @@ def run_import(conn: psycopg.Connection, broker: BrokerAuth, files: Iterable[Pat
     pending = _write_credentials(credentials_out.with_name(credentials_out.name + ".partial"),
                                  devices)
     try:
-        registry.provision(conn, broker, devices, actor, iterations,
-                           before=lambda c: _write_registry(c, plan))
+        registry.provision(conn, broker, devices, actor, iterations, before=write,
+                           progress=hashing)
+        progress("写入 writing", 1, 1)
     except Unconfirmed:
         # The devices may be registered: their passwords must stay.
         pending.replace(credentials_out)
@@ -295,7 +317,7 @@ def decode(data: bytes) -> str:
             raise utf8 from None
 
 
-def _read(path: Path, plan: Plan, zone: ZoneInfo) -> None:
+def _read(path: Path, plan: Plan, zone: ZoneInfo, progress: Progress = _quiet) -> None:
     name = path.name
     try:
         text = decode(path.read_bytes())
@@ -307,6 +329,8 @@ def _read(path: Path, plan: Plan, zone: ZoneInfo) -> None:
     except OSError as exc:
         plan.problems.append(Problem(name, 0, "(file)", f"cannot read: {exc}"))
         return
+    step, lines = f"读取 reading {name}", max(text.count("\n"), 1)
+    progress(step, 0, lines)
     try:
         with io.StringIO(text, newline="") as handle:
             reader = csv.DictReader(handle)
@@ -332,6 +356,8 @@ def _read(path: Path, plan: Plan, zone: ZoneInfo) -> None:
             reader.fieldnames = header
             for row in reader:
                 line = reader.line_num
+                if line % 1000 == 0:
+                    progress(step, line, lines)
                 if None in row:
                     plan.problems.append(Problem(name, line, "(row)",
                                                  "more fields than the header"))
@@ -345,6 +371,7 @@ def _read(path: Path, plan: Plan, zone: ZoneInfo) -> None:
                 _READERS[kind](plan, name, line, values, zone)
     except csv.Error as exc:
         plan.problems.append(Problem(name, 0, "(file)", f"cannot read: {exc}"))
+    progress(step, lines, lines)
 
 
 def _kind_of(header: list[str]) -> str | None:
@@ -555,7 +582,8 @@ _DEVICE_FIELDS = ("kind", "building_id", "floor", "location", "model", "firmware
                   "heartbeat_s", "installed_at")
 
 
-def _drop_unchanged(conn: psycopg.Connection, plan: Plan, iterations: int) -> None:
+def _drop_unchanged(conn: psycopg.Connection, plan: Plan, iterations: int,
+                    progress: Progress = _quiet) -> None:
     """Take out of the plan every row the registry holds as it is, counting it in
     plan.unchanged; a registered device whose row differs becomes a problem. Each row is
     compared on what writing it would change (registry.upsert's `update` columns)."""
@@ -572,7 +600,7 @@ def _drop_unchanged(conn: psycopg.Connection, plan: Plan, iterations: int) -> No
                 if ends.get((r.record.worker_id, r.record.starts_at)) != r.record.ends_at]
         plan.unchanged += len(plan.shifts) - len(kept)
         plan.shifts = kept
-    _drop_unchanged_devices(conn, plan, iterations)
+    _drop_unchanged_devices(conn, plan, iterations, progress)
 
 
 def _drop_same(conn: psycopg.Connection, table: str, rows: dict[str, _Row[_Rec]]) -> int:
@@ -611,7 +639,8 @@ def _drop_unchanged_workers(conn: psycopg.Connection, plan: Plan) -> None:
             plan.unchanged += 1
 
 
-def _drop_unchanged_devices(conn: psycopg.Connection, plan: Plan, iterations: int) -> None:
+def _drop_unchanged_devices(conn: psycopg.Connection, plan: Plan, iterations: int,
+                            progress: Progress) -> None:
     if not plan.devices:
         return
     stored = {r[0]: r[1:] for r in conn.execute(
@@ -635,12 +664,14 @@ def _drop_unchanged_devices(conn: psycopg.Connection, plan: Plan, iterations: in
             same.append((row, digest, salt))
     # A password in the file must be the one the device has: otherwise it is a rotation.
     with_password = [t for t in same if t[0].record.password]
-    if len(with_password) > 64:
-        with ThreadPoolExecutor() as pool:   # PBKDF2 releases the GIL
-            verified = list(pool.map(lambda t: _verifies(t, iterations), with_password,
-                                     chunksize=256))
-    else:
-        verified = [_verifies(t, iterations) for t in with_password]
+    verified: list[bool] = []
+    # As many PBKDF2s as the first import made: threads (PBKDF2 releases the GIL), each
+    # taking 256 at a time (a thread pool's map has no chunks of its own).
+    chunks = [with_password[i:i + 256] for i in range(0, len(with_password), 256)]
+    with ThreadPoolExecutor() as pool:
+        for oks in pool.map(lambda chunk: [_verifies(t, iterations) for t in chunk], chunks):
+            verified += oks
+            progress("核对密码 verifying passwords", len(verified), len(with_password))
     wrong = {t[0].record.id for t, ok in zip(with_password, verified, strict=True) if not ok}
     for row, _, _ in same:
         if row.record.id in wrong:

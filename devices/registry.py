@@ -139,28 +139,40 @@ _DEVICE_COLS = ("id", "kind", "model", "firmware", "building_id", "floor", "loca
                 "gateway_id", "installed_at", "heartbeat_s", "password_hash", "password_salt")
 
 
-def issue_credentials(devices: Sequence[NewDevice], iterations: int
+def issue_credentials(devices: Sequence[NewDevice], iterations: int,
+                      progress: Callable[[int, int], None] | None = None,
                       ) -> tuple[list[DeviceCredentials], list[tuple[str, str]]]:
     """Passwords (given or generated) and their hashes. Hashing is most of the cost of a
-    bulk import; hashlib's PBKDF2 releases the GIL, so threads use every core."""
+    bulk import; hashlib's PBKDF2 releases the GIL, so threads use every core. `progress`
+    hears (hashed, total) every 256 devices and at the end."""
     creds = [DeviceCredentials(d.id, d.kind, d.password or new_password()) for d in devices]
     if len(creds) < 64:
         hashes = [hash_password(c.password, iterations) for c in creds]
     else:
+        hashes = []
+        # 256 to a task: a thread pool's map ignores chunksize, and a future per password
+        # cost more than a tenth of the hashing itself.
+        chunks = [creds[i:i + 256] for i in range(0, len(creds), 256)]
         with ThreadPoolExecutor() as pool:
-            hashes = list(pool.map(lambda c: hash_password(c.password, iterations), creds,
-                                   chunksize=256))
+            for done in pool.map(
+                    lambda chunk: [hash_password(c.password, iterations) for c in chunk], chunks):
+                hashes += done
+                if progress is not None:
+                    progress(len(hashes), len(creds))
+    if progress is not None and creds:
+        progress(len(hashes), len(creds))
     return creds, hashes
 
 
 def provision(conn: psycopg.Connection, broker: BrokerAuth, devices: Sequence[NewDevice],
               actor: str, iterations: int,
               before: Callable[[psycopg.Connection], object] | None = None,
+              progress: Callable[[int, int], None] | None = None,
               ) -> list[DeviceCredentials]:
     """Register devices with fresh credentials, in one transaction with `before` (the CSV
     import writes the hierarchy and people there). Returns the credentials, the only time
     the passwords exist outside the devices themselves."""
-    creds, hashes = issue_credentials(devices, iterations)
+    creds, hashes = issue_credentials(devices, iterations, progress)
     pushed = False
     try:
         with changes(conn, actor):

@@ -9,6 +9,8 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from runtime.errors import FiregridError
@@ -261,11 +263,12 @@ def _devices(args: argparse.Namespace, settings: Settings) -> int:
         else:
             broker = broker_auth(settings)
         try:
-            with db.connect(settings.database, autocommit=True) as conn:
+            with db.connect(settings.database, autocommit=True) as conn, \
+                    _progress() as progress:
                 result = importer.run_import(
                     conn, broker, args.files, actor=args.actor,
                     iterations=settings.broker_auth.hash_iterations, dry_run=args.dry_run,
-                    credentials_out=args.credentials_out, tz=args.tz)
+                    credentials_out=args.credentials_out, tz=args.tz, progress=progress)
         except ImportRejected as exc:
             for line in importer.describe(exc):
                 print(line, file=sys.stderr)
@@ -294,6 +297,33 @@ def _devices(args: argparse.Namespace, settings: Settings) -> int:
         run_monitor(settings, stop)
         return 0
     raise AssertionError(args.devices_command)
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int, int], None]]:
+    """Progress bars, one per step, while a long command works (a street's import takes
+    half a minute): on a terminal only, so logs, pipes and files get the summary alone.
+    The bars go away when the step is done; the command's own lines stay."""
+    if not sys.stdout.isatty():
+        yield lambda step, done, total: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskID,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), transient=True) as bars:
+        tasks: dict[str, TaskID] = {}
+
+        def update(step: str, done: int, total: int) -> None:
+            if step not in tasks:
+                tasks[step] = bars.add_task(step, total=total)
+            bars.update(tasks[step], completed=done, total=total)
+        yield update
 
 
 def _broker(args: argparse.Namespace, settings: Settings) -> int:

@@ -384,3 +384,52 @@ def test_a_file_without_optional_columns_leaves_them_alone(db, tmp_path):
                       ).fetchone() == ("zhangsan", True)
     assert db.execute("SELECT active FROM workers WHERE id = 'W4'").fetchone() == (False,)
     assert count(db, "worker_areas") == 6
+
+
+def test_the_import_reports_each_steps_progress(db, tmp_path):
+    seen: dict[str, list[tuple[int, int]]] = {}
+    importer.run_import(db, NoBrokerAuth(), files(tmp_path), actor="t", iterations=ITER,
+                        credentials_out=tmp_path / "c.csv",
+                        progress=lambda step, done, total: seen.setdefault(step, []).append(
+                            (done, total)))
+    assert list(seen) == ["读取 reading hierarchy.csv", "读取 reading workers.csv",
+                          "读取 reading roster.csv", "读取 reading devices.csv",
+                          "生成密码 hashing passwords", "写入 writing"]
+    for step, calls in seen.items():
+        done, total = calls[-1]
+        assert done == total > 0, step
+    assert seen["生成密码 hashing passwords"][-1] == (4, 4)
+
+
+def test_progress_bars_on_a_terminal_only(db_url, tmp_path):
+    """Under a pseudo-terminal the import draws rich's bars; the summary stays the last
+    line. (Without a terminal the output is the summary alone:
+    test_cli_import_exit_codes_and_report.)"""
+    import pty
+    import subprocess
+    import sys
+    paths = [str(p) for p in files(tmp_path)]
+    env = {**os.environ, "FIREGRID_DATABASE__URL": db_url, "TERM": "xterm-256color",
+           "COLUMNS": "100"}
+    leader, follower = pty.openpty()
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "firegrid.cli", "devices", "import", *paths,
+             "--credentials-out", str(tmp_path / "c.csv")],
+            stdout=follower, stderr=subprocess.DEVNULL, env=env)
+        os.close(follower)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:          # the child closed the terminal: EIO on Linux
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert child.wait(timeout=120) == 0
+    finally:
+        os.close(leader)
+    text = output.decode("utf-8", "replace")
+    assert "读取 reading devices.csv" in text and "生成密码 hashing passwords" in text
+    assert text.index("已写入 wrote") > text.rindex("生成密码 hashing passwords")  # after
