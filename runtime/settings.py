@@ -322,11 +322,12 @@ def load_settings(config_file: str | Path | None = None, **overrides: object) ->
     typos = unknown_variables(os.environ)
     if path is not None:
         if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
+            raise ConfigError(f"找不到配置文件 config file not found: {path}")
         try:
             document = tomllib.loads(path.read_text(encoding="utf-8"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+            raise ConfigError(f"配置文件不是有效的 TOML: config file {path} is not valid TOML:"
+                              f" {exc}") from exc
         typos += [f"'{key}' in {path}: {why}" for key, why in unknown_keys(document)]
     if typos:
         raise ConfigError("\n".join(["设置有误 invalid settings:"] + [f"  {t}" for t in typos]))
