@@ -43,9 +43,10 @@ _TOML_PATH: contextvars.ContextVar[Path | None] = contextvars.ContextVar("toml",
 
 ENV_PREFIX = "FIREGRID_"
 # FIREGRID_* variables that are not settings, so not typos: the CLI's --config default,
-# Grafana's datasource provisioning (dashboards/provisioning, deploy/) and the duty
-# console's screenshot switch in the tests.
-NOT_SETTINGS = ("FIREGRID_CONFIG", "FIREGRID_SCREENSHOTS")
+# Grafana's datasource provisioning (dashboards/provisioning, deploy/), the duty console's
+# screenshot switch in the tests and bench/flavour.py's TimescaleDB installer. A new
+# variable of that kind is added here, or every command refuses it as a typo.
+NOT_SETTINGS = ("FIREGRID_CONFIG", "FIREGRID_SCREENSHOTS", "FIREGRID_TIMESCALEDB_INSTALL")
 NOT_SETTINGS_PREFIXES = ("FIREGRID_GRAFANA_",)
 
 

@@ -118,6 +118,7 @@ def test_firegrid_variables_that_are_not_settings_pass(monkeypatch):
     # Grafana's datasource provisioning and the console test's switch share the prefix.
     monkeypatch.setenv("FIREGRID_GRAFANA_PG_HOST", "db:5432")
     monkeypatch.setenv("FIREGRID_SCREENSHOTS", "1")
+    monkeypatch.setenv("FIREGRID_TIMESCALEDB_INSTALL", "/tmp/install.sh")
     monkeypatch.setenv("FIREGRID_CONFIG", str(EXAMPLE))
     load_settings()
 
