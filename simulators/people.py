@@ -12,7 +12,8 @@ delay and then look at it (GET): if somebody already has it they leave it, other
 acknowledge it. The one who acknowledged follows it through: field people (grid workers
 and leaders) go there (arrive), confirm it when the ground truth says it is a fire, and
 resolve it with the cause the truth knows (`cause_of(building_id)`); duty officers at a
-board confirm a fire they can see on video and resolve without going. A confirmed fire's
+board confirm a fire they can see on video (and leave it open for the people on the
+ground), and resolve anything else from the desk. A confirmed fire's
 page to someone who already handles it changes nothing.
 
 Pages arrive as a phone gets them: one subscriber on the page topics at QoS 1 (a phone per
@@ -202,12 +203,14 @@ class Crowd:
             return
         fire = self._cause_of(building) == "real_fire"
         if person.role in DESK_ROLES:
-            # At the board: a fire is confirmed from the camera or a call to the grid.
-            later = self._draw(person, "confirm_s") if fire else 0.0
+            # At the board: a fire is confirmed from the camera or a call to the grid, and
+            # left open for the people there; anything else is closed from the desk.
             if fire:
-                self._after(later, lambda: self._confirm(person, incident))
-            self._after(later + self._draw(person, "resolve_s"),
-                        lambda: self._resolve(person, incident, building))
+                self._after(self._draw(person, "confirm_s"),
+                            lambda: self._confirm(person, incident))
+            else:
+                self._after(self._draw(person, "resolve_s"),
+                            lambda: self._resolve(person, incident, building))
             return
         self._after(self._draw(person, "arrive_s"),
                     lambda: self._arrive(person, incident, building, fire))
