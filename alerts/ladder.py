@@ -8,7 +8,9 @@ An incident is on a ladder (its severity's: policy.ladder[ladder]) at a rung (-1
 first). Firing moves to the next rung: everyone on duty for the building in the rung's
 roles gets a page on each of their channels, the pages written in the caller's transaction
 (the outbox), and the timer set to now + ack_timeout_s. A rung with nobody on duty is
-skipped at once and the skip recorded; past the last rung the ladder is exhausted.
+skipped at once and the skip recorded. Past the last rung an incident nobody has
+acknowledged starts again from the first rung after policy.repeat.every_s (logged
+`repeating`); otherwise, or with the repeat switched off, the ladder is exhausted.
 
 Small matters stay in the grid: a fire warning whose next rung would leave the grid (the
 community's or the street's duty) is held instead, when one device alone raised it and that
@@ -63,7 +65,7 @@ class Incident:
     escalate_at: datetime | None = None
 
 
-_COLUMNS = "id, building_id, severity, state, ladder, rung, step, muted, escalate_at"
+COLUMNS = "id, building_id, severity, state, ladder, rung, step, muted, escalate_at"
 
 
 class _OnDuty(NamedTuple):
@@ -79,10 +81,10 @@ class _Page(NamedTuple):
     worker_id: str | None       # None for the fire-service (119) hook
     channel: str
     status: str                 # 'pending' or 'muted'
-    payload: str                # JSON text (_payload)
+    payload: str                # JSON text (payload_of)
 
 
-class _LogRow(NamedTuple):
+class LogRow(NamedTuple):
     """An incident_log row to write; fields in the order of fire()'s unnest()."""
     incident_id: int
     action: str
@@ -92,11 +94,12 @@ class _LogRow(NamedTuple):
 
 
 @dataclass
-class _Batch:
+class Batch:
+    """What one pass writes: pages, log rows, and how many timers it set."""
     pages: list[_Page] = field(default_factory=list)
-    log: list[_LogRow] = field(default_factory=list)
+    log: list[LogRow] = field(default_factory=list)
     timers: int = 0
-    outcomes: Counter[str] = field(default_factory=Counter)   # fired / skipped / exhausted
+    outcomes: Counter[str] = field(default_factory=Counter)   # fired / skipped / held / ...
 
 
 def claim_due(conn: psycopg.Connection[TupleRow], now: datetime,
@@ -104,7 +107,7 @@ def claim_due(conn: psycopg.Connection[TupleRow], now: datetime,
     """Lock up to `limit` incidents whose timer is due, oldest first. Rows another
     escalator holds are skipped, not waited for."""
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM incidents WHERE escalate_at <= %s"
+        f"SELECT {COLUMNS} FROM incidents WHERE escalate_at <= %s"
         " ORDER BY escalate_at LIMIT %s FOR UPDATE SKIP LOCKED", [now, limit]).fetchall()
     return [Incident(*row) for row in rows]
 
@@ -123,9 +126,9 @@ def fire(conn: psycopg.Connection[TupleRow], incidents: list[Incident], now: dat
     if not incidents:
         return 0
     buildings = sorted({i.building_id for i in incidents})
-    silenced, on_duty = _lookups(conn, buildings, now, policy)
+    silenced, on_duty = lookups(conn, buildings, now, policy)
     held = _held(conn, incidents, policy)
-    batch = _Batch()
+    batch = Batch()
     updates = []
     for inc in incidents:
         if inc.id in held:
@@ -144,14 +147,25 @@ def fire(conn: psycopg.Connection[TupleRow], incidents: list[Incident], now: dat
             " FROM unnest(%b::bigint[], %b::text[], %b::int[], %b::int[], %b::timestamptz[])"
             "   AS u(id, state, rung, step, escalate_at) WHERE i.id = u.id",
             [now, *map(list, zip(*updates, strict=True))])
+    sent = write_batch(conn, now, ACTOR, batch)
+    for outcome, n in batch.outcomes.items():
+        metrics.ESCALATIONS.labels(outcome).inc(n)
+    return sent
+
+
+def write_batch(conn: psycopg.Connection[TupleRow], now: datetime, actor: str,
+                batch: Batch) -> int:
+    """Write a batch's log rows and pages, and wake the dispatchers and escalators (at the
+    caller's COMMIT). Returns the number of pages written for sending."""
+    sent = 0
+    with conn.cursor() as cur:
         if batch.log:
             cur.execute(
                 "INSERT INTO incident_log (incident_id, at, actor, action, from_state, to_state,"
                 " detail) SELECT id, %s, %s, action, from_state, to_state, detail::jsonb"
                 " FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[])"
                 "   AS l(id, action, from_state, to_state, detail)",
-                [now, ACTOR, *map(list, zip(*batch.log, strict=True))])
-        sent = 0
+                [now, actor, *map(list, zip(*batch.log, strict=True))])
         if batch.pages:
             cur.execute(
                 "INSERT INTO pages (incident_id, step, worker_id, channel, status, created_at,"
@@ -165,20 +179,49 @@ def fire(conn: psycopg.Connection[TupleRow], incidents: list[Incident], now: dat
         if batch.timers:
             # Escalators in every process recompute their sleep at our COMMIT.
             cur.execute("SELECT pg_notify(%s, '')", [ESCALATE_CHANNEL])
-    for outcome, n in batch.outcomes.items():
-        metrics.ESCALATIONS.labels(outcome).inc(n)
     return sent
 
 
+def page_worker(batch: Batch, incident_id: int, step: int, worker: str,
+                worker_channels: dict[str, str], status: str, payload: str,
+                channels: frozenset[str]) -> None:
+    """One person's pages for a step: the MQTT push, and each extra channel that this
+    process has configured and the person has an address for."""
+    batch.pages.append(_Page(incident_id, step, worker, "mqtt", status, payload))
+    for name in _EXTRA_CHANNELS:
+        if name in channels and worker_channels.get(name):
+            batch.pages.append(_Page(incident_id, step, worker, name, status, payload))
+
+
 @lru_cache(maxsize=256)
-def _payload(severity: str, ladder: str, rung: int, roles: tuple[str, ...], muted: bool) -> str:
+def payload_of(severity: str, ladder: str, rung: int, roles: tuple[str, ...], muted: bool) -> str:
     """The page's rung details; the same for every incident on the same rung, so built
     once (10,000 timers due at once share a handful)."""
     return json.dumps({"severity": severity, "ladder": ladder, "rung": rung,
                        "roles": list(roles), "muted": muted}, separators=(",", ":"))
 
 
-def _lookups(conn: psycopg.Connection[TupleRow], buildings: list[str], now: datetime,
+# Who is on duty for each building now, by role: an active worker covering the building
+# (the building_cover view: its grid, community or street) with a roster shift around now,
+# unless on leave; a substitute named on the leave stands in (the absent worker's role and
+# areas, the substitute's own phone and channels).
+ON_DUTY = """
+    SELECT DISTINCT ON (v.building_id, w.role, x.id) v.building_id, w.role, x.id, x.channels
+    FROM building_cover v
+    JOIN workers w ON w.id = v.worker_id AND w.active AND w.role = ANY(%(roles)s)
+    LEFT JOIN LATERAL (
+        SELECT true AS on_leave, l.substitute_id FROM leave l WHERE l.worker_id = w.id
+          AND l.cancelled_at IS NULL AND l.starts_at <= %(now)s AND l.ends_at > %(now)s
+        ORDER BY l.substitute_id NULLS LAST LIMIT 1) away ON true
+    JOIN workers x ON x.id = coalesce(away.substitute_id, w.id) AND x.active
+    WHERE v.building_id = ANY(%(b)s)
+      AND EXISTS (SELECT 1 FROM roster r WHERE r.worker_id = w.id
+                  AND r.starts_at <= %(now)s AND r.ends_at > %(now)s)
+      AND NOT coalesce(away.on_leave AND away.substitute_id IS NULL, false)
+    ORDER BY 1, 2, 3"""
+
+
+def lookups(conn: psycopg.Connection[TupleRow], buildings: list[str], now: datetime,
              policy: Policy) -> tuple[set[str], dict[str, dict[str, list[_OnDuty]]]]:
     """Which buildings are silenced now, and who is on duty there by role: an active worker
     covering the building (the building_cover view: through its grid, community or street)
@@ -188,15 +231,8 @@ def _lookups(conn: psycopg.Connection[TupleRow], buildings: list[str], now: date
         " SELECT 1 FROM silences s WHERE s.starts_at <= %(now)s AND s.ends_at > %(now)s"
         " AND (s.building_id = b.id OR s.grid_id = b.grid_id))",
         {"b": buildings, "now": now})}
-    rows = conn.execute("""
-        SELECT DISTINCT ON (v.building_id, w.role, w.id) v.building_id, w.role, w.id, w.channels
-        FROM building_cover v
-        JOIN workers w ON w.id = v.worker_id AND w.active AND w.role = ANY(%(roles)s)
-        WHERE v.building_id = ANY(%(b)s)
-          AND EXISTS (SELECT 1 FROM roster r WHERE r.worker_id = w.id
-                      AND r.starts_at <= %(now)s AND r.ends_at > %(now)s)
-        ORDER BY 1, 2, 3""",
-        {"b": buildings, "now": now, "roles": list(policy.ladder_roles)}).fetchall()
+    rows = conn.execute(ON_DUTY, {"b": buildings, "now": now,
+                                  "roles": list(policy.ladder_roles)}).fetchall()
     on_duty: dict[str, dict[str, list[_OnDuty]]] = defaultdict(lambda: defaultdict(list))
     for building, role, worker, worker_channels in rows:
         on_duty[building][role].append(_OnDuty(worker, worker_channels))
@@ -217,14 +253,17 @@ def _held(conn: psycopg.Connection[TupleRow], incidents: list[Incident],
         return set()
     return {row[0] for row in conn.execute(
         "SELECT a.incident_id FROM alerts a WHERE a.incident_id = ANY(%s) AND NOT a.muted"
+        # a person who sent it up (escalate now) has seen more than the devices say
+        " AND NOT EXISTS (SELECT 1 FROM incident_log l WHERE l.incident_id = a.incident_id"
+        "   AND l.action = 'escalated')"
         " GROUP BY a.incident_id HAVING count(DISTINCT a.device_id) = 1"
         " AND bool_and(EXISTS (SELECT 1 FROM events e WHERE e.device_id = a.device_id"
         "   AND e.type IN ('alarm_clear', 'mute') AND e.ts >= a.ts))", [leaving])}
 
 
-def _hold(inc: Incident, now: datetime, policy: Policy, batch: _Batch) -> None:
+def _hold(inc: Incident, now: datetime, policy: Policy, batch: Batch) -> None:
     rung = policy.ladder[inc.ladder][inc.rung]
-    batch.log.append(_LogRow(inc.id, "held", inc.state, inc.state, json.dumps(
+    batch.log.append(LogRow(inc.id, "held", inc.state, inc.state, json.dumps(
         {"ladder": inc.ladder, "rung": inc.rung,
          "reason": "its only device cleared or was hushed; kept in the grid"})))
     batch.outcomes["held"] += 1
@@ -233,12 +272,22 @@ def _hold(inc: Incident, now: datetime, policy: Policy, batch: _Batch) -> None:
 
 
 def _advance(inc: Incident, on_duty: dict[str, list[_OnDuty]], muted: bool,
-             now: datetime, policy: Policy, channels: frozenset[str], batch: _Batch) -> None:
+             now: datetime, policy: Policy, channels: frozenset[str], batch: Batch) -> None:
     rungs = policy.ladder[inc.ladder]
     while True:
         inc.rung += 1
         if inc.rung >= len(rungs):
-            batch.log.append(_LogRow(inc.id, "exhausted", inc.state, inc.state,
+            again = policy.repeat.every_s
+            if again and inc.state in ("raised", "notified") and not muted:
+                # Nobody has it: climb again from the first rung after a pause.
+                batch.log.append(LogRow(inc.id, "repeating", inc.state, inc.state,
+                                         json.dumps({"ladder": inc.ladder, "after_s": again})))
+                batch.outcomes["repeating"] += 1
+                inc.rung = -1
+                inc.escalate_at = now + timedelta(seconds=again)
+                batch.timers += 1
+                return
+            batch.log.append(LogRow(inc.id, "exhausted", inc.state, inc.state,
                                      json.dumps({"ladder": inc.ladder})))
             batch.outcomes["exhausted"] += 1
             inc.escalate_at = None
@@ -247,7 +296,7 @@ def _advance(inc: Incident, on_duty: dict[str, list[_OnDuty]], muted: bool,
         people = [(role, w, c) for role in rung.roles for w, c in on_duty.get(role, ())]
         forward = rung.fire_service and "fire_service" in channels
         if not people and not forward:
-            batch.log.append(_LogRow(inc.id, "skipped", inc.state, inc.state, json.dumps(
+            batch.log.append(LogRow(inc.id, "skipped", inc.state, inc.state, json.dumps(
                 {"ladder": inc.ladder, "rung": inc.rung, "roles": rung.roles,
                  "reason": "nobody on duty"})))
             batch.outcomes["skipped"] += 1
@@ -255,22 +304,19 @@ def _advance(inc: Incident, on_duty: dict[str, list[_OnDuty]], muted: bool,
         break
     inc.step += 1
     status = "muted" if muted else "pending"
-    payload = _payload(inc.severity, inc.ladder, inc.rung, tuple(rung.roles), muted)
+    payload = payload_of(inc.severity, inc.ladder, inc.rung, tuple(rung.roles), muted)
     workers = []
     for _role, worker, worker_channels in people:
         workers.append(worker)
-        batch.pages.append(_Page(inc.id, inc.step, worker, "mqtt", status, payload))
-        for name in _EXTRA_CHANNELS:
-            if name in channels and worker_channels.get(name):
-                batch.pages.append(_Page(inc.id, inc.step, worker, name, status, payload))
+        page_worker(batch, inc.id, inc.step, worker, worker_channels, status, payload, channels)
     if forward:
         batch.pages.append(_Page(inc.id, inc.step, None, "fire_service", status, payload))
-        batch.log.append(_LogRow(inc.id, "forwarded", inc.state, inc.state,
+        batch.log.append(LogRow(inc.id, "forwarded", inc.state, inc.state,
                                  json.dumps({"step": inc.step, "muted": muted})))
     before = inc.state
     if inc.state == "raised" and not muted:
         inc.state = "notified"
-    batch.log.append(_LogRow(inc.id, "notified", before, inc.state, json.dumps(
+    batch.log.append(LogRow(inc.id, "notified", before, inc.state, json.dumps(
         {"ladder": inc.ladder, "rung": inc.rung, "step": inc.step, "roles": rung.roles,
          "workers": workers, "missing_roles": [r for r in rung.roles if not on_duty.get(r)],
          "muted": muted})))

@@ -9,6 +9,9 @@
     resolve(conn, id, actor, cause, note, policy, now=None)
     reopen(conn, id, actor, note, now=None)
     confirm(conn, id, actor, note=None, now=None)      a person confirms the fire (人工确认)
+    escalate(conn, id, actor, policy, to=None, ...)    send it up now (next rung, or a level)
+    add_responder(conn, id, actor, worker, policy, channels, reassign=False, ...)
+                                                       page one more person, or hand it over
 
 Each call is one transaction: lock the incident row (SELECT ... FOR UPDATE, so a second
 click, a retrying phone or an escalation firing at that moment waits and then sees the new
@@ -31,6 +34,11 @@ state), change it, and append its rows to incident_log. Each returns the inciden
   during it (alerts/dispatch.py ticket_pages: a detector offline because it burned is not a
   technician's job while the fire is on): they go out, or are cancelled if their ticket
   closed meanwhile.
+- Escalating now (a person on the ladder or a duty officer) moves the ladder so that its
+  next rung, or the first later rung paging the chosen level, fires at once; a warning a
+  person sent up is never held in the grid again. Adding a responder pages one person at
+  a new step; reassigning also puts an acknowledged incident back to notified with the
+  rung's timer, so the ladder goes on if the new person does not take it. Both are logged.
 - Reopening starts the ladder again from its first rung at once (rung -1, escalate_at now,
   a NOTIFY wakes the escalators at COMMIT); the first acknowledgement and arrival stay, since
   reports measure the first response.
@@ -55,6 +63,7 @@ import psycopg
 from psycopg.rows import TupleRow, dict_row
 from psycopg.types.json import Jsonb
 
+from alerts import ladder
 from alerts.errors import Conflict, Invalid, NotFound
 from alerts.ladder import ESCALATE_CHANNEL, PAGES_CHANNEL
 from alerts.rules import Policy
@@ -63,6 +72,9 @@ from devices.monitor import TECHNICIAN
 CAUSES = ("real_fire", "cooking_steam", "dust_insects", "device_fault", "test_drill")
 FALSE_ALARM_CAUSES = ("cooking_steam", "dust_insects", "device_fault")
 NOTE_MAX = 2000
+# The levels a person can send an incident up to, by the ladder roles that page them.
+LEVELS = {"grid": ("grid_worker", "grid_leader"), "community": ("community_duty",),
+          "street": ("street_duty",)}
 
 Row = dict[str, Any]
 
@@ -141,6 +153,64 @@ def confirm(conn: psycopg.Connection[Any], incident_id: int, actor: str,
              {"by": "person", "note": note})
         # Delivered at COMMIT: escalators wake and fire the confirmed ladder's first rung.
         conn.execute("SELECT pg_notify(%s, '')", [ESCALATE_CHANNEL])
+        return row
+
+
+def escalate(conn: psycopg.Connection[TupleRow], incident_id: int, actor: str, policy: Policy,
+             to: str | None = None, note: str | None = None,
+             now: datetime | None = None) -> Row:
+    """Send it up now: the next rung fires at once, or the first later rung that pages the
+    level `to` (grid, community, street). The escalator fires it (NOTIFY at COMMIT)."""
+    note = _optional_note(note)
+    if to is not None and to not in LEVELS:
+        raise Invalid("to", f"must be one of {', '.join(LEVELS)}")
+    with _open_incident(conn, incident_id, now, "is resolved; reopen it first") as (row, now):
+        rungs = policy.ladder[row["ladder"]]
+        current = row["rung"]
+        later = [i for i, r in enumerate(rungs) if i > current
+                 and (to is None or set(r.roles) & set(LEVELS[to]))]
+        if not later:
+            raise Conflict(f"incident {incident_id}: no later rung of its ladder pages "
+                           + (f"the {to} level" if to else "anybody"))
+        row = _update(conn, incident_id, "rung = %(rung)s, escalate_at = %(now)s", now, actor,
+                      rung=later[0] - 1)
+        _log(conn, incident_id, now, actor, "escalated", row["state"], row["state"],
+             {"to": to or "next", "rung": later[0], "note": note})
+        conn.execute("SELECT pg_notify(%s, '')", [ESCALATE_CHANNEL])
+        return row
+
+
+def add_responder(conn: psycopg.Connection[TupleRow], incident_id: int, actor: str,
+                  worker_id: str, policy: Policy, channels: frozenset[str], *,
+                  reassign: bool = False, note: str | None = None,
+                  now: datetime | None = None) -> Row:
+    """Page one more person now. Reassigning also hands the incident over: if it was
+    acknowledged (not yet on site), it is open again for the new person to acknowledge,
+    with the current rung's timer running, so the ladder goes on if they do not."""
+    note = _optional_note(note)
+    with _open_incident(conn, incident_id, now, "is resolved; reopen it first") as (row, now):
+        worker = conn.execute("SELECT role, channels FROM workers WHERE id = %s AND active",
+                              [worker_id]).fetchone()
+        if worker is None:
+            raise NotFound("worker", worker_id)
+        role, worker_channels = worker
+        before = row["state"]
+        assignments = "step = step + 1"
+        if reassign and before == "acknowledged":
+            rungs = policy.ladder[row["ladder"]]
+            wait = rungs[max(0, min(row["rung"], len(rungs) - 1))].ack_timeout_s
+            assignments += (", state = 'notified', escalate_at = %(now)s"
+                            f" + interval '{int(wait)} seconds'")
+        row = _update(conn, incident_id, assignments, now, actor)
+        batch = ladder.Batch()
+        ladder.page_worker(batch, incident_id, row["step"], worker_id, worker_channels,
+                           "pending", ladder.payload_of(row["severity"], row["ladder"],
+                                                        row["rung"], (role,), False), channels)
+        batch.timers = int(row["escalate_at"] is not None)
+        ladder.write_batch(conn, now, actor, batch)
+        _log(conn, incident_id, now, actor, "reassigned" if reassign else "responder_added",
+             before, row["state"], {"worker": worker_id, "step": row["step"], "note": note,
+                                    "from": row["acknowledged_by"]})
         return row
 
 

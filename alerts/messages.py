@@ -32,7 +32,7 @@ class OutboxRow:
     step: int
     worker_id: str | None           # None for the fire-service hook
     channel: str
-    payload: dict[str, Any]         # the ladder's rung details (ladder._payload)
+    payload: dict[str, Any]         # the ladder's rung details (ladder.payload_of)
     attempts: int
     created_at: datetime
     worker_channels: dict[str, str] | None   # channel -> address (workers.channels)

@@ -73,6 +73,13 @@ class FeedbackRules(_Strict):
     window_days: int = Field(30, ge=1, le=366)
 
 
+class RepeatRules(_Strict):
+    # An incident nobody has acknowledged when its ladder runs out starts the ladder again
+    # from its first rung after this long, until somebody acknowledges; `false`: it stays
+    # quiet (exhausted), as before issue 16.
+    every_s: Annotated[int | None, BeforeValidator(_off)] = Field(600, ge=10, le=86400)
+
+
 class Rung(_Strict):
     roles: list[LadderRole] = Field(min_length=1)
     ack_timeout_s: int = Field(ge=1, le=86400)
@@ -84,6 +91,7 @@ class Policy(_Strict):
     camera: CameraRules = CameraRules()
     confirm: ConfirmRules = ConfirmRules()
     feedback: FeedbackRules = FeedbackRules()
+    repeat: RepeatRules = RepeatRules()
     ladder: dict[Severity, list[Rung]]
 
     @model_validator(mode="after")

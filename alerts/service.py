@@ -38,7 +38,7 @@ import psycopg
 from prometheus_client import start_http_server
 from psycopg.rows import TupleRow
 
-from alerts import dispatch, ladder, metrics, store
+from alerts import dispatch, handover, ladder, metrics, store
 from alerts.channels import build_channels
 from alerts.publisher import PagePublisher
 from alerts.rules import Candidate, Policy, RuleEngine, load_policy
@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 # A database error in the evaluator holds alarms back: retry soon. The other loops can wait.
 _EVALUATOR_BACKOFF = Backoff(0.1, 5.0)
 _LOOP_BACKOFF = Backoff(0.2, 10.0)
+# How often the escalator looks for open incidents whose shift changed (alerts/handover.py).
+_HANDOVER_EVERY_S = 5.0
 
 
 class AlertService:
@@ -222,8 +224,15 @@ class AlertService:
 
     def _escalate_loop(self, conn: psycopg.Connection[TupleRow]) -> None:
         limit, poll = self._settings.alerts.escalation_batch, self._settings.alerts.poll_s
+        handover_at = 0.0
         while not self.stopping.is_set():
             now = datetime.now(UTC)
+            if time.monotonic() >= handover_at:
+                # A shift changed under an open incident: page the incoming people.
+                handover_at = time.monotonic() + _HANDOVER_EVERY_S
+                with conn.transaction():
+                    if handover.hand_over(conn, now, self.policy, self.channel_names):
+                        self._dispatch.set()
             with conn.transaction():
                 due = ladder.claim_due(conn, now, limit)
                 # Every claimed timer is set (escalate_at <= now): the test only narrows it.
@@ -241,8 +250,9 @@ class AlertService:
             with conn.transaction():
                 nxt = ladder.next_due(conn)
             wait = poll if nxt is None else (nxt - datetime.now(UTC)).total_seconds()
+            wait = min(wait, poll, handover_at - time.monotonic())
             if wait > 0:
-                self._escalate.wait(min(wait, poll))
+                self._escalate.wait(wait)
                 self._escalate.clear()
 
     # --- the dispatcher: outbox -> channels --------------------------------------------------

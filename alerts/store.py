@@ -187,7 +187,7 @@ def _upsert_incidents(conn: psycopg.Connection[TupleRow], alerts: list[Candidate
                 last_alert_at = greatest(incidents.last_alert_at, EXCLUDED.last_alert_at),
                 alert_count = incidents.alert_count + EXCLUDED.alert_count,
                 muted = incidents.muted AND EXCLUDED.muted
-            RETURNING {ladder._COLUMNS}, xmax = 0 AS created)
+            RETURNING {ladder.COLUMNS}, xmax = 0 AS created)
         SELECT up.*, coalesce(prior.muted, false) AND NOT up.muted
         FROM up LEFT JOIN prior USING (building_id)""",
         {"b": buildings, "n": [per_building[b].alerts for b in buildings],

@@ -10,6 +10,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
+from alerts import loop
 from alerts.rules import RuleEngine, load_policy
 from protocol.decode import Event
 from tests.alert_support import T0, alarm, build_ward, log, pages, record, tick
@@ -55,12 +56,34 @@ def test_the_ladder_climbs_on_missed_acknowledgements(ward):
     assert tick(ward, T0 + timedelta(seconds=29)) == 0          # not yet due
     assert tick(ward, T0 + timedelta(seconds=30)) == 1          # -> community duty
     assert tick(ward, T0 + timedelta(seconds=60)) == 1          # -> street command centre
-    assert tick(ward, T0 + timedelta(seconds=360)) == 1         # ladder exhausted
-    assert tick(ward, T0 + timedelta(days=1)) == 0
+    assert tick(ward, T0 + timedelta(seconds=360)) == 1         # past the last rung: pause
+    assert [a for a, *_ in log(ward, inc_id)][-1] == "repeating"
+    assert tick(ward, T0 + timedelta(seconds=959)) == 0
+    assert tick(ward, T0 + timedelta(seconds=960)) == 1         # the grid team again
     assert [(s, w) for s, w, _, _ in pages(ward, inc_id)] == [
-        (1, "gl1"), (1, "gw1"), (2, "cd1"), (3, "sd1")]
+        (1, "gl1"), (1, "gw1"), (2, "cd1"), (3, "sd1"), (4, "gl1"), (4, "gw1")]
+    assert incident(ward)[3] == 0
+
+
+def test_without_a_repeat_an_unanswered_ladder_goes_quiet(ward):
+    policy = load_policy()
+    policy = policy.model_copy(update={"repeat": policy.repeat.model_copy(
+        update={"every_s": None})})
+    record(ward, [alarm("SD-1", 1, T0)], T0, policy)
+    inc_id = incident(ward)[0]
+    for at in (30, 60, 360):
+        assert tick(ward, T0 + timedelta(seconds=at), policy) == 1
+    assert tick(ward, T0 + timedelta(days=1), policy) == 0
     assert [a for a, *_ in log(ward, inc_id)][-1] == "exhausted"
     assert incident(ward)[5] is None
+
+
+def test_an_acknowledged_incident_does_not_repeat(ward):
+    record(ward, [alarm("SD-1", 1, T0)], T0)
+    inc_id = incident(ward)[0]
+    loop.acknowledge(ward, inc_id, "api:gw1", now=T0 + timedelta(seconds=5))
+    assert tick(ward, T0 + timedelta(days=1)) == 0
+    assert "repeating" not in [a for a, *_ in log(ward, inc_id)]
 
 
 def test_a_level_with_nobody_on_duty_is_skipped_and_recorded(db):

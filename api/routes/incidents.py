@@ -19,13 +19,15 @@ from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from alerts import loop, queries
+from alerts.channels import build_channels
 from alerts.errors import NotFound
 from alerts.queries import Row, Scope
 from alerts.rules import Policy, load_policy
 from api.auth import Actor, allow, area_scope
 from api.deps import AppSettings, Conn
 from api.schemas import Limit, Offset, Page, Paged, QueryId, RowId, page
-from devices.models import EARLIEST, LATEST
+from devices.models import EARLIEST, LATEST, Ident
+from runtime.settings import Settings
 
 router = APIRouter(prefix="/v1/incidents", tags=["incidents"])
 
@@ -54,6 +56,19 @@ class ResolveBody(_Body):
 
 class ReopenBody(_Body):
     note: Note = Field(description="why it is not over")
+
+
+class EscalateBody(_Body):
+    to: Literal["grid", "community", "street"] | None = Field(
+        None, description="the level to page now; none: the ladder's next rung")
+    note: Note | None = Field(None, description="why (optional)")
+
+
+class ResponderBody(_Body):
+    worker_id: Ident = Field(description="the person to page now")
+    reassign: bool = Field(False, description="hand it over: an acknowledged incident is open"
+                                              " again until this person acknowledges it")
+    note: Note | None = Field(None, description="why (optional)")
 
 
 # --- answers ------------------------------------------------------------------------------
@@ -153,6 +168,12 @@ def _policy(rules_file: str | None) -> Policy:
     return load_policy(rules_file)
 
 
+def _channels(settings: Settings) -> frozenset[str]:
+    """The extra channels the alert core sends on (its settings are ours): a person added
+    by hand is paged on them too."""
+    return frozenset(build_channels(settings.alerts))
+
+
 def _scope_for(conn: psycopg.Connection, actor: Actor, incident_id: int) -> Scope:
     """The caller's scope, once the incident is known to lie in it."""
     scope = area_scope(conn, actor)
@@ -234,6 +255,28 @@ def resolve(incident_id: RowId, body: ResolveBody, actor: Responder, conn: Conn,
 def confirm(incident_id: RowId, actor: Responder, conn: Conn,
             body: NoteBody | None = None) -> Row:
     return _act(conn, actor, incident_id, loop.confirm, body)
+
+
+@router.post("/{incident_id}/escalate", response_model=IncidentDetail,
+             summary="立即升级 Escalate now: page the next rung (or a chosen level) at once")
+def escalate(incident_id: RowId, actor: Responder, conn: Conn, settings: AppSettings,
+             body: EscalateBody | None = None) -> Row:
+    body = body or EscalateBody()
+    scope = _scope_for(conn, actor, incident_id)
+    loop.escalate(conn, incident_id, actor.history_name, _policy(settings.alerts.rules_file),
+                  body.to, body.note)
+    return _detail(conn, incident_id, scope)
+
+
+@router.post("/{incident_id}/responders", response_model=IncidentDetail,
+             summary="加派/转派 Add a responder, or reassign: the person is paged at once")
+def add_responder(incident_id: RowId, body: ResponderBody, actor: Responder, conn: Conn,
+                  settings: AppSettings) -> Row:
+    scope = _scope_for(conn, actor, incident_id)
+    loop.add_responder(conn, incident_id, actor.history_name, body.worker_id,
+                       _policy(settings.alerts.rules_file), _channels(settings),
+                       reassign=body.reassign, note=body.note)
+    return _detail(conn, incident_id, scope)
 
 
 @router.post("/{incident_id}/reopen", response_model=IncidentDetail,

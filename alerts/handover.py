@@ -1,0 +1,79 @@
+"""Hand-over: a shift changes while an incident is open and nobody has acknowledged it.
+
+    hand_over(conn, now, policy, channels)   page who came on duty for open incidents' rungs
+
+A warning raised at 19:59 paged the outgoing grid worker; at 20:00 the incoming one is on
+duty. The escalator calls this every few seconds: for each open, unacknowledged incident on
+a rung, whoever is now on duty in the rung's roles and was not paged at its current step is
+paged at that step (the same page a rung gives), the rung's timer starts again so the
+incoming people get the rung's whole time, and a `handed_over` log row says from whom to
+whom. The outgoing people keep their pages and their view (the console shows the area's
+incidents, not the shift's) until somebody acknowledges. Leave and substitutes count as
+the ladder counts them (ladder.ON_DUTY).
+
+Rows are locked with SKIP LOCKED in the caller's transaction, and the pages' unique key
+(incident, step, worker, channel) makes a second alert-core process's pass a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+import psycopg
+from psycopg.rows import TupleRow
+
+from alerts import ladder, metrics
+from alerts.rules import Policy
+
+# The incidents a shift change can concern: someone should have it and nobody does yet.
+_OPEN = (f"SELECT {ladder.COLUMNS} FROM incidents WHERE state IN ('raised', 'notified')"
+         " AND rung >= 0 AND escalate_at IS NOT NULL ORDER BY id FOR UPDATE SKIP LOCKED")
+
+
+def hand_over(conn: psycopg.Connection[TupleRow], now: datetime, policy: Policy,
+              channels: frozenset[str]) -> int:
+    """Page the people who came on duty for open incidents' current rungs; returns how
+    many incidents were handed over."""
+    incidents = [ladder.Incident(*row) for row in conn.execute(_OPEN).fetchall()]
+    incidents = [i for i in incidents if i.rung < len(policy.ladder[i.ladder])]
+    if not incidents:
+        return 0
+    silenced, on_duty = ladder.lookups(conn, sorted({i.building_id for i in incidents}),
+                                       now, policy)
+    paged: dict[int, set[str]] = defaultdict(set)
+    for incident_id, worker in conn.execute(
+            "SELECT p.incident_id, p.worker_id FROM pages p JOIN incidents i"
+            " ON i.id = p.incident_id AND i.step = p.step"
+            " WHERE p.incident_id = ANY(%s) AND p.worker_id IS NOT NULL",
+            [[i.id for i in incidents]]).fetchall():
+        paged[incident_id].add(worker)
+    batch = ladder.Batch()
+    timers = []
+    for inc in incidents:
+        rung = policy.ladder[inc.ladder][inc.rung]
+        duty = on_duty.get(inc.building_id, {})
+        people = {w: c for role in rung.roles for w, c in duty.get(role, ())}
+        incoming = sorted(set(people) - paged[inc.id])
+        if not incoming:
+            continue
+        muted = inc.muted or inc.building_id in silenced
+        payload = ladder.payload_of(inc.severity, inc.ladder, inc.rung, tuple(rung.roles),
+                                    muted)
+        for worker in incoming:
+            ladder.page_worker(batch, inc.id, inc.step, worker, people[worker],
+                               "muted" if muted else "pending", payload, channels)
+        outgoing = sorted(paged[inc.id] - set(people))
+        batch.log.append(ladder.LogRow(inc.id, "handed_over", inc.state, inc.state, json.dumps(
+            {"from": outgoing, "to": incoming, "rung": inc.rung, "step": inc.step})))
+        timers.append((inc.id, now + timedelta(seconds=rung.ack_timeout_s)))
+    if not timers:
+        return 0
+    conn.execute("UPDATE incidents i SET escalate_at = u.at FROM unnest(%s::bigint[],"
+                 " %s::timestamptz[]) AS u(id, at) WHERE i.id = u.id",
+                 [[i for i, _ in timers], [t for _, t in timers]])
+    batch.timers = len(timers)
+    ladder.write_batch(conn, now, ladder.ACTOR, batch)
+    metrics.ESCALATIONS.labels("handed_over").inc(len(timers))
+    return len(timers)

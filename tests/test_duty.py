@@ -1,0 +1,126 @@
+"""Duty as people run it (issue 16), on the real database with a fake clock: leave and
+substitutes, a shift change under an open incident, escalate now, adding a responder and
+reassigning. (tests/test_duty_live.py runs the same through the alert core and the API.)"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from alerts import handover, loop
+from alerts.errors import Conflict
+from alerts.rules import load_policy
+from devices import registry
+from devices.models import Shift, Worker
+from tests.alert_support import NO_CHANNELS, T0, WORKERS, alarm, build_ward, log, pages, record, tick
+
+POLICY = load_policy()
+
+
+def _leave(conn, worker: str, substitute: str | None, *, cancelled: bool = False) -> None:
+    conn.execute("INSERT INTO leave (worker_id, starts_at, ends_at, substitute_id, reason,"
+                 " created_by, cancelled_at) VALUES (%s, %s, %s, %s, 'sick', 'test', %s)",
+                 [worker, T0 - timedelta(hours=1), T0 + timedelta(hours=8), substitute,
+                  T0 - timedelta(minutes=5) if cancelled else None])
+
+
+def _paged_at(conn, incident: int, step: int) -> list[str]:
+    return sorted({w for s, w, _, _ in pages(conn, incident) if s == step and w})
+
+
+def _open(conn) -> int:
+    return record(conn, [alarm("SD-1", 1, T0)], T0).opened[0]
+
+
+@pytest.mark.parametrize(("substitute", "expected"), [("gw2", ["gl1", "gw2"]), (None, ["gl1"])])
+def test_leave_takes_a_worker_off_the_ladder_and_a_substitute_stands_in(db, substitute,
+                                                                        expected):
+    build_ward(db)
+    _leave(db, "gw1", substitute)
+    assert _paged_at(db, _open(db), 1) == expected
+
+
+def test_cancelled_leave_changes_nothing(db):
+    build_ward(db)
+    _leave(db, "gw1", "gw2", cancelled=True)
+    assert _paged_at(db, _open(db), 1) == ["gl1", "gw1"]
+
+
+def test_a_shift_change_under_an_open_incident_pages_the_incoming_worker(db):
+    build_ward(db, on_shift=tuple(w for w in WORKERS if w != "gw1"))
+    change = T0 + timedelta(seconds=20)
+    with registry.changes(db, "test"):
+        registry.upsert_workers(db, [Worker(id="gw3", name="gw3", role="grid_worker",
+                                            areas=["G1"])])
+        registry.add_shifts(db, [Shift(worker_id="gw1", starts_at=T0 - timedelta(hours=12),
+                                       ends_at=change),
+                                 Shift(worker_id="gw3", starts_at=change,
+                                       ends_at=change + timedelta(hours=12))])
+    incident = _open(db)
+    assert _paged_at(db, incident, 1) == ["gl1", "gw1"]
+    with db.transaction():
+        assert handover.hand_over(db, T0 + timedelta(seconds=10), POLICY, NO_CHANNELS) == 0
+    at = change + timedelta(seconds=1)
+    with db.transaction():
+        assert handover.hand_over(db, at, POLICY, NO_CHANNELS) == 1
+        # a second pass (or a second alert core) pages nobody again
+        assert handover.hand_over(db, at, POLICY, NO_CHANNELS) == 0
+    assert _paged_at(db, incident, 1) == ["gl1", "gw1", "gw3"]
+    assert db.execute("SELECT detail->'from', detail->'to' FROM incident_log"
+                      " WHERE incident_id = %s AND action = 'handed_over'",
+                      [incident]).fetchall() == [(["gw1"], ["gw3"])]
+    # The incoming worker gets the rung's whole 30 s before the community is paged.
+    assert db.execute("SELECT escalate_at FROM incidents WHERE id = %s",
+                      [incident]).fetchone()[0] == at + timedelta(seconds=30)
+
+
+def test_escalate_now_fires_the_next_rung_at_once(db):
+    build_ward(db)
+    incident = _open(db)
+    now = T0 + timedelta(seconds=3)
+    loop.escalate(db, incident, "api:cd1-desk", POLICY, note="看到浓烟 smoke on camera", now=now)
+    assert tick(db, now) == 1
+    assert _paged_at(db, incident, 2) == ["cd1"]
+    assert ("escalated", "notified", "notified") in log(db, incident)
+
+
+def test_escalate_to_a_level_skips_the_rungs_between(db):
+    build_ward(db)
+    incident = _open(db)
+    loop.escalate(db, incident, "api:gl1-phone", POLICY, to="street", now=T0)
+    tick(db, T0)
+    assert _paged_at(db, incident, 2) == ["sd1"]
+    with pytest.raises(Conflict):        # nothing above the street
+        loop.escalate(db, incident, "api:gl1-phone", POLICY, to="community", now=T0)
+
+
+def test_a_person_escalating_a_hushed_alarm_is_not_held_in_the_grid(db):
+    build_ward(db)
+    incident = _open(db)
+    db.execute("INSERT INTO events (device_id, ts, seq, type, received_at, attrs)"
+               " VALUES ('SD-1', %s, 2, 'mute', %s, '{}')", [T0, T0 + timedelta(seconds=5)])
+    loop.escalate(db, incident, "api:gl1-phone", POLICY, now=T0 + timedelta(seconds=10))
+    tick(db, T0 + timedelta(seconds=10))
+    assert _paged_at(db, incident, 2) == ["cd1"]
+
+
+def test_adding_a_responder_pages_them_and_reassigning_reopens_the_timer(db):
+    build_ward(db)
+    incident = _open(db)
+    loop.add_responder(db, incident, "api:gl1-phone", "gw2", POLICY, NO_CHANNELS,
+                       now=T0 + timedelta(seconds=2))
+    assert _paged_at(db, incident, 2) == ["gw2"]
+    ack = T0 + timedelta(seconds=5)
+    loop.acknowledge(db, incident, "api:gw1-phone", now=ack)
+    moved = T0 + timedelta(seconds=40)
+    row = loop.add_responder(db, incident, "api:cd1-desk", "gw2", POLICY, NO_CHANNELS,
+                             reassign=True, note="gw1 去了另一起 gw1 is at another fire",
+                             now=moved)
+    assert (row["state"], row["escalate_at"]) == ("notified", moved + timedelta(seconds=30))
+    assert row["acknowledged_at"] == ack                 # the first response stays measured
+    assert _paged_at(db, incident, 3) == ["gw2"]
+    assert [a for a, *_ in log(db, incident)][-2:] == ["acknowledged", "reassigned"]
+    # Nobody takes it: the ladder goes on from where it was.
+    assert tick(db, moved + timedelta(seconds=30)) == 1
+    assert _paged_at(db, incident, 4) == ["cd1"]
