@@ -51,6 +51,9 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     # workers with their areas, and the roster: phone numbers are for those who dispatch
     "people:read": ("admin", "street_duty", "community_duty"),
     "people:write": ("admin",),
+    # leave, substitutes and shift swaps of the workers in the caller's area: the officers
+    # and grid leaders who keep a grid covered through the week
+    "roster:change": ("admin", "street_duty", "community_duty", "grid_leader"),
     "tokens:manage": ("admin",),
     # fire incidents in the caller's area (area_scope), and the silences there; field
     # technicians read the incidents of their grids (they fix the devices) but do not act

@@ -36,9 +36,10 @@ RAW_BODIES = [b"", b"{", b"null", b"[]", b"[{}]", b'"text"', b"1", b'{"lat": NaN
 BAD_IDS = ["%00", "a%20b", "x" * 65, ".hidden", "-x", "%F0%9F%94%A5", "..%2F..", "a%2Fb",
            "%27--"]
 BAD_ROW_IDS = ["0", "-1", "1.5", "abc", "9223372036854775808", "1" * 40, "%00"]
-ROW_ID_PARAMS = ("ticket_id", "token_id", "incident_id", "silence_id")  # integers
+ROW_ID_PARAMS = ("ticket_id", "token_id", "incident_id", "silence_id", "leave_id")  # integers
 START = "2026-03-02T08:00:00+08:00"
 END = "2026-03-02T20:00:00+08:00"
+LATER = "2026-03-03T08:00:00+08:00"
 # A silence must end in the future, within 90 days.
 SOON = (datetime.now(UTC) + timedelta(days=1)).isoformat()
 
@@ -104,6 +105,13 @@ def _silence(db, n: int) -> dict[str, str]:
     return {"silence_id": str(silence_id)}
 
 
+def _leave(db, n: int) -> dict[str, str]:
+    (leave_id,) = db.execute(
+        "INSERT INTO leave (worker_id, starts_at, ends_at, created_by) VALUES"
+        " ('W0', now(), now() + interval '1 day', 'fuzz') RETURNING id").fetchone()
+    return {"leave_id": str(leave_id)}
+
+
 def _fixed(**params: str) -> Callable[[Any, int], dict[str, str]]:
     return lambda db, n: params
 
@@ -149,6 +157,10 @@ WRITES: dict[tuple[str, str], Op] = {
                                                          "note": "smoke on camera"}, _incident),
     ("post", "/v1/incidents/{incident_id}/responders"): Op({"worker_id": "W0", "reassign": True,
                                                            "note": "closer"}, _incident),
+    ("post", "/v1/leave"): Op({"worker_id": "W0", "starts_at": START, "ends_at": END,
+                               "substitute_id": None, "reason": "sick"}, _fixed()),
+    ("post", "/v1/leave/{leave_id}/cancel"): Op(None, _leave),
+    ("post", "/v1/roster/swap"): Op({"shift_ids": [1, 2]}, _fixed()),
     ("post", "/v1/silences"): Op({"device_id": None, "building_id": "B1", "grid_id": None,
                                   "starts_at": None, "ends_at": SOON,
                                   "reason": "renovation"}, _fixed()),
@@ -167,7 +179,11 @@ def _url(path: str, params: dict[str, str]) -> str:
 @pytest.fixture
 def client(settings, db, grid):
     with registry.changes(db, "fuzz"):
-        db.execute("INSERT INTO workers (id, name, role) VALUES ('W0', 'Wu', 'grid_worker')")
+        db.execute("INSERT INTO workers (id, name, role) VALUES ('W0', 'Wu', 'grid_worker'),"
+                   " ('W8', 'Ba', 'grid_worker')")
+        # Shifts 1 and 2, for the swap's example.
+        db.execute("INSERT INTO roster (worker_id, starts_at, ends_at) OVERRIDING SYSTEM VALUE"
+                   " VALUES ('W0', %s, %s), ('W8', %s, %s)", [START, END, END, LATER])
     token = create_token(db, "fuzz-admin", "admin")
     app = create_app(settings, broker=NoBrokerAuth())
     with TestClient(app, raise_server_exceptions=False,

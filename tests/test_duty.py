@@ -11,9 +11,23 @@ import pytest
 from alerts import handover, loop
 from alerts.errors import Conflict
 from alerts.rules import load_policy
+from api.app import create_app
+from api.auth import create_token
 from devices import registry
+from devices.broker import NoBrokerAuth
 from devices.models import Shift, Worker
-from tests.alert_support import NO_CHANNELS, T0, WORKERS, alarm, build_ward, log, pages, record, tick
+from tests.alert_support import (
+    NO_CHANNELS,
+    T0,
+    WORKERS,
+    alarm,
+    build_ward,
+    log,
+    pages,
+    record,
+    tick,
+)
+from tests.api_support import TestClient, settings  # noqa: F401 (a fixture)
 
 POLICY = load_policy()
 
@@ -124,3 +138,63 @@ def test_adding_a_responder_pages_them_and_reassigning_reopens_the_timer(db):
     # Nobody takes it: the ladder goes on from where it was.
     assert tick(db, moved + timedelta(seconds=30)) == 1
     assert _paged_at(db, incident, 4) == ["cd1"]
+
+
+# --- through the API: officers keep the grid covered ------------------------------------
+
+@pytest.fixture
+def officer_api(settings, db):
+    build_ward(db)
+    tokens = {w: create_token(db, f"{w}-token", role, w)
+              for w, role in (("cd1", "community_duty"), ("gw1", "grid_worker"),
+                              ("gl1", "grid_leader"))}
+    with TestClient(create_app(settings, broker=NoBrokerAuth())) as client:
+        yield lambda who: {"Authorization": f"Bearer {tokens[who]}"}, client
+
+
+def test_an_officer_puts_a_worker_on_leave_and_the_substitute_is_paged(officer_api, db):
+    auth, client = officer_api
+    body = {"worker_id": "gw1", "starts_at": (T0 - timedelta(hours=1)).isoformat(),
+            "ends_at": (T0 + timedelta(hours=8)).isoformat(), "substitute_id": "gw2",
+            "reason": "病假 sick"}
+    saved = client.post("/v1/leave", json=body, headers=auth("cd1"))
+    assert saved.status_code == 201, saved.text
+    assert saved.json()["warnings"] == []
+    assert _paged_at(db, _open(db), 1) == ["gl1", "gw2"]
+    history = db.execute("SELECT actor FROM registry_history WHERE entity = 'leave'").fetchall()
+    assert history == [("api:cd1-token",)]
+    # A grid worker cannot change the roster.
+    assert client.post("/v1/leave", json=body, headers=auth("gw1")).status_code == 403
+
+
+def test_leave_without_cover_is_saved_with_a_warning_naming_the_gap(officer_api, db):
+    auth, client = officer_api
+    got = client.post("/v1/leave", headers=auth("gl1"), json={
+        "worker_id": "gw1", "starts_at": (T0 - timedelta(hours=1)).isoformat(),
+        "ends_at": (T0 + timedelta(hours=8)).isoformat()})
+    assert got.status_code == 201, got.text
+    [warning] = got.json()["warnings"]
+    assert "网格 G1" in warning and "grid G1" in warning
+    cancelled = client.post(f"/v1/leave/{got.json()['id']}/cancel", headers=auth("gl1"))
+    assert cancelled.status_code == 200 and cancelled.json()["cancelled_at"]
+    assert _paged_at(db, _open(db), 1) == ["gl1", "gw1"]
+
+
+def test_two_workers_swap_shifts(officer_api, db):
+    auth, client = officer_api
+    later = T0 + timedelta(days=2)
+    with registry.changes(db, "test"):
+        registry.add_shifts(db, [Shift(worker_id="gw1", starts_at=later,
+                                       ends_at=later + timedelta(hours=12)),
+                                 Shift(worker_id="gw2", starts_at=later + timedelta(hours=12),
+                                       ends_at=later + timedelta(hours=24))])
+    ids = [r[0] for r in db.execute("SELECT id FROM roster WHERE starts_at >= %s ORDER BY"
+                                    " starts_at", [later])]
+    got = client.post("/v1/roster/swap", json={"shift_ids": ids}, headers=auth("cd1"))
+    assert got.status_code == 200, got.text
+    assert [s["worker_id"] for s in got.json()] == ["gw2", "gw1"]
+    # A grid worker and a community officer are not of one role: refused, nothing changed.
+    cd1 = db.execute("SELECT id FROM roster WHERE worker_id = 'cd1'").fetchone()[0]
+    refused = client.post("/v1/roster/swap", json={"shift_ids": [ids[0], cd1]},
+                          headers=auth("cd1"))
+    assert refused.status_code == 422

@@ -1,7 +1,10 @@
-"""/v1/workers and /v1/roster: who covers which area, and who is on shift when.
+"""/v1/workers, /v1/roster and /v1/leave: who covers which area, who is on shift when,
+who is away and who stands in.
 
-Admins write both. Duty officers read them (they dispatch people and need their phones);
-field technicians and grid roles do not.
+Admins write workers and shifts. Duty officers read them (they dispatch people and need
+their phones); field technicians and grid roles do not. Leave, substitutes and swaps are
+changed by officers and grid leaders for the workers of their own area
+(devices/leave.py says what the ladder does with them).
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ from typing import Annotated, Literal
 import psycopg
 from fastapi import APIRouter, Body, Query
 from fastapi.exceptions import RequestValidationError
-from pydantic import AwareDatetime, BaseModel
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from api.auth import Actor, allow
+from api.auth import Actor, allow, area_scope
 from api.deps import Conn
 from api.schemas import (
     Limit,
@@ -23,6 +26,7 @@ from api.schemas import (
     Paged,
     PathId,
     QueryId,
+    RowId,
     ShiftBody,
     ShiftOut,
     WorkerBody,
@@ -30,7 +34,7 @@ from api.schemas import (
     page,
     with_path_id,
 )
-from devices import queries, registry
+from devices import leave, queries, registry
 from devices.errors import Invalid, NotFound
 from devices.models import EARLIEST, LATEST, WORKER_ROLES
 from devices.queries import Row
@@ -39,6 +43,7 @@ router = APIRouter(prefix="/v1", tags=["people"])
 
 Reader = Annotated[Actor, allow("people:read")]
 Admin = Annotated[Actor, allow("people:write")]
+Officer = Annotated[Actor, allow("roster:change")]
 
 # worker_areas has one column per level; the request has one list, `areas`.
 _AREA_COLUMNS = ("grid_id", "community_id", "street_id")
@@ -112,3 +117,84 @@ def get_roster(_: Reader, conn: Conn,
             "loc": ("query", "to"), "type": "value_error",
             "msg": f"must be after from, and at most {_LONGEST.days} days after it"}])
     return queries.roster(conn, start, end, worker_id=worker_id)
+
+
+# --- leave, substitutes, swaps ---------------------------------------------------------------
+
+class LeaveSaved(BaseModel):
+    id: int
+    warnings: list[str] = Field(description="coverage gaps the leave opens (中文 / English)")
+
+
+class LeaveOut(BaseModel):
+    id: int
+    worker_id: str
+    starts_at: datetime
+    ends_at: datetime
+    substitute_id: str | None
+    reason: str | None
+    created_by: str
+    created_at: datetime
+    cancelled_at: datetime | None
+
+
+class SwapBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    shift_ids: list[int] = Field(min_length=2, max_length=2, description="two shifts' ids")
+
+
+def _in_area(conn: psycopg.Connection, actor: Actor, *workers: str | None) -> None:
+    """A worker outside the caller's area is a 404, like one that does not exist."""
+    scope = area_scope(conn, actor)
+    if scope.everything:
+        return
+    for worker in filter(None, workers):
+        found = conn.execute(
+            "SELECT 1 FROM worker_areas wa LEFT JOIN grids g ON g.id = wa.grid_id"
+            " LEFT JOIN communities c ON c.id = coalesce(wa.community_id, g.community_id)"
+            " WHERE wa.worker_id = %s AND (wa.grid_id = ANY(%s) OR c.id = ANY(%s)"
+            " OR coalesce(wa.street_id, c.street_id) = ANY(%s))",
+            [worker, list(scope.grids), list(scope.communities),
+             list(scope.streets)]).fetchone()
+        if found is None:
+            raise NotFound("worker", worker)
+
+
+@router.post("/leave", status_code=201, response_model=LeaveSaved,
+             summary="请假/替班 Put a worker on leave, with a substitute who gets their pages")
+def add_leave(body: leave.Leave, actor: Officer, conn: Conn) -> LeaveSaved:
+    _in_area(conn, actor, body.worker_id, body.substitute_id)
+    leave_id, warnings = leave.add_leave(conn, body, actor.history_name)
+    return LeaveSaved(id=leave_id, warnings=warnings)
+
+
+@router.get("/leave", response_model=list[LeaveOut],
+            summary="Leave overlapping [from, to): by default the coming 7 days")
+def get_leave(_: Officer, conn: Conn, start: From = None, end: To = None,
+              worker_id: QueryId = None) -> list[Row]:
+    start = start or datetime.now(UTC)
+    end = end or start + timedelta(days=7)
+    if not timedelta(0) < end - start <= _LONGEST:
+        raise RequestValidationError([{
+            "loc": ("query", "to"), "type": "value_error",
+            "msg": f"must be after from, and at most {_LONGEST.days} days after it"}])
+    return leave.leaves(conn, start, end, worker_id)
+
+
+@router.post("/leave/{leave_id}/cancel", response_model=LeaveOut,
+             summary="End a leave early (the row stays, with cancelled_at)")
+def cancel_leave(leave_id: RowId, actor: Officer, conn: Conn) -> Row:
+    found = conn.execute("SELECT worker_id FROM leave WHERE id = %s", [leave_id]).fetchone()
+    if found is None:
+        raise NotFound("leave", str(leave_id))
+    _in_area(conn, actor, found[0])
+    return leave.cancel_leave(conn, leave_id, actor.history_name)
+
+
+@router.post("/roster/swap", response_model=list[ShiftOut],
+             summary="换班 Two people of the same role trade shifts")
+def swap_shifts(body: SwapBody, actor: Officer, conn: Conn) -> list[Row]:
+    owners = [r[0] for r in conn.execute("SELECT worker_id FROM roster WHERE id = ANY(%s)",
+                                         [body.shift_ids]).fetchall()]
+    _in_area(conn, actor, *owners)
+    return leave.swap(conn, body.shift_ids[0], body.shift_ids[1], actor.history_name)
