@@ -159,16 +159,27 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--keepalive", type=int, metavar="S",
                      help="the devices' MQTT keepalive (default mqtt.keepalive_s)")
 
-    demo = sub.add_parser("demo", help="run broker, database, ingest and simulated devices locally",
-                          description="Everything on this machine: uses a reachable broker and "
-                          "database or starts private ones under .local/, migrates, runs ingest "
-                          "and a fleet of simulated devices, and prints rows as they arrive.")
+    demo = sub.add_parser(
+        "demo", help="run broker, database, ingest, alerts, console and simulated devices locally",
+        description="Everything on this machine, private: starts its own Mosquitto and "
+        "PostgreSQL under --state-dir (kept between runs, on the same ports when free) and never "
+        "uses a broker or database already answering on the default ports unless told to "
+        "(--use-services). Migrates, registers the demo street (`firegrid simulate --preset "
+        "small --seed 7`), runs ingest, the alert core, the API and console and a fleet "
+        "of simulated devices, and prints rows as they arrive. It writes <state-dir>/demo.env: "
+        "`. .local/demo.env` in another terminal points firegrid, mosquitto_sub -p "
+        "\"$FIREGRID_MQTT__PORT\" and psql at the running demo.")
     demo.add_argument("--devices", type=int, default=300,
                       help="simulate at most this many of the registered devices (default 300)")
     demo.add_argument("--rate", type=float, default=100.0, help="messages per second (default 100)")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = Ctrl-C)")
     demo.add_argument("--state-dir", type=Path, default=Path(".local"),
-                      help="where private broker/database instances live (default .local)")
+                      help="where the private broker and database live, with demo.json and "
+                           "demo.env (default .local)")
+    demo.add_argument("--use-services", action="store_true",
+                      help="use the configured broker and database (FIREGRID_MQTT__*, "
+                           "FIREGRID_DATABASE__URL or --config) instead of private ones; "
+                           "exit 3 when they do not answer")
     return top
 
 
@@ -246,7 +257,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "demo":
         from firegrid.demo import run_demo
         return run_demo(settings, devices=args.devices, rate=args.rate, seconds=args.seconds,
-                        state_dir=args.state_dir)
+                        state_dir=args.state_dir, use_services=args.use_services)
     raise AssertionError(args.command)
 
 
@@ -392,7 +403,16 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
     import resource
     import threading
 
+    from runtime.errors import UnavailableError
+    from runtime.localsvc import reachable
     from simulators.run import run_simulation
+    if not reachable(settings.mqtt.host, settings.mqtt.port, timeout=2):
+        # Not a street of devices failing to connect one by one and a run that "succeeds"
+        # with nothing published: the broker is not there at all.
+        raise UnavailableError(
+            f"无法连接消息服务器 no broker at {settings.mqtt.host}:{settings.mqtt.port}: for the "
+            "demo's, run `. .local/demo.env` in this shell while `./dev up` runs; otherwise "
+            "set FIREGRID_MQTT__HOST / FIREGRID_MQTT__PORT")
     # One connection per device: the full street needs more descriptors than the default.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

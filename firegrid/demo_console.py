@@ -1,6 +1,10 @@
 """The demo's API and duty console: `firegrid api serve` in a thread, and login links for
 two people who will see the demo's fire warnings, a grid worker and their community's duty
-officer (docs/console.md)."""
+officer (docs/console.md).
+
+The links are issued again at every start, under the same names (`demo-<worker>`): the
+tokens printed last time are revoked first, so a second `./dev up` on a kept registry
+neither fails on the taken name nor leaves old links working."""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ import psycopg
 import uvicorn
 
 from api.app import create_app
-from api.auth import issue_token
+from api.auth import issue_token, revoke_token
 from runtime.localsvc import free_port, reachable
 from runtime.settings import Settings
 
@@ -22,6 +26,16 @@ _PEOPLE = """
     JOIN workers w ON w.id = v.worker_id AND w.active
     WHERE d.id = %s AND w.role IN ('grid_worker', 'community_duty')
     ORDER BY w.role DESC, w.id"""
+
+
+def demo_token(conn: psycopg.Connection, worker: str, role: str) -> str:
+    """A fresh token named demo-<worker>; the live one of that name, from an earlier run,
+    is revoked first."""
+    name = f"demo-{worker}"
+    for (token_id,) in conn.execute("SELECT id FROM api_tokens WHERE name = %s"
+                                    " AND revoked_at IS NULL", [name]).fetchall():
+        revoke_token(conn, token_id, actor="demo")
+    return issue_token(conn, name, role, worker, actor="demo")[1]
 
 
 def start_console(settings: Settings, device_id: str) -> tuple[Callable[[], None], list[str]]:
@@ -44,6 +58,6 @@ def start_console(settings: Settings, device_id: str) -> tuple[Callable[[], None
         for worker, role in conn.execute(_PEOPLE, [device_id]).fetchall():
             people.setdefault(role, worker)
         for role, worker in people.items():
-            _, token = issue_token(conn, f"demo-{worker}", role, worker, actor="demo")
+            token = demo_token(conn, worker, role)
             lines.append(f"          {role} {worker}: http://{host}:{port}/console/#token={token}")
     return stop, lines

@@ -66,10 +66,9 @@ def ensure_database(settings: DatabaseSettings) -> bool:
     info = psycopg.conninfo.conninfo_to_dict(settings.url)
     name = str(info.get("dbname") or info.get("user") or "postgres")
     info["dbname"] = "postgres"
-    maint = DatabaseSettings(
-        url=psycopg.conninfo.make_conninfo("", **info),
-        connect_timeout_s=settings.connect_timeout_s,
-    )
+    # The same server's maintenance database, in libpq's key=value form: a copy, not a new
+    # DatabaseSettings, whose URL check takes postgresql:// URLs only.
+    maint = settings.model_copy(update={"url": psycopg.conninfo.make_conninfo("", **info)})
     with connect(maint, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone()
         if exists:

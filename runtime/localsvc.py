@@ -191,8 +191,12 @@ class Mosquitto:
             f"{self.extra_conf}\n"
         )
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        # Its own session: Ctrl-C in a terminal goes to the whole foreground process group,
+        # and a broker in it would exit under the services still using it (the demo's
+        # "lost broker connection" warnings). Whoever started it stops it, in order.
         proc = self.proc = subprocess.Popen([binary, "-c", str(conf)],
-                                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                            start_new_session=True)
         try:
             wait_until(lambda: reachable("127.0.0.1", self.port) or proc.poll() is not None,
                        20, "Mosquitto port")
