@@ -451,3 +451,27 @@ def test_the_stream_carries_each_workers_own_pages_after_their_incident(
     r = httpx.get(f"{live.url}/v1/console/pages",
                   headers={"Authorization": f"Bearer {tokens['wang']}"})
     assert r.json() == []
+
+
+def test_people_of_an_incident_name_the_person_behind_the_token(people, fires, db):
+    """Whom to call, who was paged, who answered: in the caller's area only, by the name and
+    phone of the worker whose token acted."""
+    g1, g2 = fires
+    db.execute("UPDATE workers SET name = '王伟', phone = '+86 138 0000 0001' WHERE id = 'W-G1'")
+    db.execute("INSERT INTO roster (worker_id, starts_at, ends_at)"
+               " SELECT id, now() - interval '1 hour', now() + interval '1 hour' FROM workers")
+    page_rung(db, g1, 1, {"W-G1": "sent", "L-G1": "pending"})
+    wang = people.as_("wang")
+    assert wang.post(f"/v1/incidents/{g1}/acknowledge", json={}).status_code == 200
+    r = wang.get(f"/v1/console/incidents/{g1}/people")
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert [(p["worker_id"], p["role"], p["level"]) for p in got["on_duty"]] == [
+        ("W-G1", "grid_worker", "grid"), ("L-G1", "grid_leader", "grid"),
+        ("D-C1", "community_duty", "community"), ("D-S1", "street_duty", "street")]
+    assert {p["worker_id"]: (p["channels"], p["delivered"]) for p in got["paged"]} == {
+        "W-G1": (["mqtt", "sms"], True), "L-G1": (["mqtt", "sms"], False)}
+    assert [(a["action"], a["actor"], a["name"], a["phone"]) for a in got["answered"]] == [
+        ("acknowledged", "api:wang", "王伟", "+86 138 0000 0001")]
+    # The grid next door's incident does not exist for wang.
+    assert wang.get(f"/v1/console/incidents/{g2}/people").status_code == 404

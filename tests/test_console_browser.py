@@ -199,7 +199,9 @@ def test_a_fire_on_the_workers_phone_acknowledged_and_followed_by_the_officer(
         expect(mine.first.locator(".escalation")).to_contain_text("已停止升级")
         # The officer's screen follows by itself.
         expect(b1).to_have_attribute("data-state", "acknowledged")
-        expect(b1.locator(".who-has")).to_have_text("gw1-phone")
+        # Who has it: the person (the ward's workers are named as their ids), not the
+        # token "gw1-phone".
+        expect(b1.locator(".who-has")).to_have_text("gw1")
         expect(b1.locator(".t-ack")).not_to_contain_text("等待")
         expect(officer.locator('[data-count="unacked_n"] b')).to_have_text("1")
         shoot(officer, "officer-overview")
@@ -267,7 +269,7 @@ def test_a_resolved_incident_looked_back_at_and_reopened(db, make_settings, uid)
         expect(first).to_have_attribute("data-state", "resolved")
         expect(first).to_contain_text("B1 Shuiwei Rd")
         expect(first.locator(".cause")).to_have_text("烹饪油烟 / 水汽 Cooking smoke / steam")
-        expect(first.locator(".resolved-by")).to_have_text("gw1-phone")
+        expect(first.locator(".resolved-by")).to_have_text("gw1")
         expect(officer.locator("#open-count")).to_have_text("0")
 
         # The community officer looks back.
@@ -278,7 +280,7 @@ def test_a_resolved_incident_looked_back_at_and_reopened(db, make_settings, uid)
         expect(looked_back).to_have_count(1)
         expect(looked_back.first.locator(".cause")).to_have_text(
             "烹饪油烟 / 水汽 Cooking smoke / steam")
-        expect(looked_back.first.locator(".resolved-by")).to_have_text("gw1-phone")
+        expect(looked_back.first.locator(".resolved-by")).to_have_text("gw1")
         expect(officer.locator("#summary")).to_be_hidden()
 
         # Another detector of B1 alarms: a new incident holds the building.
@@ -292,7 +294,7 @@ def test_a_resolved_incident_looked_back_at_and_reopened(db, make_settings, uid)
         detail = officer.locator("#detail-card")
         expect(detail.locator(".cause")).to_have_text("烹饪油烟 / 水汽 Cooking smoke / steam")
         expect(detail.locator(".note")).to_have_text(steam)
-        expect(detail.locator(".resolved-by")).to_have_text("gw1-phone")
+        expect(detail.locator(".resolved-by")).to_have_text("gw1")
         expect(officer.locator("#resolve-form")).to_be_hidden()
         officer.fill("#reopen-note", why)
         officer.click("#reopen-form button[type=submit]")
@@ -543,7 +545,7 @@ def test_words_acknowledge_and_confirmed_fire_rules_in_chinese_and_no_false_live
         mine.first.locator(".open").click()
         expect(worker.locator("#alerts")).to_contain_text("烟感报警 smoke alarm")
         expect(worker.locator("#alerts")).to_contain_text("摄像头识别明火 camera: fire")
-        expect(worker.locator("#log")).to_contain_text("接警 · gw1-phone")
+        expect(worker.locator("#log")).to_contain_text("接警 · gw1")
         worker.click("#back")
 
         # A warning whose next rung is a minute overdue: nothing is escalating.
@@ -569,3 +571,46 @@ def test_words_acknowledge_and_confirmed_fire_rules_in_chinese_and_no_false_live
         expect(late.locator(".escalation")).to_contain_text("未连接，升级时间未知")
     assert db.execute("SELECT state FROM incidents WHERE id = %s", [fire]).fetchone() == (
         "acknowledged",)
+
+
+def test_whom_to_call_who_was_paged_and_who_answered(db, make_settings, uid, tmp_path):
+    """The officer's screen names the person who has the incident, with a call button, not
+    their token; the incident lists the people on duty for the building, lowest rung first,
+    each with a tel: link, and who was paged on what and whether they answered."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(STEADY)
+    roles = {"gw1": "grid_worker", "cd1": "community_duty"}
+    with duty_console(db, make_settings, uid, roles, rules) as c:
+        for worker_id, name, phone in (("gw1", "李明", "+86 138 0013 8001"),
+                                       ("gl1", "王芳", "+86 139-0013-9002"),
+                                       ("cd1", "陈静", "+86 755 8888 0001"),
+                                       ("sd1", "赵强", None)):
+            db.execute("UPDATE workers SET name = %s, phone = %s WHERE id = %s",
+                       [name, phone, worker_id])
+        worker = c.open(PHONE, "gw1")
+        officer = c.open(DESK, "cd1")
+        send_alarm(c.publisher, c.settings, "SD-1")
+        expect(cards(worker)).to_have_count(1)
+        cards(worker).first.locator('button[data-act="acknowledge"]').click()
+
+        b1 = officer.locator("article.card", has_text="B1 Shuiwei Rd")
+        expect(b1).to_have_attribute("data-state", "acknowledged")
+        expect(b1.locator(".who-has")).to_contain_text("李明")
+        expect(b1.locator(".who-has a.tel")).to_have_attribute("href", "tel:+8613800138001")
+
+        b1.locator(".open").click()
+        on_duty = officer.locator("#on-duty li")
+        expect(on_duty).to_have_count(4)
+        assert on_duty.evaluate_all("ls => ls.map(l => l.dataset.worker)") == [
+            "gw1", "gl1", "cd1", "sd1"]
+        expect(on_duty.nth(1)).to_contain_text("王芳 · 网格长")
+        expect(on_duty.nth(1).locator("a.tel")).to_have_attribute("href", "tel:+8613900139002")
+        expect(on_duty.nth(3)).to_contain_text("无电话")
+        paged = officer.locator("#paged li")
+        expect(paged).to_have_count(2)
+        expect(officer.locator("#paged li[data-worker=gw1]")).to_contain_text("已响应")
+        expect(officer.locator("#paged li[data-worker=gw1]")).to_contain_text("App")
+        expect(officer.locator("#paged li[data-worker=gl1]")).not_to_contain_text("已响应")
+        expect(officer.locator("#log")).to_contain_text("接警 · 李明")
+        shoot(officer, "officer-people")
+        stayed(worker, officer)

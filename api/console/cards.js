@@ -27,8 +27,21 @@ export function worstFirst(a, b) {
     (Date.parse(a.opened_at) - Date.parse(b.opened_at)) || (a.id - b.id);
 }
 
-// The log and the incident say "api:gw1-phone"; people know the token's name.
+// The log and the incident say "api:gw1-phone": the token's name, until the console has
+// learnt whose token it is (GET /v1/console/incidents/{id}/people; console.js keeps them).
 export const person = (actor) => (actor || "").replace(/^(api|cli):/, "");
+
+// A phone number as a tel: link (a tap calls); the card's own tap must not open it too.
+export const telLink = (phone, label = phone) => el("a", {
+  class: "tel", href: `tel:${phone.replace(/[^+0-9]/g, "")}`, text: label,
+  onclick: (ev) => ev.stopPropagation() });
+
+// Someone who acted: their name and a call link once known, else the token's name.
+function actorOf(actor, who) {
+  const p = who?.(actor);
+  if (!p) return person(actor);
+  return [p.name, p.phone ? [" ", telLink(p.phone, `${t("call")} ${p.phone}`)] : null];
+}
 
 function stepTimer(i, took) {
   // Done: how long it took from the alarm. Not yet: how long it has been waiting.
@@ -77,19 +90,19 @@ function actions(i, { inDetail, canAct, onAct }) {
 
 const fact = (label, dd) => [el("dt", { text: t(label) }), dd];
 
-function openFacts(i) {
+function openFacts(i, who) {
   return [
     fact("opened", el("dd", {}, clock(i.opened_at), " · ", timer("from", i.opened_at))),
     fact("ack", el("dd", { class: "t-ack" }, stepTimer(i, i.ack_s))),
     fact("arrive_t", el("dd", { class: "t-arrive" }, stepTimer(i, i.arrive_s))),
     fact("escalation", el("dd", { class: "escalation" }, escalationText(i))),
-    i.acknowledged_by ? fact("who_has", el("dd", { class: "who-has",
-                                                  text: person(i.on_site_by || i.acknowledged_by) }))
+    i.acknowledged_by ? fact("who_has", el("dd", { class: "who-has" },
+                                           actorOf(i.on_site_by || i.acknowledged_by, who)))
                       : null,
   ];
 }
 
-function resolvedFacts(i, inDetail) {
+function resolvedFacts(i, inDetail, who) {
   // The list answers "what was it and who closed it"; the detail adds how fast and the note.
   return [
     fact("opened", el("dd", { text: clock(i.opened_at) })),
@@ -98,14 +111,17 @@ function resolvedFacts(i, inDetail) {
     fact("resolved_at", el("dd", { class: "resolved-at" }, clock(i.resolved_at), " · ",
                            timer("from", i.resolved_at))),
     fact("cause", el("dd", { class: "cause", text: i.cause ? both(i.cause) : "—" })),
-    fact("resolved_by", el("dd", { class: "resolved-by", text: person(i.resolved_by) || "—" })),
+    fact("resolved_by", el("dd", { class: "resolved-by" },
+                           i.resolved_by ? actorOf(i.resolved_by, who) : "—")),
     inDetail ? fact("note_t", el("dd", { class: "note", text: i.note || "—" })) : null,
   ];
 }
 
 // opts: inDetail (no "open" tap target, no resolve button: the form is below), officer
-// (show the community too), canAct (the role may act), onOpen(id), onAct(id, act, button).
-export function card(i, { inDetail = false, officer = false, canAct = false, onOpen, onAct } = {}) {
+// (show the community too), canAct (the role may act), onOpen(id), onAct(id, act, button),
+// who(actor): the person behind a token ({name, phone}) when known.
+export function card(i, { inDetail = false, officer = false, canAct = false, onOpen, onAct,
+                          who } = {}) {
   const place = [i.building_id, i.grid_name, officer ? i.community_name : null]
     .filter(Boolean).join(" · ");
   const resolved = i.state === "resolved";
@@ -115,6 +131,6 @@ export function card(i, { inDetail = false, officer = false, canAct = false, onO
     el("div", { class: inDetail ? "" : "open", onclick: inDetail ? null : () => onOpen(i.id) },
       el("h2", { text: i.address }),
       el("p", { class: "place", text: `${place} · ${t("alerts_n", { n: i.alert_count })}` }),
-      el("dl", { class: "facts" }, resolved ? resolvedFacts(i, inDetail) : openFacts(i))),
+      el("dl", { class: "facts" }, resolved ? resolvedFacts(i, inDetail, who) : openFacts(i, who))),
     actions(i, { inDetail, canAct, onAct }));
 }

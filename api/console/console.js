@@ -16,7 +16,7 @@
 import * as alarm from "./alarm.js";
 import { both, lang, setLang, t, TEXT } from "./i18n.js";
 import { $, clock, el, now, OVERDUE_S, redrawTimers, setSkew } from "./ui.js";
-import { card, late, person, waitingAck, worstFirst } from "./cards.js";
+import { card, late, person, telLink, waitingAck, worstFirst } from "./cards.js";
 
 const HEADER = { "X-Firegrid-Console": "1" };
 const OFFICERS = new Set(["community_duty", "street_duty", "admin"]);
@@ -31,6 +31,9 @@ const state = {
   held: [],
   source: null,
   detail: null,            // the incident shown in the detail view
+  people: null,            // whom to call for it, who was paged and answered (the detail)
+  who: new Map(),          // actor ("api:li-phone") -> {name, phone}: the person behind it
+  asked: new Set(),        // "incident:actor" already asked about
 };
 
 // --- the server --------------------------------------------------------------------------
@@ -93,7 +96,36 @@ const isOfficer = () => document.body.classList.contains("officer");
 
 const cardOf = (i, inDetail = false) => card(i, {
   inDetail, officer: isOfficer(), canAct: state.me?.can_act, onOpen: openDetail, onAct: perform,
+  who: (actor) => state.who.get(actor),
 });
+
+// --- people: names and phones instead of token names ---------------------------------------
+
+function learn(people) {
+  let fresh = false;
+  for (const a of people.answered) {
+    if (a.name && !state.who.has(a.actor)) fresh = true;
+    if (a.name) state.who.set(a.actor, { name: a.name, phone: a.phone });
+  }
+  return fresh;
+}
+
+async function learnActors(list) {
+  // The cards name who has each incident or resolved it: ask once per incident and token.
+  const asks = [];
+  for (const i of list) {
+    for (const actor of [i.on_site_by || i.acknowledged_by, i.resolved_by]) {
+      const key = `${i.id}:${actor}`;
+      if (!actor || state.who.has(actor) || state.asked.has(key)) continue;
+      state.asked.add(key);
+      asks.push(api(`/v1/console/incidents/${i.id}/people`).then(learn).catch(() => false));
+    }
+  }
+  if (asks.length && (await Promise.all(asks)).some(Boolean)) {
+    renderList();
+    if (state.detail) renderDetail();
+  }
+}
 
 // Same test as the API's `resolved_since`, so an event and a re-read agree.
 const inWindow = (i) => Date.parse(i.resolved_at) >= now() - DAY_MS;
@@ -114,6 +146,7 @@ function renderList() {
   const resolvedView = state.view === "resolved";
   const list = resolvedView ? resolvedSorted() : openSorted();
   $("incidents").replaceChildren(...(list ?? []).map((i) => el("li", {}, cardOf(i))));
+  if (list) learnActors(list);
   const empty = $("empty");
   empty.hidden = list !== null && list.length > 0;
   empty.textContent = t(list === null ? "loading" : resolvedView ? "empty_resolved" : "empty");
@@ -207,6 +240,8 @@ function showLogin(message = "") {
   state.view = "open";
   state.incidents.clear();
   state.resolved = null;
+  state.who.clear();
+  state.asked.clear();
   $("login-error").textContent = message;
   show("login");
 }
@@ -338,10 +373,21 @@ async function perform(id, act, button) {
   }
 }
 
+async function readPeople(id) {
+  try {
+    const people = await api(`/v1/console/incidents/${id}/people`);
+    if (state.detail?.id !== id) return;
+    state.people = people;
+    if (learn(people)) renderList();
+  } catch { /* the detail still shows the incident */ }
+}
+
 async function openDetail(id, { resolve = false } = {}) {
   try {
     state.detail = await api(`/v1/incidents/${id}`);
   } catch { return; }
+  state.people = null;
+  readPeople(id).then(() => { if (state.detail?.id === id) renderDetail(); });
   for (const field of ["note", "cause", "reopen-note"]) $(field).value = "";
   $("resolve-error").textContent = "";
   $("reopen-error").textContent = "";
@@ -355,6 +401,8 @@ async function refreshDetail() {
   try {
     const fresh = await api(`/v1/incidents/${id}`);
     if (state.detail?.id === id) { state.detail = fresh; renderDetail(); }
+    await readPeople(id);
+    if (state.detail?.id === id) renderDetail();
   } catch (e) {
     if (e.status === 404 && state.detail?.id === id) closeDetail();
   }
@@ -362,6 +410,7 @@ async function refreshDetail() {
 
 function closeDetail() {
   state.detail = null;
+  state.people = null;
   show("board");
   renderList();
 }
@@ -379,7 +428,34 @@ function renderDetail() {
      a.muted ? t("muted_alert") : null].filter(Boolean).join(" · "))));
   $("log").replaceChildren(...i.log.map((l) => el("li", {},
     el("time", { text: clock(l.at) }),
-    `${t(`a_${l.action}`)} · ${person(l.actor)}`, l.detail?.note ? ` · ${l.detail.note}` : "")));
+    `${t(`a_${l.action}`)} · ${state.who.get(l.actor)?.name ?? person(l.actor)}`,
+    l.detail?.note ? ` · ${l.detail.note}` : "")));
+  renderPeople();
+}
+
+// Whom to call (the people on duty for the building now, lowest rung first, each with a
+// call button), and who was paged, on what, and whether they answered.
+function renderPeople() {
+  const people = state.people;
+  $("people-box").hidden = !people;
+  if (!people) return;
+  const answered = new Set(people.answered.map((a) => a.worker_id).filter(Boolean));
+  const call = (p) => (p.phone ? telLink(p.phone, `${t("call")} ${p.phone}`)
+                               : el("span", { class: "muted", text: t("no_phone") }));
+  const none = (key) => [el("li", { class: "muted", text: t(key) })];
+  $("on-duty").replaceChildren(...(people.on_duty.length ? people.on_duty.map((p) =>
+    el("li", { "data-worker": p.worker_id },
+       el("b", { text: p.name }), ` · ${t(p.role)} `, call(p)))
+    : none("nobody_on_duty")));
+  $("paged").replaceChildren(...(people.paged.length ? people.paged.map((p) =>
+    el("li", { "data-worker": p.worker_id, "data-answered": answered.has(p.worker_id) },
+       el("time", { text: clock(p.first_paged_at) }),
+       el("b", { text: p.name }), ` · ${t(p.role)} · `,
+       p.channels.map((c) => t(`ch_${c}`)).join("、"), " · ",
+       el("span", { class: "delivery", text: t(p.delivered ? "delivered" : "sending") }),
+       answered.has(p.worker_id) ? el("span", { class: "answered", text: ` · ${t("answered")}` })
+                                 : null, " ", call(p)))
+    : none("nobody_paged")));
 }
 
 // The detail view's two forms: one POST each; a refusal (a 409 names the incident that is

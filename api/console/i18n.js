@@ -47,6 +47,11 @@ export const TEXT = {
     e_403: "您的角色不能执行此操作", e_409: "与警情当前状态冲突", e_422: "输入有误",
     e_503: "服务暂时不可用，请稍后重试", e_500: "服务器出错，请稍后重试",
     e_network: "无法连接服务器，请检查网络",
+    on_duty: "在岗人员（点击拨打）", paged_h: "已通知", call: "拨打", no_phone: "无电话",
+    nobody_on_duty: "当前无人在岗", nobody_paged: "尚未通知任何人", delivered: "已送达",
+    sending: "发送中", answered: "已响应",
+    ch_mqtt: "App", ch_sms: "短信", ch_wecom: "企业微信", ch_dingtalk: "钉钉", ch_feishu: "飞书",
+    ch_email: "邮件", ch_webhook: "Webhook",
   },
   en: {
     title: "firegrid duty console", connecting: "connecting", live_on: "live",
@@ -90,6 +95,11 @@ export const TEXT = {
     overdue: "escalation overdue by {t}", no_timer: "not connected: next rung unknown",
     core_stalled: "alert core not responding",
     e_network: "cannot reach the server: check the network",
+    on_duty: "On duty now (tap to call)", paged_h: "Paged", call: "Call", no_phone: "no phone",
+    nobody_on_duty: "Nobody on duty now", nobody_paged: "Nobody paged yet",
+    delivered: "delivered", sending: "sending", answered: "answered",
+    ch_mqtt: "app", ch_sms: "SMS", ch_wecom: "WeCom", ch_dingtalk: "DingTalk", ch_feishu: "Feishu",
+    ch_email: "e-mail",
   },
 };
 

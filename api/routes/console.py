@@ -4,6 +4,8 @@
     POST /v1/console/logout    ends the session, clears the cookie
     GET  /v1/console/me        who you are, your area, whether you may act
     GET  /v1/console/pages     your pages (the MQTT push's page_id) of open incidents
+    GET  /v1/console/incidents/{id}/people   whom to call (on duty for the building now),
+                               who was paged and who answered, with names and phones
     GET  /v1/incidents/events  server-sent events: incidents of your area as they change,
                                and your pages
     /console/                  the page itself (static files, api/console/)
@@ -34,10 +36,12 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Respons
 from fastapi.security import HTTPAuthorizationCredentials, SecurityScopes
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
+from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Scope as AsgiScope
 
 from alerts import loop, queries
+from alerts.errors import NotFound
 from alerts.queries import Scope
 from api import sessions
 from api.auth import (
@@ -53,6 +57,7 @@ from api.auth import (
 from api.deps import Conn
 from api.live import Hub, PageUpdate, Update, read_pages
 from api.routes.incidents import IncidentSummary
+from api.schemas import RowId
 
 STATIC = Path(__file__).resolve().parent.parent / "console"
 
@@ -225,6 +230,97 @@ def pages(actor: Annotated[Actor, allow("incidents:read")], conn: Conn) -> list[
         " WHERE p.worker_id = %s AND p.channel = 'mqtt' AND i.state <> 'resolved'",
         [actor.worker_id]) if queries.in_scope(conn, i, scope)]
     return [json.loads(p.json) for p in read_pages(conn, ids, actor.worker_id)] if ids else []
+
+
+# --- people -----------------------------------------------------------------------------
+
+LADDER_ORDER = ("grid_worker", "grid_leader", "community_duty", "street_duty")
+
+
+class OnDuty(BaseModel):
+    worker_id: str
+    name: str
+    role: str
+    phone: str | None
+    level: str = Field(description="what of theirs covers the building: grid, community, street")
+
+
+class PagedPerson(BaseModel):
+    worker_id: str
+    name: str
+    role: str
+    phone: str | None
+    first_paged_at: datetime
+    first_step: int
+    channels: list[str] = Field(description="the channels they were paged on")
+    delivered: bool = Field(description="at least one page to them has been sent")
+
+
+class Answer(BaseModel):
+    at: datetime
+    action: str = Field(description="acknowledged, on_site, confirmed, resolved or reopened")
+    actor: str = Field(description="as the incident's log names it: api:<token name>, cli:...")
+    worker_id: str | None = Field(description="the person the token belongs to")
+    name: str | None
+    phone: str | None
+
+
+class People(BaseModel):
+    on_duty: list[OnDuty] = Field(description="the ladder for the building now, lowest rung "
+                                              "first: whom to call")
+    paged: list[PagedPerson] = Field(description="who was paged for it, first paged first")
+    answered: list[Answer] = Field(description="what people did, in order")
+
+
+_ON_DUTY = """
+    SELECT DISTINCT ON (w.id) w.id AS worker_id, w.name, w.role, w.phone, v.level
+    FROM incidents i
+    JOIN building_cover v ON v.building_id = i.building_id
+    JOIN workers w ON w.id = v.worker_id AND w.active AND w.role = ANY(%(roles)s)
+    WHERE i.id = %(id)s AND EXISTS (SELECT 1 FROM roster r WHERE r.worker_id = w.id
+                                    AND r.starts_at <= now() AND r.ends_at > now())
+    ORDER BY w.id, v.distance"""
+
+_PAGED = """
+    SELECT p.worker_id, w.name, w.role, w.phone, min(p.created_at) AS first_paged_at,
+           min(p.step) AS first_step, array_agg(DISTINCT p.channel ORDER BY p.channel) AS channels,
+           bool_or(p.status = 'sent') AS delivered
+    FROM pages p JOIN workers w ON w.id = p.worker_id
+    WHERE p.incident_id = %(id)s AND p.status IN ('pending', 'sent', 'failed')
+    GROUP BY p.worker_id, w.name, w.role, w.phone
+    ORDER BY first_paged_at, w.name"""
+
+# The log names a person by their token (api:<name>); live token names are unique, and a
+# revoked token's name may have been given again: the live one first, then the newest.
+_ANSWERED = """
+    SELECT l.at, l.action, l.actor, w.id AS worker_id, w.name, w.phone
+    FROM incident_log l
+    LEFT JOIN LATERAL (
+        SELECT t.worker_id FROM api_tokens t WHERE 'api:' || t.name = l.actor
+        ORDER BY t.revoked_at IS NULL DESC, t.id DESC LIMIT 1) t ON true
+    LEFT JOIN workers w ON w.id = t.worker_id
+    WHERE l.incident_id = %(id)s
+      AND l.action IN ('acknowledged', 'on_site', 'confirmed', 'resolved', 'reopened')
+      AND (l.actor LIKE 'api:%%' OR l.actor LIKE 'cli:%%')
+    ORDER BY l.at, l.id"""
+
+
+@router.get("/v1/console/incidents/{incident_id}/people", response_model=People,
+            summary="Whom to call for an incident, who was paged and who answered")
+def people(incident_id: RowId, actor: Annotated[Actor, allow("incidents:read")],
+           conn: Conn) -> dict[str, Any]:
+    """For the incident's detail view: the people on duty for its building now (the
+    ladder's roles, with phones: the call buttons), who was paged on which channels, and
+    who acknowledged, went, confirmed, resolved or reopened it, by name rather than token."""
+    if not queries.in_scope(conn, incident_id, area_scope(conn, actor)):
+        raise NotFound("incident", str(incident_id))
+    with conn.cursor(row_factory=dict_row) as cur:
+        params = {"id": incident_id, "roles": list(LADDER_ORDER)}
+        on_duty = cur.execute(_ON_DUTY, params).fetchall()
+        paged = cur.execute(_PAGED, params).fetchall()
+        answered = cur.execute(_ANSWERED, params).fetchall()
+    on_duty.sort(key=lambda p: (LADDER_ORDER.index(p["role"]), p["name"], p["worker_id"]))
+    return {"on_duty": on_duty, "paged": paged, "answered": answered}
 
 
 # --- live events --------------------------------------------------------------------------
