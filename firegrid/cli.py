@@ -165,12 +165,13 @@ def _parser() -> argparse.ArgumentParser:
         "PostgreSQL under --state-dir (kept between runs, on the same ports when free) and never "
         "uses a broker or database already answering on the default ports unless told to "
         "(--use-services). Migrates, registers the demo street (`firegrid simulate --preset "
-        "small --seed 7`), runs ingest, the alert core, the API and console and a fleet "
+        "small --seed 7`), runs ingest, the alert core, the API and console and a calm fleet "
         "of simulated devices, and prints rows as they arrive. It writes <state-dir>/demo.env: "
         "`. .local/demo.env` in another terminal points firegrid, mosquitto_sub -p "
         "\"$FIREGRID_MQTT__PORT\" and psql at the running demo.")
     demo.add_argument("--devices", type=int, default=300,
-                      help="simulate at most this many of the registered devices (default 300)")
+                      help="simulate at most this many of the registered devices (default 300;"
+                           " 0: none, the demo only waits for `firegrid simulate`)")
     demo.add_argument("--rate", type=float, default=100.0, help="messages per second (default 100)")
     demo.add_argument("--seconds", type=float, default=0, help="stop after this long (0 = Ctrl-C)")
     demo.add_argument("--state-dir", type=Path, default=Path(".local"),
@@ -180,7 +181,20 @@ def _parser() -> argparse.ArgumentParser:
                       help="use the configured broker and database (FIREGRID_MQTT__*, "
                            "FIREGRID_DATABASE__URL or --config) instead of private ones; "
                            "exit 3 when they do not answer")
+    demo.add_argument("--false-alarms", type=_fraction, default=0.0, metavar="FRACTION",
+                      help="fraction of the fleet's messages that are random alarms (default 0:"
+                           " calm, alarms come from `firegrid simulate --scenario`)")
+    demo.add_argument("--malformed", type=_fraction, default=0.0, metavar="FRACTION",
+                      help="fraction of the fleet's messages that are malformed on purpose, "
+                           "for dead_letters (default 0)")
     return top
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction between 0 and 1")
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -255,9 +269,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "alerts":
         return _alerts(args, settings)
     if args.command == "demo":
-        from firegrid.demo import run_demo
+        from firegrid.demo import Noise, run_demo
         return run_demo(settings, devices=args.devices, rate=args.rate, seconds=args.seconds,
-                        state_dir=args.state_dir, use_services=args.use_services)
+                        state_dir=args.state_dir, use_services=args.use_services,
+                        noise=Noise(args.false_alarms, args.malformed))
     raise AssertionError(args.command)
 
 

@@ -13,12 +13,12 @@ Then: migrate, register a small street (simulators.topology, preset "small", see
 README's `firegrid simulate --seed 7` uses) through the CSV import when the registry is
 empty, or refresh its roster when it is kept; run ingest, the maintenance monitor and the
 alert core (fire warnings become incidents and pages on firegrid/v1/workers/<id>/pages),
-serve the API and the duty console with login links for a grid worker and their
-community's duty officer, run a simulated fleet of those devices (smoke detectors and
-cameras, with the occasional alarm, a few unregistered ids and, on purpose, the occasional
-malformed message), and print what lands in the database every 2 seconds. Ctrl-C (or
-SIGTERM) stops everything in order: the fleet, the console, the alert core, ingest and the
-monitor, then the broker and the database.
+serve the API and the duty console with login links for the grid worker on duty in the
+building the README's fire burns and their community's duty officer, run a calm fleet of
+those devices (status reports as real devices send them; alarms come from `firegrid
+simulate`'s scenarios, or from --false-alarms), and print what lands in the database every
+2 seconds. Ctrl-C (or SIGTERM) stops everything in order: the fleet, the console, the alert
+core, ingest and the monitor, then the broker and the database.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,7 +51,8 @@ from runtime import db, migrate
 from runtime.localsvc import Mosquitto, Postgres, ServiceError, free_port, reachable
 from runtime.settings import Settings
 from simulators import messages as m
-from simulators import topology
+from simulators import timeline, topology
+from simulators.errors import SimulatorError
 
 log = logging.getLogger(__name__)
 
@@ -62,9 +64,19 @@ PRESET, SEED = "small", 7
 STATE_FILE, ENV_FILE = "demo.json", "demo.env"
 
 
+@dataclass
+class Noise:
+    """What the fleet mixes into its status reports, as fractions of its messages: 0 by
+    default, since real detectors alarm when there is smoke (the scenarios' job), and an
+    alarm a minute buries the fire a newcomer came to watch."""
+    false_alarms: float = 0.0
+    malformed: float = 0.0
+
+
 def run_demo(settings: Settings, *, devices: int, rate: float, seconds: float,
-             state_dir: Path, use_services: bool = False,
+             state_dir: Path, use_services: bool = False, noise: Noise | None = None,
              stop: threading.Event | None = None) -> int:
+    noise = noise or Noise()
     stop = stop or threading.Event()
     state_dir.mkdir(parents=True, exist_ok=True)
     state_dir.chmod(0o755)
@@ -85,7 +97,8 @@ def run_demo(settings: Settings, *, devices: int, rate: float, seconds: float,
         street_dir = state_dir / "street"
         registered = _register_street(settings, street_dir, refresh_roster=not use_services)
         ids = registered[:devices]
-        ids += [f"STRAY-{i}" for i in range(1, 4)]  # unregistered: they end in quarantine
+        if ids:
+            ids += [f"STRAY-{i}" for i in range(1, 4)]  # unregistered: they end in quarantine
         _write_state(state_dir, state, settings)
         service, ingest = _start(IngestService(settings), "ingest")
         if ingest is None:
@@ -95,26 +108,30 @@ def run_demo(settings: Settings, *, devices: int, rate: float, seconds: float,
             service.stop()
             ingest.join(60)
             return 3
-        fleet = threading.Thread(target=_fleet, args=(settings, ids, rate, stop),
+        fleet = threading.Thread(target=_fleet, args=(settings, ids, rate, stop, noise),
                                  name="fleet", daemon=True)
-        fleet.start()
+        if ids:
+            fleet.start()
         monitor = threading.Thread(target=run_monitor, args=(settings, stop), name="monitor",
                                    daemon=True)
         monitor.start()
         if settings.ingest.metrics_port:
             print(f"metrics:  http://{settings.ingest.metrics_host}:"
                   f"{settings.ingest.metrics_port}/metrics")
-        stop_console, logins = start_console(settings, ids[0])
+        stop_console, logins = start_console(settings, _fire_building(street_dir))
         print("\n".join(logins))
         print(_walkthrough_lines(state_dir, settings))
-        print(f"{len(ids)} simulated devices, ~{rate:g} messages/s. Ctrl-C stops.\n", flush=True)
+        print(f"{len(ids)} simulated devices, ~{rate if ids else 0:g} messages/s, calm"
+              f"{'' if noise.false_alarms == 0 else f' but {noise.false_alarms:g} false alarms'}"
+              ". Ctrl-C stops.\n", flush=True)
         try:
             _report(settings, seconds, stop)
         finally:
             # In order: nothing new arrives, then the consumers drain and let go of the
             # broker and the database, which stop last (below).
             stop.set()
-            fleet.join(10)
+            if fleet.is_alive():
+                fleet.join(10)
             stop_console()
             alerts.stop()
             alert_core.join(30)
@@ -340,10 +357,21 @@ def _register_street(settings: Settings, street_dir: Path, *, refresh_roster: bo
         return [r[0] for r in rows]
 
 
+def _fire_building(street_dir: Path) -> str | None:
+    """The building `firegrid simulate --preset small --seed 7 --scenario fire` burns, whose
+    people the demo logs in."""
+    try:
+        return timeline.fire_building(topology.load(street_dir), SEED)
+    except (SimulatorError, OSError):   # a foreign registry: no fire building to show
+        log.debug("no demo street in %s", street_dir, exc_info=True)
+        return None
+
+
 # --- the fleet and the status line ------------------------------------------------------
 
 
-def _fleet(settings: Settings, ids: list[str], rate: float, stop: threading.Event) -> None:
+def _fleet(settings: Settings, ids: list[str], rate: float, stop: threading.Event,
+           noise: Noise) -> None:
     """Devices multiplexed over one connection, each with its own id and seq counter."""
     client = mqtt.Client(CallbackAPIVersion.VERSION2,
                          client_id=f"firegrid-demo-fleet-{random.randrange(1 << 30)}")
@@ -365,17 +393,18 @@ def _fleet(settings: Settings, ids: list[str], rate: float, stop: threading.Even
             seqs[device] += 1
             seq = seqs[device]
             roll = rng.random()
-            if roll < 0.005:
+            camera = device.startswith("CAM")
+            if roll < noise.malformed:
                 topic = m.topic(device, "telemetry", prefix)
                 payload = b'{"type": "smoke_status", "ts": '
-            elif roll < 0.01 and not device.startswith("CAM"):
+            elif roll < noise.malformed + noise.false_alarms and not camera:
                 topic = m.topic(device, "event", prefix)
                 payload = m.encode(m.event("alarm", seq, obscuration_db_m=0.35))
-            elif roll < 0.012 and device.startswith("CAM"):
+            elif roll < noise.malformed + noise.false_alarms and camera:
                 topic = m.topic(device, "event", prefix)
                 payload = m.encode(m.event("smoke_detected", seq,
                                            confidence=round(rng.uniform(0.5, 0.99), 2)))
-            elif not device.startswith("CAM"):
+            elif not camera:
                 battery[device] = max(0, battery[device] - (rng.random() < 0.01))
                 temperature[device] = min(32.0, max(18.0, temperature[device]
                                                     + rng.uniform(-0.05, 0.05)))
@@ -396,33 +425,52 @@ def _fleet(settings: Settings, ids: list[str], rate: float, stop: threading.Even
         client.loop_stop()
 
 
+# Ingest lag is arrival minus device time, which a live device keeps within seconds. A
+# reading stamped more than this before it arrived was not late through ingest: a
+# scenario's compressed clock (firegrid simulate starts in the simulated past) or a
+# device's buffer from an outage. Counted apart, never in the lag.
+BACKDATED_S = 60
+
+_STATUS = f"""
+    SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM events),
+      (SELECT count(*) FROM events WHERE type IN ('alarm', 'smoke_detected', 'fire_detected')),
+      (SELECT coalesce(sum(seen_count), 0) FROM dead_letters),
+      (SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM received_at - ts))
+       FROM readings WHERE received_at > now() - interval '10 seconds'
+         AND ts > received_at - interval '{BACKDATED_S} seconds'),
+      (SELECT count(*) FROM readings WHERE received_at > now() - interval '10 seconds'
+         AND ts <= received_at - interval '{BACKDATED_S} seconds'),
+      (SELECT count(*) FROM device_status),
+      (SELECT count(*) FROM maintenance_tickets WHERE closed_at IS NULL),
+      (SELECT count(*) FROM quarantine WHERE claimed_at IS NULL),
+      (SELECT count(*) FROM incidents WHERE state <> 'resolved'),
+      (SELECT count(*) FROM pages WHERE status = 'sent')"""
+
+
+def status_line(conn: psycopg.Connection[Any], last: int | None, every_s: float
+                ) -> tuple[str, int]:
+    """The demo's line of counts, and the readings count for the next line's rate."""
+    row = conn.execute(_STATUS).fetchone()
+    assert row is not None  # a SELECT without FROM gives exactly one row
+    (readings, events, alarms, dead, lag, backdated, seen, tickets, stray, incidents,
+     pages) = row
+    rate = f"+{(readings - last) / every_s:.0f}/s" if last is not None else ""
+    lag_ms = f"{lag * 1000:.0f} ms" if lag is not None else "-"
+    late = f" ({backdated} back-dated: scenario clock)" if backdated else ""
+    return (f"readings {readings:>8} {rate:>8} | events {events:>6} (fire warnings {alarms})"
+            f" | dead letters {dead:>4} | lag p50 {lag_ms}{late} | devices heard {seen}"
+            f" | open tickets {tickets} | quarantine {stray}"
+            f" | open incidents {incidents} | pages sent {pages}"), readings
+
+
 def _report(settings: Settings, seconds: float, stop: threading.Event) -> None:
     deadline = time.monotonic() + seconds if seconds else None
     last = None
+    every = 2.0
     with psycopg.connect(settings.database.url, autocommit=True) as conn:
         while deadline is None or time.monotonic() < deadline:
-            wait = 2.0 if deadline is None else min(2.0, deadline - time.monotonic())
+            wait = every if deadline is None else min(every, deadline - time.monotonic())
             if stop.wait(max(wait, 0)):
                 return
-            row = conn.execute(
-                "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM events),"
-                " (SELECT count(*) FROM events"
-                "  WHERE type IN ('alarm', 'smoke_detected', 'fire_detected')),"
-                " (SELECT coalesce(sum(seen_count), 0) FROM dead_letters),"
-                " (SELECT percentile_cont(0.5)"
-                "  WITHIN GROUP (ORDER BY extract(epoch FROM received_at - ts))"
-                "  FROM readings WHERE received_at > now() - interval '10 seconds'),"
-                " (SELECT count(*) FROM device_status),"
-                " (SELECT count(*) FROM maintenance_tickets WHERE closed_at IS NULL),"
-                " (SELECT count(*) FROM quarantine WHERE claimed_at IS NULL),"
-                " (SELECT count(*) FROM incidents WHERE state <> 'resolved'),"
-                " (SELECT count(*) FROM pages WHERE status = 'sent')").fetchone()
-            assert row is not None  # a SELECT without FROM gives exactly one row
-            readings, events, alarms, dead, lag, seen, tickets, stray, incidents, pages = row
-            rate = f"+{(readings - last) / 2:.0f}/s" if last is not None else ""
-            last = readings
-            lag_ms = f"{lag * 1000:.0f} ms" if lag is not None else "-"
-            print(f"readings {readings:>8} {rate:>8} | events {events:>6} (fire warnings {alarms})"
-                  f" | dead letters {dead:>4} | lag p50 {lag_ms} | devices heard {seen}"
-                  f" | open tickets {tickets} | quarantine {stray}"
-                  f" | open incidents {incidents} | pages sent {pages}", flush=True)
+            line, last = status_line(conn, last, every)
+            print(line, flush=True)

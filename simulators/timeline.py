@@ -62,6 +62,23 @@ def _detectors(topo: Topology, building: str) -> list[DeviceSpec]:
     return [d for d in topo.in_building(building) if d.kind == "smoke_detector"]
 
 
+def fire_building(topo: Topology, seed: int) -> str:
+    """The building the first [[fire]] of a scenario burns when the file names none, for
+    `seed`: what `firegrid simulate --seed N --scenario fire` will set alight, known before
+    it runs (the demo prints who is on duty there). The fire planner draws first from the
+    scenario's rng, and the building is its first draw."""
+    return _fire_building(topo, "fire-1", random.Random(f"{seed}:scenario"))
+
+
+def _fire_building(topo: Topology, incident: str, rng: random.Random) -> str:
+    # A building with detectors, preferably one a camera covers too.
+    candidates = sorted({d.building for d in topo.devices if d.kind == "smoke_detector"})
+    if not candidates:
+        raise ScenarioError(f"{incident}: this street has no smoke detectors")
+    covered = [b for b in candidates if any(d.kind == "camera" for d in topo.in_building(b))]
+    return rng.choice(covered or candidates)
+
+
 def _fire(engine: Engine, topo: Topology, incident: str, spec: Fire, t0: int,
           rng: random.Random) -> None:
     if spec.device:
@@ -73,13 +90,7 @@ def _fire(engine: Engine, topo: Topology, incident: str, spec: Fire, t0: int,
                 raise ScenarioError(f"{incident}.building: no building {spec.building!r}")
             building = spec.building
         else:
-            # A building with detectors, preferably one a camera covers too.
-            candidates = sorted({d.building for d in topo.devices if d.kind == "smoke_detector"})
-            if not candidates:
-                raise ScenarioError(f"{incident}: this street has no smoke detectors")
-            covered = [b for b in candidates
-                       if any(d.kind == "camera" for d in topo.in_building(b))]
-            building = rng.choice(covered or candidates)
+            building = _fire_building(topo, incident, rng)
         detectors = _detectors(topo, building)
         if not detectors:
             raise ScenarioError(f"{incident}.building: {building!r} has no smoke detector")
