@@ -118,6 +118,11 @@ def load_policy(path: str | Path | None = None) -> Policy:
     else:
         text = resources.files("alerts").joinpath("default_rules.toml").read_text("utf-8")
         name = "alerts/default_rules.toml"
+    return parse_policy(text, name)
+
+
+def parse_policy(text: str, name: str) -> Policy:
+    """A rules file's text, validated; ConfigError names each problem and `name`."""
     try:
         return Policy.model_validate(tomllib.loads(text))
     except tomllib.TOMLDecodeError as exc:

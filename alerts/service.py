@@ -38,13 +38,13 @@ import psycopg
 from prometheus_client import start_http_server
 from psycopg.rows import TupleRow
 
-from alerts import dispatch, handover, ladder, metrics, store
+from alerts import dispatch, handover, ladder, metrics, ruleset, store
 from alerts.channels import build_channels
 from alerts.publisher import PagePublisher
 from alerts.rules import Candidate, Policy, RuleEngine, load_policy
 from protocol.decode import Decoder
 from runtime.db import classify, connect
-from runtime.errors import UnavailableError
+from runtime.errors import ConfigError, UnavailableError
 from runtime.retry import Backoff
 from runtime.settings import MqttSettings, Settings
 from transport.mqtt import Consumer
@@ -64,6 +64,10 @@ class AlertService:
         cfg = settings.alerts
         self._settings = settings
         self.policy = policy or load_policy(cfg.rules_file)
+        # Rules saved through the API (alerts/ruleset.py) replace the file's, unless the
+        # caller fixed a policy (tests that drive a ladder of their own).
+        self._follow_rules = policy is None
+        self.rules_version: int | None = None
         self.stopping = threading.Event()
         self._escalate = threading.Event()
         self._dispatch = threading.Event()
@@ -289,13 +293,37 @@ class AlertService:
     def _listen(self, conn: psycopg.Connection[TupleRow]) -> None:
         conn.execute(f"LISTEN {ladder.ESCALATE_CHANNEL}")
         conn.execute(f"LISTEN {ladder.PAGES_CHANNEL}")
+        conn.execute(f"LISTEN {ruleset.RULES_CHANNEL}")
         # A notification may have been missed while we were (re)connecting.
+        self._reload_rules(conn)
         self._escalate.set()
         self._dispatch.set()
         while not self.stopping.is_set():
             for note in conn.notifies(timeout=1.0):
+                if note.channel == ruleset.RULES_CHANNEL:
+                    break        # the connection is busy until we leave the generator
                 wake = self._escalate if note.channel == ladder.ESCALATE_CHANNEL else self._dispatch
                 wake.set()
+            else:
+                continue
+            self._reload_rules(conn)
+
+    def _reload_rules(self, conn: psycopg.Connection[TupleRow]) -> None:
+        """Take the newest saved rules: the next rung of every open incident and every new
+        alarm follow them (one reference swap; a pass under way finishes on the old ones)."""
+        if not self._follow_rules:
+            return
+        try:
+            version, policy = ruleset.current(conn, self._settings.alerts.rules_file)
+        except ConfigError as exc:   # saved rules are validated; a newer firegrid may differ
+            log.error("rules version not loaded, keeping version %s: %s",
+                      self.rules_version, exc)
+            return
+        if version != self.rules_version:
+            self.policy = policy
+            self.engine.policy = policy
+            self.rules_version = version
+            log.info("rules version %s in force", version if version else "(the file)")
 
     # --- plumbing ----------------------------------------------------------------------
 

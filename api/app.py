@@ -30,6 +30,7 @@ from api.routes import (
     incidents,
     people,
     quarantine,
+    rules,
     silences,
     tickets,
     tokens,
@@ -78,7 +79,7 @@ def create_app(settings: Settings, broker: BrokerAuth | None = None) -> FastAPI:
     errors.install(app)
     # console before incidents: its /v1/incidents/events must not be taken for an incident id
     for module in (devices, hierarchy, people, tickets, quarantine, tokens, console, incidents,
-                   silences):
+                   silences, rules):
         app.include_router(module.router)
     # The duty console's page (docs/console.md).
     app.mount("/console", console.console_files(), name="console")

@@ -54,6 +54,8 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     # leave, substitutes and shift swaps of the workers in the caller's area: the officers
     # and grid leaders who keep a grid covered through the week
     "roster:change": ("admin", "street_duty", "community_duty", "grid_leader"),
+    # the alert rules and ladders in force (/v1/rules): the street command centre's call
+    "rules:write": ("admin", "street_duty"),
     "tokens:manage": ("admin",),
     # fire incidents in the caller's area (area_scope), and the silences there; field
     # technicians read the incidents of their grids (they fix the devices) but do not act

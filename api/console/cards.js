@@ -84,6 +84,8 @@ function actions(i, { inDetail, canAct, onAct }) {
                                                                  onAct(i.id, name, ev.target); } });
   if (waitingAck(i)) box.append(act("acknowledge", "acknowledge"));
   if (i.state !== "on_site") box.append(act("arrive", "arrive"));
+  // 人工确认: a person who sees the fire makes it one (every level paged, 119).
+  if (!inDetail && i.severity === "warning") box.append(act("confirm", "confirm"));
   if (!inDetail) box.append(act("resolve", "resolve"));
   return box;
 }

@@ -34,6 +34,7 @@ const state = {
   people: null,            // whom to call for it, who was paged and answered (the detail)
   who: new Map(),          // actor ("api:li-phone") -> {name, phone}: the person behind it
   asked: new Set(),        // "incident:actor" already asked about
+  handoffTimer: null,      // re-reading the detail while its 119 hand-off is being sent
 };
 
 // --- the server --------------------------------------------------------------------------
@@ -360,7 +361,8 @@ function stopEvents() {
 // --- actions and the detail view --------------------------------------------------------
 
 async function perform(id, act, button) {
-  if (act === "resolve") { openDetail(id, { resolve: true }); return; }
+  if (act === "resolve") { openDetail(id, { focus: "cause" }); return; }
+  if (act === "confirm") { openDetail(id, { focus: "confirm-note" }); return; }
   button.disabled = true;
   try {
     const done = await api(`/v1/incidents/${id}/${act}`, { method: "POST", body: {} });
@@ -382,18 +384,17 @@ async function readPeople(id) {
   } catch { /* the detail still shows the incident */ }
 }
 
-async function openDetail(id, { resolve = false } = {}) {
+async function openDetail(id, { focus = null } = {}) {
   try {
     state.detail = await api(`/v1/incidents/${id}`);
   } catch { return; }
   state.people = null;
   readPeople(id).then(() => { if (state.detail?.id === id) renderDetail(); });
-  for (const field of ["note", "cause", "reopen-note"]) $(field).value = "";
-  $("resolve-error").textContent = "";
-  $("reopen-error").textContent = "";
+  for (const field of ["note", "cause", "reopen-note", "confirm-note"]) $(field).value = "";
+  for (const line of ["resolve-error", "reopen-error", "confirm-error"]) $(line).textContent = "";
   renderDetail();
   show("detail");
-  if (resolve) $("cause").focus();
+  if (focus) $(focus).focus();
 }
 
 async function refreshDetail() {
@@ -421,6 +422,8 @@ function renderDetail() {
   $("detail-card").replaceChildren(cardOf(i, true));
   $("resolve-form").hidden = !state.me?.can_act || resolved;
   $("reopen-form").hidden = !state.me?.can_act || !resolved;
+  $("confirm-form").hidden = !state.me?.can_act || resolved || i.severity !== "warning";
+  renderHandoff(i);
   $("alerts").replaceChildren(...i.alerts.map((a) => el("li", {},
     el("time", { text: clock(a.received_at) }),
     [a.device_id, a.floor !== null ? t("floor", { n: a.floor }) : null, a.location,
@@ -431,6 +434,26 @@ function renderDetail() {
     `${t(`a_${l.action}`)} · ${state.who.get(l.actor)?.name ?? person(l.actor)}`,
     l.detail?.note ? ` · ${l.detail.note}` : "")));
   renderPeople();
+}
+
+// The fire service's hand-off (the 119 hook's page) of a confirmed fire, as far as it went.
+function renderHandoff(i) {
+  const line = $("handoff");
+  const call = i.pages.find((p) => p.channel === "fire_service");
+  line.hidden = i.severity !== "confirmed";
+  line.dataset.status = call?.status ?? "none";
+  // The dispatcher marks the page sent without a change to the incident (no live event):
+  // while it is being sent, read the incident again now and then.
+  if (call?.status === "pending" && !state.handoffTimer) {
+    state.handoffTimer = setTimeout(() => {
+      state.handoffTimer = null;
+      if (state.detail?.id === i.id) refreshDetail();
+    }, 2000);
+  }
+  line.textContent = !call ? t("handoff_none") : t("handoff", {
+    at: clock(call.created_at),
+    status: t(call.status === "sent" ? "h_sent" : call.status === "failed" ? "h_failed"
+                                                                           : "h_pending") });
 }
 
 // Whom to call (the people on duty for the building now, lowest rung first, each with a
@@ -483,6 +506,14 @@ $("resolve-form").addEventListener("submit", async (ev) => {
   if (await submit(ev, "resolve-error", `/v1/incidents/${state.detail.id}/resolve`, body)) {
     closeDetail();
   }
+});
+
+$("confirm-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const note = $("confirm-note").value.trim();
+  const done = await submit(ev, "confirm-error", `/v1/incidents/${state.detail.id}/confirm`,
+                            note ? { note } : {});
+  if (done && state.detail?.id === done.id) { state.detail = done; renderDetail(); }
 });
 
 $("reopen-form").addEventListener("submit", async (ev) => {

@@ -52,6 +52,11 @@ export const TEXT = {
     sending: "发送中", answered: "已响应",
     ch_mqtt: "App", ch_sms: "短信", ch_wecom: "企业微信", ch_dingtalk: "钉钉", ch_feishu: "飞书",
     ch_email: "邮件", ch_webhook: "Webhook",
+    confirm: "人工确认…", confirm_title: "人工确认火警",
+    confirm_hint: "到场看到明火或浓烟、或在视频中看到火情时使用：警情立即升为确认火警，通知各级人员，并转报 119。",
+    confirm_note: "看到了什么（可不填）", confirm_submit: "确认是火警：通知各级并转 119",
+    handoff: "已转 119：{at}，{status}", handoff_none: "确认火警：119 转警未配置",
+    h_sent: "已送达", h_pending: "发送中", h_failed: "发送失败，请直接拨打 119",
   },
   en: {
     title: "firegrid duty console", connecting: "connecting", live_on: "live",
@@ -100,6 +105,11 @@ export const TEXT = {
     delivered: "delivered", sending: "sending", answered: "answered",
     ch_mqtt: "app", ch_sms: "SMS", ch_wecom: "WeCom", ch_dingtalk: "DingTalk", ch_feishu: "Feishu",
     ch_email: "e-mail",
+    confirm: "Confirm fire…", confirm_title: "Confirm it is a fire",
+    confirm_hint: "When you see flames or heavy smoke on site or on video: the incident becomes a confirmed fire, every level is paged and it is handed to the fire service (119).",
+    confirm_note: "What you saw (optional)", confirm_submit: "It is a fire: page everyone and hand to 119",
+    handoff: "Handed to 119: {at}, {status}", handoff_none: "Confirmed fire: no 119 hand-off configured",
+    h_sent: "delivered", h_pending: "sending", h_failed: "failed: call 119 yourself",
   },
 };
 

@@ -18,11 +18,11 @@ import psycopg
 from fastapi import APIRouter, Query
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from alerts import loop, queries
+from alerts import loop, queries, ruleset
 from alerts.channels import build_channels
 from alerts.errors import NotFound
 from alerts.queries import Row, Scope
-from alerts.rules import Policy, load_policy
+from alerts.rules import Policy, parse_policy
 from api.auth import Actor, allow, area_scope
 from api.deps import AppSettings, Conn
 from api.schemas import Limit, Offset, Page, Paged, QueryId, RowId, page
@@ -161,11 +161,15 @@ class IncidentDetail(IncidentSummary):
 
 # --- routes -------------------------------------------------------------------------------
 
-# Read once per process (the API is restarted to take a new rules file, like the alert
-# core); resolving is the only route that needs it, for the false-alarm feedback.
-@lru_cache(maxsize=4)
-def _policy(rules_file: str | None) -> Policy:
-    return load_policy(rules_file)
+def _policy(conn: psycopg.Connection, settings: Settings) -> Policy:
+    """The rules in force: the newest saved version, else the file (alerts/ruleset.py).
+    Resolving (the false-alarm feedback), escalating and adding people need them."""
+    return _parsed(*ruleset.text(conn, settings.alerts.rules_file))
+
+
+@lru_cache(maxsize=8)
+def _parsed(version: int | None, body: str) -> Policy:
+    return parse_policy(body, f"rules version {version}" if version else "the rules file")
 
 
 def _channels(settings: Settings) -> frozenset[str]:
@@ -246,7 +250,7 @@ def resolve(incident_id: RowId, body: ResolveBody, actor: Responder, conn: Conn,
             settings: AppSettings) -> Row:
     scope = _scope_for(conn, actor, incident_id)
     loop.resolve(conn, incident_id, actor.history_name, body.cause, body.note,
-                 _policy(settings.alerts.rules_file))
+                 _policy(conn, settings))
     return _detail(conn, incident_id, scope)
 
 
@@ -263,7 +267,7 @@ def escalate(incident_id: RowId, actor: Responder, conn: Conn, settings: AppSett
              body: EscalateBody | None = None) -> Row:
     body = body or EscalateBody()
     scope = _scope_for(conn, actor, incident_id)
-    loop.escalate(conn, incident_id, actor.history_name, _policy(settings.alerts.rules_file),
+    loop.escalate(conn, incident_id, actor.history_name, _policy(conn, settings),
                   body.to, body.note)
     return _detail(conn, incident_id, scope)
 
@@ -274,7 +278,7 @@ def add_responder(incident_id: RowId, body: ResponderBody, actor: Responder, con
                   settings: AppSettings) -> Row:
     scope = _scope_for(conn, actor, incident_id)
     loop.add_responder(conn, incident_id, actor.history_name, body.worker_id,
-                       _policy(settings.alerts.rules_file), _channels(settings),
+                       _policy(conn, settings), _channels(settings),
                        reassign=body.reassign, note=body.note)
     return _detail(conn, incident_id, scope)
 
