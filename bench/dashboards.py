@@ -3,9 +3,14 @@
 
     .venv/bin/python bench/dashboards.py                  # about 4 minutes on 2 cores
     .venv/bin/python bench/dashboards.py --reading-days 30 --incidents-per-day 60
+    .venv/bin/python bench/dashboards.py --flavour timescale
 
 A private PostgreSQL (runtime.localsvc; fsync off: only query times are measured), migrated
-without TimescaleDB (not installed here: readings_hourly is the plain view), the street
+for --flavour (bench/flavour.py): plain PostgreSQL (default; readings_hourly is the plain
+view) or TimescaleDB (hypertables, readings_hourly the continuous aggregate; after the
+history is written the aggregate's refresh job and the compression jobs run once, timed, as
+the scheduler would, and Grafana's macros expand as with the datasource's timescaledb
+option on). Then the street
 preset registered in-process with the importer (3 communities, 3,900 buildings, 21,737
 devices), then a synthetic history written with SQL:
 
@@ -29,7 +34,7 @@ Each panel's query is expanded as Grafana expands it (dashboards/macros.py) with
 community and grid selected ("All"), at the dashboard's default range (or the panel's own
 override) and at 365 days, run once to warm up and --repeat times; the table shows the
 median in milliseconds and the rows returned. The last line printed is always
-    RESULT panels=<n> slowest_default_ms=<x> slowest_year_ms=<x> slowest_panel=<name>
+    RESULT flavour=<f> panels=<n> slowest_default_ms=<x> slowest_year_ms=<x> slowest_panel=<name>
 """
 
 from __future__ import annotations
@@ -46,13 +51,14 @@ sys.path.insert(0, str(REPO))
 
 import psycopg  # noqa: E402
 
+from bench import flavour as flavours  # noqa: E402
 from dashboards import macros, panels  # noqa: E402
 from dashboards.macros import Variable  # noqa: E402
 from devices import rollup  # noqa: E402
 from devices.broker import NoBrokerAuth  # noqa: E402
 from devices.importer import run_import  # noqa: E402
 from runtime import migrate  # noqa: E402
-from runtime.localsvc import Postgres, make_state_dir  # noqa: E402
+from runtime.localsvc import make_state_dir  # noqa: E402
 from runtime.settings import DatabaseSettings  # noqa: E402
 from simulators import topology  # noqa: E402
 
@@ -146,14 +152,19 @@ def main() -> int:
     parser.add_argument("--tickets-per-day", type=int, default=20)
     parser.add_argument("--reading-days", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=3)
+    flavours.add_argument(parser)
     args = parser.parse_args()
+    timescaledb = args.flavour == "timescale"
 
-    server = Postgres(make_state_dir("fg-bench-dash-"), durable=False).start()
+    server = flavours.postgres(make_state_dir("fg-bench-dash-"), args.flavour,
+                               durable=False).start()
     try:
         with psycopg.connect(server.url(), autocommit=True) as admin:
             admin.execute("CREATE DATABASE bench")
         url = server.url("bench")
-        migrate.migrate(DatabaseSettings(url=url, timescale="off"))
+        report = migrate.migrate(DatabaseSettings(
+            url=url, timescale=flavours.timescale_setting(args.flavour)))
+        print(f"flavour: {report.flavour}", flush=True)
         work = Path(make_state_dir("fg-bench-dash-street-"))
         with psycopg.connect(url, autocommit=True) as conn:
             started = time.perf_counter()
@@ -170,6 +181,11 @@ def main() -> int:
                                ("reading_days", args.reading_days)):
                 history = history.replace(f"%({key})s", str(int(value)))
             conn.execute(history)
+            if timescaledb:
+                took = flavours.run_jobs(conn, "policy_refresh_continuous_aggregate",
+                                         "policy_compression")
+                print("TimescaleDB jobs run once: " + ", ".join(
+                    f"{job} {s:.1f} s" for job, s in took.items()), flush=True)
             conn.execute("VACUUM ANALYZE")
             fill_rollup(conn, args.repeat)
             sizes = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
@@ -177,14 +193,15 @@ def main() -> int:
                                "maintenance_tickets", "readings", "readings_daily")}
             print(f"wrote the history in {time.perf_counter() - started:.0f} s: "
                   + ", ".join(f"{t} {n:,}" for t, n in sizes.items()), flush=True)
-            results = time_panels(conn, args.repeat)
+            results = time_panels(conn, args.repeat, timescaledb)
         import shutil
         shutil.rmtree(work, ignore_errors=True)
     finally:
         server.destroy()
 
     slowest = max(results, key=lambda r: r[3])
-    print(f"RESULT panels={len(results)} slowest_default_ms={max(r[1] for r in results):.1f}"
+    print(f"RESULT flavour={args.flavour} panels={len(results)}"
+          f" slowest_default_ms={max(r[1] for r in results):.1f}"
           f" slowest_year_ms={slowest[3]:.1f} slowest_panel={slowest[0]!r}")
     return 0
 
@@ -227,7 +244,8 @@ def fill_rollup(conn: psycopg.Connection, repeat: int) -> None:
     print(f"readings_daily: {added:,} rows copied back to make a year", flush=True)
 
 
-def time_panels(conn: psycopg.Connection, repeat: int) -> list[tuple[str, float, int, float, int]]:
+def time_panels(conn: psycopg.Connection, repeat: int, timescaledb: bool = False
+                ) -> list[tuple[str, float, int, float, int]]:
     models = panels.load()
     now = datetime.now(UTC).replace(microsecond=0)
     queries = panels.variable_queries()
@@ -243,7 +261,8 @@ def time_panels(conn: psycopg.Connection, repeat: int) -> list[tuple[str, float,
         time_from = now - span
         sql = macros.expand(target.text, time_from=time_from, time_to=now, variables=variables,
                             interval_s=macros.panel_interval(
-                                time_from, now, min_interval=target.min_interval or "1m"))
+                                time_from, now, min_interval=target.min_interval or "1m"),
+                            timescaledb=timescaledb)
         rows = len(conn.execute(sql).fetchall())          # warm-up
         times = []
         for _ in range(repeat):

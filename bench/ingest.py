@@ -5,9 +5,11 @@
 
 Starts a private Mosquitto (the shipped deploy/mosquitto/conf.d) and a private, durable
 PostgreSQL (fsync on) through runtime.localsvc, on 127.0.0.1 only, and removes both at the
-end. Every measurement gets a fresh broker with the same configuration and the same payloads:
-realistic smoke_status telemetry (~190 bytes of JSON) from --devices devices with a per-device
-seq; the device ts is the publish time.
+end. --flavour timescale runs that PostgreSQL with TimescaleDB (bench/flavour.py: readings
+a hypertable, as in production) instead of plain tables. Every measurement gets a fresh
+broker with the same configuration and the same payloads: realistic smoke_status telemetry
+(~190 bytes of JSON) from --devices devices with a per-device seq; the device ts is the
+publish time.
 
 Backlog drain (the primary figure): the subscriber's persistent session is created first
 (QoS 1 subscriptions on firegrid's own topic filters), N messages are published QoS 1 while it
@@ -47,7 +49,7 @@ The last two lines printed are always:
            rows_per_s=<n> messages=<n> gateway_every=<k> gateway_bytes=<n> lost=<n>
            duplicated=<n>            (one line; the primary firegrid drain)
     RESULT ingest_msgs_per_s=<n> vs_paho=<ratio> vs_raw=<ratio> vs_naive=<ratio> lost=<n>
-           duplicated=<n>            (one line)
+           duplicated=<n> flavour=<plain|timescale>            (one line)
 
 Worker modes (`bench/ingest.py _publish|_raw|_paho|_naive|_firegrid ...`) are internal: the
 benchmark runs each client in its own process.
@@ -75,6 +77,7 @@ if sys.path and Path(sys.path[0] or ".").resolve() == REPO / "bench":
 elif str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from bench import flavour as flavours  # noqa: E402
 from bench import mqttraw  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -471,14 +474,14 @@ def worker_main(argv: list[str]) -> None:
 
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
-        from runtime.localsvc import Postgres, make_state_dir
+        from runtime.localsvc import make_state_dir
         self.args = args
         self.state = Path(args.state_dir) if args.state_dir else make_state_dir("firegrid-bench-")
         self.state.mkdir(parents=True, exist_ok=True)
         self.state.chmod(0o755)
         self.logs = self.state / "logs"
         self.logs.mkdir(exist_ok=True)
-        self.pg = Postgres(self.state / "pg", durable=True)
+        self.pg = flavours.postgres(self.state / "pg", args.flavour, durable=True)
         self.brokers: list = []
         self.phase = 0
 
@@ -489,9 +492,10 @@ class Bench:
         from runtime.settings import DatabaseSettings
         self.pg.start()
         self.db_url = self.pg.url("firegrid")
-        settings = DatabaseSettings(url=self.db_url)
+        settings = DatabaseSettings(url=self.db_url,
+                                    timescale=flavours.timescale_setting(self.args.flavour))
         db.ensure_database(settings)
-        migrate.migrate(settings)
+        self.flavour = migrate.migrate(settings).flavour
         self.sql("CREATE TABLE IF NOT EXISTS naive_readings (LIKE readings INCLUDING ALL)")
 
     def sql(self, query: str, params=None, *, fetch: bool = False):
@@ -938,6 +942,7 @@ def main(argv: list[str]) -> int:
                    "graph, .json speedscope, else collapsed stacks; pip install py-spy)")
     p.add_argument("--state-dir", help="where the private broker/database live (temp dir)")
     p.add_argument("--keep", action="store_true", help="keep the state dir (logs) at the end")
+    flavours.add_argument(p)
     args = p.parse_args(argv)
     if args.memory_check:
         for part in ("raw", "paho", "paho311", "naive", "sweep", "live"):
@@ -966,7 +971,7 @@ def main(argv: list[str]) -> int:
         say(f"state in {bench.state}; starting PostgreSQL (durable: fsync on)")
         bench.start_db()
         pg_version = bench.sql("SHOW server_version", fetch=True)[0][0]
-        say(f"machine: {machine()}; PostgreSQL {pg_version}")
+        say(f"machine: {machine()}; PostgreSQL {pg_version}; schema: {bench.flavour}")
         if not args.skip_raw:
             res["raw"] = bench.drain_baseline("raw", n, "5")
             say(f"raw socket, MQTT 5: {fmt_rate(res['raw']['rate'])} msg/s")
@@ -1177,7 +1182,7 @@ def report(args, res, sweep, n, naive_n, sweep_n, pg_version, total_s) -> None:
           f"duplicated={fg['duplicated']}", flush=True)
     print(f"RESULT ingest_msgs_per_s={rate:.0f} vs_paho={r2(ratio(paho_key))} "
           f"vs_raw={r2(ratio('raw'))} vs_naive={r2(ratio('naive'))} lost={lost} "
-          f"duplicated={dup}", flush=True)
+          f"duplicated={dup} flavour={args.flavour}", flush=True)
 
 
 if __name__ == "__main__":
