@@ -29,6 +29,7 @@ from runtime.settings import Settings
 from tests.alert_live import ThreadedAlerts, alert_settings, send_alarm
 from tests.alert_support import build_ward
 from tests.helpers import Publisher, required_tool
+from tests.test_alert_channels import Receiver
 from tests.test_console_api import LiveApi
 
 CHROMIUM = "/usr/bin/chromium"
@@ -104,20 +105,21 @@ ack_timeout_s = 3600
 def duty_console(db, make_settings, uid, roles: dict[str, str],
                  rules: Path | None = None,
                  buildings: dict[str, tuple[str, ...]] | None = None,
-                 core: bool = True) -> Iterator[Console]:
+                 core: bool = True, alerts: dict | None = None) -> Iterator[Console]:
     """The ward of tests/alert_support.py, the real alert core on the broker, the real API,
     a token per worker in `roles` and Debian's Chromium; all stopped afterwards. `rules`:
     a rules file for the alert core instead of the default; `buildings`: more buildings
-    of grid G1 (more_buildings); `core=False`: no alert core (nothing escalates)."""
+    of grid G1 (more_buildings); `core=False`: no alert core (nothing escalates); `alerts`:
+    more alert-core settings."""
     build_ward(db, around=datetime.now(UTC))
     if buildings:
         more_buildings(db, buildings)
     settings = alert_settings(make_settings, uid,
-                              **({"rules_file": str(rules)} if rules else {}))
+                              **({"rules_file": str(rules)} if rules else {}), **(alerts or {}))
     tokens = {w: create_token(db, f"{w}-phone", role, w) for w, role in roles.items()}
     expect.set_options(timeout=WAIT_MS)
 
-    alerts = ThreadedAlerts(settings).start() if core else None
+    alert_core = ThreadedAlerts(settings).start() if core else None
     api = LiveApi(settings).start()
     publisher = Publisher(settings.mqtt.host, settings.mqtt.port, f"sim-{uid}")
     try:
@@ -133,8 +135,8 @@ def duty_console(db, make_settings, uid, roles: dict[str, str],
     finally:
         publisher.close()
         api.stop()
-        if alerts is not None:
-            alerts.stop()
+        if alert_core is not None:
+            alert_core.stop()
 
 
 def resolve_on_phone(page, cause: str, note: str) -> None:
@@ -614,3 +616,54 @@ def test_whom_to_call_who_was_paged_and_who_answered(db, make_settings, uid, tmp
         expect(officer.locator("#log")).to_contain_text("接警 · 李明")
         shoot(officer, "officer-people")
         stayed(worker, officer)
+
+
+def test_the_officer_confirms_a_fire_every_level_is_paged_and_119_called(
+        db, make_settings, uid, tmp_path):
+    """人工确认 from the officer's board: one detector's warning, seen on video, confirmed
+    with a note; the incident turns into a confirmed fire, every level is paged, the 119 hook
+    is called once and the incident shows the hand-off."""
+    fire_service = Receiver()
+    rules = tmp_path / "rules.toml"
+    rules.write_text(STEADY + 'fire_service = true\n')
+    roles = {"gw1": "grid_worker", "cd1": "community_duty"}
+    try:
+        with duty_console(db, make_settings, uid, roles, rules,
+                          alerts={"fire_service_url": f"{fire_service.url}/119",
+                                  "webhook_secret": "s3cret"}) as c:
+            worker = c.open(PHONE, "gw1")
+            officer = c.open(DESK, "cd1")
+            send_alarm(c.publisher, c.settings, "SD-1")
+            b1 = officer.locator("article.card", has_text="B1 Shuiwei Rd")
+            expect(b1).to_have_attribute("data-severity", "warning")
+            b1.locator('button[data-act="confirm"]').click()
+            expect(officer.locator("#confirm-form")).to_be_visible()
+            expect(officer.locator("#handoff")).to_be_hidden()
+            officer.fill("#confirm-note", "监控看到二楼明火 flames on floor 2 on camera")
+            officer.click("#confirm-form button[type=submit]")
+            detail = officer.locator("#detail-card article")
+            expect(detail).to_have_attribute("data-severity", "confirmed")
+            expect(officer.locator("#confirm-form")).to_be_hidden()
+            expect(officer.locator("#handoff")).to_have_attribute("data-status", "sent")
+            expect(officer.locator("#handoff")).to_contain_text("已转 119")
+            expect(officer.locator("#handoff")).to_contain_text("已送达")
+            expect(officer.locator("#log")).to_contain_text("确认火警 · cd1")
+            shoot(officer, "officer-confirmed")
+            # The worker's phone follows: a confirmed fire now, without the button.
+            mine = cards(worker).first
+            expect(mine).to_have_attribute("data-severity", "confirmed")
+            expect(mine.locator('button[data-act="confirm"]')).to_have_count(0)
+            call = fire_service.next()
+            assert call.path == "/119"
+            stayed(worker, officer)
+    finally:
+        fire_service.server.shutdown()
+    (incident,) = db.execute("SELECT id FROM incidents WHERE building_id = 'B1'").fetchone()
+    paged = db.execute("SELECT DISTINCT worker_id FROM pages WHERE incident_id = %s"
+                       " AND channel = 'mqtt' AND step = 2 ORDER BY 1", [incident]).fetchall()
+    assert [w for (w,) in paged] == ["cd1", "gl1", "gw1", "sd1"]
+    assert db.execute("SELECT count(*) FROM pages WHERE incident_id = %s"
+                      " AND channel = 'fire_service'", [incident]).fetchone() == (1,)
+    assert db.execute("SELECT actor, detail->>'note' FROM incident_log WHERE incident_id = %s"
+                      " AND action = 'confirmed'", [incident]).fetchall() == [
+        ("api:cd1-phone", "监控看到二楼明火 flames on floor 2 on camera")]
