@@ -6,7 +6,10 @@
 
 Routes are sync functions (psycopg is sync here), so Starlette runs each in its thread
 pool; the connection pool bounds how many touch the database at once. OpenAPI is at
-/openapi.json and /docs; docs/api.md is the guide for field technicians and admins.
+/openapi.json, /docs (Swagger UI) and /redoc; docs/api.md is the guide for field
+technicians and admins. The docs pages load their scripts and styles from this server
+(/docs-assets/, fastapi-offline's copy), never from a public CDN: a street office's
+intranet has no way out, and FastAPI's default /docs is a blank page there.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import psycopg
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from psycopg_pool import ConnectionPool
 
 from api import errors
@@ -70,12 +74,13 @@ def create_app(settings: Settings, broker: BrokerAuth | None = None) -> FastAPI:
             if own:
                 app.state.broker.close()
 
-    app = FastAPI(title="firegrid provisioning API", version="1",
-                  description="Register, move, replace and retire devices; manage the grid "
-                              "hierarchy, people and roster. Guide: docs/api.md. Every call "
-                              "but /healthz needs `Authorization: Bearer <token>`; each "
-                              "operation lists the roles it admits.",
-                  lifespan=lifespan)
+    # FastAPI's documented recipe for self-hosted docs assets, packaged (fastapi-offline).
+    app = FastAPIOffline(
+        static_url="/docs-assets", title="firegrid provisioning API", version="1",
+        description="Register, move, replace and retire devices; manage the grid hierarchy, "
+                    "people and roster. Guide: docs/api.md. Every call but /healthz needs "
+                    "`Authorization: Bearer <token>`; each operation lists the roles it admits.",
+        lifespan=lifespan)
     errors.install(app)
     # console before incidents: its /v1/incidents/events must not be taken for an incident id
     for module in (devices, hierarchy, people, tickets, quarantine, tokens, console, incidents,
