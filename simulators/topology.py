@@ -97,7 +97,7 @@ def _write_hierarchy(path: Path, buildings: list[_BuildingRow], p: Preset,
                      rng: random.Random) -> dict[str, list[str]]:
     """Cut each community's buildings into grids of 300-500 households."""
     grids: dict[str, list[str]] = {}   # community id -> grid ids
-    with path.open("w", newline="", encoding="utf-8") as f:
+    with path.open("w", newline="", encoding="utf-8-sig") as f:
         w = csv.writer(f)
         w.writerow(["street_id", "street_name", "community_id", "community_name", "grid_id",
                     "grid_name", "grid_households", "building_id", "address", "lat", "lon",
@@ -136,7 +136,7 @@ def _write_people(workers_path: Path, roster_path: Path, grids: dict[str, list[s
     for c in range(1, communities + 1):
         people += [(f"C{c}-D{k}", f"社区值班{c}-{k}", "community_duty", f"C{c}") for k in (1, 2)]
     people += [(f"S1-D{k}", f"街道指挥{k}", "street_duty", "S1") for k in (1, 2)]
-    with workers_path.open("w", newline="", encoding="utf-8") as f:
+    with workers_path.open("w", newline="", encoding="utf-8-sig") as f:
         w = csv.writer(f)
         w.writerow(["worker_id", "name", "role", "phone", "areas", "sms"])
         for n, (wid, name, role, areas) in enumerate(people):
@@ -145,7 +145,7 @@ def _write_people(workers_path: Path, roster_path: Path, grids: dict[str, list[s
 
     start = (week_of or datetime.now(ZONE)).astimezone(ZONE)
     start = start.replace(hour=8, minute=0, second=0, microsecond=0) - timedelta(days=1)
-    with roster_path.open("w", newline="", encoding="utf-8") as f:
+    with roster_path.open("w", newline="", encoding="utf-8-sig") as f:
         w = csv.writer(f)
         w.writerow(["worker_id", "starts_at", "ends_at"])
         for day in range(8):
@@ -173,7 +173,7 @@ def _write_devices(path: Path, buildings: list[_BuildingRow], has_smoke: list[bo
     gateway_of = {b[1]: f"{prefix}GW{i + 1:06d}"
                   for i, b in enumerate(smoke_at[len(smoke_at) - p.gateways:])
                   } if p.gateways else {}
-    with path.open("w", newline="", encoding="utf-8") as f:
+    with path.open("w", newline="", encoding="utf-8-sig") as f:
         w = csv.writer(f)
         header = ["device_id", "kind", "building_id", "floor", "location", "model",
                   "firmware", "heartbeat_s", "password"]

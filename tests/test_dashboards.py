@@ -90,7 +90,7 @@ def street(pg_server, broker, tmp_path_factory):
 
     files = topology.generate(tmp / "street", "tiny", seed=3)
     street = topology.load(tmp / "street")      # what the simulator runs: without the extra
-    rows = list(csv.DictReader(files["devices"].open(encoding="utf-8")))
+    rows = list(csv.DictReader(files["devices"].open(encoding="utf-8-sig")))
     in_b3 = [r["device_id"] for r in rows if r["building_id"] == "B00003"
              and r["kind"] == "smoke_detector"]
     silent = dict(rows[0], device_id="SD-SILENT", building_id="B00003", location="储藏室")
