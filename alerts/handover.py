@@ -4,10 +4,10 @@
 
 A warning raised at 19:59 paged the outgoing grid worker; at 20:00 the incoming one is on
 duty. The escalator calls this every few seconds: for each open, unacknowledged incident on
-a rung, whoever is now on duty in the rung's roles and was not paged at its current step is
-paged at that step (the same page a rung gives), the rung's timer starts again so the
-incoming people get the rung's whole time, and a `handed_over` log row says from whom to
-whom. The outgoing people keep their pages and their view (the console shows the area's
+a rung, whoever is now on duty in the roles of the rungs fired so far and was never paged
+for it is paged at the current step (the same page a rung gives); when someone new is in
+the current rung's roles, its timer starts again so they get the rung's whole time; a
+`handed_over` log row says from whom to whom. The outgoing people keep their pages and their view (the console shows the area's
 incidents, not the shift's) until somebody acknowledges. Leave and substitutes count as
 the ladder counts them (ladder.ON_DUTY).
 
@@ -44,20 +44,25 @@ def hand_over(conn: psycopg.Connection[TupleRow], now: datetime, policy: Policy,
                                        now, policy)
     paged: dict[int, set[str]] = defaultdict(set)
     for incident_id, worker in conn.execute(
-            "SELECT p.incident_id, p.worker_id FROM pages p JOIN incidents i"
-            " ON i.id = p.incident_id AND i.step = p.step"
-            " WHERE p.incident_id = ANY(%s) AND p.worker_id IS NOT NULL",
+            "SELECT DISTINCT incident_id, worker_id FROM pages"
+            " WHERE incident_id = ANY(%s) AND worker_id IS NOT NULL",
             [[i.id for i in incidents]]).fetchall():
         paged[incident_id].add(worker)
     batch = ladder.Batch()
     timers = []
+    handed = 0
     for inc in incidents:
-        rung = policy.ladder[inc.ladder][inc.rung]
+        rungs = policy.ladder[inc.ladder]
+        rung = rungs[inc.rung]
         duty = on_duty.get(inc.building_id, {})
-        people = {w: c for role in rung.roles for w, c in duty.get(role, ())}
+        # Everyone the ladder has reached so far, had they been on duty: a fresh grid
+        # worker hears of the unanswered fire in their grid even once it is at the desk.
+        roles = {role for r in rungs[:inc.rung + 1] for role in r.roles}
+        people = {w: c for role in sorted(roles) for w, c in duty.get(role, ())}
         incoming = sorted(set(people) - paged[inc.id])
         if not incoming:
             continue
+        handed += 1
         muted = inc.muted or inc.building_id in silenced
         payload = ladder.payload_of(inc.severity, inc.ladder, inc.rung, tuple(rung.roles),
                                     muted)
@@ -67,13 +72,16 @@ def hand_over(conn: psycopg.Connection[TupleRow], now: datetime, policy: Policy,
         outgoing = sorted(paged[inc.id] - set(people))
         batch.log.append(ladder.LogRow(inc.id, "handed_over", inc.state, inc.state, json.dumps(
             {"from": outgoing, "to": incoming, "rung": inc.rung, "step": inc.step})))
-        timers.append((inc.id, now + timedelta(seconds=rung.ack_timeout_s)))
-    if not timers:
+        if set(incoming) & {w for role in rung.roles for w, _ in duty.get(role, ())}:
+            # The current rung has someone new: they get the rung's whole time.
+            timers.append((inc.id, now + timedelta(seconds=rung.ack_timeout_s)))
+    if not handed:
         return 0
-    conn.execute("UPDATE incidents i SET escalate_at = u.at FROM unnest(%s::bigint[],"
-                 " %s::timestamptz[]) AS u(id, at) WHERE i.id = u.id",
-                 [[i for i, _ in timers], [t for _, t in timers]])
+    if timers:
+        conn.execute("UPDATE incidents i SET escalate_at = u.at FROM unnest(%s::bigint[],"
+                     " %s::timestamptz[]) AS u(id, at) WHERE i.id = u.id",
+                     [[i for i, _ in timers], [t for _, t in timers]])
     batch.timers = len(timers)
     ladder.write_batch(conn, now, ladder.ACTOR, batch)
-    metrics.ESCALATIONS.labels("handed_over").inc(len(timers))
-    return len(timers)
+    metrics.ESCALATIONS.labels("handed_over").inc(handed)
+    return handed

@@ -7,13 +7,15 @@ their own tokens. The shipped ladder's shape, with its rungs shortened to second
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from api.app import create_app
+from devices import registry
 from devices.broker import NoBrokerAuth
+from devices.models import Shift, Worker
 from simulators import messages as m
 from simulators.people import Crowd, Habits, PeopleConfig, enlist
 from tests.alert_live import ThreadedAlerts, alert_settings, send_alarm
@@ -143,3 +145,27 @@ def test_a_worker_on_site_confirms_the_fire_every_level_is_paged_119_called_once
             ] == ["acknowledged", "on_site", "confirmed", "resolved"]
     assert crowd.repeats == 0
 
+
+
+def test_a_shift_change_during_an_open_incident_pages_the_incoming_worker(field, db):
+    """gw1's shift ends a few seconds after the alarm and gw3's begins; nobody answers.
+    The alert core pages gw3 at the current rung without anybody asking it to."""
+    settings, device, start, _ = field
+    change = datetime.now(UTC) + timedelta(seconds=4)
+    with registry.changes(db, "test"):
+        registry.upsert_workers(db, [Worker(id="gw3", name="gw3", role="grid_worker",
+                                            areas=["G1"])])
+        db.execute("UPDATE roster SET ends_at = %s WHERE worker_id = 'gw1'", [change])
+        registry.add_shifts(db, [Shift(worker_id="gw3", starts_at=change,
+                                       ends_at=change + timedelta(hours=8))])
+    start(silent={"gw1", "gl1", "gw3", "cd1", "sd1"}, truth={})
+    send_alarm(device, settings, "SD-1")
+    url = settings.database.url
+    assert wait_for_count(url, "SELECT count(*) FROM incident_log"
+                          " WHERE action = 'handed_over'", 1) == 1
+    incident, *_ = incident_row(db)
+    # At whatever rung it is by then (the test's rungs are 3 s), gw3 is paged once.
+    assert db.execute("SELECT count(*) FROM pages WHERE incident_id = %s"
+                      " AND worker_id = 'gw3'", [incident]).fetchone()[0] == 1
+    assert db.execute("SELECT detail->'from', detail->'to' FROM incident_log WHERE"
+                      " action = 'handed_over'").fetchone() == (["gw1"], ["gw3"])
