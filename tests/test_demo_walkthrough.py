@@ -30,13 +30,38 @@ REPO = Path(__file__).resolve().parent.parent
 FIREGRID = str(REPO / ".venv" / "bin" / "firegrid")
 
 
-def readme_walkthrough() -> str:
-    """The first ```sh block under the README's "Watch a simulated fire arrive"."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
-    section = text[text.index("## Watch a simulated fire arrive"):]
+def readme_walkthrough(name: str = "README.md",
+                       heading: str = "## Watch a simulated fire arrive") -> str:
+    """The first ```sh block under the README's walkthrough heading."""
+    text = (REPO / name).read_text(encoding="utf-8")
+    section = text[text.index(heading):]
     match = re.search(r"```sh\n(.*?)```", section, re.S)
-    assert match, "README: no sh block in the walkthrough"
+    assert match, f"{name}: no sh block in the walkthrough"
     return match.group(1)
+
+
+def _commands(block: str) -> list[str]:
+    return [re.sub(r"\s+#\s.*$", "", line).rstrip() for line in block.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_the_chinese_walkthrough_is_the_one_this_test_runs():
+    # README.zh-CN.md mirrors the walkthrough with Chinese comments: the same commands, so
+    # the test below covers both.
+    chinese = readme_walkthrough("README.zh-CN.md", "## 第一个小时")
+    assert _commands(chinese) == _commands(readme_walkthrough())
+    first = (REPO / "README.zh-CN.md").read_text(encoding="utf-8").split("```")[1]
+    assert _commands(first) == ["sh", "./dev up", "./dev test"]
+
+
+def test_the_chinese_docs_links_lead_somewhere():
+    pages = [REPO / "README.md", REPO / "README.zh-CN.md", *(REPO / "docs" / "zh").glob("*.md")]
+    assert len(pages) >= 6
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text("utf-8")):
+            if "://" in target:
+                continue
+            assert (page.parent / target).exists(), f"{page.name}: {target}"
 
 
 def _env() -> dict[str, str]:
