@@ -195,8 +195,10 @@ def _refuse_second_demo(state_dir: Path) -> None:
 
 def _write_state(state_dir: Path, state: dict[str, Any], settings: Settings) -> None:
     info = _conninfo(settings.database.url)
-    state.update({"pid": os.getpid(), "mqtt_host": settings.mqtt.host,
-                  "mqtt_port": settings.mqtt.port, "database_url": settings.database.url})
+    # mqtt_port and pg_port are the private instances' (_private_services), kept for the
+    # next private run whatever this one used.
+    state.update({"pid": os.getpid(), "broker": f"{settings.mqtt.host}:{settings.mqtt.port}",
+                  "database_url": settings.database.url})
     (state_dir / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
     env = {"FIREGRID_MQTT__HOST": settings.mqtt.host,
            "FIREGRID_MQTT__PORT": str(settings.mqtt.port),
