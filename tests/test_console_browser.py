@@ -667,3 +667,56 @@ def test_the_officer_confirms_a_fire_every_level_is_paged_and_119_called(
     assert db.execute("SELECT actor, detail->>'note' FROM incident_log WHERE incident_id = %s"
                       " AND action = 'confirmed'", [incident]).fetchall() == [
         ("api:cd1-phone", "监控看到二楼明火 flames on floor 2 on camera")]
+
+
+def axe_violations(page) -> list[str]:
+    """axe-core (shipped inside the axe-playwright-python wheel) on the page as it is now:
+    the serious and critical violations, one line each with the nodes they hit."""
+    import axe_playwright_python
+
+    source = Path(axe_playwright_python.__file__).with_name("axe.min.js").read_text("utf-8")
+    page.evaluate(source)           # evaluated by the browser itself: not subject to the CSP
+    result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    return [f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes']][:8]}"
+            for v in result["violations"] if v["impact"] in ("serious", "critical")]
+
+
+def test_every_screen_passes_axe(db, make_settings, uid, tmp_path):
+    """axe-core on each screen, in Chinese and English, phone and desk: the login form, the
+    worker's list ringing with the sound-off bar, the officer's board, an incident with its
+    people and forms, the Resolved view. No serious or critical violation (the issue counted
+    33 colour-contrast nodes)."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text(STEADY)
+    roles = {"gw1": "grid_worker", "cd1": "community_duty"}
+    with duty_console(db, make_settings, uid, roles, rules) as c:
+        screens = {}
+        login = c.page(PHONE)
+        login.goto(f"{c.url}/console/")
+        expect(login.locator("#login")).to_be_visible()
+        screens["login"] = axe_violations(login)
+        # Not c.open(): Playwright's evaluate counts as a user's tap, and the worker's
+        # screen should show the sound-off bar as a login link leaves it.
+        worker = c.page(PHONE)
+        worker.goto(f"{c.url}/console/#token={c.tokens['gw1']}")
+        officer = c.open(DESK, "cd1")
+        send_alarm(c.publisher, c.settings, "SD-1")
+        send_alarm(c.publisher, c.settings, "SD-4")
+        expect(cards(officer)).to_have_count(2)
+        expect(worker.locator("#ring")).to_be_visible()
+        expect(worker.locator("#sound-off")).to_be_visible()
+        screens["worker list, ringing"] = axe_violations(worker)
+        screens["officer board"] = axe_violations(officer)
+        cards(worker).first.locator(".open").click()
+        expect(worker.locator("#people-box")).to_be_visible()
+        screens["incident"] = axe_violations(worker)
+        worker.select_option("#cause", "cooking_steam")
+        worker.fill("#note", "厨房油烟 kitchen steam")
+        worker.click("#resolve-form button[type=submit]")
+        worker.click('#views [data-view="resolved"]')
+        expect(cards(worker)).to_have_count(1)
+        screens["resolved"] = axe_violations(worker)
+        officer.click("#lang")
+        expect(officer.locator("h1")).to_have_text("firegrid duty console")
+        screens["officer board, English"] = axe_violations(officer)
+    assert {name: found for name, found in screens.items() if found} == {}
