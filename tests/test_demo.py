@@ -13,14 +13,16 @@ from datetime import UTC, datetime, timedelta
 
 import paho.mqtt.client as mqtt
 import psycopg
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices import importer
 from devices.broker import broker_auth
 from firegrid import cli, demo
 from firegrid.demo_console import demo_token, people_for
-from runtime import db
-from runtime.localsvc import Mosquitto, free_port, make_state_dir
+from runtime import db, migrate
+from runtime.localsvc import Mosquitto, Postgres, free_port, make_state_dir
+from runtime.settings import load_settings
 from simulators import scenarios, timeline, topology
 from simulators.clock import VirtualClock
 from simulators.engine import Engine, LoopbackLink, run_virtual
@@ -176,3 +178,28 @@ def test_fire_building_is_the_one_the_fire_scenario_burns(tmp_path):
         truth.close()
         burnt = [r["building"] for r in truth.records if r["kind"] == "incident"]
         assert burnt == [timeline.fire_building(street, seed)], seed
+
+
+def test_the_demo_runs_beside_a_password_protected_postgresql():
+    # What Debian's postgresql package sets up: scram for TCP connections. The demo used
+    # it because it answered, and exited 3 with "fe_sendauth: no password supplied".
+    guarded = Postgres(make_state_dir("fg-test-scram-"), durable=False).start()
+    home = make_state_dir("fg-test-demo-")
+    started: list = []
+    try:
+        with psycopg.connect(guarded.url(), autocommit=True) as conn:
+            conn.execute("ALTER USER postgres PASSWORD 'not-yours'")
+        (guarded.data / "pg_hba.conf").write_text(
+            "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
+        guarded.restart()
+        settings = load_settings(None, database={"url": guarded.url("firegrid")})
+        with pytest.raises(psycopg.OperationalError, match="password"):
+            psycopg.connect(settings.database.url).close()
+        private = demo._private_services(settings, home, {}, started)
+        assert db.ensure_database(private.database)
+        migrate.migrate(private.database)
+    finally:
+        for server in reversed(started):
+            server.stop()
+        guarded.destroy()
+        shutil.rmtree(home, ignore_errors=True)
