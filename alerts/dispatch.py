@@ -104,21 +104,34 @@ def ticket_pages(conn: psycopg.Connection[Any], now: datetime) -> int:
 
 
 _RESOLVED = "the incident was resolved before this page went out"
+_TAKEN = "somebody acknowledged the incident before the call was due"
+
+
+def _stale(row: OutboxRow) -> str | None:
+    """Why a claimed page should not go out any more, or None."""
+    if row.incident_state == "resolved":
+        return _RESOLVED
+    if row.channel == "voice" and row.incident_state in ("acknowledged", "on_site"):
+        return _TAKEN
+    return None
 
 
 def _cancel_resolved(conn: psycopg.Connection[Any], rows: list[OutboxRow]) -> list[OutboxRow]:
     """Drop the claimed pages whose incident is resolved, marking them 'cancelled' with the
     reason: a worker paged about a fire already dealt with would go there for nothing (a
-    page waiting for a retry, or written a moment before the resolve). A reopened incident
-    pages afresh from its new ladder. Returns the pages still to send."""
-    stale = [r for r in rows if r.incident_state == "resolved"]
+    page waiting for a retry, or written a moment before the resolve). A voice call is
+    dropped as soon as somebody acknowledged: it is for the person who has not answered. A
+    reopened incident pages afresh from its new ladder. Returns the pages still to send."""
+    stale = [(r, why) for r in rows if (why := _stale(r))]
     if not stale:
         return rows
-    conn.execute("UPDATE pages SET status = 'cancelled', last_error = %s WHERE id = ANY(%s)",
-                 [_RESOLVED, [r.page_id for r in stale]])
-    for r in stale:
+    for why in {w for _, w in stale}:
+        conn.execute("UPDATE pages SET status = 'cancelled', last_error = %s"
+                     " WHERE id = ANY(%s)", [why, [r.page_id for r, w in stale if w == why]])
+    for r, _ in stale:
         metrics.PAGES.labels(r.channel, "cancelled").inc()
-    return [r for r in rows if r.incident_state != "resolved"]
+    gone = {r.page_id for r, _ in stale}
+    return [r for r in rows if r.page_id not in gone]
 
 
 class Dispatcher:

@@ -7,9 +7,9 @@ duty. The escalator calls this every few seconds: for each open, unacknowledged 
 a rung, whoever is now on duty in the roles of the rungs fired so far and was never paged
 for it is paged at the current step (the same page a rung gives); when someone new is in
 the current rung's roles, its timer starts again so they get the rung's whole time; a
-`handed_over` log row says from whom to whom. The outgoing people keep their pages and their view (the console shows the area's
-incidents, not the shift's) until somebody acknowledges. Leave and substitutes count as
-the ladder counts them (ladder.ON_DUTY).
+`handed_over` log row says from whom to whom. The outgoing people keep their pages and
+their view (the console shows the area's incidents, not the shift's) until somebody
+acknowledges. Leave and substitutes count as the ladder counts them (ladder.ON_DUTY).
 
 Rows are locked with SKIP LOCKED in the caller's transaction, and the pages' unique key
 (incident, step, worker, channel) makes a second alert-core process's pass a no-op.
@@ -68,7 +68,8 @@ def hand_over(conn: psycopg.Connection[TupleRow], now: datetime, policy: Policy,
                                     muted)
         for worker in incoming:
             ladder.page_worker(batch, inc.id, inc.step, worker, people[worker],
-                               "muted" if muted else "pending", payload, channels)
+                               "muted" if muted else "pending", payload, channels,
+                               policy.voice.after_s)
         outgoing = sorted(paged[inc.id] - set(people))
         batch.log.append(ladder.LogRow(inc.id, "handed_over", inc.state, inc.state, json.dumps(
             {"from": outgoing, "to": incoming, "rung": inc.rung, "step": inc.step})))

@@ -82,6 +82,7 @@ class _Page(NamedTuple):
     channel: str
     status: str                 # 'pending' or 'muted'
     payload: str                # JSON text (payload_of)
+    delay_s: float = 0.0        # due this long after it is written (a voice call's wait)
 
 
 class LogRow(NamedTuple):
@@ -169,10 +170,11 @@ def write_batch(conn: psycopg.Connection[TupleRow], now: datetime, actor: str,
         if batch.pages:
             cur.execute(
                 "INSERT INTO pages (incident_id, step, worker_id, channel, status, created_at,"
-                " due_at, payload) SELECT id, step, worker, channel, status, %s, %s,"
-                " payload::jsonb FROM unnest(%b::bigint[], %b::int[], %b::text[], %b::text[],"
-                " %b::text[], %b::text[]) AS p(id, step, worker, channel, status, payload)"
-                " ON CONFLICT DO NOTHING",
+                " due_at, payload) SELECT id, step, worker, channel, status, %s,"
+                " %s + make_interval(secs => delay), payload::jsonb"
+                " FROM unnest(%b::bigint[], %b::int[], %b::text[], %b::text[], %b::text[],"
+                " %b::text[], %b::float8[]) AS p(id, step, worker, channel, status, payload,"
+                " delay) ON CONFLICT DO NOTHING",
                 [now, now, *map(list, zip(*batch.pages, strict=True))])
             sent = sum(1 for p in batch.pages if p.status == "pending")
             cur.execute("SELECT pg_notify(%s, '')", [PAGES_CHANNEL])
@@ -184,13 +186,17 @@ def write_batch(conn: psycopg.Connection[TupleRow], now: datetime, actor: str,
 
 def page_worker(batch: Batch, incident_id: int, step: int, worker: str,
                 worker_channels: dict[str, str], status: str, payload: str,
-                channels: frozenset[str]) -> None:
+                channels: frozenset[str], voice_after_s: float) -> None:
     """One person's pages for a step: the MQTT push, and each extra channel that this
-    process has configured and the person has an address for."""
+    process has configured and the person has an address for; a voice call is due
+    `voice_after_s` later (the dispatcher drops it if somebody acknowledged by then)."""
     batch.pages.append(_Page(incident_id, step, worker, "mqtt", status, payload))
     for name in _EXTRA_CHANNELS:
         if name in channels and worker_channels.get(name):
             batch.pages.append(_Page(incident_id, step, worker, name, status, payload))
+    if "voice" in channels and worker_channels.get("voice"):
+        batch.pages.append(_Page(incident_id, step, worker, "voice", status, payload,
+                                 float(voice_after_s)))   # one type per column for COPY
 
 
 @lru_cache(maxsize=256)
@@ -308,7 +314,8 @@ def _advance(inc: Incident, on_duty: dict[str, list[_OnDuty]], muted: bool,
     workers = []
     for _role, worker, worker_channels in people:
         workers.append(worker)
-        page_worker(batch, inc.id, inc.step, worker, worker_channels, status, payload, channels)
+        page_worker(batch, inc.id, inc.step, worker, worker_channels, status, payload, channels,
+                    policy.voice.after_s)
     if forward:
         batch.pages.append(_Page(inc.id, inc.step, None, "fire_service", status, payload))
         batch.log.append(LogRow(inc.id, "forwarded", inc.state, inc.state,

@@ -205,7 +205,8 @@ def add_responder(conn: psycopg.Connection[TupleRow], incident_id: int, actor: s
         batch = ladder.Batch()
         ladder.page_worker(batch, incident_id, row["step"], worker_id, worker_channels,
                            "pending", ladder.payload_of(row["severity"], row["ladder"],
-                                                        row["rung"], (role,), False), channels)
+                                                        row["rung"], (role,), False), channels,
+                          policy.voice.after_s)
         batch.timers = int(row["escalate_at"] is not None)
         ladder.write_batch(conn, now, actor, batch)
         _log(conn, incident_id, now, actor, "reassigned" if reassign else "responder_added",

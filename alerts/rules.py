@@ -80,6 +80,12 @@ class RepeatRules(_Strict):
     every_s: Annotated[int | None, BeforeValidator(_off)] = Field(600, ge=10, le=86400)
 
 
+class VoiceRules(_Strict):
+    # With voice calls configured (alerts.voice_url), a person paged by a rung is called
+    # when the incident is still unacknowledged this long after the page.
+    after_s: int = Field(45, ge=0, le=3600)
+
+
 class Rung(_Strict):
     roles: list[LadderRole] = Field(min_length=1)
     ack_timeout_s: int = Field(ge=1, le=86400)
@@ -92,6 +98,7 @@ class Policy(_Strict):
     confirm: ConfirmRules = ConfirmRules()
     feedback: FeedbackRules = FeedbackRules()
     repeat: RepeatRules = RepeatRules()
+    voice: VoiceRules = VoiceRules()
     ladder: dict[Severity, list[Rung]]
 
     @model_validator(mode="after")

@@ -28,6 +28,7 @@ from psycopg_pool import ConnectionPool
 
 from api import errors
 from api.routes import (
+    callbacks,
     console,
     devices,
     hierarchy,
@@ -84,7 +85,7 @@ def create_app(settings: Settings, broker: BrokerAuth | None = None) -> FastAPI:
     errors.install(app)
     # console before incidents: its /v1/incidents/events must not be taken for an incident id
     for module in (devices, hierarchy, people, tickets, quarantine, tokens, console, incidents,
-                   silences, rules):
+                   silences, rules, callbacks):
         app.include_router(module.router)
     # The duty console's page (docs/console.md).
     app.mount("/console", console.console_files(), name="console")

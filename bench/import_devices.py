@@ -183,7 +183,7 @@ def _live_seconds_at(k: int, empty_s: float, full_s: float, full_n: int) -> floa
 
 
 def _first_device(path: Path) -> tuple[str, str]:
-    with path.open() as handle:
+    with path.open(encoding="utf-8-sig") as handle:     # the CSVs carry a BOM for Excel
         row = next(csv.DictReader(handle))
     return row["device_id"], row["password"]
 

@@ -27,7 +27,7 @@ WORKER_ROLES = ("grid_worker", "grid_leader", "community_duty", "street_duty", "
 # their community or street.
 ROLE_AREA = {"grid_worker": "grid", "grid_leader": "grid", "field_technician": "grid",
              "community_duty": "community", "street_duty": "street"}
-CHANNELS = ("sms", "wecom", "dingtalk", "feishu", "email", "webhook")
+CHANNELS = ("sms", "wecom", "dingtalk", "feishu", "email", "webhook", "voice")
 # Registered heartbeat when the row leaves it empty: cameras send the GB/T 28181 keepalive
 # every 60 s; NB-IoT detectors and gateways typically report hourly.
 DEFAULT_HEARTBEAT_S = {"smoke_detector": 3600, "camera": 60, "gateway": 300}

@@ -269,6 +269,17 @@ class AlertsSettings(BaseModel):
     # An Apprise URL for SMS with {phone} where the number goes, e.g. a provider's
     # "twilio://SID:TOKEN@+8610.../{phone}"; empty: the sms channel is not used.
     sms_url: str | None = None
+    # Voice calls (alerts/channels/voice.py): a person whose page is still unacknowledged
+    # after the rules' [voice] after_s is called through Aliyun's voice service (IvrCall, a
+    # text-to-speech template with "press 1 to acknowledge"); empty voice_url: no calls.
+    # The key press comes back on the provider's receipt push to
+    # POST /v1/voice/report?token=<voice_callback_token>, SMS replies to /v1/sms/reply.
+    voice_url: str | None = None        # e.g. https://dyvmsapi.aliyuncs.com/
+    voice_access_key_id: str | None = None
+    voice_access_key_secret: SecretStr | None = None
+    voice_show_number: str | None = None     # the caller number bought from the provider
+    voice_tts_code: str | None = None        # the approved TTS template, e.g. TTS_1234
+    voice_callback_token: SecretStr | None = None
     # Channel retries: exponential backoff between these bounds, giving up after
     # max_attempts (the page is then 'failed', counted and visible in the log).
     retry_min_s: float = Field(2.0, gt=0)
@@ -281,7 +292,7 @@ class AlertsSettings(BaseModel):
     # Prometheus /metrics of `firegrid alerts run` (on ingest.metrics_host); 0 disables.
     metrics_port: int = Field(9110, ge=0, le=65535)
 
-    @field_validator("fire_service_url", "console_url")
+    @field_validator("fire_service_url", "console_url", "voice_url")
     @classmethod
     def _http(cls, url: str | None) -> str | None:
         return _check_url(url, ("http", "https"))

@@ -12,7 +12,9 @@ from runtime.settings import load_settings
 from tests.api_support import api, settings  # noqa: F401 (fixtures)
 
 # The only operation anyone may call without a token.
-PUBLIC = {("get", "/healthz")}
+# /healthz, and the providers' receipt pushes, which carry a secret in the URL instead
+# (api/routes/callbacks.py; tests/test_voice.py checks a wrong one is a 404).
+PUBLIC = {("get", "/healthz"), ("post", "/v1/voice/report"), ("post", "/v1/sms/reply")}
 
 
 def _operations() -> list[tuple[str, str, dict]]:
