@@ -437,8 +437,11 @@ def test_a_page_rings_once_until_acknowledged_with_sound_and_a_notification(
         worker.context.grant_permissions(["notifications"], origin=c.url)
         worker.add_init_script(BACKGROUND)
         # A login link opened from a chat app: no tap yet, so the browser keeps it silent,
-        # and the page says so.
-        worker.goto(f"{c.url}/console/#token={c.tokens['gw1']}")
+        # and the page says so. (Nothing may touch the page until it has tried to play:
+        # Chromium counts Playwright's own evaluations as a user's tap. The page opens its
+        # event stream after trying.)
+        with worker.expect_request(lambda r: "/v1/incidents/events" in r.url):
+            worker.goto(f"{c.url}/console/#token={c.tokens['gw1']}")
         expect(worker.locator("#live")).to_have_attribute("data-live", "on")
         body = worker.locator("body")
         expect(body).to_have_attribute("data-sound", "off")
@@ -695,10 +698,12 @@ def test_every_screen_passes_axe(db, make_settings, uid, tmp_path):
         login.goto(f"{c.url}/console/")
         expect(login.locator("#login")).to_be_visible()
         screens["login"] = axe_violations(login)
-        # Not c.open(): Playwright's evaluate counts as a user's tap, and the worker's
-        # screen should show the sound-off bar as a login link leaves it.
+        # Not c.open(): Playwright's evaluations count as a user's tap, and the worker's
+        # screen should show the sound-off bar as a login link leaves it (see the test
+        # above: nothing touches the page until it has tried to play).
         worker = c.page(PHONE)
-        worker.goto(f"{c.url}/console/#token={c.tokens['gw1']}")
+        with worker.expect_request(lambda r: "/v1/incidents/events" in r.url):
+            worker.goto(f"{c.url}/console/#token={c.tokens['gw1']}")
         officer = c.open(DESK, "cd1")
         send_alarm(c.publisher, c.settings, "SD-1")
         send_alarm(c.publisher, c.settings, "SD-4")
@@ -720,3 +725,32 @@ def test_every_screen_passes_axe(db, make_settings, uid, tmp_path):
         expect(officer.locator("h1")).to_have_text("firegrid duty console")
         screens["officer board, English"] = axe_violations(officer)
     assert {name: found for name, found in screens.items() if found} == {}
+
+
+def test_installable_with_an_offline_shell_that_comes_back_by_itself(
+        db, make_settings, uid):
+    """The console is an installable web app (manifest, icon, service worker); with the
+    network gone it still opens, says it cannot reach the server, and once the network is
+    back it logs in again and goes live by itself."""
+    with duty_console(db, make_settings, uid, {"gw1": "grid_worker"}, core=False) as c:
+        worker = c.open(PHONE, "gw1")
+        manifest = worker.evaluate(
+            "fetch(document.querySelector('link[rel=manifest]').href).then(r => r.json())")
+        assert (manifest["start_url"], manifest["scope"], manifest["display"]) == (
+            "/console/", "/console/", "standalone")
+        assert manifest["icons"] and manifest["name"].startswith("消防网格值守台")
+        worker.wait_for_function("navigator.serviceWorker.controller !== null")
+        worker.wait_for_function("caches.has('fg-console-1')")
+
+        worker.context.set_offline(True)
+        worker.reload()
+        expect(worker.locator("body")).to_have_attribute("data-offline", "true")
+        expect(worker.locator("#offline")).to_contain_text("无法连接服务器")
+        expect(worker.locator("#login")).to_be_hidden()
+        expect(worker.locator("#live")).to_have_text("重连中")
+        shoot(worker, "worker-offline")
+
+        worker.context.set_offline(False)
+        expect(worker.locator("#board")).to_be_visible()
+        expect(worker.locator("#live")).to_have_attribute("data-live", "on")
+        expect(worker.locator("body")).not_to_have_attribute("data-offline", "true")

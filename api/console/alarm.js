@@ -208,20 +208,31 @@ async function enableSound() {
 
 // --- notifications and the screen -----------------------------------------------------------
 
-function notify(p) {
+async function notify(p) {
   if (document.visibilityState !== "hidden") return;
   if (!("Notification" in window) || Notification.permission !== "granted") return;
+  const title = `${t(`sev_${p.severity || "warning"}`)}：${p.building.address}`;
+  const options = { body: t("ring_body", { address: p.building.address }), tag: p.key,
+                    renotify: true, requireInteraction: true, icon: "icon.svg" };
+  alarm.notes.get(p.incident_id)?.close();
   try {
-    const n = new Notification(`${t(`sev_${p.severity || "warning"}`)}：${p.building.address}`, {
-      body: t("ring_body", { address: p.building.address }), tag: p.key, renotify: true,
-      requireInteraction: true,
-    });
-    n.onclick = () => { window.focus(); n.close(); };
-    alarm.notes.get(p.incident_id)?.close();
-    alarm.notes.set(p.incident_id, n);
+    // Through the service worker where there is one (the only way on Android's Chrome;
+    // a click there brings the console forward, sw.js), else the page's own.
+    const reg = await navigator.serviceWorker?.getRegistration();
+    let note;
+    if (reg?.active) {
+      await reg.showNotification(title, options);
+      note = { close: () => reg.getNotifications({ tag: p.key })
+        .then((ns) => ns.forEach((n) => n.close())).catch(() => {}) };
+    } else {
+      const n = new Notification(title, options);
+      n.onclick = () => { window.focus(); n.close(); };
+      note = n;
+    }
+    alarm.notes.set(p.incident_id, note);
     alarm.notified += 1;
     body().notified = String(alarm.notified);
-  } catch { /* a browser that only notifies from a service worker */ }
+  } catch { /* refused by the browser: the tone and the banner remain */ }
 }
 
 async function keepAwake() {

@@ -227,8 +227,8 @@ setInterval(renderLive, 1000);
 // --- screens ----------------------------------------------------------------------------
 
 function show(screen) {
-  for (const id of ["login", "board", "detail"]) $(id).hidden = id !== screen;
-  $("logout").hidden = screen === "login";
+  for (const id of ["login", "offline", "board", "detail"]) $(id).hidden = id !== screen;
+  $("logout").hidden = screen === "login" || screen === "offline";
   $("live").hidden = screen === "login";
   window.scrollTo(0, 0);
 }
@@ -561,8 +561,25 @@ $("logout").addEventListener("click", async () => {
   showLogin();
 });
 
+// Offline, the service worker still serves the page: say so, and try again by itself.
+let retry = null;
+
+function offline() {
+  document.body.dataset.offline = "true";
+  show("offline");
+  setLive("off");
+  clearTimeout(retry);
+  retry = setTimeout(boot, 5000);
+  window.addEventListener("online", boot, { once: true });
+}
+
 async function boot() {
+  clearTimeout(retry);
+  delete document.body.dataset.offline;
   renderStatic();
+  // An installable app with an offline shell; notifications go through it where the
+  // browser wants them to (Android's Chrome has no `new Notification`).
+  navigator.serviceWorker?.register("sw.js").catch(() => {});
   // A login link: /console/#token=fg_... The fragment never reaches the server or its logs;
   // it is taken off the address bar before anything else happens.
   const token = new URLSearchParams(location.hash.slice(1)).get("token");
@@ -573,8 +590,9 @@ async function boot() {
   }
   try {
     await start(await api("/v1/console/me"));
-  } catch {
-    showLogin();
+  } catch (e) {
+    if (e.status === 0) offline();
+    else showLogin();
   }
 }
 

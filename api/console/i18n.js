@@ -57,6 +57,8 @@ export const TEXT = {
     confirm_note: "看到了什么（可不填）", confirm_submit: "确认是火警：通知各级并转 119",
     handoff: "已转 119：{at}，{status}", handoff_none: "确认火警：119 转警未配置",
     h_sent: "已送达", h_pending: "发送中", h_failed: "发送失败，请直接拨打 119",
+    offline_title: "无法连接服务器",
+    offline_hint: "请检查网络。网络恢复后本页会自动重新连接，无需重新登录。如有火情请直接电话联系。",
   },
   en: {
     title: "firegrid duty console", connecting: "connecting", live_on: "live",
@@ -110,6 +112,8 @@ export const TEXT = {
     confirm_note: "What you saw (optional)", confirm_submit: "It is a fire: page everyone and hand to 119",
     handoff: "Handed to 119: {at}, {status}", handoff_none: "Confirmed fire: no 119 hand-off configured",
     h_sent: "delivered", h_pending: "sending", h_failed: "failed: call 119 yourself",
+    offline_title: "Cannot reach the server",
+    offline_hint: "Check the network. This page reconnects by itself when it is back; no need to log in again. For a fire, phone people directly.",
   },
 };
 
