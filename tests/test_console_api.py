@@ -466,6 +466,7 @@ def test_people_of_an_incident_name_the_person_behind_the_token(people, fires, d
     r = wang.get(f"/v1/console/incidents/{g1}/people")
     assert r.status_code == 200, r.text
     got = r.json()
+    assert (got["building"]["id"], got["building"]["address"]) == ("B1", "B1 Shuiwei Rd")
     assert [(p["worker_id"], p["role"], p["level"]) for p in got["on_duty"]] == [
         ("W-G1", "grid_worker", "grid"), ("L-G1", "grid_leader", "grid"),
         ("D-C1", "community_duty", "community"), ("D-S1", "street_duty", "street")]

@@ -604,6 +604,13 @@ def test_whom_to_call_who_was_paged_and_who_answered(db, make_settings, uid, tmp
         expect(b1.locator(".who-has a.tel")).to_have_attribute("href", "tel:+8613800138001")
 
         b1.locator(".open").click()
+        # Where to go: the phone's map app and the Chinese map apps, in WGS-84.
+        expect(officer.locator("#place")).to_contain_text("B1 Shuiwei Rd · B1 · 7 层楼")
+        expect(officer.locator('#place a[data-nav="nav_geo"]')).to_have_attribute(
+            "href", "geo:22.52,114.05?q=22.52,114.05(B1%20Shuiwei%20Rd)")
+        expect(officer.locator('#place a[data-nav="nav_amap"]')).to_have_attribute(
+            "href", re.compile(r"^https://uri\.amap\.com/marker\?position=114\.05,22\.52&.*"
+                               r"coordinate=wgs84"))
         on_duty = officer.locator("#on-duty li")
         expect(on_duty).to_have_count(4)
         assert on_duty.evaluate_all("ls => ls.map(l => l.dataset.worker)") == [

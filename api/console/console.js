@@ -458,10 +458,30 @@ function renderHandoff(i) {
 
 // Whom to call (the people on duty for the building now, lowest rung first, each with a
 // call button), and who was paged, on what, and whether they answered.
+// Navigation links for the building: the phone's map app (geo:, RFC 5870, WGS-84), and
+// Amap and Baidu Maps, the apps Chinese phones have, told the coordinates are WGS-84 (their
+// own maps are in GCJ-02 / BD-09: they convert, so no conversion is done here).
+function navLinks(b) {
+  const name = encodeURIComponent(b.address);
+  const link = (href, key) => el("a", { class: "nav", href, target: "_blank",
+                                        rel: "noopener noreferrer", "data-nav": key,
+                                        text: t(key) });
+  return [
+    link(`geo:${b.lat},${b.lon}?q=${b.lat},${b.lon}(${name})`, "nav_geo"),
+    link(`https://uri.amap.com/marker?position=${b.lon},${b.lat}&name=${name}`
+         + "&coordinate=wgs84&callnative=1", "nav_amap"),
+    link(`https://api.map.baidu.com/marker?location=${b.lat},${b.lon}&title=${name}`
+         + `&content=${name}&coord_type=wgs84&output=html&src=firegrid.console`, "nav_baidu"),
+  ];
+}
+
 function renderPeople() {
   const people = state.people;
   $("people-box").hidden = !people;
   if (!people) return;
+  const b = people.building;
+  $("place").replaceChildren(el("b", { text: b.address }),
+    ` · ${b.id} · ${t("floors_n", { n: b.floors })} `, ...navLinks(b));
   const answered = new Set(people.answered.map((a) => a.worker_id).filter(Boolean));
   const call = (p) => (p.phone ? telLink(p.phone, `${t("call")} ${p.phone}`)
                                : el("span", { class: "muted", text: t("no_phone") }));

@@ -4,8 +4,8 @@
     POST /v1/console/logout    ends the session, clears the cookie
     GET  /v1/console/me        who you are, your area, whether you may act
     GET  /v1/console/pages     your pages (the MQTT push's page_id) of open incidents
-    GET  /v1/console/incidents/{id}/people   whom to call (on duty for the building now),
-                               who was paged and who answered, with names and phones
+    GET  /v1/console/incidents/{id}/people   where to go, whom to call (on duty for the
+                               building now), who was paged and who answered
     GET  /v1/incidents/events  server-sent events: incidents of your area as they change,
                                and your pages
     /console/                  the page itself (static files, api/console/)
@@ -265,7 +265,17 @@ class Answer(BaseModel):
     phone: str | None
 
 
+class Place(BaseModel):
+    id: str
+    address: str
+    lat: float = Field(description="WGS-84, as registered")
+    lon: float = Field(description="WGS-84, as registered")
+    floors: int
+    use: str
+
+
 class People(BaseModel):
+    building: Place = Field(description="where to go")
     on_duty: list[OnDuty] = Field(description="the ladder for the building now, lowest rung "
                                               "first: whom to call")
     paged: list[PagedPerson] = Field(description="who was paged for it, first paged first")
@@ -306,7 +316,7 @@ _ANSWERED = """
 
 
 @router.get("/v1/console/incidents/{incident_id}/people", response_model=People,
-            summary="Whom to call for an incident, who was paged and who answered")
+            summary="Where to go for an incident, whom to call, who was paged and who answered")
 def people(incident_id: RowId, actor: Annotated[Actor, allow("incidents:read")],
            conn: Conn) -> dict[str, Any]:
     """For the incident's detail view: the people on duty for its building now (the
@@ -319,8 +329,11 @@ def people(incident_id: RowId, actor: Annotated[Actor, allow("incidents:read")],
         on_duty = cur.execute(_ON_DUTY, params).fetchall()
         paged = cur.execute(_PAGED, params).fetchall()
         answered = cur.execute(_ANSWERED, params).fetchall()
+        building = cur.execute(
+            "SELECT b.id, b.address, b.lat, b.lon, b.floors, b.use FROM incidents i"
+            " JOIN buildings b ON b.id = i.building_id WHERE i.id = %(id)s", params).fetchone()
     on_duty.sort(key=lambda p: (LADDER_ORDER.index(p["role"]), p["name"], p["worker_id"]))
-    return {"on_duty": on_duty, "paged": paged, "answered": answered}
+    return {"building": building, "on_duty": on_duty, "paged": paged, "answered": answered}
 
 
 # --- live events --------------------------------------------------------------------------
