@@ -547,7 +547,16 @@ def test_words_acknowledge_and_confirmed_fire_rules_in_chinese_and_no_false_live
         mine.first.locator('button[data-act="acknowledge"]').click()
         expect(mine.first.locator(".badge.state")).to_have_text("已接警")
         expect(mine.first.locator("dt").nth(1)).to_have_text("接警")
+        # SD-1 has since cleared (as ingest stores the detector's alarm_clear); the camera
+        # still sees fire.
+        db.execute("INSERT INTO events (device_id, ts, seq, type, received_at)"
+                   " VALUES ('SD-1', now() + interval '1 second', 9, 'alarm_clear', now())")
         mine.first.locator(".open").click()
+        expect(worker.locator('#alerts li[data-device="SD-1"] [data-since]')).to_have_attribute(
+            "data-since", "cleared")
+        expect(worker.locator('#alerts li[data-device="SD-1"]')).to_contain_text("已复位")
+        expect(worker.locator('#alerts li[data-device="CAM-1"] [data-since]')).to_have_count(0)
+        expect(worker.locator("#all-quiet")).to_be_hidden()
         expect(worker.locator("#alerts")).to_contain_text("烟感报警 smoke alarm")
         expect(worker.locator("#alerts")).to_contain_text("摄像头识别明火 camera: fire")
         expect(worker.locator("#log")).to_contain_text("接警 · gw1")
@@ -556,7 +565,7 @@ def test_words_acknowledge_and_confirmed_fire_rules_in_chinese_and_no_false_live
         # A warning whose next rung is a minute overdue: nothing is escalating.
         incident_at(db, "B3", "warning", [("SD-4", "smoke_alarm")], -60)
         expect(cards(officer)).to_have_count(2)
-        late = officer.locator("article.card", has_text="B3 Shuiwei Rd")
+        late = officer.locator("#incidents article.card", has_text="B3 Shuiwei Rd")
         expect(late.locator(".escalation .timer")).to_have_attribute("data-countdown", "overdue")
         expect(late.locator(".escalation")).to_contain_text("升级已逾期")
         expect(late.locator(".escalation")).not_to_contain_text("后升级")
@@ -564,6 +573,13 @@ def test_words_acknowledge_and_confirmed_fire_rules_in_chinese_and_no_false_live
         expect(live).to_have_attribute("data-core", "stalled")
         expect(live).to_have_text("告警服务无响应")
         shoot(officer, "officer-stalled")
+        # B3's only detector was hushed by a resident: the incident says so.
+        db.execute("INSERT INTO events (device_id, ts, seq, type, received_at)"
+                   " VALUES ('SD-4', now() + interval '1 second', 9, 'mute', now())")
+        late.locator(".open").click()
+        expect(officer.locator('#alerts li[data-device="SD-4"]')).to_contain_text("已消音")
+        expect(officer.locator("#all-quiet")).to_be_visible()
+        officer.click("#back")
         # gw1 sees only B1, acknowledged: nothing overdue there.
         expect(worker.locator("#live")).to_have_text("实时")
 

@@ -424,11 +424,20 @@ function renderDetail() {
   $("reopen-form").hidden = !state.me?.can_act || !resolved;
   $("confirm-form").hidden = !state.me?.can_act || resolved || i.severity !== "warning";
   renderHandoff(i);
-  $("alerts").replaceChildren(...i.alerts.map((a) => el("li", {},
+  // Whether each device has since cleared or been hushed (from the people read).
+  const since = new Map((state.people?.devices ?? []).map((d) => [d.device_id, d]));
+  const quiet = (d) => d && (d.cleared_at || d.hushed_at);
+  $("alerts").replaceChildren(...i.alerts.map((a) => el("li", { "data-device": a.device_id },
     el("time", { text: clock(a.received_at) }),
     [a.device_id, a.floor !== null ? t("floor", { n: a.floor }) : null, a.location,
      TEXT.zh[`rule_${a.rule}`] ? both(`rule_${a.rule}`) : a.rule,
-     a.muted ? t("muted_alert") : null].filter(Boolean).join(" · "))));
+     a.muted ? t("muted_alert") : null].filter(Boolean).join(" · "),
+    since.get(a.device_id)?.cleared_at ? el("span", { class: "since", "data-since": "cleared",
+      text: ` · ${t("cleared", { t: clock(since.get(a.device_id).cleared_at) })}` }) : null,
+    since.get(a.device_id)?.hushed_at ? el("span", { class: "since", "data-since": "hushed",
+      text: ` · ${t("hushed", { t: clock(since.get(a.device_id).hushed_at) })}` }) : null)));
+  const devices = state.people?.devices ?? [];
+  $("all-quiet").hidden = i.state === "resolved" || !devices.length || !devices.every(quiet);
   $("log").replaceChildren(...i.log.map((l) => el("li", {},
     el("time", { text: clock(l.at) }),
     `${t(`a_${l.action}`)} · ${state.who.get(l.actor)?.name ?? person(l.actor)}`,

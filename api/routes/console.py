@@ -274,8 +274,17 @@ class Place(BaseModel):
     use: str
 
 
+class DeviceSince(BaseModel):
+    device_id: str
+    last_alert_at: datetime = Field(description="its latest alert in this incident")
+    cleared_at: datetime | None = Field(description="its latest alarm_clear since then")
+    hushed_at: datetime | None = Field(description="its latest mute (a resident's hush) since then")
+
+
 class People(BaseModel):
     building: Place = Field(description="where to go")
+    devices: list[DeviceSince] = Field(description="the incident's devices: whether each has "
+                                                   "cleared or been hushed since its alert")
     on_duty: list[OnDuty] = Field(description="the ladder for the building now, lowest rung "
                                               "first: whom to call")
     paged: list[PagedPerson] = Field(description="who was paged for it, first paged first")
@@ -299,6 +308,18 @@ _PAGED = """
     WHERE p.incident_id = %(id)s AND p.status IN ('pending', 'sent', 'failed')
     GROUP BY p.worker_id, w.name, w.role, w.phone
     ORDER BY first_paged_at, w.name"""
+
+# A detector's own all-clear or a resident's hush after its latest alert: what the alert
+# core's hold looks at (cooking stays in the grid), shown to the people deciding.
+_DEVICES = """
+    SELECT a.device_id, max(a.ts) AS last_alert_at,
+           (SELECT max(e.ts) FROM events e WHERE e.device_id = a.device_id
+            AND e.type = 'alarm_clear' AND e.ts >= max(a.ts)) AS cleared_at,
+           (SELECT max(e.ts) FROM events e WHERE e.device_id = a.device_id
+            AND e.type = 'mute' AND e.ts >= max(a.ts)) AS hushed_at
+    FROM alerts a WHERE a.incident_id = %(id)s
+    GROUP BY a.device_id ORDER BY a.device_id
+    LIMIT 500"""
 
 # The log names a person by their token (api:<name>); live token names are unique, and a
 # revoked token's name may have been given again: the live one first, then the newest.
@@ -329,11 +350,13 @@ def people(incident_id: RowId, actor: Annotated[Actor, allow("incidents:read")],
         on_duty = cur.execute(_ON_DUTY, params).fetchall()
         paged = cur.execute(_PAGED, params).fetchall()
         answered = cur.execute(_ANSWERED, params).fetchall()
+        devices = cur.execute(_DEVICES, params).fetchall()
         building = cur.execute(
             "SELECT b.id, b.address, b.lat, b.lon, b.floors, b.use FROM incidents i"
             " JOIN buildings b ON b.id = i.building_id WHERE i.id = %(id)s", params).fetchone()
     on_duty.sort(key=lambda p: (LADDER_ORDER.index(p["role"]), p["name"], p["worker_id"]))
-    return {"building": building, "on_duty": on_duty, "paged": paged, "answered": answered}
+    return {"building": building, "devices": devices, "on_duty": on_duty, "paged": paged,
+            "answered": answered}
 
 
 # --- live events --------------------------------------------------------------------------
