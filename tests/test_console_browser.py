@@ -26,6 +26,7 @@ from devices import registry
 from devices.broker import NoBrokerAuth
 from devices.models import Building, NewDevice
 from runtime.settings import Settings
+from simulators import messages as m
 from tests.alert_live import ThreadedAlerts, alert_settings, send_alarm
 from tests.alert_support import build_ward
 from tests.helpers import Publisher, required_tool
@@ -777,3 +778,66 @@ def test_installable_with_an_offline_shell_that_comes_back_by_itself(
         expect(worker.locator("#board")).to_be_visible()
         expect(worker.locator("#live")).to_have_attribute("data-live", "on")
         expect(worker.locator("body")).not_to_have_attribute("data-offline", "true")
+
+
+def test_a_technician_registers_a_device_by_typed_id_and_it_publishes(db, make_settings, uid):
+    """The field team's screen: tech1 types a new detector's id, finds it unregistered,
+    registers it to B2, floor 3, a room; the password shown once lets the detector publish
+    on the broker; then it is moved a floor up and retired, with two taps."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    with duty_console(db, make_settings, uid, {"tech1": "field_technician"}, core=False) as c:
+        tech = c.open(PHONE, "tech1")
+        tech.click('#views [data-view="devices"]')
+        expect(tech.locator("#find-form")).to_be_visible()
+        expect(tech.locator("#quarantine")).to_contain_text("没有")
+        tech.fill("#device-id", "SD-NEW-1")
+        tech.click("#find-form button[type=submit]")
+        expect(tech.locator("#register-form")).to_be_visible()
+        expect(tech.locator("#register-id")).to_have_text("SD-NEW-1")
+        tech.select_option("#register-kind", "smoke_detector")
+        tech.fill("#register-building", "B2")
+        tech.fill("#register-floor", "3")
+        tech.fill("#register-location", "301 厨房 kitchen")
+        tech.click("#register-form button[type=submit]")
+        expect(tech.locator("#credentials")).to_be_visible()
+        expect(tech.locator("#device-view")).to_have_attribute("data-state", "provisioned")
+        expect(tech.locator("#device-facts")).to_contain_text("301 厨房 kitchen")
+        expect(tech.locator("#sound-off")).to_be_hidden()     # no pages for technicians
+        shoot(tech, "field-registered")
+        assert axe_violations(tech) == []
+        username = tech.locator("#cred-username").text_content()
+        password = tech.locator("#cred-password").text_content()
+        assert username == "SD-NEW-1" and password
+
+        # The detector, configured with them, publishes (QoS 1: the broker acknowledges).
+        detector = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"SD-NEW-1-{uid}")
+        detector.username_pw_set(username, password)
+        detector.connect(c.settings.mqtt.host, c.settings.mqtt.port)
+        detector.loop_start()
+        try:
+            info = detector.publish(m.topic("SD-NEW-1", "event", c.settings.mqtt.topic_prefix),
+                                    m.encode(m.event("test", 1)), qos=1)
+            info.wait_for_publish(30)
+            assert info.is_published()
+        finally:
+            detector.disconnect()
+            detector.loop_stop()
+
+        # A floor up, then retired (the first tap only asks).
+        tech.fill("#move-floor", "4")
+        tech.click("#move-form button[type=submit]")
+        expect(tech.locator("#move-error")).to_have_text("位置已保存")
+        expect(tech.locator("#device-facts")).to_contain_text("4 层")
+        tech.click("#retire")
+        expect(tech.locator("#retire")).to_have_text("确认停用（设备密码将被删除）")
+        tech.click("#retire")
+        expect(tech.locator("#device-view")).to_have_attribute("data-state", "retired")
+        expect(tech.locator("#retire")).to_be_hidden()
+    row = db.execute("SELECT building_id, floor, location, state FROM devices"
+                     " WHERE id = 'SD-NEW-1'").fetchone()
+    assert row == ("B2", 4, "301 厨房 kitchen", "retired")
+    assert {a for (a,) in db.execute(
+        "SELECT DISTINCT actor FROM registry_history WHERE entity_id = 'SD-NEW-1'"
+    ).fetchall()} == {"api:tech1-phone"}

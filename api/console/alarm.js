@@ -58,8 +58,9 @@ function save() {
 
 // --- start and stop -------------------------------------------------------------------------
 
-// opts: officer (keep the screen on), onAck(incidentId, button).
-export function start(workerId, { officer = false, onAck = null } = {}) {
+// opts: officer (keep the screen on), onAck(incidentId, button), paged (the role is on
+// the ladder: without pages, no sound to turn on).
+export function start(workerId, { officer = false, onAck = null, paged = true } = {}) {
   load(workerId);
   alarm.officer = officer;
   alarm.onAck = onAck;
@@ -67,7 +68,8 @@ export function start(workerId, { officer = false, onAck = null } = {}) {
   body().rings = String(alarm.rings);
   body().heard = String(alarm.heard);
   body().alarm = "quiet";
-  probeSound();
+  if (paged && workerId) probeSound();
+  else $("sound-off").hidden = true;
   keepAwake();
   render();
 }

@@ -14,12 +14,14 @@
 // state, the server, the screens.
 
 import * as alarm from "./alarm.js";
+import * as field from "./field.js";
 import { both, lang, setLang, t, TEXT } from "./i18n.js";
 import { $, clock, el, now, OVERDUE_S, redrawTimers, setSkew } from "./ui.js";
 import { card, late, person, telLink, waitingAck, worstFirst } from "./cards.js";
 
 const HEADER = { "X-Firegrid-Console": "1" };
 const OFFICERS = new Set(["community_duty", "street_duty", "admin"]);
+const LADDER = new Set(["grid_worker", "grid_leader", "community_duty", "street_duty"]);
 const DAY_MS = 24 * 3600 * 1000;   // how far back the resolved view looks
 
 const state = {
@@ -144,6 +146,18 @@ function resolvedSorted() {
 }
 
 function renderList() {
+  const fieldView = state.view === "devices";
+  $("field").hidden = !fieldView;
+  $("incidents").hidden = fieldView;
+  $("open-count").textContent = String(state.incidents.size);
+  if (fieldView) {
+    $("empty").hidden = true;
+    $("summary").hidden = true;
+    for (const tab of document.querySelectorAll("#views [data-view]")) {
+      tab.setAttribute("aria-selected", String(tab.dataset.view === state.view));
+    }
+    return;
+  }
   const resolvedView = state.view === "resolved";
   const list = resolvedView ? resolvedSorted() : openSorted();
   $("incidents").replaceChildren(...(list ?? []).map((i) => el("li", {}, cardOf(i))));
@@ -251,8 +265,9 @@ async function start(me) {
   state.me = me;
   setSkew(me.now);
   document.body.classList.toggle("officer", OFFICERS.has(me.role));
-  alarm.start(me.worker_id, { officer: OFFICERS.has(me.role), onAck: (id, button) =>
-    perform(id, "acknowledge", button) });
+  document.querySelector('#views [data-view="devices"]').hidden = !me.can_field;
+  alarm.start(me.worker_id, { officer: OFFICERS.has(me.role), paged: LADDER.has(me.role),
+                              onAck: (id, button) => perform(id, "acknowledge", button) });
   render();
   show("board");
   startEvents();
@@ -266,6 +281,7 @@ function setView(view) {
   if (view === "resolved") state.resolved = null;
   renderList();
   if (view === "resolved") readLists().catch(() => {});
+  if (view === "devices") field.open();
 }
 
 // --- the lists and the live feed --------------------------------------------------------
@@ -568,6 +584,8 @@ async function login(token) {
     $("login-error").textContent = e.status === 401 ? t("bad_token") : refusal(e);
   }
 }
+
+field.init({ api, refusal });
 
 $("login-form").addEventListener("submit", (ev) => {
   ev.preventDefault();

@@ -164,6 +164,7 @@ class Me(BaseModel):
     worker_name: str | None
     areas: list[Area] = Field(description="what you see; empty for an admin, who sees all")
     can_act: bool = Field(description="your role may acknowledge, arrive, resolve, reopen")
+    can_field: bool = Field(description="your role registers, moves and retires devices")
     causes: list[str] = Field(description="the causes an incident is resolved with")
     now: datetime = Field(description="the server's clock, for the page's timers")
 
@@ -184,7 +185,8 @@ def _me(conn: psycopg.Connection, actor: Actor) -> dict[str, Any]:
             " ORDER BY 1, 2", {"w": actor.worker_id})]
     return {"name": actor.name, "role": actor.role, "worker_id": actor.worker_id,
             "worker_name": name, "areas": areas,
-            "can_act": actor.role in PERMISSIONS["incidents:act"], "causes": list(loop.CAUSES),
+            "can_act": actor.role in PERMISSIONS["incidents:act"],
+            "can_field": actor.role in PERMISSIONS["devices:write"], "causes": list(loop.CAUSES),
             "now": datetime.now(UTC)}
 
 

@@ -1,0 +1,195 @@
+// The field team's screen (技术员 / field technicians and admins): find a device by typing
+// its id or scanning its code with the phone's camera, register it to a building, floor and
+// room, move it, retire it, and register an unknown id that is already talking (quarantine).
+// Everything goes through the ordinary /v1/devices and /v1/quarantine routes
+// (docs/api.md); a new device's MQTT password is shown once, as the API answers it.
+
+import { t } from "./i18n.js";
+import { $, clock, el } from "./ui.js";
+
+let api = null;         // console.js's fetch wrapper
+let refusal = null;     // the API's refusal, in the reader's words
+let shown = null;       // the device on screen
+let scanning = null;    // the camera stream while scanning
+
+const fact = (label, value) => [el("dt", { text: t(label) }), el("dd", { text: value ?? "—" })];
+
+export function init(deps) {
+  ({ api, refusal } = deps);
+  $("scan").hidden = !("BarcodeDetector" in window && navigator.mediaDevices?.getUserMedia);
+}
+
+export function open() {
+  reset();
+  readQuarantine();
+  $("device-id").focus();
+}
+
+function reset() {
+  shown = null;
+  stopScan();
+  for (const id of ["device-view", "register-form", "credentials"]) $(id).hidden = true;
+  $("find-error").textContent = "";
+}
+
+// --- finding ---------------------------------------------------------------------------------
+
+async function find(id) {
+  reset();
+  $("device-id").value = id;
+  try {
+    shown = await api(`/v1/devices/${encodeURIComponent(id)}`);
+    renderDevice();
+  } catch (e) {
+    if (e.status !== 404) { $("find-error").textContent = refusal(e); return; }
+    // Not registered: the form to register it, for this id.
+    $("register-id").textContent = id;
+    $("register-form").dataset.quarantined = String(await inQuarantine(id));
+    $("register-form").hidden = false;
+    $("register-error").textContent = "";
+    $("register-building").focus();
+  }
+}
+
+async function inQuarantine(id) {
+  try {
+    const page = await api("/v1/quarantine?limit=1000");
+    return page.items.some((q) => q.device_id === id);
+  } catch { return false; }
+}
+
+function renderDevice() {
+  const d = shown;
+  $("device-view").hidden = false;
+  $("device-facts").replaceChildren(...[
+    fact("d_id", d.id), fact("d_kind", t(`k_${d.kind}`)), fact("d_state", t(`ds_${d.state}`)),
+    fact("d_building", d.building_id),
+    fact("d_floor", d.floor === null ? null : t("floor", { n: d.floor })),
+    fact("d_location", d.location || null),
+    fact("d_last_seen", d.last_seen ? clock(d.last_seen) : t("never")),
+    fact("d_battery", d.battery_pct === null ? null : `${d.battery_pct}%`),
+    fact("d_tickets", d.open_tickets.map((k) => t(`c_${k.condition}`)).join("、") || null),
+  ].flat());
+  $("device-view").dataset.state = d.state;
+  const retired = d.state === "retired";
+  $("move-form").hidden = retired;
+  $("retire").hidden = retired;
+  $("retire").dataset.armed = "";
+  $("retire").textContent = t("retire");
+  $("move-building").value = d.building_id;
+  $("move-floor").value = d.floor ?? "";
+  $("move-location").value = d.location;
+  $("move-error").textContent = "";
+}
+
+// --- scanning a code with the camera ---------------------------------------------------------
+
+async function scan() {
+  if (scanning) { stopScan(); return; }
+  const video = $("scan-video");
+  try {
+    scanning = await navigator.mediaDevices.getUserMedia({ video: { facingMode: "environment" } });
+  } catch (e) {
+    $("find-error").textContent = t("no_camera");
+    return;
+  }
+  video.srcObject = scanning;
+  video.hidden = false;
+  await video.play();
+  const detector = new window.BarcodeDetector();
+  const look = async () => {
+    if (!scanning) return;
+    try {
+      const [code] = await detector.detect(video);
+      if (code?.rawValue) { stopScan(); find(code.rawValue.trim()); return; }
+    } catch { /* a frame that could not be read */ }
+    requestAnimationFrame(look);
+  };
+  look();
+}
+
+function stopScan() {
+  scanning?.getTracks().forEach((track) => track.stop());
+  scanning = null;
+  $("scan-video").hidden = true;
+}
+
+// --- changes ---------------------------------------------------------------------------------
+
+const placement = (prefix) => {
+  const floor = $(`${prefix}-floor`).value.trim();
+  return { building_id: $(`${prefix}-building`).value.trim(),
+           floor: floor === "" ? null : Number(floor),
+           location: $(`${prefix}-location`).value.trim() };
+};
+
+async function register(ev) {
+  ev.preventDefault();
+  const id = $("register-id").textContent;
+  const body = { kind: $("register-kind").value, ...placement("register") };
+  const quarantined = $("register-form").dataset.quarantined === "true";
+  try {
+    const creds = quarantined
+      ? await api(`/v1/quarantine/${encodeURIComponent(id)}/claim`, { method: "POST", body })
+      : await api("/v1/devices", { method: "POST", body: { id, ...body } });
+    $("register-form").hidden = true;
+    $("cred-username").textContent = creds.username;
+    $("cred-password").textContent = creds.password;
+    $("credentials").hidden = false;
+    shown = await api(`/v1/devices/${encodeURIComponent(id)}`);
+    renderDevice();
+    readQuarantine();
+  } catch (e) {
+    $("register-error").textContent = refusal(e);
+  }
+}
+
+async function move(ev) {
+  ev.preventDefault();
+  try {
+    shown = await api(`/v1/devices/${encodeURIComponent(shown.id)}/move`,
+                      { method: "POST", body: placement("move") });
+    renderDevice();
+    $("move-error").textContent = t("moved");
+  } catch (e) {
+    $("move-error").textContent = refusal(e);
+  }
+}
+
+async function retire() {
+  // Two taps: retiring deletes the device's credentials for good.
+  const button = $("retire");
+  if (!button.dataset.armed) {
+    button.dataset.armed = "true";
+    button.textContent = t("retire_sure");
+    return;
+  }
+  try {
+    shown = await api(`/v1/devices/${encodeURIComponent(shown.id)}/retire`, { method: "POST" });
+    renderDevice();
+  } catch (e) {
+    $("move-error").textContent = refusal(e);
+  }
+}
+
+async function readQuarantine() {
+  try {
+    const page = await api("/v1/quarantine?limit=50");
+    $("quarantine").replaceChildren(...(page.items.length ? page.items.map((q) =>
+      el("li", { "data-device": q.device_id },
+         el("time", { text: clock(q.last_seen) }), " ",
+         el("button", { type: "button", class: "link", text: q.device_id,
+                        onclick: () => find(q.device_id) })))
+      : [el("li", { class: "muted", text: t("quarantine_empty") })]));
+  } catch { /* the rest of the screen works without it */ }
+}
+
+$("find-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const id = $("device-id").value.trim();
+  if (id) find(id);
+});
+$("scan").addEventListener("click", scan);
+$("register-form").addEventListener("submit", register);
+$("move-form").addEventListener("submit", move);
+$("retire").addEventListener("click", retire);
