@@ -5,11 +5,12 @@
 A warning raised at 19:59 paged the outgoing grid worker; at 20:00 the incoming one is on
 duty. The escalator calls this every few seconds: for each open, unacknowledged incident on
 a rung, whoever is now on duty in the roles of the rungs fired so far and was never paged
-for it is paged at the current step (the same page a rung gives); when someone new is in
-the current rung's roles, its timer starts again so they get the rung's whole time; a
-`handed_over` log row says from whom to whom. The outgoing people keep their pages and
-their view (the console shows the area's incidents, not the shift's) until somebody
-acknowledges. Leave and substitutes count as the ladder counts them (ladder.ON_DUTY).
+for it is paged at the current step (the same page a rung gives), and a `handed_over` log
+row says from whom to whom. The rung's timer runs on: restarting it for the newcomer would
+push the next rung past the minute a fire warning has (bench/field.py's shift change).
+The outgoing people keep their pages and their view (the console shows the area's
+incidents, not the shift's) until somebody acknowledges. Leave and substitutes count as
+the ladder counts them (ladder.ON_DUTY).
 
 Rows are locked with SKIP LOCKED in the caller's transaction, and the pages' unique key
 (incident, step, worker, channel) makes a second alert-core process's pass a no-op.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from datetime import datetime, timedelta
+from datetime import datetime
 
 import psycopg
 from psycopg.rows import TupleRow
@@ -49,7 +50,6 @@ def hand_over(conn: psycopg.Connection[TupleRow], now: datetime, policy: Policy,
             [[i.id for i in incidents]]).fetchall():
         paged[incident_id].add(worker)
     batch = ladder.Batch()
-    timers = []
     handed = 0
     for inc in incidents:
         rungs = policy.ladder[inc.ladder]
@@ -73,16 +73,8 @@ def hand_over(conn: psycopg.Connection[TupleRow], now: datetime, policy: Policy,
         outgoing = sorted(paged[inc.id] - set(people))
         batch.log.append(ladder.LogRow(inc.id, "handed_over", inc.state, inc.state, json.dumps(
             {"from": outgoing, "to": incoming, "rung": inc.rung, "step": inc.step})))
-        if set(incoming) & {w for role in rung.roles for w, _ in duty.get(role, ())}:
-            # The current rung has someone new: they get the rung's whole time.
-            timers.append((inc.id, now + timedelta(seconds=rung.ack_timeout_s)))
     if not handed:
         return 0
-    if timers:
-        conn.execute("UPDATE incidents i SET escalate_at = u.at FROM unnest(%s::bigint[],"
-                     " %s::timestamptz[]) AS u(id, at) WHERE i.id = u.id",
-                     [[i for i, _ in timers], [t for _, t in timers]])
-    batch.timers = len(timers)
     ladder.write_batch(conn, now, ladder.ACTOR, batch)
     metrics.ESCALATIONS.labels("handed_over").inc(handed)
     return handed

@@ -19,6 +19,10 @@ of their own, getting pages on the page topics and acting through the HTTP API. 
 go (30-120 s), confirm a fire they see (10-60 s) and resolve with the true cause;
 officers at a board confirm a fire from the camera and leave it open for the people there.
 
+Halfway through each seed's spread every grid worker on shift hands over to the grid's
+other worker (issue 16; --no-shift-change to keep them): open incidents nobody has taken
+page the incoming worker (alerts/handover.py), whose own silence is drawn like anyone's.
+
 Per seed, in buildings of their own (never reused across seeds), spread over --spread s:
     fire     a detector alarms; with probability 1 - --one-detector another detector of the
              building alarms 30-150 s later (the devices confirm it); otherwise only a
@@ -181,6 +185,32 @@ def play(cases: list[Case], devices: Devices) -> None:
             case.cleared = at
 
 
+# Every grid worker on shift hands over to the grid's other worker, now: the shift change
+# of issue 16, in the middle of the fires (the generated roster has two grid workers per
+# grid, -W1 and -W2, on alternate 12 h shifts).
+_SHIFT_CHANGE = """
+    WITH ending AS (
+        UPDATE roster r SET ends_at = now() FROM workers w
+        WHERE w.id = r.worker_id AND w.role = 'grid_worker'
+          AND r.starts_at <= now() AND r.ends_at > now()
+        RETURNING r.worker_id)
+    INSERT INTO roster (worker_id, starts_at, ends_at)
+    SELECT left(worker_id, -1) || CASE WHEN worker_id LIKE '%-W1' THEN '2' ELSE '1' END,
+           now(), now() + interval '12 hours'
+    FROM ending ON CONFLICT DO NOTHING"""
+
+
+def shift_change(url: str, after_s: float, done: list[float]) -> threading.Timer:
+    def change() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            n = conn.execute(_SHIFT_CHANGE).rowcount
+        done.append(time.time())
+        print(f"  shift change: {n} grid workers came on duty", flush=True)
+    timer = threading.Timer(after_s, change)
+    timer.start()
+    return timer
+
+
 def settle(conn: psycopg.Connection, cases: list[Case], timeout: float) -> None:
     """Wait until every case has played out: resolved, or 6 minutes old and, for a fire,
     acknowledged and confirmed (an officer at a board confirms a fire and leaves it open)."""
@@ -275,6 +305,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--spread", type=float, default=240, help="seconds over which cases start")
     p.add_argument("--speed", type=float, default=1, help="background simulator speed (0: none)")
     p.add_argument("--rules", help="an alerts rules file instead of the shipped one")
+    p.add_argument("--no-shift-change", dest="shift_change", action="store_false",
+                   help="keep the grid workers on; by default every grid worker on shift "
+                        "hands over to the grid's other worker halfway through the spread")
     p.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     a = p.parse_args(argv)
     if a.quick:
@@ -347,11 +380,21 @@ def run(a: argparse.Namespace, stack: ExitStack) -> int:
             print(f"seed {seed}: {a.fires} fires and {a.cooking} cooking alarms over "
                   f"{a.spread:g} s; {len(crowd.silent)} of {len(people)} people silent",
                   flush=True)
+            changed: list[float] = []
+            timer = (shift_change(url, a.spread / 2, changed) if a.shift_change else None)
             try:
                 play(cases, devices)
                 settle(conn, cases, 1200)
             finally:
+                if timer:
+                    timer.cancel()
                 crowd.stop()
+            handed = conn.execute("SELECT count(*) FROM incident_log WHERE action ="
+                                  " 'handed_over' AND incident_id IN (SELECT id FROM"
+                                  " incidents WHERE building_id = ANY(%s))",
+                                  [[c.building for c in cases]]).fetchone()[0]
+            if changed:
+                print(f"  incidents handed over at the shift change: {handed}", flush=True)
             for c in children:
                 if c.proc.poll() is not None:
                     raise RuntimeError(f"{c.name} exited ({c.proc.returncode}); see {c.log}")

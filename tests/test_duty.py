@@ -84,9 +84,9 @@ def test_a_shift_change_under_an_open_incident_pages_the_incoming_worker(db):
     assert db.execute("SELECT detail->'from', detail->'to' FROM incident_log"
                       " WHERE incident_id = %s AND action = 'handed_over'",
                       [incident]).fetchall() == [(["gw1"], ["gw3"])]
-    # The incoming worker gets the rung's whole 30 s before the community is paged.
+    # The rung's timer runs on: the community at 30 s as before, the fire's minute kept.
     assert db.execute("SELECT escalate_at FROM incidents WHERE id = %s",
-                      [incident]).fetchone()[0] == at + timedelta(seconds=30)
+                      [incident]).fetchone()[0] == T0 + timedelta(seconds=30)
 
 
 def test_escalate_now_fires_the_next_rung_at_once(db):
