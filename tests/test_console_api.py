@@ -236,6 +236,19 @@ def test_bad_expired_and_revoked_credentials_are_refused_clearly(people, fires, 
     assert r.status_code == 403
 
 
+def test_the_service_worker_keeps_every_file_of_the_page():
+    """Offline, the page loads only what the service worker cached at install: a module
+    left out of its list breaks the whole page (an import that fails stops every script)."""
+    import re
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parent.parent / "api" / "console"
+    listed = re.search(r"const SHELL = \[(.*?)\];", (folder / "sw.js").read_text(), re.S)
+    assert listed, "sw.js has no SHELL list"
+    shell = set(re.findall(r'"([^"]+)"', listed.group(1)))
+    assert shell == {"./"} | {f.name for f in folder.iterdir() if f.name != "sw.js"}
+
+
 def test_the_page_is_served_with_its_security_headers(api):
     r = api.client.get("/console/")
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]
