@@ -487,5 +487,11 @@ def test_people_of_an_incident_name_the_person_behind_the_token(people, fires, d
         "W-G1": (["mqtt", "sms"], True), "L-G1": (["mqtt", "sms"], False)}
     assert [(a["action"], a["actor"], a["name"], a["phone"]) for a in got["answered"]] == [
         ("acknowledged", "api:wang", "王伟", "+86 138 0000 0001")]
+    # The leader pressed 1 on a voice call (api/routes/callbacks.py logs voice:<worker>).
+    db.execute("INSERT INTO incident_log (incident_id, at, actor, action, detail)"
+               " VALUES (%s, now() + interval '1 second', 'voice:L-G1', 'on_site', '{}')", [g1])
+    answered = wang.get(f"/v1/console/incidents/{g1}/people").json()["answered"]
+    assert [(a["actor"], a["worker_id"]) for a in answered] == [("api:wang", "W-G1"),
+                                                                ("voice:L-G1", "L-G1")]
     # The grid next door's incident does not exist for wang.
     assert wang.get(f"/v1/console/incidents/{g2}/people").status_code == 404

@@ -29,7 +29,7 @@ export function worstFirst(a, b) {
 
 // The log and the incident say "api:gw1-phone": the token's name, until the console has
 // learnt whose token it is (GET /v1/console/incidents/{id}/people; console.js keeps them).
-export const person = (actor) => (actor || "").replace(/^(api|cli):/, "");
+export const person = (actor) => (actor || "").replace(/^(api|cli|voice|sms):/, "");
 
 // A phone number as a tel: link (a tap calls); the card's own tap must not open it too.
 export const telLink = (phone, label = phone) => el("a", {

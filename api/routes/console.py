@@ -325,16 +325,20 @@ _DEVICES = """
 
 # The log names a person by their token (api:<name>); live token names are unique, and a
 # revoked token's name may have been given again: the live one first, then the newest.
+# Acknowledging by pressing 1 on a voice call or by an SMS reply names the worker itself
+# (voice:<worker id>, sms:<worker id>: api/routes/callbacks.py).
 _ANSWERED = """
     SELECT l.at, l.action, l.actor, w.id AS worker_id, w.name, w.phone
     FROM incident_log l
     LEFT JOIN LATERAL (
         SELECT t.worker_id FROM api_tokens t WHERE 'api:' || t.name = l.actor
         ORDER BY t.revoked_at IS NULL DESC, t.id DESC LIMIT 1) t ON true
-    LEFT JOIN workers w ON w.id = t.worker_id
+    LEFT JOIN workers w ON w.id = coalesce(t.worker_id, CASE
+        WHEN l.actor LIKE 'voice:%%' OR l.actor LIKE 'sms:%%'
+        THEN split_part(l.actor, ':', 2) END)
     WHERE l.incident_id = %(id)s
       AND l.action IN ('acknowledged', 'on_site', 'confirmed', 'resolved', 'reopened')
-      AND (l.actor LIKE 'api:%%' OR l.actor LIKE 'cli:%%')
+      AND split_part(l.actor, ':', 1) IN ('api', 'cli', 'voice', 'sms')
     ORDER BY l.at, l.id"""
 
 
