@@ -75,7 +75,9 @@ def fast_ladder(rung_s: int) -> str:
     levels, for tests that watch escalations happen in real time."""
     rungs = "".join(f"[[ladder.warning]]\nroles = [\"{role}\"]\nack_timeout_s = {rung_s}\n"
                     for role in ("grid_worker", "grid_leader", "community_duty", "street_duty"))
-    return rungs + ("[[ladder.confirmed]]\nroles = [\"grid_worker\", \"grid_leader\","
+    # No repeat: these tests watch every ladder run to its end (exhausted).
+    return rungs + ("[repeat]\nevery_s = false\n"
+                    "[[ladder.confirmed]]\nroles = [\"grid_worker\", \"grid_leader\","
                     " \"community_duty\", \"street_duty\"]\nack_timeout_s = 60\n")
 
 

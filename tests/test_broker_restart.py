@@ -137,12 +137,12 @@ def _run_through_a_restart(how, broker, settings, db, db_url, uid, wait_subscrib
     assert wait_for_count(db_url, "SELECT count(*) FROM readings WHERE device_id LIKE 'SD-__'",
                           len(expected)) == len(expected)
     assert sorted(_stored(db)) == expected            # each once, none missing
-    assert pages_sent(settings, 1) == 1
+    assert pages_sent(settings, 2) == 2
     with psycopg.connect(db_url, autocommit=True) as conn:
-        # The alarm opened B1's incident and its first rung paged B1's grid worker, once.
+        # The alarm opened B1's incident and its first rung paged B1's grid team, once each.
         assert conn.execute("SELECT count(*) FROM alerts").fetchone()[0] == 1
-        assert conn.execute("SELECT worker_id, status FROM pages").fetchall() == [
-            ("gw1", "sent")]
+        assert conn.execute("SELECT worker_id, status FROM pages ORDER BY worker_id"
+                            ).fetchall() == [("gl1", "sent"), ("gw1", "sent")]
 
 
 def _settings(make_settings, uid, broker, ingest_port, alerts_port):
