@@ -249,6 +249,36 @@ def test_the_service_worker_keeps_every_file_of_the_page():
     assert shell == {"./"} | {f.name for f in folder.iterdir() if f.name != "sw.js"}
 
 
+def test_the_console_has_words_for_everything_the_alert_core_writes():
+    """Every log action, page channel, rule, cause, role and device state that the database
+    allows has its words in both languages, so the console never shows a raw key such as
+    `a_handed_over` when the alert core learns a new step (the last migration that sets a
+    CHECK list wins)."""
+    import re
+    from pathlib import Path
+
+    from alerts import loop
+    from alerts.rules import RULES
+    from devices.models import DEVICE_STATES, WORKER_ROLES
+
+    root = Path(__file__).resolve().parent.parent
+    sql = "\n".join(p.read_text() for p in sorted((root / "runtime/migrations").glob("*.sql")))
+
+    def last_list(column: str) -> list[str]:
+        found = re.findall(rf"CHECK \({column} IN \(([^)]*)\)\)", sql)
+        return re.findall(r"'([a-z_0-9]+)'", found[-1])
+
+    i18n = (root / "api/console/i18n.js").read_text()
+    zh, en = i18n.split("\n  en: {", 1)
+    wanted = ([f"a_{a}" for a in last_list("action")]
+              + [f"ch_{c}" for c in last_list("channel") if c != "fire_service"]
+              + [f"rule_{r}" for r in RULES] + list(loop.CAUSES) + list(WORKER_ROLES)
+              + [f"ds_{d}" for d in DEVICE_STATES])
+    for words, name in ((zh, "zh"), (en, "en")):
+        missing = [k for k in wanted if not re.search(rf"\b{k}: ", words)]
+        assert not missing, f"{name} has no words for {missing}"
+
+
 def test_the_page_is_served_with_its_security_headers(api):
     r = api.client.get("/console/")
     assert r.status_code == 200 and "text/html" in r.headers["content-type"]

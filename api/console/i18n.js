@@ -130,7 +130,7 @@ export const TEXT = {
     nobody_on_duty: "Nobody on duty now", nobody_paged: "Nobody paged yet",
     delivered: "delivered", sending: "sending", answered: "answered",
     ch_mqtt: "app", ch_sms: "SMS", ch_wecom: "WeCom", ch_dingtalk: "DingTalk", ch_feishu: "Feishu",
-    ch_email: "e-mail", ch_voice: "voice call",
+    ch_email: "e-mail", ch_voice: "voice call", ch_webhook: "webhook",
     confirm: "Confirm fire…", confirm_title: "Confirm it is a fire",
     confirm_hint: "When you see flames or heavy smoke on site or on video: the incident becomes a confirmed fire, every level is paged and it is handed to the fire service (119).",
     confirm_note: "What you saw (optional)", confirm_submit: "It is a fire: page everyone and hand to 119",
