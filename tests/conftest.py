@@ -215,6 +215,7 @@ def secure_settings(secure_broker, make_settings) -> Settings:
 
 _flavour_of: dict[str, str] = {}
 _outcomes: dict[str, Counter[str]] = {}
+_seconds: dict[str, float] = {}     # setup, call and teardown, servers' start included
 _not_run: list[str] = []    # the TimescaleDB pass, where TimescaleDB is absent
 
 
@@ -236,16 +237,18 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             keep.append(item)
     if _not_run:
         # Deselected, not hundreds of skips: the summary says it once (terminal_summary).
-        config.hook.pytest_deselected(items=[i for i in items if i.nodeid in _not_run])
+        not_run = set(_not_run)
+        config.hook.pytest_deselected(items=[i for i in items if i.nodeid in not_run])
         items[:] = keep
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    flavour = _flavour_of.get(report.nodeid, "no database")
+    _seconds[flavour] = _seconds.get(flavour, 0.0) + report.duration   # every phase
     if report.when == "call" or report.outcome != "passed":
         outcome = "error" if report.when != "call" and report.failed else report.outcome
         if hasattr(report, "wasxfail"):
             outcome = "xfailed" if report.skipped else "xpassed"
-        flavour = _flavour_of.get(report.nodeid, "no database")
         _outcomes.setdefault(flavour, Counter())[outcome] += 1
 
 
@@ -259,4 +262,5 @@ def pytest_terminal_summary(terminalreporter) -> None:
         counts = _outcomes.get(flavour)
         if counts:
             text = ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items()))
-            terminalreporter.write_line(f"{flavour:>11}: {text}")
+            terminalreporter.write_line(
+                f"{flavour:>11}: {text} in {_seconds.get(flavour, 0.0):.0f} s")
