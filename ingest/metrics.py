@@ -13,6 +13,9 @@ DEAD_LETTERS = Counter("firegrid_ingest_dead_letters_total", "Dead letters writt
 ACKED = Counter("firegrid_ingest_messages_acked_total", "PUBACKs sent after commit")
 DB_RETRIES = Counter("firegrid_ingest_db_retries_total",
                      "Batch writes retried after a transient error")
+COPY_FALLBACKS = Counter("firegrid_ingest_copy_fallbacks_total",
+                         "Batches whose straight COPY into readings hit a row already stored"
+                         " (a redelivery) and went the conflict-safe way")
 UNSTORABLE = Counter("firegrid_ingest_unstorable_total",
                      "Messages that could not even be dead-lettered (logged in full instead)")
 BATCH_SIZE = Histogram("firegrid_ingest_batch_messages", "Messages per committed batch",
