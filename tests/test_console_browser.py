@@ -748,6 +748,14 @@ def test_every_screen_passes_axe(db, make_settings, uid, tmp_path):
         officer.click("#lang")
         expect(officer.locator("h1")).to_have_text("firegrid duty console")
         screens["officer board, English"] = axe_violations(officer)
+        # The dark colour scheme (phones at night): an incident, with its timers and links.
+        send_alarm(c.publisher, c.settings, "SD-2")
+        expect(cards(officer)).to_have_count(2)
+        officer.emulate_media(color_scheme="dark")
+        screens["officer board, dark"] = axe_violations(officer)
+        cards(officer).first.locator(".open").click()
+        expect(officer.locator("#people-box")).to_be_visible()
+        screens["incident, dark"] = axe_violations(officer)
     assert {name: found for name, found in screens.items() if found} == {}
 
 
