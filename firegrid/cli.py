@@ -144,6 +144,10 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=1, help="the street and the randomness")
     sim.add_argument("--truth", type=Path, metavar="FILE.jsonl",
                      help="write the ground truth (published messages, incidents) here")
+    sim.add_argument("--people-api", metavar="URL",
+                     help="with a scenario's [people] table: the registry's grid workers and"
+                          " duty officers get their pages and act through the API at URL, in"
+                          " real time (use --speed 1); what each did goes into the truth")
     sim.add_argument("--seconds", type=float, metavar="S",
                      help="simulated seconds to run (default: until the scenarios end); "
                           "at --speed 600, 3600 takes 6 s")
@@ -438,7 +442,7 @@ def _simulate(args: argparse.Namespace, settings: Settings) -> int:
         settings, preset=args.preset, scenarios=args.scenario, speed=args.speed, seed=args.seed,
         truth_path=args.truth, stop_event=stop, duration_s=args.seconds, mode=args.mode,
         connections=args.connections, source_addrs=args.source_addr, keepalive_s=args.keepalive,
-        progress_cb=lambda p: print(p.line(), flush=True))
+        progress_cb=lambda p: print(p.line(), flush=True), people_api=args.people_api)
     st = summary.stats
     print(f"done{' (interrupted)' if summary.interrupted else ''}: {st.published} published, "
           f"{st.acked} acknowledged, {st.resent} resent, {st.dropped} dropped, {st.bad} bad "

@@ -35,6 +35,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+import psycopg
+
 from runtime.settings import Settings
 from simulators import scenarios as scenario_files
 from simulators import timeline, topology
@@ -43,6 +46,7 @@ from simulators.engine import Engine, LinkFactory, Stats
 from simulators.errors import SimulatorError
 from simulators.mqtt import LinkCounters, MqttLink
 from simulators.mux import Mux, MuxConnection
+from simulators.people import Crowd, PeopleConfig, enlist
 from simulators.scenarios import Scenario
 from simulators.topology import DeviceSpec
 from simulators.truth import Truth
@@ -97,7 +101,7 @@ def run_simulation(settings: Settings, *, preset: str = "small",
                    connect_concurrency: int = 200, drain_s: float = 5.0,
                    connections: int = 4, keepalive_s: int | None = None,
                    source_addrs: Sequence[str] = (), street: topology.Topology | None = None,
-                   ) -> Summary:
+                   people_api: str | None = None) -> Summary:
     """Run the scenarios on a simulated street; see the module doc. Raises SimulatorError
     (ScenarioError, TopologyError) before connecting anything if the input is wrong.
 
@@ -105,7 +109,10 @@ def run_simulation(settings: Settings, *, preset: str = "small",
     keepalive (default mqtt.keepalive_s; NB-IoT devices use minutes, which also keeps the
     pings of 100,000 connections cheap). source_addrs: local addresses per-device
     connections are bound to, round robin. street: an already loaded topology (benchmarks
-    that build one bigger than the presets)."""
+    that build one bigger than the presets). people_api: the HTTP API's base URL; with it
+    and a scenario's [people] table, the registry's grid workers, leaders and duty officers
+    answer their pages (simulators.people) in real time, whatever the speed, and what each
+    did goes into the truth as `person` records."""
     if mode not in MODES:
         raise SimulatorError(f"mode {mode!r}: modes are {', '.join(MODES)}")
     if connections < 1:
@@ -128,6 +135,7 @@ def run_simulation(settings: Settings, *, preset: str = "small",
     span_ms = int((duration_s if duration_s is not None else scenario.span_s()) * 1000)
     truth = Truth(truth_path)
     state = _State()
+    crowd = _people(settings, scenario.people, people_api, truth)
     try:
         asyncio.run(_run(settings, street, scenario, speed, seed, span_ms, truth, state,
                          stop_event, progress_cb, connect_concurrency, drain_s,
@@ -139,12 +147,36 @@ def run_simulation(settings: Settings, *, preset: str = "small",
     finally:
         if state.engine is not None and not state.finished:
             state.engine.finish()
+        if crowd is not None:
+            crowd.stop()
+            for action in crowd.actions:
+                truth.write("person", **action)
         truth.close()
     engine = state.engine
     return Summary(scenario.name, engine.start_ms if engine else 0, state.end_ms,
                    time.monotonic() - state.t0, engine.stats if engine else Stats(),
                    state.counters, truth_path, state.interrupted,
                    truth if truth_path is None else None)
+
+
+_CAUSES = {"fire": "real_fire", "cooking": "cooking_steam"}
+
+
+def _people(settings: Settings, config: PeopleConfig | None, api_url: str | None,
+            truth: Truth) -> Crowd | None:
+    """The scenario's people, answering pages through the API, or None without both."""
+    if config is None or api_url is None:
+        return None
+    with psycopg.connect(settings.database.url, autocommit=True) as conn:
+        people = enlist(conn)
+    if not people:
+        raise SimulatorError("the scenario has [people] but the registry has nobody on a"
+                             " ladder role: import workers.csv first")
+    return Crowd(people, config, api=httpx.Client(base_url=api_url, timeout=30),
+                 mqtt_host=settings.mqtt.host, mqtt_port=settings.mqtt.port,
+                 page_prefix=settings.alerts.page_topic_prefix,
+                 cause_of=lambda b: _CAUSES.get(truth.buildings.get(b, ""), "dust_insects"),
+                 client_id=f"{settings.mqtt.client_id}-people").start()
 
 
 @dataclass(frozen=True)

@@ -40,9 +40,14 @@ class Truth:
         self.records: list[dict[str, Any]] | None = [] if path is None else None
         self._file: IO[str] | None = path.open("w", encoding="utf-8") if path else None
         self.counts: dict[str, int] = {}
+        # What each incident's building really has (fire, cooking, ...): the simulated
+        # people resolve with it (simulators.people's cause_of). Read from their threads.
+        self.buildings: dict[str, str] = {}
 
     def write(self, kind: str, **fields: Any) -> None:
         record = {"kind": kind, **fields}
+        if kind == "incident" and "building" in fields:
+            self.buildings[str(fields["building"])] = str(fields.get("what"))
         self.counts[kind] = self.counts.get(kind, 0) + 1
         if self._file is not None:
             self._file.write(_ENCODE(record))

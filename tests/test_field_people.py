@@ -15,14 +15,19 @@ import pytest
 from api.app import create_app
 from devices import registry
 from devices.broker import NoBrokerAuth
+from devices.importer import run_import
 from devices.models import Shift, Worker
 from simulators import messages as m
+from simulators import topology
 from simulators.people import Crowd, Habits, PeopleConfig, enlist
+from simulators.run import run_simulation
+from simulators.truth import read
 from tests.alert_live import ThreadedAlerts, alert_settings, send_alarm
 from tests.alert_support import build_ward
 from tests.api_support import TestClient
 from tests.helpers import Publisher, ThreadedIngest, await_subscribed, wait_for_count
 from tests.test_alert_channels import Receiver
+from tests.test_console_api import LiveApi
 
 QUICK = Habits(silent=0, acknowledge_s=(0.1, 0.3), arrive_s=(0.1, 0.3), confirm_s=(0.1, 0.3),
                resolve_s=(0.1, 0.3))
@@ -169,3 +174,42 @@ def test_a_shift_change_during_an_open_incident_pages_the_incoming_worker(field,
                       " AND worker_id = 'gw3'", [incident]).fetchone()[0] == 1
     assert db.execute("SELECT detail->'from', detail->'to' FROM incident_log WHERE"
                       " action = 'handed_over'").fetchone() == (["gw1"], ["gw3"])
+
+
+def test_a_scenario_with_people_runs_them_and_the_truth_says_what_each_did(
+        make_settings, uid, db, tmp_path):
+    """`firegrid simulate --people-api URL` with a scenario's [people] table: the fire of
+    the scenario is answered by the registry's people through the real HTTP API, resolved
+    as a real fire (the truth's cause), and every person's step is in the truth file."""
+    files = topology.generate(tmp_path / "street", "tiny", seed=3)
+    run_import(db, NoBrokerAuth(), [files[k] for k in ("hierarchy", "workers", "roster",
+                                                       "devices")], actor="test", iterations=1)
+    settings = alert_settings(make_settings, uid)
+    scenario = tmp_path / "fire-with-people.toml"
+    scenario.write_text(
+        'name = "fire with people"\n[[fire]]\nat = "10s"\nduration = "2m"\n'
+        '[people.field]\nsilent = 0\nacknowledge_s = [0.2, 0.5]\narrive_s = [0.2, 0.5]\n'
+        'confirm_s = [0.2, 0.5]\nresolve_s = [1, 1]\n'
+        '[people.desk]\nsilent = 0\nacknowledge_s = [0.2, 0.5]\n', encoding="utf-8")
+    ingest = ThreadedIngest(settings).start()
+    core = ThreadedAlerts(settings).start()
+    api = LiveApi(settings).start()
+    probe = Publisher(settings.mqtt.host, settings.mqtt.port, f"probe-{uid}")
+    truth = tmp_path / "truth.jsonl"
+    try:
+        await_subscribed(probe, settings.mqtt.topic_prefix, db.info.dsn)
+        run_simulation(settings, preset="tiny", scenarios=[scenario], speed=10, seed=3,
+                       truth_path=truth, duration_s=120, street=topology.load(tmp_path / "street"),
+                       people_api=api.url)
+    finally:
+        probe.close()
+        api.stop()
+        core.stop()
+        ingest.stop()
+    records = read(truth)
+    fire = next(r for r in records if r["kind"] == "incident" and r["what"] == "fire")
+    row = db.execute("SELECT state, cause, severity FROM incidents WHERE building_id = %s"
+                     " ORDER BY id LIMIT 1", [fire["building"]]).fetchone()
+    assert row == ("resolved", "real_fire", "confirmed")
+    steps = {r["action"] for r in records if r["kind"] == "person"}
+    assert {"paged", "acknowledge", "arrive", "resolve"} <= steps

@@ -11,7 +11,6 @@ from ingest import metrics
 from ingest import writer as w
 from protocol.decode import Decoded, Reading
 
-
 NOW = int(time.time() * 1000)
 
 
