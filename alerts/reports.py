@@ -29,7 +29,7 @@ What the figures mean, where the issue leaves it open:
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, NamedTuple, TextIO
@@ -86,6 +86,19 @@ class Report:
     street_id: str | None
     rows: list[AreaRow]      # by community id, then grid id
     total: AreaRow
+
+
+# How far build_report is, for a progress display: (step, done, total, detail). One step,
+# BUILDING, over its two aggregate queries; detail names the one running, Chinese first.
+# Nothing is drawn here: the CLI draws it.
+Progress = Callable[[str, int, int, str], None]
+
+BUILDING = "生成报表 building the report"
+_QUERIES = ("统计告警事件 counting incidents", "统计维保工单 counting maintenance tickets")
+
+
+def _quiet(step: str, done: int, total: int, detail: str) -> None:
+    pass
 
 
 def period_bounds(period: Period, day: date, tz: ZoneInfo) -> tuple[datetime, datetime]:
@@ -176,9 +189,10 @@ def _tickets_sql(by: str) -> str:
 
 def build_report(conn: psycopg.Connection[Any], period: Period, day: date, *, by: By = "grid",
                  tz: str | ZoneInfo = "Asia/Shanghai", community_id: str | None = None,
-                 street_id: str | None = None) -> Report:
+                 street_id: str | None = None, progress: Progress = _quiet) -> Report:
     """The report of the period holding `day`, per grid or community, optionally limited to
-    one community or street (NotFound when it does not exist)."""
+    one community or street (NotFound when it does not exist). `progress` hears each of
+    the two queries start, and their end (see Progress)."""
     if by not in _AREA:
         raise Invalid("by", f"must be grid or community, not {by!r}")
     if isinstance(tz, str):
@@ -193,8 +207,11 @@ def build_report(conn: psycopg.Connection[Any], period: Period, day: date, *, by
             raise NotFound("community" if table == "communities" else "street", ident)
     params = {"start": start, "end": end, "community": community_id, "street": street_id}
     with conn.cursor(row_factory=dict_row) as cur:
+        progress(BUILDING, 0, 2, _QUERIES[0])
         incidents = cur.execute(_incidents_sql(by), params).fetchall()
+        progress(BUILDING, 1, 2, _QUERIES[1])
         tickets = cur.execute(_tickets_sql(by), params).fetchall()
+        progress(BUILDING, 2, 2, _QUERIES[1])
 
     areas: dict[str | None, dict[str, Any]] = {}
     for row in incidents:

@@ -9,9 +9,10 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Protocol
 
 from runtime.errors import FiregridError
 from runtime.settings import Settings, load_settings
@@ -228,7 +229,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         if args.db_command == "migrate":
             if args.create_db and db.ensure_database(settings.database):
                 print("created database")
-            report = migrate.migrate(settings.database, max_age_days=settings.ingest.max_age_days)
+            with _progress() as progress:
+                report = migrate.migrate(settings.database,
+                                         max_age_days=settings.ingest.max_age_days,
+                                         progress=progress)
             print(f"schema up to date ({len(report.applied)} applied; path: {report.flavour})")
             for change in report.changes:
                 print(f"policy changed: {change}")
@@ -329,14 +333,29 @@ def _devices(args: argparse.Namespace, settings: Settings) -> int:
     raise AssertionError(args.devices_command)
 
 
+class _Bars(Protocol):
+    """What _progress yields: the library's progress callbacks, with or without a detail
+    (devices.importer's take three arguments; runtime.migrate's and alerts.reports' four)."""
+
+    def __call__(self, step: str, done: int, total: int, detail: str = "") -> None: ...
+
+
+def _no_bars(step: str, done: int, total: int, detail: str = "") -> None:
+    pass
+
+
 @contextmanager
-def _progress() -> Iterator[Callable[[str, int, int], None]]:
+def _progress() -> Iterator[_Bars]:
     """Progress bars, one per step, while a long command works (a street's import takes
-    half a minute): on a terminal only, so logs, pipes and files get the summary alone.
-    The bars go away when the step is done; the command's own lines stay."""
+    half a minute, a migration that makes a large readings table a hypertable longer): on a
+    terminal only, so logs, pipes and files get the summary alone. A step's detail (the
+    migration being applied, the report's query) follows its name. The bars go away when
+    the command is done; the command's own lines stay. While they are drawn, log lines
+    bound for the terminal are printed above them, not through them."""
     if not sys.stdout.isatty():
-        yield lambda step, done, total: None
+        yield _no_bars
         return
+    from rich.markup import escape
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -345,15 +364,28 @@ def _progress() -> Iterator[Callable[[str, int, int], None]]:
         TextColumn,
         TimeElapsedColumn,
     )
+    terminal = sys.stderr
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), transient=True) as bars:
+        # rich swapped sys.stderr for a proxy that prints above the bars; the log handlers
+        # still hold the terminal itself.
+        moved = [h for h in logging.getLogger().handlers
+                 if isinstance(h, logging.StreamHandler) and h.stream is terminal
+                 and terminal.isatty() and sys.stderr is not terminal]
+        for handler in moved:
+            handler.setStream(sys.stderr)
         tasks: dict[str, TaskID] = {}
 
-        def update(step: str, done: int, total: int) -> None:
+        def update(step: str, done: int, total: int, detail: str = "") -> None:
+            text = escape(f"{step} · {detail}" if detail else step)
             if step not in tasks:
-                tasks[step] = bars.add_task(step, total=total)
-            bars.update(tasks[step], completed=done, total=total)
-        yield update
+                tasks[step] = bars.add_task(text, total=total)
+            bars.update(tasks[step], completed=done, total=total, description=text)
+        try:
+            yield update
+        finally:
+            for handler in moved:
+                handler.setStream(terminal)
 
 
 def _broker(args: argparse.Namespace, settings: Settings) -> int:
@@ -500,9 +532,10 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
     from alerts import reports
     from runtime.db import connect
     day = date.fromisoformat(args.date) if args.date else date.today()
-    with connect(settings.database, autocommit=True) as conn:
+    with connect(settings.database, autocommit=True) as conn, _progress() as progress:
         report = reports.build_report(conn, args.period, day, by=args.by, tz=args.tz,
-                                      community_id=args.community, street_id=args.street)
+                                      community_id=args.community, street_id=args.street,
+                                      progress=progress)
     print(reports.to_text(report))
     if args.csv:
         # utf-8-sig: the byte-order mark makes Excel read the Chinese names as UTF-8.

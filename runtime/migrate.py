@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 
@@ -24,6 +25,22 @@ log = logging.getLogger(__name__)
 
 _LOCK_KEY = 0x66697265  # "fire"
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+# How far a migration run is, for a progress display: (step, done, total, detail). The steps
+# are labelled for people, Chinese first: "应用迁移 applying migrations" counts the pending
+# migration files (detail: the one being applied, then the last one applied), and
+# "TimescaleDB 超表与策略 hypertables and policies" is the TimescaleDB step, 0 of 1 while it
+# works (on a large readings table, create_hypertable moves the rows and the hourly aggregate
+# is refreshed a month back). Nothing is drawn here: the CLI draws it (runtime has no rich).
+Progress = Callable[[str, int, int, str], None]
+
+APPLYING = "应用迁移 applying migrations"
+TIMESCALE = "TimescaleDB 超表与策略 hypertables and policies"
+
+
+def _quiet(step: str, done: int, total: int, detail: str) -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -42,14 +59,16 @@ def _migration_files() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-def migrate(settings: DatabaseSettings, *, max_age_days: int = 30) -> MigrationReport:
+def migrate(settings: DatabaseSettings, *, max_age_days: int = 30,
+            progress: Progress = _quiet) -> MigrationReport:
     """`max_age_days`: the oldest reading ingest accepts (ingest.max_age_days); the hourly
-    aggregate is refreshed that far back, and a day more."""
+    aggregate is refreshed that far back, and a day more. `progress` hears each migration
+    applied and the TimescaleDB step (see Progress)."""
     with connect(settings, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", [_LOCK_KEY])
         try:
-            applied = _apply_versions(conn)
-            flavour, changes = _apply_flavour(conn, settings, max_age_days + 1)
+            applied = _apply_versions(conn, progress)
+            flavour, changes = _apply_flavour(conn, settings, max_age_days + 1, progress)
         finally:
             # A FATAL error (the server ended the session) released the lock with it, and
             # unlocking on the dead connection would hide that error behind its own.
@@ -58,17 +77,17 @@ def migrate(settings: DatabaseSettings, *, max_age_days: int = 30) -> MigrationR
     return MigrationReport(applied=applied, flavour=flavour, changes=tuple(changes))
 
 
-def _apply_versions(conn: psycopg.Connection) -> list[str]:
+def _apply_versions(conn: psycopg.Connection, progress: Progress = _quiet) -> list[str]:
     conn.execute(
         "CREATE TABLE IF NOT EXISTS schema_migrations ("
         " version integer PRIMARY KEY, name text NOT NULL,"
         " applied_at timestamptz NOT NULL DEFAULT now())"
     )
     done = {row[0] for row in conn.execute("SELECT version FROM schema_migrations")}
-    applied = []
-    for version, name, text in _migration_files():
-        if version in done:
-            continue
+    applied: list[str] = []
+    pending = [m for m in _migration_files() if m[0] not in done]
+    for version, name, text in pending:
+        progress(APPLYING, len(applied), len(pending), name)
         try:
             with conn.transaction():
                 conn.execute(text)
@@ -80,11 +99,12 @@ def _apply_versions(conn: psycopg.Connection) -> list[str]:
             raise MigrationError(f"migration {name} failed: {exc}".strip()) from exc
         log.info("applied migration %s", name)
         applied.append(name)
+        progress(APPLYING, len(applied), len(pending), name)
     return applied
 
 
 def _apply_flavour(conn: psycopg.Connection, settings: DatabaseSettings,
-                   lookback_days: int) -> tuple[str, list[str]]:
+                   lookback_days: int, progress: Progress = _quiet) -> tuple[str, list[str]]:
     if settings.timescale == "off":
         log.info("schema path: plain PostgreSQL (timescale = off)")
         return _plain(conn), []
@@ -101,8 +121,10 @@ def _apply_flavour(conn: psycopg.Connection, settings: DatabaseSettings,
             raise MigrationError(f"TimescaleDB required but {why}")
         log.warning("schema path: plain PostgreSQL (TimescaleDB %s)", why)
         return _plain(conn), []
-    changes = timescale.apply(conn, settings, lookback_days)
     label = "timescaledb " + ".".join(map(str, version))
+    progress(TIMESCALE, 0, 1, label)
+    changes = timescale.apply(conn, settings, lookback_days)
+    progress(TIMESCALE, 1, 1, label)
     log.info("schema path: %s (hypertables, compression, retention, continuous aggregate)", label)
     return label, changes
 
