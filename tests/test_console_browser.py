@@ -772,7 +772,7 @@ def test_installable_with_an_offline_shell_that_comes_back_by_itself(
             "/console/", "/console/", "standalone")
         assert manifest["icons"] and manifest["name"].startswith("消防网格值守台")
         worker.wait_for_function("navigator.serviceWorker.controller !== null")
-        worker.wait_for_function("caches.has('fg-console-2')")
+        worker.wait_for_function("caches.has('fg-console-3')")
 
         worker.context.set_offline(True)
         worker.reload()

@@ -86,6 +86,8 @@ function actions(i, { inDetail, canAct, onAct }) {
   if (i.state !== "on_site") box.append(act("arrive", "arrive"));
   // 人工确认: a person who sees the fire makes it one (every level paged, 119).
   if (!inDetail && i.severity === "warning") box.append(act("confirm", "confirm"));
+  // 立即升级 / 加派: opens the incident at its escalate and add-responder forms (duty.js).
+  if (!inDetail) box.append(act("steer", "steer"));
   if (!inDetail) box.append(act("resolve", "resolve"));
   return box;
 }

@@ -14,6 +14,7 @@
 // state, the server, the screens.
 
 import * as alarm from "./alarm.js";
+import * as duty from "./duty.js";
 import * as field from "./field.js";
 import { both, lang, setLang, t, TEXT } from "./i18n.js";
 import { $, clock, el, now, OVERDUE_S, redrawTimers, setSkew } from "./ui.js";
@@ -146,8 +147,10 @@ function resolvedSorted() {
 }
 
 function renderList() {
-  const fieldView = state.view === "devices";
-  $("field").hidden = !fieldView;
+  // The devices and duty screens replace the list of incidents below the tabs.
+  const fieldView = state.view === "devices" || state.view === "duty";
+  $("field").hidden = state.view !== "devices";
+  $("duty").hidden = state.view !== "duty";
   $("incidents").hidden = fieldView;
   $("open-count").textContent = String(state.incidents.size);
   if (fieldView) {
@@ -208,7 +211,7 @@ function renderStatic() {
 
 function render() {
   renderStatic();
-  if (state.me) { renderWho(); renderList(); alarm.render(); }
+  if (state.me) { renderWho(); renderList(); alarm.render(); duty.render(); }
   if (state.detail) renderDetail();
 }
 
@@ -257,6 +260,7 @@ function showLogin(message = "") {
   state.resolved = null;
   state.who.clear();
   state.asked.clear();
+  duty.reset();
   $("login-error").textContent = message;
   show("login");
 }
@@ -266,6 +270,7 @@ async function start(me) {
   setSkew(me.now);
   document.body.classList.toggle("officer", OFFICERS.has(me.role));
   document.querySelector('#views [data-view="devices"]').hidden = !me.can_field;
+  document.querySelector('#views [data-view="duty"]').hidden = !duty.allowed(me.role);
   alarm.start(me.worker_id, { officer: OFFICERS.has(me.role), paged: LADDER.has(me.role),
                               onAck: (id, button) => perform(id, "acknowledge", button) });
   render();
@@ -282,6 +287,7 @@ function setView(view) {
   renderList();
   if (view === "resolved") readLists().catch(() => {});
   if (view === "devices") field.open();
+  if (view === "duty") duty.open(state.me).catch(() => {});
 }
 
 // --- the lists and the live feed --------------------------------------------------------
@@ -379,6 +385,7 @@ function stopEvents() {
 async function perform(id, act, button) {
   if (act === "resolve") { openDetail(id, { focus: "cause" }); return; }
   if (act === "confirm") { openDetail(id, { focus: "confirm-note" }); return; }
+  if (act === "steer") { openDetail(id, { focus: "escalate-to" }); return; }
   button.disabled = true;
   try {
     const done = await api(`/v1/incidents/${id}/${act}`, { method: "POST", body: {} });
@@ -459,6 +466,7 @@ function renderDetail() {
     `${t(`a_${l.action}`)} · ${state.who.get(l.actor)?.name ?? person(l.actor)}`,
     l.detail?.note ? ` · ${l.detail.note}` : "")));
   renderPeople();
+  duty.renderSteer(i, state.people, state.me);
 }
 
 // The fire service's hand-off (the 119 hook's page) of a confirmed fire, as far as it went.
@@ -586,6 +594,10 @@ async function login(token) {
 }
 
 field.init({ api, refusal });
+duty.init({ api, refusal, applied: (done) => {
+  onIncident(done);
+  if (state.detail?.id === done.id) { state.detail = done; renderDetail(); }
+} });
 
 $("login-form").addEventListener("submit", (ev) => {
   ev.preventDefault();

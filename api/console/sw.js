@@ -4,9 +4,10 @@
 // the console shows about fires always comes from the server, or not at all.
 
 // Every file of api/console/ but this one (tests/test_console_api.py checks the list).
-const CACHE = "fg-console-2";
+const CACHE = "fg-console-3";
 const SHELL = ["./", "index.html", "console.css", "console.js", "cards.js", "alarm.js",
-               "field.js", "i18n.js", "ui.js", "alarm.wav", "icon.svg", "manifest.webmanifest"];
+               "field.js", "duty.js", "i18n.js", "ui.js", "alarm.wav", "icon.svg",
+               "manifest.webmanifest"];
 
 self.addEventListener("install", (ev) => {
   ev.waitUntil(caches.open(CACHE).then((c) => c.addAll(SHELL)).then(() => self.skipWaiting()));
