@@ -4,7 +4,8 @@ the real broker and database. A community officer escalates an incident now from
 and the next rung is paged (the pages table), is refused a level the ladder does not have,
 and adds a responder, who is paged; on the 值班安排 duty screen the officer puts a worker on
 leave with a substitute (the leave row), sees the coverage warning of a leave without one,
-cancels it, and swaps two shifts (the roster rows). axe-core passes on the new screen."""
+cancels it, and swaps two shifts (the roster rows); a grid leader, who may change leave but
+not read the roster, is told so. axe-core passes on the new screen."""
 
 from __future__ import annotations
 
@@ -98,7 +99,7 @@ def test_the_officer_escalates_now_and_adds_a_responder(db, make_settings, uid, 
 
 def test_the_officer_puts_a_worker_on_leave_with_a_substitute_and_swaps_shifts(
         db, make_settings, uid):
-    roles = {"cd1": "community_duty", "gw1": "grid_worker"}
+    roles = {"cd1": "community_duty", "gw1": "grid_worker", "gl1": "grid_leader"}
     with duty_console(db, make_settings, uid, roles, core=False) as c:
         # The day after tomorrow gw1 works the day and gw2 the night: two grid workers'
         # shifts to swap.
@@ -168,6 +169,15 @@ def test_the_officer_puts_a_worker_on_leave_with_a_substitute_and_swaps_shifts(
         assert owners == {day_id: "gw2", night_id: "gw1"}
         expect(officer.locator(f"#roster li[data-shift='{day_id}']")).to_contain_text("gw2")
 
+        # The grid leader may change leave but not read people and shifts (people:read):
+        # the screen says so and lists the leave.
+        leader = c.open(PHONE, "gl1")
+        leader.click('#views [data-view="duty"]')
+        expect(leader.locator("#duty")).to_have_attribute("data-loaded", "true")
+        expect(leader.locator("#duty-note")).to_contain_text("请假时请直接输入人员编号")
+        expect(leader.locator("#roster li[data-shift]")).to_have_count(0)
+        expect(leader.locator("#leaves li[data-leave]")).to_have_count(2)
+
         # The dark scheme, and English.
         officer.emulate_media(color_scheme="dark")
         assert axe_violations(officer) == []
@@ -175,4 +185,4 @@ def test_the_officer_puts_a_worker_on_leave_with_a_substitute_and_swaps_shifts(
         expect(officer.locator('#views [data-view="duty"]')).to_have_text("Duty")
         expect(officer.locator("#roster li[data-worker=gw1]").first).to_contain_text(
             "on leave")
-        stayed(officer, worker)
+        stayed(officer, worker, leader)
