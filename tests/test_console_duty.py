@@ -2,7 +2,7 @@
 fixtures of tests/test_console_browser.py: the real API under uvicorn, the real alert core on
 the real broker and database. A community officer escalates an incident now from its detail
 and the next rung is paged (the pages table), is refused a level the ladder does not have,
-and adds a responder, who is paged; on the 值班安排 duty screen the officer puts a worker on
+adds a responder, who is paged, and reassigns it; on the 值班安排 duty screen the officer puts a worker on
 leave with a substitute (the leave row), sees the coverage warning of a leave without one,
 cancels it, and swaps two shifts (the roster rows); a grid leader, who may change leave but
 not read the roster, is told so. axe-core passes on the new screen."""
@@ -89,6 +89,21 @@ def test_the_officer_escalates_now_and_adds_a_responder(db, make_settings, uid, 
         officer.click("#responder-form button[type=submit]")
         expect(line).to_have_attribute("data-ok", "false")
         expect(line).to_contain_text("人员不存在")
+
+        # gw1 acknowledges on the phone; the officer hands the incident to the grid leader:
+        # it waits for gl1's acknowledgement again.
+        cards(worker).first.locator('button[data-act="acknowledge"]').click()
+        card = officer.locator("#detail-card article.card")
+        expect(card).to_have_attribute("data-state", "acknowledged")
+        officer.fill("#responder-id", "gl1")
+        officer.check("#responder-reassign")
+        officer.click("#responder-form button[type=submit]")
+        expect(line).to_contain_text("已转派给 gl1，已通知，等待其接警 · Reassigned to gl1")
+        expect(card).to_have_attribute("data-state", "notified")
+        assert db.execute("SELECT i.state, l.actor FROM incidents i JOIN incident_log l"
+                          " ON l.incident_id = i.id AND l.action = 'reassigned'"
+                          " WHERE i.id = %s", [incident]).fetchone() == ("notified",
+                                                                        "api:cd1-phone")
 
         # The grid worker on the ladder has the same forms on the phone.
         cards(worker).first.locator(".open").click()
