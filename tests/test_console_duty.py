@@ -4,8 +4,8 @@ the real broker and database. A community officer escalates an incident now from
 and the next rung is paged (the pages table), is refused a level the ladder does not have,
 adds a responder, who is paged, and reassigns it; on the 值班安排 duty screen the officer
 puts a worker on leave with a substitute (the leave row), sees the coverage warning of a
-leave without one, cancels it, and swaps two shifts (the roster rows); a grid leader, who may change leave but
-not read the roster, is told so. axe-core passes on the new screen."""
+leave without one, cancels it, and swaps two shifts (the roster rows); a grid leader, who
+may change leave but not read the roster, is told so. axe-core passes on the new screen."""
 
 from __future__ import annotations
 
