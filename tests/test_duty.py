@@ -15,7 +15,7 @@ from api.app import create_app
 from api.auth import create_token
 from devices import registry
 from devices.broker import NoBrokerAuth
-from devices.models import Shift, Worker
+from devices.models import Grid, Shift, Worker
 from tests.alert_support import (
     NO_CHANNELS,
     T0,
@@ -198,3 +198,21 @@ def test_two_workers_swap_shifts(officer_api, db):
     refused = client.post("/v1/roster/swap", json={"shift_ids": [ids[0], cd1]},
                           headers=auth("cd1"))
     assert refused.status_code == 422
+
+
+def test_leave_lists_only_the_callers_area(officer_api, db):
+    auth, client = officer_api
+    with registry.changes(db, "test"):
+        registry.upsert(db, "grids", [Grid(id="G9", community_id="C1", name="Grid 9")])
+        registry.upsert_workers(db, [Worker(id="gw9", name="gw9", role="grid_worker",
+                                            areas=["G9"])])
+    for who in ("gw1", "gw9"):
+        assert client.post("/v1/leave", headers=auth("cd1"), json={
+            "worker_id": who, "starts_at": T0.isoformat(),
+            "ends_at": (T0 + timedelta(hours=8)).isoformat()}).status_code == 201
+    window = {"from": (T0 - timedelta(hours=1)).isoformat(),
+              "to": (T0 + timedelta(days=1)).isoformat()}
+    seen = {who: {r["worker_id"] for r in client.get("/v1/leave", params=window,
+                                                     headers=auth(who)).json()}
+            for who in ("cd1", "gl1")}
+    assert seen == {"cd1": {"gw1", "gw9"}, "gl1": {"gw1"}}       # G1's leader: G1 only

@@ -170,7 +170,7 @@ def add_leave(body: leave.Leave, actor: Officer, conn: Conn) -> LeaveSaved:
 
 @router.get("/leave", response_model=list[LeaveOut],
             summary="Leave overlapping [from, to): by default the coming 7 days")
-def get_leave(_: Officer, conn: Conn, start: From = None, end: To = None,
+def get_leave(actor: Officer, conn: Conn, start: From = None, end: To = None,
               worker_id: QueryId = None) -> list[Row]:
     start = start or datetime.now(UTC)
     end = end or start + timedelta(days=7)
@@ -178,7 +178,18 @@ def get_leave(_: Officer, conn: Conn, start: From = None, end: To = None,
         raise RequestValidationError([{
             "loc": ("query", "to"), "type": "value_error",
             "msg": f"must be after from, and at most {_LONGEST.days} days after it"}])
-    return leave.leaves(conn, start, end, worker_id)
+    rows = leave.leaves(conn, start, end, worker_id)
+    if area_scope(conn, actor).everything:
+        return rows
+    # Only the leave of the caller's own people: a grid leader sees their grid's.
+    mine = set()
+    for who in {r["worker_id"] for r in rows}:
+        try:
+            _in_area(conn, actor, who)
+            mine.add(who)
+        except NotFound:
+            pass
+    return [r for r in rows if r["worker_id"] in mine]
 
 
 @router.post("/leave/{leave_id}/cancel", response_model=LeaveOut,
