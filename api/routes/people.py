@@ -105,17 +105,23 @@ From = Annotated[AwareDatetime | None, Query(alias="from", ge=EARLIEST, le=LATES
 To = Annotated[AwareDatetime | None, Query(alias="to", ge=EARLIEST, le=LATEST)]
 
 
-@router.get("/roster", response_model=list[ShiftOut],
-            summary="Shifts overlapping [from, to): by default the coming 7 days; at most 92")
-def get_roster(_: Reader, conn: Conn,
-               start: From = None, end: To = None,
-               worker_id: QueryId = None) -> list[Row]:
+def _window(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    """[from, to): by default the coming 7 days; a 422 past _LONGEST."""
     start = start or datetime.now(UTC)
     end = end or start + timedelta(days=7)
     if not timedelta(0) < end - start <= _LONGEST:
         raise RequestValidationError([{
             "loc": ("query", "to"), "type": "value_error",
             "msg": f"must be after from, and at most {_LONGEST.days} days after it"}])
+    return start, end
+
+
+@router.get("/roster", response_model=list[ShiftOut],
+            summary="Shifts overlapping [from, to): by default the coming 7 days; at most 92")
+def get_roster(_: Reader, conn: Conn,
+               start: From = None, end: To = None,
+               worker_id: QueryId = None) -> list[Row]:
+    start, end = _window(start, end)
     return queries.roster(conn, start, end, worker_id=worker_id)
 
 
@@ -172,12 +178,7 @@ def add_leave(body: leave.Leave, actor: Officer, conn: Conn) -> LeaveSaved:
             summary="Leave overlapping [from, to): by default the coming 7 days")
 def get_leave(actor: Officer, conn: Conn, start: From = None, end: To = None,
               worker_id: QueryId = None) -> list[Row]:
-    start = start or datetime.now(UTC)
-    end = end or start + timedelta(days=7)
-    if not timedelta(0) < end - start <= _LONGEST:
-        raise RequestValidationError([{
-            "loc": ("query", "to"), "type": "value_error",
-            "msg": f"must be after from, and at most {_LONGEST.days} days after it"}])
+    start, end = _window(start, end)
     rows = leave.leaves(conn, start, end, worker_id)
     if area_scope(conn, actor).everything:
         return rows
