@@ -10,6 +10,11 @@ once on TimescaleDB (`[timescale]`), a server started from the copy that
 absent (a user's machine) the TimescaleDB pass is skipped with one line in the summary.
 `--db-flavour plain|timescale` runs one pass only; `@pytest.mark.flavour("timescale")`
 keeps a test to one flavour. The summary ends with the counts per flavour.
+
+The modules in PLAIN_ONLY run on plain PostgreSQL only, unless `--db-flavour every`: their
+database work never meets what TimescaleDB changes (the readings and events hypertables,
+the aggregate, its policies and jobs). Running them twice doubled the suite past 15 minutes
+on 2 cores and tested the same SQL twice.
 """
 
 from __future__ import annotations
@@ -46,11 +51,25 @@ TIMESCALEDB_SETTINGS = ("shared_preload_libraries=timescaledb",
                         "timescaledb.telemetry_level=off")
 
 
+# The alert core's tables, the registry, the API, the console and the services' process
+# and broker behaviour: the same SQL on both flavours (see the module's docstring).
+PLAIN_ONLY = frozenset({
+    "test_alarms_first", "test_alert_channels", "test_alert_core", "test_alert_dispatch",
+    "test_alert_inhibit", "test_alert_loop", "test_alert_restart", "test_alert_service",
+    "test_api", "test_api_fuzz", "test_api_incidents", "test_api_permissions",
+    "test_api_queries", "test_broker_auth", "test_cli_broker", "test_console_api",
+    "test_console_browser", "test_console_duty", "test_duty", "test_field_people",
+    "test_human_confirm", "test_import", "test_pages_once", "test_rules_live",
+    "test_side_by_side", "test_voice",
+})
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption("--db-flavour", choices=("both", *FLAVOURS), default="both",
+    parser.addoption("--db-flavour", choices=("both", "every", *FLAVOURS), default="both",
                      help="run the database tests on plain PostgreSQL, on TimescaleDB, or"
                           " on both (default; TimescaleDB only where"
-                          " ../shared/timescaledb/install exists)")
+                          " ../shared/timescaledb/install exists, and not for the modules in"
+                          " tests/conftest.py's PLAIN_ONLY); every: all of them on both")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -66,7 +85,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "pg_flavour" not in metafunc.fixturenames:
         return
     chosen = metafunc.config.getoption("--db-flavour")
-    flavours = list(FLAVOURS) if chosen == "both" else [chosen]
+    flavours = list(FLAVOURS) if chosen in ("both", "every") else [chosen]
+    if chosen == "both" and metafunc.module.__name__.rpartition(".")[2] in PLAIN_ONLY:
+        flavours = ["plain"]
     marker = metafunc.definition.get_closest_marker("flavour")
     if marker is not None:
         flavours = [f for f in flavours if f in marker.args]   # none: skipped, saying so

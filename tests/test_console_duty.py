@@ -185,13 +185,13 @@ def test_the_officer_puts_a_worker_on_leave_with_a_substitute_and_swaps_shifts(
         expect(officer.locator(f"#roster li[data-shift='{day_id}']")).to_contain_text("gw2")
 
         # The grid leader may change leave but not read people and shifts (people:read):
-        # the screen says so and lists the leave.
+        # the screen says so and lists the leave of their own grid only (gw1's; gw2 is G2's).
         leader = c.open(PHONE, "gl1")
         leader.click('#views [data-view="duty"]')
         expect(leader.locator("#duty")).to_have_attribute("data-loaded", "true")
         expect(leader.locator("#duty-note")).to_contain_text("请假时请直接输入人员编号")
         expect(leader.locator("#roster li[data-shift]")).to_have_count(0)
-        expect(leader.locator("#leaves li[data-leave]")).to_have_count(2)
+        expect(leader.locator("#leaves li[data-leave]")).to_have_count(1)
 
         # The dark scheme, and English.
         officer.emulate_media(color_scheme="dark")
