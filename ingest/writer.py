@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import postgres
 from psycopg.adapt import Dumper
 from psycopg.pq import Format
 
@@ -131,6 +132,7 @@ class _MillisTz(Dumper):
     Registered on the writer's own connection only, for COPY's set_types by oid; every
     other query there still passes datetimes, which dump by their class."""
     format = Format.BINARY
+    oid = postgres.types["timestamptz"].oid     # a built-in type: the same on every server
 
     def dump(self, obj: Any) -> bytes:
         return _I8.pack((int(obj) - _PG_EPOCH_MS) * 1000)
@@ -217,9 +219,7 @@ class BatchWriter:
             conn.autocommit = True
             for statement in _SETUP:
                 conn.execute(statement)
-            tz = conn.adapters.types.get_oid("timestamptz")
-            conn.adapters.register_dumper(_Millis, type("_MillisTzOid", (_MillisTz,),
-                                                         {"oid": tz}))
+            conn.adapters.register_dumper(_Millis, _MillisTz)
             conn.autocommit = False
             self._conn = conn
             metrics.DB_CONNECTED.set(1)
