@@ -117,15 +117,18 @@ class Policy(_Strict):
 
 def load_policy(path: str | Path | None = None) -> Policy:
     """The rules file at `path`, or the built-in default; ConfigError names each problem."""
+    return parse_policy(*rules_text(path))
+
+
+def rules_text(path: str | Path | None = None) -> tuple[str, str]:
+    """The text of the rules file at `path`, or of the built-in default, and its name."""
     if path:
         source = Path(path)
         if not source.is_file():
             raise ConfigError(f"rules file not found: {source}")
-        text, name = source.read_text(encoding="utf-8"), str(source)
-    else:
-        text = resources.files("alerts").joinpath("default_rules.toml").read_text("utf-8")
-        name = "alerts/default_rules.toml"
-    return parse_policy(text, name)
+        return source.read_text(encoding="utf-8"), str(source)
+    text = resources.files("alerts").joinpath("default_rules.toml").read_text("utf-8")
+    return text, "alerts/default_rules.toml"
 
 
 def parse_policy(text: str, name: str) -> Policy:

@@ -14,15 +14,13 @@ it without a restart (a timer already running keeps its end). The API reads it p
 
 from __future__ import annotations
 
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg.rows import dict_row
 
 from alerts.errors import Invalid
-from alerts.rules import Policy, load_policy, parse_policy
+from alerts.rules import Policy, load_policy, parse_policy, rules_text
 from runtime.errors import ConfigError
 
 RULES_CHANNEL = "firegrid_rules"
@@ -30,19 +28,17 @@ _LATEST = "SELECT version, body FROM rule_sets ORDER BY version DESC LIMIT 1"
 
 
 def current(conn: psycopg.Connection[Any], rules_file: str | None) -> tuple[int | None, Policy]:
-    row = conn.execute(_LATEST).fetchone()
-    if row is None:
+    version, body = text(conn, rules_file)
+    if version is None:
         return None, load_policy(rules_file)
-    return row[0], parse_policy(row[1], f"rules version {row[0]}")
+    return version, parse_policy(body, f"rules version {version}")
 
 
 def text(conn: psycopg.Connection[Any], rules_file: str | None) -> tuple[int | None, str]:
     row = conn.execute(_LATEST).fetchone()
     if row is not None:
         return row[0], row[1]
-    if rules_file:
-        return None, Path(rules_file).read_text(encoding="utf-8")
-    return None, resources.files("alerts").joinpath("default_rules.toml").read_text("utf-8")
+    return None, rules_text(rules_file)[0]
 
 
 def save(conn: psycopg.Connection[Any], body: str, actor: str, note: str | None) -> int:
