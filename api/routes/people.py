@@ -151,19 +151,26 @@ class SwapBody(BaseModel):
 
 def _in_area(conn: psycopg.Connection, actor: Actor, *workers: str | None) -> None:
     """A worker outside the caller's area is a 404, like one that does not exist."""
+    wanted = [w for w in workers if w]
+    inside = _area_workers(conn, actor, set(wanted))
+    for worker in wanted:
+        if worker not in inside:
+            raise NotFound("worker", worker)
+
+
+def _area_workers(conn: psycopg.Connection, actor: Actor, workers: set[str]) -> set[str]:
+    """Those of `workers` who cover a grid, community or street in the caller's area."""
     scope = area_scope(conn, actor)
     if scope.everything:
-        return
-    for worker in filter(None, workers):
-        found = conn.execute(
-            "SELECT 1 FROM worker_areas wa LEFT JOIN grids g ON g.id = wa.grid_id"
-            " LEFT JOIN communities c ON c.id = coalesce(wa.community_id, g.community_id)"
-            " WHERE wa.worker_id = %s AND (wa.grid_id = ANY(%s) OR c.id = ANY(%s)"
-            " OR coalesce(wa.street_id, c.street_id) = ANY(%s))",
-            [worker, list(scope.grids), list(scope.communities),
-             list(scope.streets)]).fetchone()
-        if found is None:
-            raise NotFound("worker", worker)
+        return workers
+    return {r[0] for r in conn.execute(
+        "SELECT DISTINCT wa.worker_id FROM worker_areas wa"
+        " LEFT JOIN grids g ON g.id = wa.grid_id"
+        " LEFT JOIN communities c ON c.id = coalesce(wa.community_id, g.community_id)"
+        " WHERE wa.worker_id = ANY(%s) AND (wa.grid_id = ANY(%s) OR c.id = ANY(%s)"
+        " OR coalesce(wa.street_id, c.street_id) = ANY(%s))",
+        [sorted(workers), list(scope.grids), list(scope.communities),
+         list(scope.streets)]).fetchall()}
 
 
 @router.post("/leave", status_code=201, response_model=LeaveSaved,
@@ -180,16 +187,8 @@ def get_leave(actor: Officer, conn: Conn, start: From = None, end: To = None,
               worker_id: QueryId = None) -> list[Row]:
     start, end = _window(start, end)
     rows = leave.leaves(conn, start, end, worker_id)
-    if area_scope(conn, actor).everything:
-        return rows
     # Only the leave of the caller's own people: a grid leader sees their grid's.
-    mine = set()
-    for who in {r["worker_id"] for r in rows}:
-        try:
-            _in_area(conn, actor, who)
-            mine.add(who)
-        except NotFound:
-            pass
+    mine = _area_workers(conn, actor, {r["worker_id"] for r in rows})
     return [r for r in rows if r["worker_id"] in mine]
 
 
