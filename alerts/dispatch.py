@@ -10,7 +10,7 @@ only a kill in the instant between PUBACK and COMMIT can send one twice, and the
 same page_id and key, which the app drops. (So can a broker that takes longer than the
 PUBACK timeout, or a connection lost after the PUBLISH left: the page is published again.)
 Nothing is ever lost. A page whose incident is resolved by the time it is claimed is not
-sent but 'cancelled' (_cancel_resolved).
+sent but 'cancelled' (_cancel_stale).
 
 Other channels (webhooks, chat robots, SMS) may take seconds, so a page is leased instead:
 attempts + 1 and due_at pushed past the HTTP timeout in one short transaction, then sent
@@ -116,7 +116,7 @@ def _stale(row: OutboxRow) -> str | None:
     return None
 
 
-def _cancel_resolved(conn: psycopg.Connection[Any], rows: list[OutboxRow]) -> list[OutboxRow]:
+def _cancel_stale(conn: psycopg.Connection[Any], rows: list[OutboxRow]) -> list[OutboxRow]:
     """Drop the claimed pages whose incident is resolved, marking them 'cancelled' with the
     reason: a worker paged about a fire already dealt with would go there for nothing (a
     page waiting for a retry, or written a moment before the resolve). A voice call is
@@ -167,7 +167,7 @@ class Dispatcher:
         conn = self._conn
         with conn.transaction():
             claimed = _claim(conn, now, True, BATCH)
-            rows = _cancel_resolved(conn, claimed)
+            rows = _cancel_stale(conn, claimed)
             if not rows:
                 return len(claimed) == BATCH
             wire: list[tuple[str, bytes]] = []
@@ -203,7 +203,7 @@ class Dispatcher:
         lease = timedelta(seconds=2 * self._settings.http_timeout_s + 5)
         with conn.transaction():
             claimed = _claim(conn, now, False, BATCH - self._in_flight)
-            rows = _cancel_resolved(conn, claimed)
+            rows = _cancel_stale(conn, claimed)
             if rows:
                 conn.execute("UPDATE pages SET attempts = attempts + 1, due_at = %s"
                              " WHERE id = ANY(%s)", [now + lease, [r.page_id for r in rows]])

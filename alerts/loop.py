@@ -196,12 +196,12 @@ def add_responder(conn: psycopg.Connection[TupleRow], incident_id: int, actor: s
         role, worker_channels = worker
         before = row["state"]
         assignments = "step = step + 1"
+        rungs = policy.ladder[row["ladder"]]
+        wait = rungs[max(0, min(row["rung"], len(rungs) - 1))].ack_timeout_s
         if reassign and before == "acknowledged":
-            rungs = policy.ladder[row["ladder"]]
-            wait = rungs[max(0, min(row["rung"], len(rungs) - 1))].ack_timeout_s
-            assignments += (", state = 'notified', escalate_at = %(now)s"
-                            f" + interval '{int(wait)} seconds'")
-        row = _update(conn, incident_id, assignments, now, actor)
+            assignments += (", state = 'notified',"
+                            " escalate_at = %(now)s + make_interval(secs => %(wait)s)")
+        row = _update(conn, incident_id, assignments, now, actor, wait=wait)
         batch = ladder.Batch()
         ladder.page_worker(batch, incident_id, row["step"], worker_id, worker_channels,
                            "pending", ladder.payload_of(row["severity"], row["ladder"],
