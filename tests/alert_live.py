@@ -8,10 +8,12 @@ import json
 import queue
 import threading
 import time
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from alerts.rules import rules_text
 from alerts.service import AlertService
 from runtime.settings import Settings
 from simulators import messages as m
@@ -79,6 +81,22 @@ def fast_ladder(rung_s: int) -> str:
     return rungs + ("[repeat]\nevery_s = false\n"
                     "[[ladder.confirmed]]\nroles = [\"grid_worker\", \"grid_leader\","
                     " \"community_duty\", \"street_duty\"]\nack_timeout_s = 60\n")
+
+
+def shipped_rules(tmp_path: Path, rung_s: int, voice_after_s: int | None = None) -> str:
+    """The shipped rules file with every rung's timeout set to `rung_s` seconds (and the
+    voice call's wait to `voice_after_s`), written to tmp_path: the real ladder's shape at a
+    test's pace."""
+    lines = []
+    for line in rules_text()[0].splitlines():
+        if line.startswith("ack_timeout_s"):
+            line = f"ack_timeout_s = {rung_s}"
+        elif line.startswith("after_s") and voice_after_s is not None:
+            line = f"after_s = {voice_after_s}"
+        lines.append(line)
+    path = tmp_path / "rules.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
 
 
 def send_alarm(publisher: Publisher, settings: Settings, device: str) -> None:

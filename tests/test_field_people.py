@@ -8,7 +8,6 @@ their own tokens. The shipped ladder's shape, with its rungs shortened to second
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -22,7 +21,7 @@ from simulators import topology
 from simulators.people import Crowd, Habits, PeopleConfig, enlist
 from simulators.run import run_simulation
 from simulators.truth import read
-from tests.alert_live import ThreadedAlerts, alert_settings, send_alarm
+from tests.alert_live import ThreadedAlerts, alert_settings, send_alarm, shipped_rules
 from tests.alert_support import build_ward
 from tests.api_support import TestClient
 from tests.helpers import Publisher, ThreadedIngest, await_subscribed, wait_for_count
@@ -33,22 +32,12 @@ QUICK = Habits(silent=0, acknowledge_s=(0.1, 0.3), arrive_s=(0.1, 0.3), confirm_
                resolve_s=(0.1, 0.3))
 
 
-def shipped_ladder_in_seconds(tmp_path: Path, rung_s: int) -> str:
-    """The shipped rules file with every rung's timeout set to `rung_s` seconds."""
-    text = (Path(__file__).parents[1] / "alerts" / "default_rules.toml").read_text("utf-8")
-    lines = [f"ack_timeout_s = {rung_s}" if line.startswith("ack_timeout_s") else line
-             for line in text.splitlines()]
-    path = tmp_path / "rules.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return str(path)
-
-
 @pytest.fixture
 def field(make_settings, uid, db, db_url, tmp_path):
     """The ward, ingest, the alert core, the API and a crowd; yields a starter."""
     build_ward(db, around=datetime.now(UTC))
     fire_service = Receiver()
-    settings = alert_settings(make_settings, uid, rules_file=shipped_ladder_in_seconds(
+    settings = alert_settings(make_settings, uid, rules_file=shipped_rules(
         tmp_path, 3), fire_service_url=f"{fire_service.url}/119", webhook_secret="s3cret")
     ingest = ThreadedIngest(settings).start()
     core = ThreadedAlerts(settings).start()

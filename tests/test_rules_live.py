@@ -10,11 +10,10 @@ from datetime import UTC, datetime
 from api.app import create_app
 from api.auth import create_token
 from devices.broker import NoBrokerAuth
-from tests.alert_live import ThreadedAlerts, alert_settings, send_alarm
+from tests.alert_live import ThreadedAlerts, alert_settings, send_alarm, shipped_rules
 from tests.alert_support import build_ward
 from tests.api_support import TestClient
 from tests.helpers import Publisher, wait_for_count
-from tests.test_field_people import shipped_ladder_in_seconds
 
 
 def _auth(db, who: str, role: str) -> dict[str, str]:
@@ -46,7 +45,7 @@ def test_rules_are_validated_versioned_and_only_the_street_changes_them(make_set
 def test_a_ladder_changed_through_the_api_applies_to_the_next_rung(make_settings, uid, db,
                                                                   tmp_path):
     build_ward(db, around=datetime.now(UTC))
-    rules = shipped_ladder_in_seconds(tmp_path, 5)
+    rules = shipped_rules(tmp_path, 5)
     settings = alert_settings(make_settings, uid, rules_file=rules)
     street = _auth(db, "sd1", "street_duty")
     core = ThreadedAlerts(settings).start()

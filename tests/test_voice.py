@@ -15,7 +15,6 @@ import json
 import queue
 import threading
 from datetime import UTC, datetime
-from pathlib import Path
 from urllib.parse import parse_qsl, quote
 
 import pytest
@@ -23,7 +22,7 @@ import pytest
 from alerts import loop
 from api.app import create_app
 from devices.broker import NoBrokerAuth
-from tests.alert_live import ThreadedAlerts, alert_settings, send_alarm
+from tests.alert_live import ThreadedAlerts, alert_settings, send_alarm, shipped_rules
 from tests.alert_support import alarm, build_ward, record
 from tests.api_support import TestClient
 from tests.helpers import Publisher, wait_for_count
@@ -76,15 +75,6 @@ def _sign(form: dict[str, str]) -> str:
                                      hashlib.sha1).digest()).decode()
 
 
-def _rules(tmp_path: Path, after_s: int) -> str:
-    text = (Path(__file__).parents[1] / "alerts" / "default_rules.toml").read_text("utf-8")
-    text = text.replace("[voice]\nafter_s = 45", f"[voice]\nafter_s = {after_s}")
-    text = text.replace("ack_timeout_s = 30", "ack_timeout_s = 600")
-    path = tmp_path / "rules.toml"
-    path.write_text(text, encoding="utf-8")
-    return str(path)
-
-
 @pytest.fixture
 def voice(make_settings, uid, db, tmp_path):
     provider = AliyunVoice()
@@ -92,7 +82,7 @@ def voice(make_settings, uid, db, tmp_path):
                channels={w: {"voice": n, "sms": n} for w, n in NUMBERS.items()})
 
     def settings(after_s: int):
-        return alert_settings(make_settings, uid, rules_file=_rules(tmp_path, after_s),
+        return alert_settings(make_settings, uid, rules_file=shipped_rules(tmp_path, 600, after_s),
                               voice_url=provider.url, voice_access_key_id=KEY,
                               voice_access_key_secret=SECRET, voice_show_number="057100001",
                               voice_tts_code="TTS_100001", voice_callback_token=TOKEN)
