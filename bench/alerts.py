@@ -40,11 +40,9 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.request
@@ -61,10 +59,17 @@ import psycopg  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-from bench.harness import Child, CpuMeter, check_roster, child_env, pct, register  # noqa: E402
-from runtime import migrate  # noqa: E402
-from runtime.localsvc import Mosquitto, Postgres, free_port, make_state_dir  # noqa: E402
-from runtime.settings import DatabaseSettings  # noqa: E402
+from bench.harness import (  # noqa: E402
+    Child,
+    CpuMeter,
+    check_roster,
+    child_env,
+    pct,
+    postmaster,
+    register,
+    services,
+)
+from runtime.localsvc import free_port  # noqa: E402
 from simulators import messages as m  # noqa: E402
 from simulators import topology  # noqa: E402
 
@@ -340,22 +345,7 @@ def main(argv: list[str]) -> int:
 
 def run(a: argparse.Namespace, stack: ExitStack) -> int:
     rng = random.Random(a.seed)
-    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} before the run",
-          flush=True)
-    work = Path(tempfile.mkdtemp(prefix="fg-bench-alerts-"))
-    stack.callback(lambda: print(f"logs kept in {work}") if a.keep
-                   else shutil.rmtree(work, ignore_errors=True))
-    pg = Postgres(make_state_dir("fg-bench-alerts-pg-"), durable=True)
-    stack.callback(pg.destroy)
-    mq = Mosquitto(make_state_dir("fg-bench-alerts-mq-"))
-    stack.callback(mq.destroy)
-    pg.start()
-    mq.start()
-    with psycopg.connect(pg.url(), autocommit=True) as admin:
-        admin.execute("CREATE DATABASE bench")
-    url = pg.url("bench")
-    migrate.migrate(DatabaseSettings(url=url, timescale="off"))
-    conn = stack.enter_context(psycopg.connect(url, autocommit=True))
+    work, pg, mq, url, conn = services(stack, "alerts", a.keep)
     metrics_port = free_port()
     env = child_env(mq, url, metrics_port)
     detectors = register(work, a.preset, env)
@@ -400,7 +390,7 @@ def run(a: argparse.Namespace, stack: ExitStack) -> int:
         time.sleep(a.settle_s)
 
         pids = {c.name: c.proc.pid for c in children}
-        pids.update(mosquitto=mq.proc.pid, postgres=_postmaster(pg), bench=os.getpid())
+        pids.update(mosquitto=mq.proc.pid, postgres=postmaster(pg), bench=os.getpid())
         meter = CpuMeter(pids)
         rows0 = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
         meter.start()
@@ -488,13 +478,6 @@ def report(a, one: dict, storm: dict, timers: dict, result: dict, bg: dict) -> N
         print(f"| {name:<70} | {shown:>10} | {goal:>10} | {ratio:>12} |")
     print("RESULT " + " ".join(
         f"{k}={v:.1f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items()))
-
-
-def _postmaster(pg: Postgres) -> int:
-    try:
-        return int((pg.data / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return -1
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -48,12 +48,9 @@ import argparse
 import http.server
 import json
 import math
-import os
 import random
-import shutil
 import signal
 import sys
-import tempfile
 import threading
 import time
 from contextlib import ExitStack
@@ -68,10 +65,8 @@ import paho.mqtt.client as mqtt  # noqa: E402
 import psycopg  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
-from bench.harness import Child, check_roster, child_env, pct, register  # noqa: E402
-from runtime import migrate  # noqa: E402
-from runtime.localsvc import Mosquitto, Postgres, free_port, make_state_dir  # noqa: E402
-from runtime.settings import DatabaseSettings  # noqa: E402
+from bench.harness import Child, check_roster, child_env, pct, register, services  # noqa: E402
+from runtime.localsvc import free_port  # noqa: E402
 from simulators import messages as m  # noqa: E402
 from simulators import topology  # noqa: E402
 from simulators.people import Crowd, Habits, PeopleConfig, enlist  # noqa: E402
@@ -318,22 +313,7 @@ def main(argv: list[str]) -> int:
 
 
 def run(a: argparse.Namespace, stack: ExitStack) -> int:
-    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} before the run",
-          flush=True)
-    work = Path(tempfile.mkdtemp(prefix="fg-bench-field-"))
-    stack.callback(lambda: print(f"logs kept in {work}") if a.keep
-                   else shutil.rmtree(work, ignore_errors=True))
-    pg = Postgres(make_state_dir("fg-bench-field-pg-"), durable=True)
-    stack.callback(pg.destroy)
-    mq = Mosquitto(make_state_dir("fg-bench-field-mq-"))
-    stack.callback(mq.destroy)
-    pg.start()
-    mq.start()
-    with psycopg.connect(pg.url(), autocommit=True) as admin:
-        admin.execute("CREATE DATABASE bench")
-    url = pg.url("bench")
-    migrate.migrate(DatabaseSettings(url=url, timescale="off"))
-    conn = stack.enter_context(psycopg.connect(url, autocommit=True))
+    work, _, mq, url, conn = services(stack, "field", a.keep)
     fire_service = FireService()
     stack.callback(fire_service.shutdown)
     api_port = free_port()

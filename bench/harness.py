@@ -6,21 +6,64 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import psycopg
 
-from runtime.localsvc import Mosquitto
+from runtime import migrate
+from runtime.localsvc import Mosquitto, Postgres, make_state_dir
+from runtime.settings import DatabaseSettings
 from simulators import topology
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+class Services(NamedTuple):
+    work: Path                          # logs and generated files
+    pg: Postgres
+    mq: Mosquitto
+    url: str                            # the migrated `bench` database
+    conn: psycopg.Connection            # autocommit, on `url`
+
+
+def services(stack: ExitStack, name: str, keep: bool) -> Services:
+    """A work directory, a private durable PostgreSQL with a migrated `bench` database and a
+    private Mosquitto, all removed when `stack` closes (the work directory kept with keep)."""
+    print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} before the run",
+          flush=True)
+    work = Path(tempfile.mkdtemp(prefix=f"fg-bench-{name}-"))
+    stack.callback(lambda: print(f"logs kept in {work}") if keep
+                   else shutil.rmtree(work, ignore_errors=True))
+    pg = Postgres(make_state_dir(f"fg-bench-{name}-pg-"), durable=True)
+    stack.callback(pg.destroy)
+    mq = Mosquitto(make_state_dir(f"fg-bench-{name}-mq-"))
+    stack.callback(mq.destroy)
+    pg.start()
+    mq.start()
+    with psycopg.connect(pg.url(), autocommit=True) as admin:
+        admin.execute("CREATE DATABASE bench")
+    url = pg.url("bench")
+    migrate.migrate(DatabaseSettings(url=url, timescale="off"))
+    return Services(work, pg, mq, url, stack.enter_context(psycopg.connect(url,
+                                                                           autocommit=True)))
+
+
+def postmaster(pg: Postgres) -> int:
+    """The server's pid (postmaster.pid), for cpu_s; -1 when it is not running."""
+    try:
+        return int((pg.data / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return -1
 
 
 def pct(values: list[float], p: float) -> float:

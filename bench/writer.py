@@ -34,7 +34,7 @@ sys.path.insert(0, str(REPO))
 import psycopg  # noqa: E402
 
 from bench import flavour  # noqa: E402
-from bench.harness import cpu_s  # noqa: E402
+from bench.harness import cpu_s, postmaster  # noqa: E402
 from ingest import writer as w  # noqa: E402
 from protocol.decode import Decoded, Reading  # noqa: E402
 from runtime import migrate  # noqa: E402
@@ -83,7 +83,7 @@ def main(argv: list[str]) -> int:
         url = pg.url("bench")
         migrate.migrate(DatabaseSettings(url=url, timescale=flavour.timescale_setting(
             a.flavour)))
-        pid = _postmaster(pg)
+        pid = postmaster(pg)
         settings = load_settings(None, database={"url": url})
         writer = w.BatchWriter(settings.database, settings.ingest, threading.Event())
         seq = 0
@@ -114,10 +114,6 @@ def main(argv: list[str]) -> int:
           f"staged_per_s={mean['staged'][0]:.0f} direct_per_s={mean['direct'][0]:.0f} "
           f"flavour={a.flavour}")
     return 0
-
-
-def _postmaster(pg) -> int:
-    return int((Path(pg.data) / "postmaster.pid").read_text().split()[0])
 
 
 if __name__ == "__main__":
