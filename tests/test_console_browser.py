@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, LocatorAssertions, Page, expect, sync_playwright
 
 from api.auth import create_token
 from devices import registry
@@ -422,8 +422,10 @@ BACKGROUND = """
   };
 })();
 """
-TONE_PLAYING = "!document.getElementById('tone').paused"
-TONE_STOPPED = "document.getElementById('tone').paused"
+# The console's CSP forbids eval, so no page.wait_for_function (Playwright evals its
+# predicate in the page); expect() polls through the injected script instead.
+def tone(page: Page) -> LocatorAssertions:
+    return expect(page.locator("#tone"))
 
 
 def test_a_page_rings_once_until_acknowledged_with_sound_and_a_notification(
@@ -461,7 +463,7 @@ def test_a_page_rings_once_until_acknowledged_with_sound_and_a_notification(
         expect(body).to_have_attribute("data-alarm", "ringing")
         expect(body).to_have_attribute("data-rings", "1")
         expect(body).to_have_attribute("data-notified", "1")
-        worker.wait_for_function(TONE_PLAYING)
+        tone(worker).to_have_js_property("paused", False)
         assert worker.evaluate("document.getElementById('tone').loop") is True
         (page_id,) = db.execute("SELECT id FROM pages WHERE worker_id = 'gw1'"
                                 " AND channel = 'mqtt'").fetchone()
@@ -489,12 +491,12 @@ def test_a_page_rings_once_until_acknowledged_with_sound_and_a_notification(
         assert [p for p, _ in seen] == [page_id]
         # (Chromium remembers the tap across a reload of the same site.)
         expect(body).to_have_attribute("data-sound", "on")
-        worker.wait_for_function(TONE_PLAYING)
+        tone(worker).to_have_js_property("paused", False)
 
         # 接警 on the banner stops it.
         worker.locator('#ring button[data-act="acknowledge"]').click()
         expect(body).to_have_attribute("data-alarm", "quiet")
-        worker.wait_for_function(TONE_STOPPED)
+        tone(worker).to_have_js_property("paused", True)
         expect(worker.locator("#ring")).to_be_hidden()
         expect(cards(worker).first).to_have_attribute("data-state", "acknowledged")
         # And nothing brings it back.
@@ -771,8 +773,11 @@ def test_installable_with_an_offline_shell_that_comes_back_by_itself(
         assert (manifest["start_url"], manifest["scope"], manifest["display"]) == (
             "/console/", "/console/", "standalone")
         assert manifest["icons"] and manifest["name"].startswith("消防网格值守台")
-        worker.wait_for_function("navigator.serviceWorker.controller !== null")
-        worker.wait_for_function("caches.has('fg-console-3')")
+        # The worker takes control once its install (which fills the cache) is done.
+        assert worker.evaluate("""() => navigator.serviceWorker.controller !== null
+            || new Promise(done => navigator.serviceWorker.addEventListener(
+                'controllerchange', () => done(true), {once: true}))""")
+        assert worker.evaluate("() => caches.has('fg-console-3')")
 
         worker.context.set_offline(True)
         worker.reload()
