@@ -108,9 +108,20 @@ class Mute(_Message):
                             description="sounder silenced for this long; 0 = mute ended early")
 
 
+# A link the duty console puts in front of a grid worker (a camera's snapshot or clip):
+# http or https only, with a host and no spaces or control characters. Anything else
+# (javascript:, file:, a bare path) would run or read something on the worker's phone, or
+# lead nowhere; such a message is dead-lettered like any other schema error.
+MEDIA_URL = r"^https?://[^\x00-\x20\x7f/?#]+[^\x00-\x20\x7f]*$"
+MediaUrl = Annotated[str, Field(max_length=1024, pattern=MEDIA_URL)]
+
+
 class _Detection(_Message):
     confidence: float = Field(ge=0, le=1, description="video analytics confidence, 0..1")
-    snapshot_url: str | None = Field(None, max_length=1024)
+    snapshot_url: MediaUrl | None = Field(
+        None, description="a still of what the analytics saw (http or https)")
+    clip_url: MediaUrl | None = Field(
+        None, description="a recording around the detection (http or https)")
 
 
 class SmokeDetected(_Detection):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -92,3 +93,25 @@ def test_window_close_wakes_a_waiting_writer():
     t.join(5)
     assert got == [[]]
 
+
+
+@pytest.mark.parametrize("url", [
+    "javascript:alert(1)", "file:///etc/passwd", "rtsp://nvr/ch1", "/snap/1.jpg", "http://",
+    "https://nvr/a b.jpg", "https://nvr/\x00.jpg", "HTTPS://nvr/1.jpg"])
+@pytest.mark.parametrize("name", ["snapshot_url", "clip_url"])
+def test_a_camera_link_that_is_not_http_is_a_schema_dead_letter_naming_it(url, name):
+    # The console shows these as links on a worker's phone: http(s) with a host, or nothing.
+    out = decoder.decode("fg/v1/CAM-1/event", m.encode(
+        m.event("fire_detected", 1, NOW, confidence=0.9, **{name: url})), NOW)
+    assert out.events == []
+    assert [(d.reason, d.device_id) for d in out.dead] == [("schema", "CAM-1")]
+    assert f"fire_detected.{name}" in out.dead[0].detail
+
+
+def test_camera_links_are_kept_with_the_event():
+    links = {"snapshot_url": "https://nvr.example:8443/snap/1.jpg?ch=3&t=1",
+             "clip_url": "http://10.0.0.7/clip/1.mp4"}
+    out = decoder.decode("fg/v1/CAM-1/event", m.encode(
+        m.event("smoke_detected", 1, NOW, confidence=0.8, **links)), NOW)
+    assert out.dead == []
+    assert json.loads(out.events[0].attrs) == {"confidence": 0.8, **links}

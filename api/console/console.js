@@ -458,7 +458,8 @@ function renderDetail() {
     since.get(a.device_id)?.cleared_at ? el("span", { class: "since", "data-since": "cleared",
       text: ` · ${t("cleared", { t: clock(since.get(a.device_id).cleared_at) })}` }) : null,
     since.get(a.device_id)?.hushed_at ? el("span", { class: "since", "data-since": "hushed",
-      text: ` · ${t("hushed", { t: clock(since.get(a.device_id).hushed_at) })}` }) : null)));
+      text: ` · ${t("hushed", { t: clock(since.get(a.device_id).hushed_at) })}` }) : null,
+    mediaLinks(a.detail))));
   const devices = state.people?.devices ?? [];
   $("all-quiet").hidden = i.state === "resolved" || !devices.length || !devices.every(quiet);
   $("log").replaceChildren(...i.log.map((l) => el("li", {},
@@ -467,6 +468,19 @@ function renderDetail() {
     l.detail?.note ? ` · ${l.detail.note}` : "")));
   renderPeople();
   duty.renderSteer(i, state.people, state.me);
+}
+
+// A camera's snapshot and clip (the protocol's snapshot_url / clip_url, kept with the
+// alert): links to look before going. Ingest takes only http(s) addresses; the check here
+// also covers alerts stored before it did, since a javascript: href would run on a tap.
+const WEB = /^https?:\/\/[^\s/?#]+/i;
+
+function mediaLinks(detail) {
+  return [["snapshot_url", "snapshot"], ["clip_url", "clip"]]
+    .filter(([field]) => typeof detail?.[field] === "string" && WEB.test(detail[field]))
+    .map(([field, key]) => [" · ", el("a", { class: "media", href: detail[field],
+                                              target: "_blank", rel: "noopener noreferrer",
+                                              "data-media": key, text: both(key) })]);
 }
 
 // The fire service's hand-off (the 119 hook's page) of a confirmed fire, as far as it went.

@@ -1,0 +1,88 @@
+"""What an incident shows beyond the alarm itself (issue 19), in Debian's headless Chromium
+with the fixtures of tests/test_console_browser.py: a camera's snapshot and clip, published
+on the real broker, stored by the real ingest and linked from the incident the real alert
+core opened; a camera whose link is not a web address is a dead letter, and raises nothing.
+"""
+
+from __future__ import annotations
+
+import json
+
+from playwright.sync_api import expect
+
+from simulators import messages as m
+from tests.helpers import ThreadedIngest, wait_for_count
+from tests.test_console_browser import (
+    DESK,
+    PHONE,
+    STEADY,
+    axe_violations,
+    cards,
+    duty_console,
+    shoot,
+    stayed,
+)
+
+SNAP = "https://nvr.example/snap/CAM-1/7.jpg"
+CLIP = "https://nvr.example/clip/CAM-1/7.mp4?from=-30s"
+
+
+def test_a_cameras_snapshot_and_clip_are_links_in_the_incident(db, make_settings, uid, tmp_path):
+    rules = tmp_path / "rules.toml"
+    rules.write_text(STEADY)
+    roles = {"gw1": "grid_worker", "cd1": "community_duty"}
+    with duty_console(db, make_settings, uid, roles, rules) as c:
+        ingest = ThreadedIngest(c.settings).start()
+        try:
+            worker = c.open(PHONE, "gw1")
+            officer = c.open(DESK, "cd1")
+            prefix = c.settings.mqtt.topic_prefix
+            # The camera's analytics see flame and link a still and a recording; another
+            # camera's firmware links a script, which must never become a link on a phone.
+            c.publisher.publish_all([
+                (m.topic("CAM-1", "event", prefix), m.encode(m.event(
+                    "fire_detected", 7, confidence=0.93, snapshot_url=SNAP, clip_url=CLIP))),
+                (m.topic("CAM-1", "event", prefix), m.encode(m.event(
+                    "fire_detected", 8, confidence=0.95,
+                    snapshot_url="javascript:fetch('/v1/console/logout')"))),
+            ])
+            wait_for_count(c.settings.database.url,
+                           "SELECT count(*) FROM events WHERE device_id = 'CAM-1'", 1, 30)
+            wait_for_count(c.settings.database.url,
+                           "SELECT count(*) FROM dead_letters WHERE device_id = 'CAM-1'", 1, 30)
+
+            expect(cards(officer)).to_have_count(1)
+            cards(officer).first.locator(".open").click()
+            alert = officer.locator('#alerts li[data-device="CAM-1"]')
+            expect(alert).to_have_count(1)
+            expect(alert).to_contain_text("摄像头识别明火 camera: fire")
+            snapshot = alert.locator('a[data-media="snapshot"]')
+            expect(snapshot).to_have_text("查看快照 View snapshot")
+            expect(snapshot).to_have_attribute("href", SNAP)
+            expect(snapshot).to_have_attribute("rel", "noopener noreferrer")
+            clip = alert.locator('a[data-media="clip"]')
+            expect(clip).to_have_text("查看录像 View clip")
+            expect(clip).to_have_attribute("href", CLIP)
+            expect(officer.locator("#people-box")).to_be_visible()
+            shoot(officer, "officer-camera")
+            assert axe_violations(officer) == []
+            # The grid worker's phone, in English.
+            cards(worker).first.locator(".open").click()
+            worker.click("#lang")
+            expect(worker.locator('#alerts a[data-media="snapshot"]')).to_have_text(
+                "View snapshot")
+            expect(worker.locator('#alerts a[data-media="clip"]')).to_have_attribute("href", CLIP)
+            stayed(worker, officer)
+        finally:
+            ingest.stop()
+
+    # Ingest stored the links with the event; the bad one is a dead letter naming its field.
+    assert db.execute("SELECT seq, attrs FROM events WHERE device_id = 'CAM-1'").fetchall() == [
+        (7, {"confidence": 0.93, "snapshot_url": SNAP, "clip_url": CLIP})]
+    (reason, detail, payload), = db.execute(
+        "SELECT reason, detail, payload FROM dead_letters WHERE device_id = 'CAM-1'").fetchall()
+    assert reason == "schema" and "fire_detected.snapshot_url" in detail
+    assert json.loads(bytes(payload))["seq"] == 8
+    # The alert core took the good event only.
+    assert db.execute("SELECT seq, detail->>'snapshot_url' FROM alerts WHERE device_id = 'CAM-1'"
+                      ).fetchall() == [(7, SNAP)]
