@@ -47,7 +47,8 @@ from runtime.db import classify, connect
 from runtime.errors import ConfigError, UnavailableError
 from runtime.retry import Backoff
 from runtime.settings import MqttSettings, Settings
-from transport.mqtt import Consumer
+from transport.receiver import Receiver
+from transport.session import consumer
 from transport.window import Inbound, Window
 
 log = logging.getLogger(__name__)
@@ -80,11 +81,11 @@ class AlertService:
             "partitions": cfg.partitions, "partition": cfg.partition})
 
         def session(client_id: str, service: str,
-                    channels: tuple[str, ...]) -> tuple[Window, Consumer]:
+                    channels: tuple[str, ...]) -> tuple[Window, Receiver]:
             window = Window(batch_max=cfg.batch_max, max_age_s=0,
                             max_messages=settings.ingest.inflight_window,
                             max_bytes=settings.ingest.window_max_bytes)
-            return window, Consumer(mqtt.model_copy(update={"client_id": client_id}), window,
+            return window, consumer(mqtt.model_copy(update={"client_id": client_id}), window,
                                     service=service, channels=channels)
 
         self.window, self.consumer = session(cfg.client_id, "alerts", ("event", "gateway"))
@@ -142,7 +143,7 @@ class AlertService:
 
     # --- the evaluator: messages -> alerts -> incidents -> first pages --------------------
 
-    def _evaluate_forever(self, window: Window, consumer: Consumer) -> None:
+    def _evaluate_forever(self, window: Window, consumer: Receiver) -> None:
         conn: psycopg.Connection[TupleRow] | None = None
         try:
             while not self.stopping.is_set():
@@ -154,7 +155,7 @@ class AlertService:
                 conn.close()
 
     def _evaluate_batch(self, conn: psycopg.Connection[TupleRow] | None, batch: list[Inbound],
-                        consumer: Consumer) -> psycopg.Connection[TupleRow] | None:
+                        consumer: Receiver) -> psycopg.Connection[TupleRow] | None:
         started = time.perf_counter()
         candidates: list[Candidate] = []
         alerting = 0    # messages with at least one alert

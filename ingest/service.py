@@ -1,8 +1,8 @@
 """The ingest service: broker -> Window -> BatchWriter -> commit -> ack.
 
-    paho network thread                    writer (the calling thread)
+    MQTT network thread                    writer (the calling thread)
     -------------------                    ---------------------------
-    on_message -> Window.put  ──────────►  Window.take (size or age)
+    arrived    -> Window.put  ──────────►  Window.take (size or age)
                                            Decoder.decode each message (pydantic)
                                            BatchWriter.write (COPY, one transaction)
     PUBACK written  ◄──────────────────────  Consumer.ack (only after COMMIT)
@@ -30,7 +30,7 @@ from ingest.errors import Abandoned
 from ingest.writer import BatchWriter
 from protocol.decode import Decoder
 from runtime.settings import Settings
-from transport.mqtt import Consumer
+from transport.session import consumer
 from transport.window import Inbound, Window
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ class IngestService:
             max_future_skew_s=cfg.max_future_skew_s, max_age_days=cfg.max_age_days,
         )
         self.writer = BatchWriter(settings.database, cfg, self._stopping)
-        self.consumer = Consumer(settings.mqtt, self.window, service="ingest")
+        self.consumer = consumer(settings.mqtt, self.window, service="ingest")
         self.liveness = liveness.LivenessFlusher(
             liveness.LivenessTracker(settings.devices), settings,
             watching=self.consumer.subscribed.is_set)

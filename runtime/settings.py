@@ -86,11 +86,10 @@ class MqttSettings(BaseModel):
     # A stable client id plus a persistent session is what lets the broker keep messages
     # for ingest while it is down. Give every ingest process its own id.
     client_id: str = Field("firegrid-ingest-1", min_length=1, max_length=128)
-    # 3.1.1 by default: paho parses MQTT 5 properties on every PUBLISH, which costs 30-65%
-    # of ingest throughput (docs/benchmarks.md). The in-flight window is then the broker's
-    # max_inflight_messages (4000 in deploy/mosquitto/conf.d); with "5" it is
-    # ingest.inflight_window, sent as Receive Maximum.
-    protocol: Literal["5", "3.1.1"] = "3.1.1"
+    # The protocol of firegrid's own sessions (devices choose theirs). "5": the fast path on
+    # the mqtt5 codec (transport/mqtt.py), with ingest.inflight_window sent as Receive
+    # Maximum. "3.1.1": paho-mqtt, for a broker without MQTT 5 (transport/paho.py).
+    protocol: Literal["5", "3.1.1"] = "5"
     keepalive_s: int = Field(30, ge=5, le=3600)
     # MQTT 5 Session Expiry Interval: how long the broker keeps our queue while we are away.
     session_expiry_s: int = Field(7 * 24 * 3600, ge=60)
