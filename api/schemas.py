@@ -217,6 +217,8 @@ class BuildingOut(BaseModel):
     floors: int
     households: int | None
     use: str
+    contact_name: str | None
+    contact_phone: str | None
 
 
 class WorkerOut(BaseModel):

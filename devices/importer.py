@@ -68,7 +68,7 @@ _KINDS = {
     "hierarchy": ({"street_id", "community_id", "grid_id"},
                   {"street_id", "street_name", "community_id", "community_name", "grid_id",
                    "grid_name", "grid_households", "building_id", "address", "lat", "lon",
-                   "floors", "households", "use"}),
+                   "floors", "households", "use", "contact_name", "contact_phone"}),
 }
 
 
@@ -107,6 +107,9 @@ COLUMN_ALIASES: dict[str, str] = {
     "地址": "address", "详细地址": "address", "纬度": "lat", "经度": "lon",
     "层数": "floors", "总层数": "floors", "楼层数": "floors", "户数": "households",
     "用途": "use", "建筑用途": "use",
+    "楼栋联系人": "contact_name", "联系人": "contact_name", "房东": "contact_name",
+    "楼长": "contact_name", "楼栋联系人电话": "contact_phone", "联系人电话": "contact_phone",
+    "房东电话": "contact_phone", "楼长电话": "contact_phone",
 }
 
 # Chinese values of the columns that take a fixed word.
@@ -442,7 +445,8 @@ def _read_hierarchy(plan: Plan, file: str, line: int, v: dict[str, str],
          given(("community_id", "community_id"), ("name", "grid_name"),
                ("households", "grid_households")))
     if v.get("building_id"):
-        fields = ("grid_id", "address", "lat", "lon", "floors", "households", "use")
+        fields = ("grid_id", "address", "lat", "lon", "floors", "households", "use",
+                  "contact_name", "contact_phone")
         part(Building, {"id": v["building_id"], **{k: v.get(k) for k in fields}},
              {"id": "building_id"}, plan.buildings, "building",
              given(*((f, f) for f in fields)))

@@ -18,6 +18,8 @@ from protocol.models import DEVICE_ID
 Ident = Annotated[str, Field(pattern=DEVICE_ID.pattern,
                              description="letters, digits, _ . - ; up to 64")]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
+# A number a phone can dial from a tel: link: digits, spaces and dashes, an optional +.
+Phone = Annotated[str, Field(pattern=r"^\+?[0-9][0-9 -]{4,20}$")]
 
 DEVICE_KINDS = ("smoke_detector", "camera", "gateway")
 DEVICE_STATES = ("provisioned", "active", "maintenance", "retired")
@@ -95,6 +97,9 @@ class Building(_Record):
     floors: int = Field(ge=1, le=200)
     households: int | None = Field(None, ge=0, le=10_000)
     use: Literal[BUILDING_USES]  # type: ignore[valid-type]
+    # Whom to call about the building itself (landlord, manager): the console's button.
+    contact_name: Name | None = Field(None, description="the building's contact person")
+    contact_phone: Phone | None = Field(None, description="their phone")
 
     @field_validator("lon")
     @classmethod
@@ -147,7 +152,7 @@ class Worker(_Record):
     id: Ident
     name: Name
     role: Literal[WORKER_ROLES]  # type: ignore[valid-type]
-    phone: str | None = Field(None, pattern=r"^\+?[0-9][0-9 -]{4,20}$")
+    phone: Phone | None = None
     channels: dict[Literal[CHANNELS], str] = Field(  # type: ignore[valid-type]
         default_factory=dict, description="how to reach them: sms, wecom, dingtalk, ...")
     areas: list[Ident] = Field(default_factory=list,

@@ -104,7 +104,8 @@ HIERARCHY = {
     "street_offices": (("id", "name"), None),
     "communities": (("id", "street_id", "name"), "street_id"),
     "grids": (("id", "community_id", "name", "households"), "community_id"),
-    "buildings": (("id", "grid_id", "address", "lat", "lon", "floors", "households", "use"),
+    "buildings": (("id", "grid_id", "address", "lat", "lon", "floors", "households", "use",
+                   "contact_name", "contact_phone"),
                   "grid_id"),
 }
 

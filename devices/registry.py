@@ -56,7 +56,7 @@ _HIERARCHY = {
     "communities": (Community, ("id", "street_id", "name")),
     "grids": (Grid, ("id", "community_id", "name", "households")),
     "buildings": (Building, ("id", "grid_id", "address", "lat", "lon", "floors", "households",
-                             "use")),
+                             "use", "contact_name", "contact_phone")),
 }
 
 

@@ -2,14 +2,17 @@
 with the fixtures of tests/test_console_browser.py: a camera's snapshot and clip, published
 on the real broker, stored by the real ingest and linked from the incident the real alert
 core opened; a camera whose link is not a web address is a dead letter, and raises nothing.
+The building's contact, set through the API, is a call button on its incidents.
 """
 
 from __future__ import annotations
 
 import json
 
+import httpx
 from playwright.sync_api import expect
 
+from api.auth import create_token
 from simulators import messages as m
 from tests.helpers import ThreadedIngest, wait_for_count
 from tests.test_console_browser import (
@@ -19,6 +22,7 @@ from tests.test_console_browser import (
     axe_violations,
     cards,
     duty_console,
+    incident_at,
     shoot,
     stayed,
 )
@@ -86,3 +90,43 @@ def test_a_cameras_snapshot_and_clip_are_links_in_the_incident(db, make_settings
     # The alert core took the good event only.
     assert db.execute("SELECT seq, detail->>'snapshot_url' FROM alerts WHERE device_id = 'CAM-1'"
                       ).fetchall() == [(7, SNAP)]
+
+
+def test_the_building_contact_set_through_the_api_is_a_call_button(db, make_settings, uid):
+    roles = {"gw1": "grid_worker", "cd1": "community_duty"}
+    with duty_console(db, make_settings, uid, roles, core=False) as c:
+        admin = {"Authorization": f"Bearer {create_token(db, 'admin-desk', 'admin', None)}"}
+        b1 = httpx.get(f"{c.url}/v1/buildings/B1", headers=admin).json()
+        assert (b1["contact_name"], b1["contact_phone"]) == (None, None)
+        answer = httpx.put(f"{c.url}/v1/buildings/B1", headers=admin, json={
+            **{k: v for k, v in b1.items() if k != "id"},
+            "contact_name": "陈伯 房东", "contact_phone": "+86 138 0000 0457"})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["contact_phone"] == "+86 138 0000 0457"
+        refused = httpx.put(f"{c.url}/v1/buildings/B1", headers=admin, json={
+            **{k: v for k, v in b1.items() if k != "id"}, "contact_phone": "javascript:1"})
+        assert refused.status_code == 422
+        assert refused.json()["detail"][0]["loc"][-1] == "contact_phone"
+
+        worker = c.open(PHONE, "gw1")
+        officer = c.open(DESK, "cd1")
+        incident_at(db, "B1", "warning", [("SD-1", "smoke_alarm")], 3600)
+        incident_at(db, "B3", "warning", [("SD-4", "smoke_alarm")], 3600)
+        expect(cards(worker)).to_have_count(1)
+        cards(worker).first.locator(".open").click()
+        contact = worker.locator("#contact")
+        expect(contact).to_contain_text("楼栋联系人：陈伯 房东")
+        call = contact.locator("a.tel")
+        expect(call).to_have_text("致电楼栋联系人 +86 138 0000 0457")
+        expect(call).to_have_attribute("href", "tel:+8613800000457")
+        shoot(worker, "worker-contact")
+        # B3 has nobody on file: said so, and no button.
+        expect(cards(officer)).to_have_count(2)
+        officer.locator("#incidents article.card", has_text="B3 Shuiwei Rd").locator(
+            ".open").click()
+        expect(officer.locator("#contact")).to_have_text("楼栋联系人：未登记")
+        expect(officer.locator("#contact a")).to_have_count(0)
+        stayed(worker, officer)
+    assert db.execute("SELECT actor, new->>'contact_phone' FROM registry_history"
+                      " WHERE entity = 'buildings' AND entity_id = 'B1' AND action = 'update'"
+                      ).fetchall() == [("api:admin-desk", "+86 138 0000 0457")]

@@ -386,6 +386,32 @@ def test_a_file_without_optional_columns_leaves_them_alone(db, tmp_path):
     assert count(db, "worker_areas") == 6
 
 
+def test_building_contacts_import_with_chinese_headers_and_stay_when_left_out(db, tmp_path):
+    # The landlord or 楼长 the console offers to call (致电楼栋联系人), from the street
+    # office's own spreadsheet headers; a bad number is refused by row like any value.
+    header = [*HIERARCHY[0], "楼栋联系人", "联系人电话"]
+    rows = [header, [*HIERARCHY[1], "陈伯", "+86 138 0000 0457"], [*HIERARCHY[2], "", ""],
+            [*HIERARCHY[3], "黄姐", "tel:123"]]
+    with pytest.raises(ImportRejected) as refused:
+        importer.run_import(db, NoBrokerAuth(), [write(tmp_path, "h.csv", rows)], actor="t",
+                            iterations=ITER)
+    assert [(p.line, p.column) for p in refused.value.problems] == [
+        (4, "联系人电话 (contact_phone)")]
+    rows[3][-1] = "0755-8888-0003"
+    importer.run_import(db, NoBrokerAuth(), [write(tmp_path, "h.csv", rows)], actor="cli:t",
+                        iterations=ITER)
+    contacts = ("SELECT id, contact_name, contact_phone FROM buildings ORDER BY id")
+    expected = [("B1", "陈伯", "+86 138 0000 0457"), ("B2", None, None),
+                ("B3", "黄姐", "0755-8888-0003")]
+    assert db.execute(contacts).fetchall() == expected
+    assert db.execute("SELECT new->>'contact_name' FROM registry_history WHERE entity ="
+                      " 'buildings' AND entity_id = 'B1'").fetchall() == [("陈伯",)]
+    # The plain hierarchy file, without the columns, leaves them as they are.
+    importer.run_import(db, NoBrokerAuth(), [write(tmp_path, "h2.csv", HIERARCHY)], actor="t",
+                        iterations=ITER)
+    assert db.execute(contacts).fetchall() == expected
+
+
 def test_the_import_reports_each_steps_progress(db, tmp_path):
     seen: dict[str, list[tuple[int, int]]] = {}
     importer.run_import(db, NoBrokerAuth(), files(tmp_path), actor="t", iterations=ITER,

@@ -529,6 +529,12 @@ function renderPeople() {
   const b = people.building;
   $("place").replaceChildren(el("b", { text: b.address }),
     ` · ${b.id} · ${t("floors_n", { n: b.floors })} `, ...navLinks(b));
+  // The building's own contact (landlord, manager): opens doors, knows who lives where.
+  $("contact").replaceChildren(t("contact"),
+    b.contact_name ? el("b", { text: b.contact_name }) : t("no_contact"),
+    ...(b.contact_phone ? [" ", telLink(b.contact_phone,
+                                        `${t("call_contact")} ${b.contact_phone}`)] : []));
+  $("contact").dataset.phone = b.contact_phone ? "yes" : "no";
   const answered = new Set(people.answered.map((a) => a.worker_id).filter(Boolean));
   const call = (p) => (p.phone ? telLink(p.phone, `${t("call")} ${p.phone}`)
                                : el("span", { class: "muted", text: t("no_phone") }));

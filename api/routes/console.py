@@ -274,6 +274,9 @@ class Place(BaseModel):
     lon: float = Field(description="WGS-84, as registered")
     floors: int
     use: str
+    contact_name: str | None = Field(description="the building's own contact (landlord, "
+                                                 "manager), from the registry")
+    contact_phone: str | None
 
 
 class DeviceSince(BaseModel):
@@ -358,7 +361,8 @@ def people(incident_id: RowId, actor: Annotated[Actor, allow("incidents:read")],
         answered = cur.execute(_ANSWERED, params).fetchall()
         devices = cur.execute(_DEVICES, params).fetchall()
         building = cur.execute(
-            "SELECT b.id, b.address, b.lat, b.lon, b.floors, b.use FROM incidents i"
+            "SELECT b.id, b.address, b.lat, b.lon, b.floors, b.use, b.contact_name,"
+            " b.contact_phone FROM incidents i"
             " JOIN buildings b ON b.id = i.building_id WHERE i.id = %(id)s", params).fetchone()
     on_duty.sort(key=lambda p: (LADDER_ORDER.index(p["role"]), p["name"], p["worker_id"]))
     return {"building": building, "devices": devices, "on_duty": on_duty, "paged": paged,
