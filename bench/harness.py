@@ -1,6 +1,6 @@
-"""What the alert benchmarks share: private services' children, CPU meters, the preset's
-import and the roster check. Imported by bench/alerts.py and bench/field.py (run from the
-repository root: `.venv/bin/python bench/<name>.py`)."""
+"""What the benchmarks share: private services and their children, CPU meters, the preset's
+import and the roster check. Imported by bench/alerts.py, bench/field.py, bench/ingest.py and
+bench/writer.py (run from the repository root: `.venv/bin/python bench/<name>.py`)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import psycopg
 
+from bench import flavour as flavours
 from runtime import migrate
 from runtime.localsvc import Mosquitto, Postgres, make_state_dir
 from runtime.settings import DatabaseSettings
@@ -36,15 +37,17 @@ class Services(NamedTuple):
     conn: psycopg.Connection            # autocommit, on `url`
 
 
-def services(stack: ExitStack, name: str, keep: bool) -> Services:
+def services(stack: ExitStack, name: str, keep: bool, flavour: str = "plain") -> Services:
     """A work directory, a private durable PostgreSQL with a migrated `bench` database and a
-    private Mosquitto, all removed when `stack` closes (the work directory kept with keep)."""
+    private Mosquitto, all removed when `stack` closes (the work directory kept with keep).
+    flavour "timescale": that PostgreSQL with TimescaleDB, migrated with hypertables
+    (bench/flavour.py)."""
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f} before the run",
           flush=True)
     work = Path(tempfile.mkdtemp(prefix=f"fg-bench-{name}-"))
     stack.callback(lambda: print(f"logs kept in {work}") if keep
                    else shutil.rmtree(work, ignore_errors=True))
-    pg = Postgres(make_state_dir(f"fg-bench-{name}-pg-"), durable=True)
+    pg = flavours.postgres(make_state_dir(f"fg-bench-{name}-pg-"), flavour, durable=True)
     stack.callback(pg.destroy)
     mq = Mosquitto(make_state_dir(f"fg-bench-{name}-mq-"))
     stack.callback(mq.destroy)
@@ -53,7 +56,7 @@ def services(stack: ExitStack, name: str, keep: bool) -> Services:
     with psycopg.connect(pg.url(), autocommit=True) as admin:
         admin.execute("CREATE DATABASE bench")
     url = pg.url("bench")
-    migrate.migrate(DatabaseSettings(url=url, timescale="off"))
+    migrate.migrate(DatabaseSettings(url=url, timescale=flavours.timescale_setting(flavour)))
     return Services(work, pg, mq, url, stack.enter_context(psycopg.connect(url,
                                                                            autocommit=True)))
 
@@ -110,6 +113,19 @@ class CpuMeter:
     def read(self) -> dict[str, float]:
         elapsed = time.monotonic() - self.t0
         return {k: (cpu_s(v) - self.cpu0[k]) / elapsed * 100 for k, v in self.pids.items()}
+
+    def seconds(self) -> dict[str, float]:
+        """CPU seconds per process since start() (read before the processes exit)."""
+        return {k: cpu_s(v) - self.cpu0[k] for k, v in self.pids.items()}
+
+
+def busy_s() -> float:
+    """CPU seconds the whole machine has been busy, all cores together (/proc/stat: every
+    state but idle and iowait, steal included); the difference of two readings, less what
+    a benchmark's own processes used, is what everything else on the machine took."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:9]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_s(pid: int) -> float:

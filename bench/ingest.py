@@ -1,58 +1,60 @@
 #!/usr/bin/env python
-"""firegrid ingest benchmark: backlog drain, baselines, loss check and live lag, in one run.
+"""firegrid ingest benchmark: ingest against count-only MQTT clients, in interleaved rounds.
 
-    .venv/bin/python bench/ingest.py [--messages N]      (default N = 1,000,000)
+    .venv/bin/python bench/ingest.py [--messages N] [--rounds R]   (default 300,000 x 2)
 
-Starts a private Mosquitto (the shipped deploy/mosquitto/conf.d) and a private, durable
-PostgreSQL (fsync on) through runtime.localsvc, on 127.0.0.1 only, and removes both at the
-end. --flavour timescale runs that PostgreSQL with TimescaleDB (bench/flavour.py: readings
-a hypertable, as in production) instead of plain tables. Every measurement gets a fresh
-broker with the same configuration and the same payloads: realistic smoke_status telemetry
-(~190 bytes of JSON) from --devices devices with a per-device seq; the device ts is the
-publish time.
+Starts a private, durable PostgreSQL (fsync on) through bench/harness.services() and, for
+every row, a fresh private Mosquitto with the shipped deploy/mosquitto/conf.d, on 127.0.0.1
+only; removes them all at the end. --flavour timescale runs that PostgreSQL with TimescaleDB
+(bench/flavour.py: readings a hypertable, as in production).
 
-Backlog drain (the primary figure): the subscriber's persistent session is created first
-(QoS 1 subscriptions on firegrid's own topic filters), N messages are published QoS 1 while it
-is away (the broker queues them; publishing is not timed), then the subscriber starts and is
-timed until the N-th message is handled:
+Every row is a backlog drain of the same N QoS 1 messages: realistic smoke_status telemetry
+(~190 bytes of JSON) from --devices devices with a per-device seq, device ts = publish time.
+The subscriber's persistent session (a QoS 1 subscription on ingest's own filter) is created
+first, the N messages are published while it is away (the broker queues them; not timed),
+then the subscriber starts:
 
-    firegrid   IngestService (the same code and FIREGRID_* settings as `firegrid ingest`) in
-               its own process; timed from the first row's received_at until N distinct
-               readings are committed (and acknowledged) by ingest's own counters.
-    paho       (timed from CONNACK, like raw and naive)
-               paho-mqtt 2 count-only subscriber, auto-ack, MQTT 5 with Receive Maximum
-               65535 (and MQTT 3.1.1, where the broker's max_inflight_messages rules): the
-               MQTT client ceiling.
-    raw        bench/mqttraw.py, a minimal socket client that parses PUBLISH packets from one
-               big recv buffer and answers each recv with one sendall of PUBACKs: the broker
-               ceiling.
-    naive      the tutorial pipeline: paho on_message -> json.loads -> one INSERT + COMMIT per
-               message. Slow, so it runs on --naive-messages (default min(N, 20,000)).
+    ingest     `firegrid ingest`, one process, as shipped, configured through FIREGRID_*
+               settings (--window/--batch/--age-ms/--protocol override the shipped
+               defaults). Timed from the first row's received_at until its own
+               firegrid_ingest_rows_total (stored readings, scraped from its /metrics) reaches
+               N; then the readings are checked by query: 0 lost, 0 duplicated.
+    workers    `firegrid ingest --workers W` (--workers, default 2), timed and checked alike
+               (the workers' metrics summed).
+    paho       paho-mqtt count-only subscriber, MQTT 3.1.1, auto-ack: the Python MQTT client
+               ingest has to beat. Timed from CONNACK to the N-th message, like the others.
+    mqtt5      bench/mqttraw.py's count-only subscriber on the `mqtt5` codec (MQTT 5,
+               Receive Maximum 65535): every packet decoded and every PUBACK encoded by the
+               codec, one big recv buffer, one sendall of PUBACKs per recv. The ceiling of a
+               Python client on that codec, and near the broker's.
+    (--rows adds: raw, the same subscriber parsing inline in Python; paho5, paho on MQTT 5;
+     naive, paho + json.loads + one INSERT and COMMIT per message, on --naive-messages.)
 
-Then: lost/duplicated are checked by query against exactly what was published, a few
-window/batch/protocol settings are compared on --sweep-messages (best of --sweep-repeat
-runs; the primary figure always uses --window/--batch/--age-ms/--protocol, by default the
-shipped defaults), and a live run publishes at
---live-rate msg/s for --live-seconds (paced, own process) with ingest running and reports
-device-to-row lag (received_at - ts) and receive-to-commit lag.
+The rows run in interleaved rounds, A B C D / D C B A / A B C D ..., each round's ratios from
+its own rows, so that a change in the machine's load between rows hits every row alike
+instead of one ratio. Beside each row: the 1-minute load average at its end, the cores that
+everything else on the machine used meanwhile, the CPU per message of the client (ingest's
+process, or the subscriber), the broker and PostgreSQL, and the box's limit: the cores over
+the sum of those three, the rate the machine would allow if nothing else ran.
 
-Memory: the firegrid worker reports its peak RSS (ru_maxrss) and the window's peaks (messages
-and payload bytes held unacknowledged at once) and waits. --gateway-every K makes 1 message
-in K of the primary drain a gateway batch of ~64 KiB (smoke_status entries, each a readings
-row in the loss check); --memory-check runs only that drain (K = 100 unless given):
+--memory-check runs only the ingest row, once, with a gateway batch of ~64 KiB as every K-th
+message (--gateway-every, 100 unless given), and reports its peak RSS and the window's peak
+(sampled from ingest's metrics at every scrape):
 
     .venv/bin/python bench/ingest.py --messages 1000000 --memory-check
 
-The last two lines printed are always:
+The last lines printed are always (each one line):
     MEMORY peak_rss_kib=<n> start_rss_kib=<n> window_peak_msgs=<n> window_peak_bytes=<n>
-           window_waits=<n> window_max=<n> window_max_bytes=<n> msgs_per_s=<n>
-           rows_per_s=<n> messages=<n> gateway_every=<k> gateway_bytes=<n> lost=<n>
-           duplicated=<n>            (one line; the primary firegrid drain)
-    RESULT ingest_msgs_per_s=<n> vs_paho=<ratio> vs_raw=<ratio> vs_naive=<ratio> lost=<n>
-           duplicated=<n> flavour=<plain|timescale>            (one line)
+           window_waits=<n> window_max=<n> window_max_bytes=<n> msgs_per_s=<n> rows_per_s=<n>
+           messages=<n> gateway_every=<k> gateway_bytes=<n> lost=<n> duplicated=<n>
+           (the first ingest row)
+    RESULT ingest_msgs_per_s=<median> vs_paho=<median of the rounds' ratios>
+           vs_paho_rounds=<r1,r2,...> workers_msgs_per_s=<median> vs_mqtt5=<median>
+           lost=<n> duplicated=<n> postgres_us_per_msg=<median> ingest_us_per_msg=<median>
+           broker_us_per_msg=<median> rounds=<R> messages=<N> flavour=<plain|timescale>
 
-Worker modes (`bench/ingest.py _publish|_raw|_paho|_naive|_firegrid ...`) are internal: the
-benchmark runs each client in its own process.
+Worker modes (`bench/ingest.py _publish|_paho|_drain|_naive ...`) are internal: the benchmark
+runs each client in its own process.
 """
 
 from __future__ import annotations
@@ -61,13 +63,17 @@ import argparse
 import json
 import os
 import random
-import shutil
 import signal
+import statistics
 import subprocess
 import sys
+import textwrap
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from threading import Timer
+from typing import NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 # As a script, this file's folder is sys.path[0], where "ingest" would be this file rather
@@ -78,15 +84,14 @@ elif str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import flavour as flavours  # noqa: E402
-from bench import mqttraw  # noqa: E402
+from bench import harness, mqttraw  # noqa: E402
 
 HOST = "127.0.0.1"
 PREFIX = "fg/v1"
-TARGETS = {"vs_paho": 0.8, "vs_naive": 15.0}
+GOAL_VS_PAHO = 1.5      # issue 18: one ingest process >= 1.5x the paho count-only subscriber
 # Gateway ids the mixed-in gateway batches come from, round robin; each relays for its own
 # devices, so 100 of them with ~300 entries each add ~30,000 device ids to the 20,000.
 GATEWAYS = 100
-SWEEP = "4000/1000/50,2000/500/50,16000/4000/100,4000/1000/50/3.1.1,4000/2000/100/3.1.1"
 
 
 # --- the fleet: what devices send ---------------------------------------------------------
@@ -214,46 +219,51 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-# --- workers (each runs in its own process) -----------------------------------------------
+# --- clients (each runs in its own process) -----------------------------------------------
 
 def emit(obj: dict) -> None:
     print(json.dumps(obj), flush=True)
 
 
 def w_publish(a: argparse.Namespace) -> None:
+    """Fill the broker's queue: QoS 1, pipelined, as fast as the broker takes it; with
+    --rate, paced at that many messages a second (the live run)."""
     fleet = Fleet(a.devices, a.gateway_every, a.first + a.count)
     pub = mqttraw.Publisher(HOST, a.port, a.client_id, window=20000)
     started = time.monotonic()
     end = a.first + a.count
     i = a.first
-    if not a.rate:
-        while i < end:
-            n = min(1000, end - i)
-            ts = now_ms()
-            pub.send(fleet.message(k, ts) for k in range(i, i + n))
-            i += n
-    else:
-        tick = 0.005
-        while i < end:
-            due = a.first + min(a.count, int((time.monotonic() - started) * a.rate)) - i
-            if due > 0:
-                ts = now_ms()
-                pub.send(fleet.message(k, ts) for k in range(i, i + due))
-                i += due
-            time.sleep(tick)
-    sent_s = time.monotonic() - started
+    while i < end:
+        n = min(1000, end - i)
+        if a.rate:
+            n = a.first + min(a.count, int((time.monotonic() - started) * a.rate)) - i
+            if n <= 0:
+                time.sleep(0.005)
+                continue
+        ts = now_ms()
+        pub.send(fleet.message(k, ts) for k in range(i, i + n))
+        i += n
+    send_s = time.monotonic() - started
     pub.flush(timeout=a.timeout)
-    acked_s = time.monotonic() - started
+    seconds = time.monotonic() - started
     pub.close()
-    emit({"sent": pub.sent, "acked": pub.acked, "send_s": sent_s, "seconds": acked_s})
+    emit({"sent": pub.sent, "acked": pub.acked, "send_s": send_s, "seconds": seconds})
 
 
-def w_raw(a: argparse.Namespace) -> None:
+def w_drain(a: argparse.Namespace) -> None:
+    """bench/mqttraw.py's count-only subscriber, --codec raw or mqtt5."""
+    cpu: list[float] = []
+
+    def connack() -> None:
+        cpu.append(time.process_time())
+        emit({"event": "connected"})
+
     r = mqttraw.drain(HOST, a.port, a.client_id, a.count, version=_version(a.protocol),
                       receive_max=a.receive_max, session_expiry=a.session_expiry,
-                      timeout=a.timeout)
+                      timeout=a.timeout, codec=a.codec, on_connack=connack)
     emit({"count": r["count"], "session_present": r["session_present"],
-          "seconds": r["t_last"] - r["t_connack"], "recvs": r["recvs"]})
+          "seconds": r["t_last"] - r["t_connack"], "recvs": r["recvs"],
+          "client_cpu_s": time.process_time() - cpu[0]})
 
 
 def _paho_client(a: argparse.Namespace, on_connect, on_message):
@@ -283,14 +293,17 @@ def _paho_client(a: argparse.Namespace, on_connect, on_message):
 
 def _count_until_done(a: argparse.Namespace, handle=None) -> None:
     """Run a paho subscriber until --count messages have arrived (or --timeout), calling
-    handle(msg) for each first if given; report the count and the time from CONNACK, exit."""
+    handle(msg) for each first if given; report the count, the time from CONNACK and the
+    process's CPU since then, and exit."""
     import threading
 
-    st = {"count": 0, "t_connack": None, "t_last": None, "present": None}
+    st = {"count": 0, "t_connack": None, "t_last": None, "present": None, "cpu": 0.0}
 
     def on_connect(client, userdata, flags, reason, properties):
         st["t_connack"] = time.monotonic()
+        st["cpu"] = time.process_time()
         st["present"] = flags.session_present
+        emit({"event": "connected"})
 
     def on_message(client, userdata, msg):
         if handle is not None:
@@ -305,7 +318,8 @@ def _count_until_done(a: argparse.Namespace, handle=None) -> None:
     client.loop_forever()
     done = st["t_last"] or time.monotonic()
     emit({"count": st["count"], "session_present": st["present"],
-          "seconds": done - (st["t_connack"] or done)})
+          "seconds": done - (st["t_connack"] or done),
+          "client_cpu_s": time.process_time() - st["cpu"]})
     os._exit(0)  # the timeout Timer must not keep us alive
 
 
@@ -336,119 +350,11 @@ def w_naive(a: argparse.Namespace) -> None:
     _count_until_done(a, insert)
 
 
-def w_firegrid(a: argparse.Namespace) -> None:
-    """IngestService exactly as `firegrid ingest` runs it (settings from FIREGRID_*), plus a
-    monitor thread that notes when --count distinct readings are stored, then stops it."""
-    import logging
-    import resource
-    import signal
-    import threading
-
-    from prometheus_client import REGISTRY
-
-    from ingest.service import IngestService
-    from runtime.settings import load_settings
-
-    settings = load_settings()
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service = IngestService(settings)
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: service.stop())
-
-    commit_lags: list[float] = []
-    if a.commit_lag:
-        # Receive-to-commit lag: consumer.ack runs right after COMMIT with the batch.
-        real_ack = service.consumer.ack
-
-        def ack(items):
-            sent = real_ack(items)
-            now = time.monotonic()
-            commit_lags.extend(now - item.received_mono for item in items)
-            return sent
-        service.consumer.ack = ack
-
-    result: dict = {}
-
-    def stored() -> float:
-        """Readings rows inserted (not duplicates), from ingest's own metrics."""
-        value = REGISTRY.get_sample_value("firegrid_ingest_rows_total",
-                                          {"table": "readings", "outcome": "stored"})
-        return service.committed if value is None else value
-
-    def monitor() -> None:
-        deadline = time.monotonic() + a.timeout
-        ready = getattr(service.consumer, "subscribed", None) or service.consumer.connected
-        if not ready.wait(a.timeout):
-            result["error"] = "never subscribed"
-            service.stop()
-            return
-        t_conn, cpu_conn = time.monotonic(), time.process_time()
-        emit({"event": "connected"})
-        next_trace = t_conn
-        # Done when --count distinct readings are stored. `committed` counts messages, and a
-        # message redelivered after a reconnect is committed again (ON CONFLICT makes it
-        # one row), so it can reach n while some messages are still in the broker.
-        while time.monotonic() < deadline:
-            # Every message must be committed before the last row is stored, and reading
-            # committed costs nothing; stored() walks the metrics registry (~ms), so it is
-            # asked only near the end. (--messages: a gateway batch is many rows.)
-            if service.committed >= (a.messages or a.count) and stored() >= a.count:
-                break
-            time.sleep(0.02)
-            if time.monotonic() >= next_trace:  # a progress timeline for the log
-                next_trace += 1.0
-                print(f"bench: t={time.monotonic() - t_conn:6.2f}s stored={stored():.0f} "
-                      f"committed={service.committed} received="
-                      f"{getattr(service.consumer, 'received', '?')} window="
-                      f"{len(service.window)} held={service.window.held}/"
-                      f"{service.window.held_bytes}B rss={vm_kib('VmRSS')}KiB",
-                      file=sys.stderr, flush=True)
-        # done_wall is compared with the first row's received_at: the drain is timed from the
-        # first message taken, as SUBACK (subscribed) arrives only after the first window.
-        result.update(count=int(stored()), done_wall=time.time(),
-                      ingest_cpu_s=time.process_time() - cpu_conn)
-        emit({"event": "done"})
-        service.stop()
-
-    threading.Thread(target=monitor, daemon=True).start()
-    # What the process holds before the first message (interpreter, imports, settings): the
-    # drain's own cost is the peak above it.
-    result["rss_start_kib"] = vm_kib("VmRSS")
-    service.run()
-    result["committed_final"] = service.committed
-    # ru_maxrss (KiB on Linux) is the peak over the whole process life, drain included.
-    window = service.window
-    result.update(peak_rss_kib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  window_peak=window.peak, window_peak_bytes=window.peak_bytes,
-                  window_waits=window.waits, window_max=settings.ingest.inflight_window,
-                  window_max_bytes=settings.ingest.window_max_bytes)
-    result["duplicates_absorbed"] = REGISTRY.get_sample_value(
-        "firegrid_ingest_rows_total", {"table": "readings", "outcome": "duplicate"}) or 0
-    if commit_lags:
-        commit_lags.sort()
-        last = len(commit_lags) - 1
-        result["commit_lag_ms"] = {"p50": commit_lags[int(0.5 * last)] * 1000,
-                                   "p99": commit_lags[int(0.99 * last)] * 1000,
-                                   "max": commit_lags[-1] * 1000}
-    emit(result)
-
-
-def vm_kib(field: str) -> int:
-    """A figure of this process from /proc/self/status (VmRSS, VmHWM), in KiB."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return 0
-
-
 def _version(protocol: str) -> int:
     return 5 if protocol == "5" else 4
 
 
-WORKERS = {"_publish": w_publish, "_raw": w_raw, "_paho": w_paho, "_naive": w_naive,
-           "_firegrid": w_firegrid}
+WORKERS = {"_publish": w_publish, "_drain": w_drain, "_paho": w_paho, "_naive": w_naive}
 
 
 def worker_main(argv: list[str]) -> None:
@@ -456,239 +362,235 @@ def worker_main(argv: list[str]) -> None:
     p.add_argument("--port", type=int)
     p.add_argument("--client-id", default="bench")
     p.add_argument("--count", type=int, default=0)
-    p.add_argument("--messages", type=int, default=0, help="_firegrid: messages (--count rows)")
     p.add_argument("--first", type=int, default=0)
     p.add_argument("--devices", type=int, default=20000)
     p.add_argument("--rate", type=float, default=0)
     p.add_argument("--protocol", default="5", choices=("5", "3.1.1"))
+    p.add_argument("--codec", default="raw", choices=("raw", "mqtt5"))
     p.add_argument("--receive-max", type=int, default=65535)
     p.add_argument("--session-expiry", type=int, default=86400)
     p.add_argument("--db-url")
     p.add_argument("--timeout", type=float, default=600)
-    p.add_argument("--commit-lag", action="store_true")
     p.add_argument("--gateway-every", type=int, default=0)
     WORKERS[argv[0]](p.parse_args(argv[1:]))
+
+
+# --- the rows -----------------------------------------------------------------------------
+
+class Row(NamedTuple):
+    key: str
+    label: str
+    kind: str               # ingest (firegrid ingest), paho, drain (bench/mqttraw.py), naive
+    protocol: str = "5"     # the baselines' MQTT version
+    codec: str = ""         # drain: raw or mqtt5
+    workers: int = 1        # ingest: --workers
+
+    @property
+    def firegrid(self) -> bool:
+        return self.kind == "ingest"
+
+
+def row_table(workers: int) -> dict[str, Row]:
+    return {r.key: r for r in (
+        Row("ingest", "firegrid ingest, 1 process", "ingest"),
+        Row("workers", f"firegrid ingest --workers {workers}", "ingest", workers=workers),
+        Row("paho", "paho-mqtt count-only, MQTT 3.1.1", "paho", protocol="3.1.1"),
+        Row("mqtt5", "mqtt5 0.8 codec count-only, MQTT 5", "drain", codec="mqtt5"),
+        Row("raw", "raw socket count-only, MQTT 5", "drain", codec="raw"),
+        Row("paho5", "paho-mqtt count-only, MQTT 5", "paho", protocol="5"),
+        Row("naive", "naive INSERT+COMMIT per message", "naive", protocol="3.1.1"),
+    )}
+
+
+DEFAULT_ROWS = "ingest,workers,paho,mqtt5"
+# The ratios printed per round: (numerator, denominator) where both rows ran.
+RATIOS = [("ingest", "paho"), ("workers", "paho"), ("ingest", "mqtt5"), ("workers", "ingest"),
+          ("ingest", "raw"), ("ingest", "paho5"), ("ingest", "naive")]
+
+
+def round_order(keys: list[str], rnd: int) -> list[str]:
+    """A B C D in odd rounds (1, 3, ...), D C B A in even ones: over a pair of rounds every row
+    sits at the same mean position, so a steady drift in load hits them alike."""
+    return list(keys) if rnd % 2 else list(reversed(keys))
 
 
 # --- the harness --------------------------------------------------------------------------
 
 class Bench:
-    def __init__(self, args: argparse.Namespace) -> None:
-        from runtime.localsvc import make_state_dir
+    def __init__(self, args: argparse.Namespace, stack: ExitStack) -> None:
+        from runtime.settings import MqttSettings
         self.args = args
-        self.state = Path(args.state_dir) if args.state_dir else make_state_dir("firegrid-bench-")
-        self.state.mkdir(parents=True, exist_ok=True)
-        self.state.chmod(0o755)
-        self.logs = self.state / "logs"
-        self.logs.mkdir(exist_ok=True)
-        self.pg = flavours.postgres(self.state / "pg", args.flavour, durable=True)
-        self.brokers: list = []
+        self.svc = harness.services(stack, "ingest", args.keep, args.flavour)
+        self.logs = self.svc.work
+        self.postmaster = harness.postmaster(self.svc.pg)
+        self.sql("CREATE TABLE IF NOT EXISTS naive_readings (LIKE readings INCLUDING ALL)")
+        # What ingest will run with: the shipped settings, but for the options given.
+        self.mqtt = MqttSettings(**({"protocol": args.protocol} if args.protocol else {}))
         self.phase = 0
 
-    # infrastructure
-
-    def start_db(self) -> None:
-        from runtime import db, migrate
-        from runtime.settings import DatabaseSettings
-        self.pg.start()
-        self.db_url = self.pg.url("firegrid")
-        settings = DatabaseSettings(url=self.db_url,
-                                    timescale=flavours.timescale_setting(self.args.flavour))
-        db.ensure_database(settings)
-        self.flavour = migrate.migrate(settings).flavour
-        self.sql("CREATE TABLE IF NOT EXISTS naive_readings (LIKE readings INCLUDING ALL)")
-
     def sql(self, query: str, params=None, *, fetch: bool = False):
-        import psycopg
-        with psycopg.connect(self.db_url, autocommit=True) as conn:
-            cur = conn.execute(query, params)
-            return cur.fetchall() if fetch else None
+        cur = self.svc.conn.execute(query, params)
+        return cur.fetchall() if fetch else None
 
     def fresh_broker(self, tag: str):
-        from runtime.localsvc import Mosquitto
+        from runtime.localsvc import Mosquitto, make_state_dir
         self.phase += 1
-        mq = Mosquitto(self.state / f"mq-{self.phase:02d}-{tag}").start()
-        self.brokers.append(mq)
-        return mq
+        self.tag = f"{self.phase:02d}-{tag}"
+        return Mosquitto(make_state_dir("fg-bench-ingest-mq-")).start()
 
     def drop_broker(self, mq) -> None:
         log = mq.base / "mosquitto.log"
-        if log.exists():
-            shutil.copy(log, self.logs / f"{mq.base.name}-mosquitto.log")
+        if self.args.keep and log.exists():
+            (self.logs / f"{self.tag}-mosquitto.log").write_bytes(log.read_bytes())
         mq.destroy()
-        self.brokers.remove(mq)
 
-    def worker(self, mode: str, *args: str, tag: str, timeout: float,
-               env: dict | None = None) -> dict:
+    def worker(self, mode: str, *args: str, timeout: float) -> dict:
         cmd = [sys.executable, str(Path(__file__).resolve()), mode, *args]
-        with open(self.logs / f"{self.phase:02d}-{tag}.log", "ab") as err:
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, env=env,
+        log = self.logs / f"{self.tag}{mode}.log"
+        with open(log, "ab") as err:
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err,
                                   timeout=timeout + 60, cwd=REPO)
         lines = [ln for ln in proc.stdout.decode().splitlines() if ln.startswith("{")]
         if proc.returncode != 0 or not lines:
-            raise RuntimeError(f"{mode} failed (exit {proc.returncode}); see "
-                               f"{self.logs / f'{self.phase:02d}-{tag}.log'}")
+            raise RuntimeError(f"{mode} failed (exit {proc.returncode}); see {log}")
         return json.loads(lines[-1])
 
-    def publish(self, mq, count: int, *, tag: str, rate: float = 0,
-                gateway_every: int = 0) -> dict:
+    def publish(self, mq, count: int, gateway_every: int = 0, rate: float = 0) -> dict:
         # Gateway batches are ~64 KiB each: allow for their bytes too (~1,000/s is slow).
         big = count // gateway_every / 1000 if gateway_every else 0
-        r = self.worker("_publish", "--port", str(mq.port), "--client-id", f"pub-{tag}",
+        r = self.worker("_publish", "--port", str(mq.port), "--client-id", f"pub-{self.tag}",
                         "--count", str(count), "--devices", str(self.args.devices),
-                        "--rate", str(rate), "--gateway-every", str(gateway_every),
-                        tag=f"{tag}-pub",
+                        "--gateway-every", str(gateway_every), "--rate", str(rate),
                         timeout=max(120.0, count / 5000 + big + (count / rate if rate else 0)))
         if r["acked"] != count:
             raise RuntimeError(f"publisher: {r['acked']} of {count} acknowledged")
         return r
 
-    def prepare(self, mq, client_id: str, protocol: str) -> None:
-        from runtime.settings import MqttSettings
-        from transport.mqtt import subscriptions
-        mqttraw.prepare_session(HOST, mq.port, client_id, subscriptions(MqttSettings()),
-                                version=_version(protocol),
-                                session_expiry=MqttSettings().session_expiry_s)
-
-    def firegrid_env(self, mq, cfg: str, tag: str) -> dict:
-        window, batch, age_ms, protocol = parse_cfg(cfg)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FIREGRID_")}
-        env.update({
-            "FIREGRID_MQTT__HOST": HOST, "FIREGRID_MQTT__PORT": str(mq.port),
-            "FIREGRID_MQTT__CLIENT_ID": f"firegrid-bench-{tag}",
-            "FIREGRID_MQTT__PROTOCOL": protocol,
-            "FIREGRID_DATABASE__URL": self.db_url,
-            "FIREGRID_INGEST__METRICS_PORT": "0",
-            "FIREGRID_INGEST__INFLIGHT_WINDOW": str(window),
-            "FIREGRID_INGEST__BATCH_MAX_ROWS": str(batch),
-            "FIREGRID_INGEST__BATCH_MAX_AGE_MS": str(age_ms),
-        })
-        if self.args.window_max_bytes:  # else ingest's own default
-            env["FIREGRID_INGEST__WINDOW_MAX_BYTES"] = str(self.args.window_max_bytes)
-        return env
+    def prepare(self, mq, client_id: str, version: int, session_expiry: int) -> None:
+        """The subscriber's persistent session with ingest's own subscription (the whole
+        prefix, through the share group if one is set), before the backlog is published."""
+        share = f"$share/{self.mqtt.share_group}/" if self.mqtt.share_group else ""
+        mqttraw.prepare_session(HOST, mq.port, client_id, [f"{share}{self.mqtt.topic_prefix}/#"],
+                                version=version, session_expiry=session_expiry)
 
     def reset_tables(self) -> None:
         self.sql("TRUNCATE readings, events, dead_letters, naive_readings")
         self.sql("CHECKPOINT")
 
-    # measurements
-
-    def drain_baseline(self, kind: str, n: int, protocol: str) -> dict:
-        tag = f"{kind}{protocol.replace('.', '')}"
-        mq = self.fresh_broker(tag)
-        try:
-            client_id = f"bench-{tag}"
-            self.prepare(mq, client_id, protocol)
-            if kind == "naive":
-                self.reset_tables()
-            pub = self.publish(mq, n, tag=tag)
-            args = ["--port", str(mq.port), "--client-id", client_id, "--count", str(n),
-                    "--protocol", protocol, "--timeout", str(self.drain_timeout(n, kind))]
-            if kind == "naive":
-                args += ["--db-url", self.db_url]
-            r = self.worker(f"_{kind}", *args, tag=tag, timeout=self.drain_timeout(n, kind))
-            if kind == "naive":
-                r["rows"] = self.sql("SELECT count(*) FROM naive_readings", fetch=True)[0][0]
-        finally:
-            self.drop_broker(mq)
-        r["rate"] = r["count"] / r["seconds"] if r["seconds"] else 0
-        r["publish_rate"] = n / pub["seconds"]
-        if r["count"] < n:
-            r["note"] = f"TIMED OUT: {r['count']} of {n}"
-        return r
+    def meter(self, pids: dict[str, int]) -> tuple[harness.CpuMeter, float]:
+        """A CPU meter on these processes, started now, and the machine's busy CPU-s now."""
+        meter = harness.CpuMeter(pids)
+        meter.start()
+        return meter, harness.busy_s()
 
     def drain_timeout(self, n: int, kind: str) -> float:
         return max(120.0, n / (150 if kind == "naive" else 2500))
 
-    def run_firegrid(self, mq, n: int, cfg: str, *, tag: str, timeout: float,
-                     commit_lag: bool = False, live_rate: float = 0, spy: str | None = None,
-                     rows: int = 0) -> dict:
-        """Run the firegrid ingest process on a prepared session until it has stored `rows`
-        readings (default n: one per message). With live_rate, the paced publisher starts
-        once ingest is subscribed. Notes the CPU time of the broker and of PostgreSQL
-        between subscribe and done."""
-        env = self.firegrid_env(mq, cfg, tag)
-        cmd = [sys.executable, str(Path(__file__).resolve()), "_firegrid",
-               "--count", str(rows or n), "--messages", str(n),
-               "--timeout", str(timeout)] + (["--commit-lag"] if commit_lag else [])
-        proc = spy_proc = None
-        r: dict = {}
-        log = self.logs / f"{self.phase:02d}-{tag}.log"
+    def run(self, row: Row, rnd: int, n: int) -> dict:
+        """One row of one round on a fresh broker: fill, drain, CPU, load, and for firegrid
+        the check by query."""
+        gateway_every = self.args.gateway_every if row.key == "ingest" else 0
+        mq = self.fresh_broker(f"r{rnd}-{row.key}")
         try:
-            with open(log, "ab") as err:
-                proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, env=env,
-                                        cwd=REPO)
-                if spy:
-                    spy_proc = subprocess.Popen(
-                        [self.args.py_spy_bin, "record", "--pid", str(proc.pid), "--threads",
-                         "--nonblocking", "--rate", "100", "--format", spy_format(spy),
-                         "-o", spy], stdout=err, stderr=err)
-                killer = Timer(timeout + 60, proc.kill)
-                killer.start()
-                try:
-                    cpu0 = None
-                    for line in proc.stdout:
-                        msg = json.loads(line) if line.startswith(b"{") else {}
-                        if msg.get("event") == "connected":
-                            cpu0 = self.cpu(mq)
-                            if live_rate:
-                                r["publisher"] = self.publish(mq, n, tag=tag, rate=live_rate)
-                        elif msg.get("event") == "done" and cpu0:
-                            r["cpu_s"] = {k: v - cpu0[k] for k, v in self.cpu(mq).items()}
-                        elif msg and "event" not in msg:
-                            r.update(msg)
-                    proc.wait()
-                finally:
-                    killer.cancel()
-            if spy_proc is not None:
-                spy_proc.wait(60)
-        finally:
-            for p in (proc, spy_proc):
-                if p is not None and p.poll() is None:
-                    p.kill()
-                    p.wait()
-        if proc.returncode != 0 or "done_wall" not in r:
-            raise RuntimeError(f"firegrid ingest failed (exit {proc.returncode}, {r}); see {log}")
-        r.setdefault("cpu_s", {})["ingest"] = r.pop("ingest_cpu_s", 0.0)
-        r["reconnects"] = log.read_text(errors="replace").count("lost broker connection")
-        return r
-
-    def cpu(self, mq) -> dict:
-        """CPU seconds used so far by the broker and by the PostgreSQL server processes."""
-        pg_pids = []
-        try:
-            postmaster = int((self.pg.data / "postmaster.pid").read_text().split()[0])
-            pg_pids = [postmaster] + [int(p) for p in Path(f"/proc/{postmaster}/task/"
-                                      f"{postmaster}/children").read_text().split()]
-        except (OSError, ValueError):
-            pass
-        return {"broker": proc_cpu(mq.proc.pid), "postgres": sum(map(proc_cpu, pg_pids))}
-
-    def drain_firegrid(self, n: int, cfg: str, *, tag: str, spy: str | None = None,
-                       gateway_every: int = 0) -> dict:
-        fleet = Fleet(1, gateway_every, n)  # for the gateway batches; devices do not matter
-        rows = fleet.expected_rows(n)
-        mq = self.fresh_broker(tag)
-        try:
-            self.prepare(mq, f"firegrid-bench-{tag}", cfg_protocol(cfg))
-            self.reset_tables()
-            pub = self.publish(mq, n, tag=tag, gateway_every=gateway_every)
-            r = self.run_firegrid(mq, n, cfg, tag=tag,
-                                  timeout=self.drain_timeout(rows, "firegrid"), spy=spy,
-                                  rows=rows)
+            if row.firegrid:
+                r = self.firegrid(mq, row, rnd, n, gateway_every)
+            else:
+                r = self.baseline(mq, row, n)
         finally:
             self.drop_broker(mq)
-        r.update(self.verify(n, fleet))
-        # From the first message taken (its received_at) to the last row's commit.
-        r["seconds"] = r["done_wall"] - r["first_received"]
-        r["rows_rate"] = r["count"] / r["seconds"]
-        # msg/s counts MQTT messages: a gateway batch is one, whatever it carries. Without
-        # gateways rows and messages are the same figure.
-        r["rate"] = n * min(1.0, r["count"] / rows) / r["seconds"]
-        r["publish_rate"] = n / pub["seconds"]
-        r["settings"] = cfg
-        if r["count"] < rows:
-            r["note"] = f"TIMED OUT: {r['count']:,} of {rows:,} rows"
+        r.update(key=row.key, round=rnd, load1=os.getloadavg()[0])
+        return r
+
+    def baseline(self, mq, row: Row, n: int) -> dict:
+        client_id = f"bench-{self.tag}"
+        version = _version(row.protocol)
+        self.prepare(mq, client_id, version, 86400)
+        if row.kind == "naive":
+            self.reset_tables()
+        pub = self.publish(mq, n)
+        timeout = self.drain_timeout(n, row.kind)
+        mode = {"paho": "_paho", "naive": "_naive", "drain": "_drain"}[row.kind]
+        args = ["--port", str(mq.port), "--client-id", client_id, "--count", str(n),
+                "--protocol", row.protocol, "--timeout", str(timeout)]
+        if row.kind == "drain":
+            args += ["--codec", row.codec]
+        if row.kind == "naive":
+            args += ["--db-url", self.svc.url]
+        cmd = [sys.executable, str(Path(__file__).resolve()), mode, *args]
+        log = self.logs / f"{self.tag}.log"
+        r: dict = {}
+        meter = None
+        with open(log, "ab") as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, cwd=REPO)
+            killer = Timer(timeout + 60, proc.kill)
+            killer.start()
+            try:
+                assert proc.stdout is not None
+                for line in proc.stdout:
+                    msg = json.loads(line) if line.startswith(b"{") else {}
+                    if msg.get("event") == "connected":
+                        meter, busy0 = self.meter({"broker": mq.proc.pid,
+                                                   "postgres": self.postmaster})
+                    elif msg and "event" not in msg and meter is not None:
+                        # The subscriber is done: read the others before it exits.
+                        cpu = meter.seconds()
+                        busy = harness.busy_s() - busy0
+                        window = time.monotonic() - meter.t0
+                        r.update(msg)
+                proc.wait()
+            finally:
+                killer.cancel()
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait()
+        if proc.returncode != 0 or "count" not in r:
+            raise RuntimeError(f"{mode} failed (exit {proc.returncode}); see {log}")
+        cpu["client"] = r.pop("client_cpu_s")
+        r.update(cpu_s=cpu, others=(busy - sum(cpu.values())) / window,
+                 rate=r["count"] / r["seconds"] if r["seconds"] else 0.0,
+                 publish_rate=n / pub["seconds"], messages=n)
+        if row.kind == "naive":
+            r["rows"] = self.sql("SELECT count(*) FROM naive_readings", fetch=True)[0][0]
+        if r["count"] < n:
+            r["note"] = f"TIMED OUT: {r['count']:,} of {n:,}"
+        return r
+
+    def ingest_env(self, mq, client_id: str, metrics_port: int) -> dict:
+        a = self.args
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FIREGRID_")}
+        env.update({
+            "FIREGRID_MQTT__HOST": HOST, "FIREGRID_MQTT__PORT": str(mq.port),
+            "FIREGRID_MQTT__CLIENT_ID": client_id,
+            "FIREGRID_DATABASE__URL": self.svc.url,
+            "FIREGRID_DATABASE__TIMESCALE": flavours.timescale_setting(a.flavour),
+            "FIREGRID_INGEST__METRICS_HOST": HOST,
+            "FIREGRID_INGEST__METRICS_PORT": str(metrics_port),
+        })
+        given = {"MQTT__PROTOCOL": a.protocol, "INGEST__INFLIGHT_WINDOW": a.window,
+                 "INGEST__BATCH_MAX_ROWS": a.batch, "INGEST__BATCH_MAX_AGE_MS": a.age_ms,
+                 "INGEST__WINDOW_MAX_BYTES": a.window_max_bytes}
+        env.update({f"FIREGRID_{k}": str(v) for k, v in given.items() if v})
+        return env
+
+    def firegrid(self, mq, row: Row, rnd: int, n: int, gateway_every: int) -> dict:
+        """`firegrid ingest [--workers W]` as shipped, on sessions made before the fill. Timed
+        from the first row's received_at until the processes' own count of stored readings
+        reaches what was published; then the readings are checked by query."""
+        fleet = Fleet(1, gateway_every, n)  # for the gateway batches; devices do not matter
+        rows = fleet.expected_rows(n)
+        client_id = self.sessions(mq, row.workers)
+        self.reset_tables()
+        pub = self.publish(mq, n, gateway_every)
+        r = self.ingest(mq, client_id, row.workers, rows, self.drain_timeout(rows, "ingest"),
+                        spy=bool(self.args.py_spy) and row.key == "ingest" and rnd == 1)
+        r.update(self.verify(n, fleet), messages=n, publish_rate=n / pub["seconds"])
+        stored = r["stored"]
+        r["seconds"] = r["done_wall"] - r["first_received"] if r["rows"] else 0.0
+        # msg/s counts MQTT messages: a gateway batch is one, whatever it carries.
+        r["rate"] = n * min(1.0, stored / rows) / r["seconds"] if r["seconds"] else 0.0
+        r["rows_rate"] = min(stored, rows) / r["seconds"] if r["seconds"] else 0.0
+        if stored < rows:
+            r["note"] = f"TIMED OUT: {stored:,.0f} of {rows:,} rows"
         if fleet.gateways is not None:
             g = fleet.gateways
             r["gateway"] = {"every": gateway_every, "count": g.count, "entries": g.entries,
@@ -696,61 +598,130 @@ class Bench:
                             "limit": g.limit, "rows": rows}
         return r
 
-    def drain_workers(self, n: int, cfg: str, workers: int) -> dict:
-        """`firegrid ingest --workers W` exactly as shipped. Timed from the first row's
-        received_at to the moment the workers' own metrics (rows stored, summed over their
-        metrics ports) reach n, polled every 20 ms; a count(*) poll would itself load the
-        database it measures. Rows are then verified by query as for every firegrid run."""
-        tag = f"workers{workers}"
-        mq = self.fresh_broker(tag)
-        log = self.logs / f"{self.phase:02d}-{tag}.log"
+    def sessions(self, mq, workers: int) -> str:
+        """Every ingest process's persistent session, as `firegrid ingest [--workers W]`
+        names them; returns the client id to configure."""
+        client_id = f"bench-{self.tag}"
+        ids = [client_id] if workers == 1 else [f"{client_id}-{i}" for i in range(workers)]
+        for cid in ids:
+            self.prepare(mq, cid, _version(self.mqtt.protocol), self.mqtt.session_expiry_s)
+        return client_id
+
+    def ingest(self, mq, client_id: str, workers: int, rows: int, timeout: float, *,
+               spy: bool = False, during: Callable[[], dict] | None = None) -> dict:
+        """Run `firegrid ingest [--workers W]` until its processes' stored readings
+        (firegrid_ingest_rows_total, from their /metrics) sum to `rows`, then stop it with
+        SIGTERM. CPU and the machine's load are measured from the moment every /metrics
+        answers (imports and settings done) to then; `during` runs once they answer (the
+        live run's paced publisher) and its result is kept as "during"."""
         from runtime.localsvc import free_ports
         base = free_ports(workers)
-        proc = None
-        try:
-            for i in range(workers):  # every member of the group subscribed before the fill
-                self.prepare(mq, f"firegrid-bench-{tag}-{i}", cfg_protocol(cfg))
-            self.reset_tables()
-            pub = self.publish(mq, n, tag=tag)
-            env = self.firegrid_env(mq, cfg, tag)
-            env["FIREGRID_INGEST__METRICS_PORT"] = str(base)
-            with open(log, "ab") as err:
-                proc = subprocess.Popen([sys.executable, "-m", "firegrid.cli", "ingest",
-                                         "--workers", str(workers)], env=env, stdout=err,
-                                        stderr=err, cwd=REPO)
-                deadline = time.monotonic() + self.drain_timeout(n, "firegrid")
-                stored = 0.0
-                while time.monotonic() < deadline:
-                    stored = sum(scrape(base + i, "firegrid_ingest_rows_total",
-                                        'outcome="stored",table="readings"')
-                                 for i in range(workers))
-                    if stored >= n:
-                        break
-                    time.sleep(0.02)
-                done_wall = time.time()
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(120)
-        finally:
-            if proc is not None and proc.poll() is None:
-                proc.kill()
-            self.drop_broker(mq)
-        r = self.verify(n)
-        count = r["rows"] - r["duplicated"]
-        r.update(count=count, settings=cfg, workers=workers, publish_rate=n / pub["seconds"],
-                 seconds=done_wall - r["first_received"])
-        r["rate"] = count / r["seconds"] if r["seconds"] else 0
-        if stored < n:
-            r["note"] = f"TIMED OUT: {stored:.0f} of {n}"
+        ports = [base + i for i in range(workers)]
+        args = ["ingest"] + (["--workers", str(workers)] if workers > 1 else [])
+        r: dict = {"expected_rows": rows}
+        with ExitStack() as stack:
+            child = harness.Child(self.tag, args, self.ingest_env(mq, client_id, base),
+                                  self.logs, stack)
+            deadline = time.monotonic() + 60
+            while not all(scrape(p, ()) is not None for p in ports):
+                if child.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"firegrid ingest never served /metrics; see {child.log}")
+                time.sleep(0.01)
+            meter, busy0 = self.meter({"client": child.proc.pid, "broker": mq.proc.pid,
+                                       "postgres": self.postmaster})
+            r["rss_start_kib"] = proc_kib(child.proc.pid, "VmRSS")
+            spy_proc = None
+            if spy:
+                spy_log = stack.enter_context(open(self.logs / "py-spy.log", "ab"))
+                spy_proc = subprocess.Popen(
+                    [self.args.py_spy_bin, "record", "--pid", str(child.proc.pid),
+                     "--threads", "--nonblocking", "--rate", "100", "--format",
+                     spy_format(self.args.py_spy), "-o", self.args.py_spy],
+                    stdout=spy_log, stderr=spy_log)
+            if during is not None:
+                r["during"] = during()
+            stored, peak, peak_bytes, waits = self.watch(ports, rows, timeout, child)
+            r["done_wall"] = time.time()
+            cpu = meter.seconds()
+            busy = harness.busy_s() - busy0
+            window = time.monotonic() - meter.t0
+            r["peak_rss_kib"] = max([proc_kib(child.proc.pid, "VmHWM")]
+                                    + [proc_kib(p, "VmHWM") for p in children(child.proc.pid)])
+            child.stop(signal.SIGTERM)
+            if spy_proc is not None:
+                spy_proc.wait(60)
+        r.update(cpu_s=cpu, others=(busy - sum(cpu.values())) / window, stored=stored,
+                 count=min(stored, rows), window_peak=peak, window_peak_bytes=peak_bytes,
+                 window_waits=waits, reconnects=child.log.read_text(errors="replace").count(
+                     "lost broker connection"))
         return r
+
+    def live(self, rate: float, seconds: float) -> dict:
+        """One ingest process running, a paced publisher offering `rate` msg/s for `seconds`:
+        how long a reading takes from the device's ts to its received_at (by query)."""
+        n = int(rate * seconds)
+        mq = self.fresh_broker("live")
+        try:
+            client_id = self.sessions(mq, 1)
+            self.reset_tables()
+            r = self.ingest(mq, client_id, 1, n, seconds + self.drain_timeout(n, "ingest"),
+                            during=lambda: self.publish(mq, n, rate=rate))
+        finally:
+            self.drop_broker(mq)
+        r.update(self.verify(n), load1=os.getloadavg()[0])
+        p50, p99, worst = self.sql(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY x),"
+            " percentile_cont(0.99) WITHIN GROUP (ORDER BY x), max(x) FROM ("
+            " SELECT extract(epoch FROM received_at - ts) * 1000 AS x FROM readings) s",
+            fetch=True)[0]
+        pub = r["during"]
+        r.update(lag_p50_ms=float(p50 or 0), lag_p99_ms=float(p99 or 0),
+                 lag_max_ms=float(worst or 0), offered=n,
+                 achieved_rate=pub["sent"] / pub["send_s"] if pub["send_s"] else 0.0)
+        return r
+
+    def watch(self, ports: list[int], rows: int, timeout: float,
+              child: harness.Child) -> tuple[float, float, float, float]:
+        """Scrape the workers' /metrics until their stored readings sum to `rows`: often near
+        the end, seldom before (a scrape costs the ingest process CPU). Returns the stored
+        count and the window's peaks (messages, bytes; as sampled) and waits."""
+        names = ("firegrid_ingest_rows_total", "firegrid_mqtt_window_messages",
+                 "firegrid_mqtt_window_bytes", "firegrid_mqtt_window_waits")
+        deadline = time.monotonic() + timeout
+        last_t = time.monotonic()
+        note = last_t + 10
+        stored = last = peak = peak_bytes = waits = 0.0
+        while time.monotonic() < deadline and child.proc.poll() is None:
+            samples = [scrape(p, names) or {} for p in ports]
+            stored = sum(s.get('firegrid_ingest_rows_total{outcome="stored",table="readings"}',
+                               0.0) for s in samples)
+            peak = max(peak, sum(s.get('firegrid_mqtt_window_messages{service="ingest"}', 0.0)
+                                 for s in samples))
+            peak_bytes = max(peak_bytes, sum(
+                s.get('firegrid_mqtt_window_bytes{service="ingest"}', 0.0) for s in samples))
+            waits = sum(s.get('firegrid_mqtt_window_waits{service="ingest"}', 0.0)
+                        for s in samples)
+            if stored >= rows:
+                break
+            now = time.monotonic()
+            rate = (stored - last) / (now - last_t) if stored > last else 0.0
+            last, last_t = stored, now
+            # A third of the time left at the current rate, between 20 ms and 1 s.
+            left = (rows - stored) / rate if rate else 1.0
+            time.sleep(min(1.0, max(0.02, left / 3)))
+            if now > note:
+                note += 10
+                print(f"    {stored:,.0f} of {rows:,} readings stored", flush=True)
+        return stored, peak, peak_bytes, waits
 
     def verify(self, n: int, fleet: Fleet | None = None) -> dict:
         """Compare readings with exactly what was published: messages 0..n-1, and with a
         fleet that mixes in gateway batches, every entry of each (relayed by its gateway)."""
         d = self.args.devices
         every = fleet.every if fleet else 0
-        rows, distinct, first, last = self.sql(
-            "SELECT count(*), count(DISTINCT (device_id, seq)), min(received_at),"
-            " max(received_at) FROM readings", fetch=True)[0]
+        rows, distinct, first = self.sql(
+            "SELECT count(*), count(DISTINCT (device_id, seq)), min(received_at)"
+            " FROM readings", fetch=True)[0]
         # Positions i % every == every - 1 carried a gateway batch, not telemetry.
         skip = f" AND g %% {every} <> {every - 1}" if every else ""
         lost = self.sql(
@@ -771,83 +742,55 @@ class Bench:
         expected = fleet.expected_rows(n) if fleet is not None else n
         dead = self.sql("SELECT coalesce(sum(seen_count), 0) FROM dead_letters",
                         fetch=True)[0][0]
-        span = (last - first).total_seconds() if rows else 0.0
         return {"rows": rows, "lost": lost, "gateway_lost": gateway_lost,
                 "duplicated": rows - distinct, "unexpected": distinct - (expected - lost),
-                "dead_letters": int(dead), "received_span_s": span,
-                "first_received": first.timestamp() if rows else 0}
-
-    def live(self, rate: float, seconds: float, cfg: str) -> dict:
-        n = int(rate * seconds)
-        tag = "live"
-        mq = self.fresh_broker(tag)
-        try:
-            self.prepare(mq, f"firegrid-bench-{tag}", cfg_protocol(cfg))
-            self.reset_tables()
-            r = self.run_firegrid(mq, n, cfg, tag=tag, commit_lag=True, live_rate=rate,
-                                  timeout=seconds + self.drain_timeout(n, "firegrid"))
-        finally:
-            self.drop_broker(mq)
-        r.update(self.verify(n))
-        p50, p99, worst = self.sql(
-            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY x),"
-            " percentile_cont(0.99) WITHIN GROUP (ORDER BY x), max(x) FROM ("
-            " SELECT extract(epoch FROM received_at - ts) * 1000 AS x FROM readings) s",
-            fetch=True)[0]
-        pub = r["publisher"]
-        r.update(lag_p50_ms=float(p50), lag_p99_ms=float(p99), lag_max_ms=float(worst),
-                 offered=n, achieved_rate=pub["sent"] / pub["send_s"], settings=cfg)
-        return r
-
-    def close(self) -> None:
-        for mq in list(self.brokers):
-            self.drop_broker(mq)
-        self.pg.destroy()
-        if not self.args.keep:
-            shutil.rmtree(self.state, ignore_errors=True)
+                "dead_letters": int(dead),
+                "first_received": first.timestamp() if rows else 0.0}
 
 
-def parse_cfg(cfg: str) -> tuple[int, int, int, str]:
-    """'window/batch/age_ms[/protocol]' -> values; protocol 5 (the default) or 3.1.1."""
-    parts = cfg.split("/")
-    if len(parts) not in (3, 4):
-        raise ValueError(f"bad settings {cfg!r}: want window/batch/age_ms[/5|3.1.1]")
-    protocol = parts[3] if len(parts) == 4 else "5"
-    if protocol not in ("5", "3.1.1"):
-        raise ValueError(f"bad protocol in {cfg!r}")
-    return int(parts[0]), int(parts[1]), int(parts[2]), protocol
-
-
-def cfg_protocol(cfg: str) -> str:
-    return parse_cfg(cfg)[3]
-
-
-def scrape(port: int, name: str, labels: str = "") -> float:
-    """One sample from a worker's /metrics (0 while it is not up yet)."""
+def scrape(port: int, names: tuple[str, ...]) -> dict[str, float] | None:
+    """The samples of these metrics from one ingest process's /metrics, keyed by name and
+    labels as printed (None while it does not answer). Only those metrics are rendered
+    (prometheus_client's name[] filter), which keeps the scrape cheap for ingest."""
+    import urllib.parse
     import urllib.request
+    query = urllib.parse.urlencode([("name[]", n) for n in names] or [("name[]", "none")])
     try:
-        text = urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=1).read().decode()
+        with urllib.request.urlopen(f"http://{HOST}:{port}/metrics?{query}", timeout=2) as f:
+            text = f.read().decode()
     except OSError:
-        return 0.0
-    key = f"{name}{{{labels}}} " if labels else f"{name} "
+        return None
+    out: dict[str, float] = {}
     for line in text.splitlines():
-        if line.startswith(key):
-            return float(line.split()[-1])
-    return 0.0
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
 
 
-def proc_cpu(pid: int) -> float:
+def children(pid: int) -> list[int]:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return []
 
 
-def cpu_ticks() -> tuple[int, int]:
-    """(steal, total) jiffies of the whole machine, from /proc/stat."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return fields[7], sum(fields)
+def proc_kib(pid: int, field: str) -> int:
+    """A figure of a process from /proc/<pid>/status (VmRSS, VmHWM), in KiB; 0 if gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def spy_format(path: str) -> str:
+    """py-spy output format from the file name: .svg flame graph, .json speedscope, else
+    collapsed stacks (one line per stack with its sample count)."""
+    return {".svg": "flamegraph", ".json": "speedscope"}.get(Path(path).suffix, "raw")
 
 
 def code_version() -> tuple[str, dict[str, float]]:
@@ -856,19 +799,12 @@ def code_version() -> tuple[str, dict[str, float]]:
     def git(*cmd: str) -> str:
         out = subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True)
         return out.stdout.rstrip("\n") if out.returncode == 0 else ""
+    code = ("ingest", "transport", "protocol", "runtime")
     sha = git("rev-parse", "--short", "HEAD").strip() or "unknown"
-    dirty = git("status", "--porcelain", "--", "ingest", "runtime", "simulators").splitlines()
+    dirty = git("status", "--porcelain", "--", *code).splitlines()
     label = sha + (" + uncommitted: " + ", ".join(line[3:] for line in dirty) if dirty else "")
-    mtimes = {str(p): p.stat().st_mtime for d in ("ingest", "runtime")
-              for p in (REPO / d).rglob("*.py")}
+    mtimes = {str(p): p.stat().st_mtime for d in code for p in (REPO / d).rglob("*.py")}
     return label, mtimes
-
-
-def spy_format(path: str) -> str:
-    """py-spy output format from the file name: .svg flame graph, .json speedscope, else
-    collapsed stacks (one line per stack with its sample count)."""
-    suffix = Path(path).suffix
-    return {".svg": "flamegraph", ".json": "speedscope"}.get(suffix, "raw")
 
 
 def machine() -> str:
@@ -889,300 +825,322 @@ def machine() -> str:
             f"Python {sys.version.split()[0]}")
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(steal, total) jiffies of the whole machine, from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return fields[7], sum(fields)
+
+
 def fmt_rate(r: float | None) -> str:
     return f"{r:,.0f}" if r else "-"
 
 
+# --- the run and its report ---------------------------------------------------------------
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(
         prog="bench/ingest.py", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="All parts run by default; --skip-* leaves one out.")
-    p.add_argument("--messages", "-n", type=int, default=1_000_000,
-                   help="backlog size for the primary drain and the paho/raw baselines "
-                   "(default 1,000,000)")
-    p.add_argument("--devices", type=int, default=20000, help="distinct device ids (20,000)")
-    p.add_argument("--window", type=int, default=4000, help="firegrid inflight_window (4000)")
-    p.add_argument("--batch", type=int, default=1000, help="firegrid batch_max_rows (1000)")
-    p.add_argument("--age-ms", type=int, default=50, help="firegrid batch_max_age_ms (50)")
-    p.add_argument("--protocol", default="3.1.1", choices=("5", "3.1.1"),
-                   help="firegrid mqtt.protocol (3.1.1, the shipped default); vs_paho compares "
-                        "with paho on the same protocol")
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--messages", "-n", type=int, default=300_000,
+                   help="backlog per row (default 300,000)")
+    p.add_argument("--rounds", type=int, default=4,
+                   help="rounds, A B C D / D C B A / ... (default 4)")
+    p.add_argument("--warmup", type=int, default=50_000,
+                   help="messages of an untimed ingest drain before the first round (default "
+                   "min(N, 50,000); 0: none): PostgreSQL's first run creates its WAL files "
+                   "and fills its caches, which would slow whichever firegrid row came first")
+    p.add_argument("--rows", default=DEFAULT_ROWS,
+                   help=f"rows in round order (default {DEFAULT_ROWS}; also raw, paho5, "
+                   "naive)")
     p.add_argument("--workers", type=int, default=2,
-                   help="also drain with `firegrid ingest --workers N` (2; 0 skips)")
-    p.add_argument("--naive-messages", type=int, default=20000,
-                   help="messages for the naive pipeline (default min(N, 20,000))")
-    p.add_argument("--sweep", default=SWEEP,
-                   help="window/batch/age_ms[/protocol] settings to compare (default "
-                   f"{SWEEP}); with 3.1.1 the broker's max_inflight_messages (4000) is the "
-                   "window")
-    p.add_argument("--sweep-messages", type=int, default=150_000,
-                   help="backlog per sweep run (default min(N, 150,000))")
-    p.add_argument("--sweep-repeat", type=int, default=2,
-                   help="runs per sweep setting, best one counts (default 2: single runs of "
-                   "this size vary by +-15%% on a 2-core VM)")
-    p.add_argument("--live-rate", type=float, default=5000, help="live run msg/s (5000)")
-    p.add_argument("--live-seconds", type=float, default=20, help="live run length (20 s)")
-    for part in ("raw", "paho", "paho311", "naive", "sweep", "live"):
-        p.add_argument(f"--skip-{part}", action="store_true")
-    p.add_argument("--gateway-every", type=int, default=0, metavar="K",
-                   help="mix a gateway batch of ~64 KiB (smoke_status entries, just under "
-                   "ingest.max_payload_bytes) into the primary drain's backlog as every K-th "
-                   "message; each entry is a readings row, checked like the rest. The "
-                   "baselines, --workers, sweep and live runs stay telemetry only (0: off)")
+                   help="W for the workers row, `firegrid ingest --workers W` (2)")
+    p.add_argument("--devices", type=int, default=20000, help="distinct device ids (20,000)")
+    p.add_argument("--window", type=int, default=0,
+                   help="ingest.inflight_window (default: the shipped setting)")
+    p.add_argument("--batch", type=int, default=0,
+                   help="ingest.batch_max_rows (default: the shipped setting)")
+    p.add_argument("--age-ms", type=int, default=0,
+                   help="ingest.batch_max_age_ms (default: the shipped setting)")
+    p.add_argument("--protocol", choices=("5", "3.1.1"),
+                   help="mqtt.protocol of the firegrid rows (default: the shipped setting)")
     p.add_argument("--window-max-bytes", type=int, default=0,
-                   help="firegrid ingest.window_max_bytes for every firegrid run (default: "
-                   "ingest's own, 64 MiB)")
+                   help="ingest.window_max_bytes (default: the shipped setting)")
+    p.add_argument("--naive-messages", type=int, default=20000,
+                   help="backlog of the naive row (default min(N, 20,000))")
+    p.add_argument("--live-rate", type=float, default=0, metavar="R",
+                   help="after the rounds, a live run: one ingest process, a paced publisher "
+                   "offering R msg/s for --live-seconds; device ts -> received_at lag "
+                   "(default 0: no live run)")
+    p.add_argument("--live-seconds", type=float, default=20, help="live run length (20 s)")
+    p.add_argument("--gateway-every", type=int, default=0, metavar="K",
+                   help="in the ingest row, every K-th message a gateway batch of ~64 KiB "
+                   "(smoke_status entries, just under ingest.max_payload_bytes), each entry a "
+                   "readings row checked like the rest; the other rows stay telemetry only")
     p.add_argument("--memory-check", action="store_true",
-                   help="only the primary firegrid drain, with gateway batches mixed in "
-                   "(--gateway-every, 100 if not given): the ingest process's peak RSS and "
-                   "the window's peaks; no raw/paho/naive baselines, --workers, sweep or live")
+                   help="only the ingest row, one round, with gateway batches (--gateway-every,"
+                   " 100 if not given): peak RSS and the window's peaks")
     p.add_argument("--py-spy", metavar="FILE",
-                   help="record a py-spy profile of the primary firegrid drain (.svg flame "
-                   "graph, .json speedscope, else collapsed stacks; pip install py-spy)")
-    p.add_argument("--state-dir", help="where the private broker/database live (temp dir)")
-    p.add_argument("--keep", action="store_true", help="keep the state dir (logs) at the end")
+                   help="record a py-spy profile of the first ingest row (.svg flame graph, "
+                   ".json speedscope, else collapsed stacks; pip install py-spy)")
+    p.add_argument("--keep", action="store_true",
+                   help="keep every process's log and each broker's (the path is printed)")
     flavours.add_argument(p)
     args = p.parse_args(argv)
     if args.memory_check:
-        for part in ("raw", "paho", "paho311", "naive", "sweep", "live"):
-            setattr(args, f"skip_{part}", True)
-        args.workers = 0
+        args.rows, args.rounds, args.live_rate = "ingest", 1, 0
         args.gateway_every = args.gateway_every or 100
-    if args.gateway_every < 0:
-        p.error("--gateway-every must be >= 0")
-    n = args.messages
-    naive_n = min(n, args.naive_messages)
-    sweep_n = min(n, args.sweep_messages)
+    table = row_table(args.workers)
+    keys = [k.strip() for k in args.rows.split(",") if k.strip()]
+    unknown = [k for k in keys if k not in table]
+    if unknown or not keys or len(set(keys)) != len(keys):
+        p.error(f"--rows: a list of distinct rows among {', '.join(table)}")
+    if args.rounds < 1 or args.gateway_every < 0 or args.messages < 1:
+        p.error("--rounds and --messages must be >= 1, --gateway-every >= 0")
+    if "workers" in keys and args.workers < 2:
+        p.error("--workers: 2 or more (leave the workers row out of --rows instead)")
     if args.py_spy:
+        import shutil
         args.py_spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
-    primary = f"{args.window}/{args.batch}/{args.age_ms}/{args.protocol}"
-    for spec in [primary] + args.sweep.split(","):
-        parse_cfg(spec)
-
-    bench = Bench(args)
+    n = args.messages
     started = time.monotonic()
     ticks0 = cpu_ticks()
     args.code, mtimes0 = code_version()
-    say = lambda msg: print(f"[{time.monotonic() - started:6.1f}s] {msg}", flush=True)  # noqa: E731
-    res: dict = {}
-    sweep: list[dict] = []
-    try:
-        say(f"state in {bench.state}; starting PostgreSQL (durable: fsync on)")
-        bench.start_db()
+
+    def say(msg: str) -> None:
+        print(f"[{time.monotonic() - started:6.1f}s] {msg}", flush=True)
+
+    results: list[dict] = []
+    with ExitStack() as stack:
+        bench = Bench(args, stack)
         pg_version = bench.sql("SHOW server_version", fetch=True)[0][0]
-        say(f"machine: {machine()}; PostgreSQL {pg_version}; schema: {bench.flavour}")
-        if not args.skip_raw:
-            res["raw"] = bench.drain_baseline("raw", n, "5")
-            say(f"raw socket, MQTT 5: {fmt_rate(res['raw']['rate'])} msg/s")
-        if not args.skip_paho:
-            res["paho"] = bench.drain_baseline("paho", n, "5")
-            say(f"paho count-only, MQTT 5: {fmt_rate(res['paho']['rate'])} msg/s")
-        if not args.skip_paho311:
-            res["paho311"] = bench.drain_baseline("paho", n, "3.1.1")
-            say(f"paho count-only, MQTT 3.1.1: {fmt_rate(res['paho311']['rate'])} msg/s")
-        if not args.skip_naive:
-            res["naive"] = bench.drain_baseline("naive", naive_n, "3.1.1")
-            say(f"naive INSERT+COMMIT per message: {fmt_rate(res['naive']['rate'])} msg/s")
-        res["firegrid"] = bench.drain_firegrid(n, primary, tag="firegrid", spy=args.py_spy,
-                                               gateway_every=args.gateway_every)
-        fg = res["firegrid"]
-        say(f"firegrid {fg['settings']}: {fmt_rate(fg['rate'])} msg/s, lost {fg['lost']}, "
-            f"duplicated {fg['duplicated']}; peak RSS {fg['peak_rss_kib'] / 1024:.1f} MiB, "
-            f"window peak {fg['window_peak']:,} msgs / {fg['window_peak_bytes'] / 2**20:.1f} MiB")
-        if args.workers > 1:
-            res["workers"] = bench.drain_workers(n, primary, args.workers)
-            wk = res["workers"]
-            say(f"firegrid --workers {args.workers} {primary}: {fmt_rate(wk['rate'])} msg/s, "
-                f"lost {wk['lost']}, duplicated {wk['duplicated']}")
-        if not args.skip_sweep:
-            for rep in range(args.sweep_repeat):  # interleaved, so drift hits all alike
-                for spec in args.sweep.split(","):
-                    r = bench.drain_firegrid(sweep_n, spec,
-                                             tag=f"sweep-{spec.replace('/', '-')}-{rep + 1}")
-                    say(f"sweep {spec} run {rep + 1}: {fmt_rate(r['rate'])} msg/s on "
-                        f"{sweep_n:,}, lost {r['lost']}, duplicated {r['duplicated']}")
-                    sweep.append(r)
-        if not args.skip_live:
-            res["live"] = bench.live(args.live_rate, args.live_seconds, primary)
-            lv = res["live"]
-            say(f"live {args.live_rate:.0f} msg/s: lag p50 {lv['lag_p50_ms']:.0f} ms, "
-                f"p99 {lv['lag_p99_ms']:.0f} ms")
-    finally:
-        bench.close()
+        say(f"{machine()}; PostgreSQL {pg_version} ({args.flavour}); logs in {bench.logs}")
+        warmup = None
+        if args.warmup and not args.memory_check:
+            warmup = bench.run(table["ingest"], 0, min(n, args.warmup))
+            say(f"warm-up (not in the table): firegrid ingest, 1 process, "
+                f"{warmup['messages']:,} messages: {fmt_rate(warmup['rate'])} msg/s, lost "
+                f"{warmup['lost']}, duplicated {warmup['duplicated']}")
+        for rnd in range(1, args.rounds + 1):
+            for key in round_order(keys, rnd):
+                row = table[key]
+                count = min(n, args.naive_messages) if row.kind == "naive" else n
+                r = bench.run(row, rnd, count)
+                results.append(r)
+                check = (f", lost {r['lost']}, duplicated {r['duplicated']}"
+                         if row.firegrid else "")
+                say(f"round {rnd} {row.label}: {fmt_rate(r['rate'])} msg/s, load "
+                    f"{r['load1']:.2f}, others {r['others']:.2f} cores{check}"
+                    + (f"  {r['note']}" if r.get("note") else ""))
+        live = None
+        if args.live_rate:
+            live = bench.live(args.live_rate, args.live_seconds)
+            say(f"live {args.live_rate:,.0f} msg/s: lag p50 {live['lag_p50_ms']:.1f} ms, p99 "
+                f"{live['lag_p99_ms']:.1f} ms, lost {live['lost']}, duplicated "
+                f"{live['duplicated']}")
+        ingest_settings = settings_line(bench)
     mtimes1 = code_version()[1]
     args.code_changed = sorted(Path(p).relative_to(REPO).as_posix() for p in
                                set(mtimes0) | set(mtimes1) if mtimes0.get(p) != mtimes1.get(p))
     steal, total = (b - a for a, b in zip(ticks0, cpu_ticks(), strict=True))
     args.steal_pct = 100 * steal / total if total else 0.0
-    report(args, res, sweep, n, naive_n, sweep_n, pg_version, time.monotonic() - started)
+    report(args, table, keys, results, [x for x in (warmup, live) if x], live, n, pg_version,
+           ingest_settings, time.monotonic() - started)
     return 0
 
 
-def report(args, res, sweep, n, naive_n, sweep_n, pg_version, total_s) -> None:
-    fg = res["firegrid"]
-    # The headline is firegrid as docs/operations.md recommends running it on this machine:
-    # `firegrid ingest --workers N` on one shared subscription. One process is one core at
-    # most (paho's thread and the writer share a GIL); its figure stays in the table.
-    rate = res["workers"]["rate"] if "workers" in res else fg["rate"]
-    paho_key = "paho" if cfg_protocol(fg["settings"]) == "5" else "paho311"
+def settings_line(bench: Bench) -> str:
+    """The settings the firegrid rows ran with (shipped, but for the options given)."""
+    from runtime.settings import IngestSettings
+    a = bench.args
+    ing = IngestSettings(**{k: v for k, v in (
+        ("inflight_window", a.window), ("batch_max_rows", a.batch),
+        ("batch_max_age_ms", a.age_ms), ("window_max_bytes", a.window_max_bytes)) if v})
+    return (f"MQTT {bench.mqtt.protocol}, window {ing.inflight_window} messages / "
+            f"{ing.window_max_bytes / 2**20:.0f} MiB, batch {ing.batch_max_rows} rows / "
+            f"{ing.batch_max_age_ms} ms" + (" (given)" if any(
+                (a.protocol, a.window, a.batch, a.age_ms, a.window_max_bytes)) else
+                " (shipped defaults)"))
 
-    def ratio(key: str) -> float | None:
-        base = res.get(key, {}).get("rate")
-        return rate / base if base else None
 
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def report(args, table: dict[str, Row], keys: list[str], results: list[dict],
+           extra_runs: list[dict], live: dict | None, n: int, pg_version: str,
+           ingest_settings: str, total_s: float) -> None:
+    """The table, the ratios per round, the rows over the rounds, the checks (over every
+    firegrid run: the rows, the warm-up and the live run), MEMORY and RESULT."""
+    ncpu = os.cpu_count() or 1
     lines: list[str] = []
     add = lines.append
     add("")
-    add(f"firegrid ingest benchmark: {machine()}; PostgreSQL {pg_version} (fsync on)")
+    add(f"firegrid ingest benchmark: {machine()}; PostgreSQL {pg_version} (fsync on, "
+        f"{args.flavour})")
     add(f"code: {args.code}")
     if args.code_changed:
-        add(f"WARNING: changed during the run, figures mix two versions: "
+        add(f"WARNING: changed during the run, figures mix versions: "
             f"{', '.join(args.code_changed)}")
-    add(f"payload: smoke_status JSON ~{len(Fleet(1).message(0, now_ms())[1])} bytes, "
-        f"{args.devices:,} devices, QoS 1, persistent session, N queued before the "
-        "subscriber starts; a fresh broker per row")
-    gw = fg.get("gateway")
+    add(f"firegrid rows: {ingest_settings}")
+    add(f"{n:,} queued QoS 1 messages per row (smoke_status JSON "
+        f"~{len(Fleet(1).message(0, now_ms())[1])} bytes, {args.devices:,} devices), a fresh "
+        f"broker per row; {args.rounds} round(s) in the order "
+        + " / ".join(" ".join(round_order(keys, r)) for r in range(1, min(args.rounds, 2) + 1)))
+    gw = next((r["gateway"] for r in results if r.get("gateway")), None)
     if gw:
         share = "every message" if gw["every"] == 1 else f"1 message in {gw['every']}"
-        add(f"  primary drain: {share} is a gateway batch instead "
-            f"({gw['count']:,} of them, {GATEWAYS} gateway ids, {gw['entries']} smoke_status "
-            f"entries each, {gw['min_bytes']:,}-{gw['max_bytes']:,} bytes; limit "
-            f"{gw['limit']:,}): {gw['rows']:,} readings rows expected")
+        add(f"ingest row: {share} a gateway batch instead ({gw['count']:,} of them, {GATEWAYS} "
+            f"gateway ids, {gw['entries']} smoke_status entries each, {gw['min_bytes']:,}-"
+            f"{gw['max_bytes']:,} bytes; limit {gw['limit']:,}): {gw['rows']:,} readings rows "
+            "expected; its CPU is per readings row, not per message")
+    for r in results:
+        per = r.get("count") or r["messages"]
+        r["us"] = {k: v / per * 1e6 for k, v in r["cpu_s"].items()} if per else {}
+        total_us = sum(r["us"].values())
+        r["limit"] = ncpu / total_us * 1e6 if total_us else 0.0
     add("")
-    head = (f"{'backlog drain: first message -> last one handled':<54} {'messages':>10} "
-            f"{'seconds':>8} {'msg/s':>9}  firegrid / this")
+    head = (f"{'round':>5}  {'row':<36} {'msg/s':>9} {'seconds':>8} {'load1':>6} {'others':>6}"
+            f"  {'CPU us/msg: client':>18} {'broker':>6} {'pg':>6}  {'limit':>9}  check")
     add(head)
     add("-" * len(head))
+    for r in results:
+        row = table[r["key"]]
+        us = r["us"]
+        check = (f"lost {r['lost']} dup {r['duplicated']}" if row.firegrid else "")
+        if row.kind == "naive":
+            check = f"{r['messages']:,} messages only"
+        add(f"{r['round']:>5}  {row.label:<36} {fmt_rate(r['rate']):>9} {r['seconds']:>8.2f} "
+            f"{r['load1']:>6.2f} {r['others']:>6.2f}  {us.get('client', 0):>18.1f} "
+            f"{us.get('broker', 0):>6.1f} {us.get('postgres', 0):>6.1f}  "
+            f"{fmt_rate(r['limit']):>9}  {check}" + (f"  {r['note']}" if r.get("note") else ""))
+    lines.extend(textwrap.wrap(
+        "(msg/s: firegrid from the first row's received_at to the last reading stored, the "
+        "others from CONNACK to the last message counted; load1: the 1-minute load average at "
+        "the row's end; others: cores busy with anything but the row's client, broker and "
+        f"PostgreSQL meanwhile; client: the ingest process(es) or the subscriber; limit: {ncpu}"
+        " cores / (client + broker + pg CPU per message), the rate this box allows if "
+        "nothing else ran)", len(head)))
 
-    def row(label: str, r: dict, count: int, rel: float | None) -> None:
-        rel_s = f"{rel:.2f}x" if rel else ""
-        add(f"{label:<54} {count:>10,} {r['seconds']:>8.2f} {fmt_rate(r['rate']):>9}  "
-            f"{rel_s}" + (f"  {r['note']}" if r.get("note") else ""))
-
-    window, batch, age, proto = parse_cfg(fg["settings"])
-    row(f"firegrid ingest, MQTT {proto}, {window}/{batch}/{age} (w/b/ms)"
-        + (" + gw" if gw else ""), fg, n, None)
-    if "workers" in res:
-        wk = res["workers"]
-        base = res.get(paho_key, {}).get("rate")
-        add(f"{'  same, --workers ' + str(wk['workers']) + ' (one shared subscription)':<54} "
-            f"{n:>10,} {wk['seconds']:>8.2f} {fmt_rate(wk['rate']):>9}  "
-            + (f"{wk['rate'] / base:.2f}x vs paho MQTT {proto}" if base else "")
-            + f"  lost {wk['lost']} dup {wk['duplicated']}"
-            + (f"  {wk['note']}" if wk.get("note") else ""))
-    if "paho" in res:
-        row("paho-mqtt 2 count-only, MQTT 5, ReceiveMax 65535", res["paho"], n, ratio("paho"))
-    if "paho311" in res:
-        row("paho-mqtt 2 count-only, MQTT 3.1.1, inflight 4000", res["paho311"], n,
-            ratio("paho311"))
-    if "raw" in res:
-        row("raw socket count-only, MQTT 5, ReceiveMax 65535", res["raw"], n, ratio("raw"))
-    if "naive" in res:
-        row(f"naive INSERT+COMMIT per msg (ONLY {naive_n:,} msgs)", res["naive"], naive_n,
-            ratio("naive"))
-    add("(firegrid: first row's received_at -> n-th commit; the others: CONNACK -> n-th "
-        "message counted/inserted)")
-    if "workers" in res:
-        add(f"(the last column and RESULT use firegrid --workers {res['workers']['workers']}, "
-            "the recommended way to run it here; one process alone is the first row)")
-    add("")
-    mib = 2**20
-    add("memory, firegrid primary drain (ingest process)")
-    add(f"  peak RSS (ru_maxrss)             {fg['peak_rss_kib'] / 1024:>9.1f} MiB   "
-        f"({fg['rss_start_kib'] / 1024:.1f} MiB before the first message)")
-    add(f"  window peak, messages            {fg['window_peak']:>9,}       "
-        f"(bound ingest.inflight_window {fg['window_max']:,})")
-    add(f"  window peak, payload bytes       {fg['window_peak_bytes'] / mib:>9.1f} MiB   "
-        f"({fg['window_peak_bytes']:,} B; bound ingest.window_max_bytes "
-        f"{fg['window_max_bytes'] / mib:.1f} MiB)")
-    add(f"  window waits (socket not read)   {fg['window_waits']:>9,}")
-    add(f"  drain rate                       {fmt_rate(fg['rate']):>9} msg/s "
-        f"({fmt_rate(fg['rows_rate'])} readings rows/s)")
-    add("")
-    add(f"firegrid check ({n:,} published): rows {fg['rows']:,}, lost {fg['lost']}, "
-        f"duplicated {fg['duplicated']}, unexpected rows {fg['unexpected']}, dead letters "
-        f"{fg['dead_letters']}"
-        + (f" (gateway entries: {gw['rows'] - (n - gw['count']):,} expected, "
-           f"{fg['gateway_lost']} lost)" if gw else ""))
-    add(f"  ingest committed {fg['committed_final']:,} messages for these {n:,}: "
-        f"{fg['reconnects']} reconnect(s), {fg['duplicates_absorbed']:,.0f} redelivered "
-        "messages stored once (ON CONFLICT)")
-    cpu = fg.get("cpu_s", {})
-    if cpu:
-        # Per readings row: with gateways a message can be hundreds of rows.
-        us = {k: v / fg["count"] * 1e6 for k, v in cpu.items()}
-        ncpu = os.cpu_count() or 1
-        add(f"CPU during the firegrid drain ({fg['seconds']:.1f} s wall x {ncpu} cores = "
-            f"{ncpu * fg['seconds']:.0f} CPU-s): ingest process {cpu.get('ingest', 0):.1f} s, "
-            f"PostgreSQL {cpu.get('postgres', 0):.1f} s, Mosquitto {cpu.get('broker', 0):.1f} s"
-            f" = {us.get('ingest', 0):.0f} / {us.get('postgres', 0):.0f} / "
-            f"{us.get('broker', 0):.0f} us per {'row' if gw else 'message'}")
-    pubs = [f"{k} {fmt_rate(v['publish_rate'])}" for k, v in res.items() if "publish_rate" in v]
-    add("backlog fill rates (raw QoS 1 publisher, not part of any drain time): "
-        + ", ".join(pubs) + " msg/s")
-    if sweep:
+    # Ratios from rows of the same round.
+    by_round: dict[int, dict[str, dict]] = {}
+    for r in results:
+        by_round.setdefault(r["round"], {})[r["key"]] = r
+    pairs = [(a, b) for a, b in RATIOS if a in keys and b in keys]
+    ratios: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
+    if pairs:
         add("")
-        add(f"settings sweep: firegrid drains of {sweep_n:,}, best of {args.sweep_repeat} "
-            "(window/batch/age_ms/protocol; with 3.1.1 the broker's max_inflight_messages "
-            "4000 is the window)")
-        by_cfg: dict[str, list[dict]] = {}
-        for r in sweep:
-            by_cfg.setdefault(r["settings"], []).append(r)
-        best_rate = {cfg: max(r["rate"] for r in rs) for cfg, rs in by_cfg.items()}
-        winner = max(best_rate, key=best_rate.get)
-        for cfg, rs in by_cfg.items():
-            runs_s = ", ".join(fmt_rate(r["rate"]) for r in rs)
-            mark = "  <- best" if cfg == winner else ""
-            add(f"  {cfg:<22} {fmt_rate(best_rate[cfg]):>9} msg/s   (runs: {runs_s}; lost "
-                f"{sum(r['lost'] for r in rs)}, dup {sum(r['duplicated'] for r in rs)}){mark}")
-    if "live" in res:
-        lv = res["live"]
-        cl = lv.get("commit_lag_ms", {})
+        names = [f"{a} / {b}" for a, b in pairs]
+        add(f"{'round':>5}  " + "  ".join(f"{x:>16}" for x in names)
+            + "   (ratios of msg/s, rows of the same round)")
+        for rnd, rows in sorted(by_round.items()):
+            cells = []
+            for a, b in pairs:
+                if rows[a]["rate"] and rows[b]["rate"]:
+                    ratios[(a, b)].append(rows[a]["rate"] / rows[b]["rate"])
+                    cells.append(f"{ratios[(a, b)][-1]:>15.2f}x")
+                else:
+                    cells.append(f"{'-':>16}")
+            add(f"{rnd:>5}  " + "  ".join(cells))
+        add(f"{'median':>5}  " + "  ".join(
+            f"{median(ratios[pair]):>15.2f}x" if ratios[pair] else f"{'-':>16}"
+            for pair in pairs))
+
+    # Per row, over the rounds.
+    add("")
+    add(f"{'row, over the rounds':<36} {'msg/s median':>12} {'min-max':>17}  "
+        f"{'CPU us/msg client / broker / pg (median)':>40}")
+    summary: dict[str, dict] = {}
+    for key in keys:
+        rs = [r for r in results if r["key"] == key]
+        rates = [r["rate"] for r in rs]
+        us = {k: median([r["us"].get(k, 0.0) for r in rs]) or 0.0
+              for k in ("client", "broker", "postgres")}
+        summary[key] = {"rate": median(rates), "us": us}
+        add(f"{table[key].label:<36} {fmt_rate(median(rates)):>12} "
+            f"{fmt_rate(min(rates)) + '-' + fmt_rate(max(rates)):>17}  "
+            f"{us['client']:>24.1f} / {us['broker']:>5.1f} / {us['postgres']:>5.1f}")
+
+    if live is not None:
         add("")
         add(f"live run: {args.live_rate:,.0f} msg/s offered for {args.live_seconds:g} s "
-            f"({lv['offered']:,} msgs, publisher achieved {fmt_rate(lv['achieved_rate'])}/s), "
-            f"firegrid {lv['settings']}")
-        add(f"  device ts -> received_at    p50 {lv['lag_p50_ms']:.1f} ms, p99 "
-            f"{lv['lag_p99_ms']:.1f} ms, max {lv['lag_max_ms']:.1f} ms")
-        if cl:
-            add(f"  received -> committed       p50 {cl['p50']:.1f} ms, p99 {cl['p99']:.1f} ms, "
-                f"max {cl['max']:.1f} ms")
-        add(f"  rows {lv['rows']:,}, lost {lv['lost']}, duplicated {lv['duplicated']}")
-    runs = [fg] + sweep + [res[k] for k in ("workers", "live") if k in res]
-    lost = sum(r["lost"] for r in runs)
-    dup = sum(r["duplicated"] for r in runs)
-    add("")
-    add(f"targets (lost/duplicated summed over all {len(runs)} firegrid runs, by query):")
-    checks = []
-    if ratio(paho_key) is not None:
-        checks.append((f"firegrid >= {TARGETS['vs_paho']} x paho count-only (MQTT {proto})",
-                       f"{ratio(paho_key):.2f}x", ratio(paho_key) >= TARGETS["vs_paho"]))
-    if ratio("naive") is not None:
-        checks.append((f"firegrid >= {TARGETS['vs_naive']:g} x naive",
-                       f"{ratio('naive'):.1f}x", ratio("naive") >= TARGETS["vs_naive"]))
-    checks.append(("0 lost", str(lost), lost == 0))
-    checks.append(("0 duplicated", str(dup), dup == 0))
-    for label, value, ok in checks:
-        add(f"  {label:<46} {value:>8}  {'PASS' if ok else 'FAIL'}")
+            f"({live['offered']:,} messages, the publisher achieved "
+            f"{fmt_rate(live['achieved_rate'])}/s), one ingest process, load "
+            f"{live['load1']:.2f}")
+        add(f"  device ts -> received_at  p50 {live['lag_p50_ms']:.1f} ms, p99 "
+            f"{live['lag_p99_ms']:.1f} ms, max {live['lag_max_ms']:.1f} ms; rows "
+            f"{live['rows']:,}, lost {live['lost']}, duplicated {live['duplicated']}")
+    fg = [r for r in results if table[r["key"]].firegrid] + extra_runs
+    lost = sum(r["lost"] for r in fg)
+    dup = sum(r["duplicated"] for r in fg)
+    if fg:
+        add("")
+        add(f"firegrid check, by query after each of the {len(fg)} firegrid runs: lost {lost}, "
+            f"duplicated {dup}, unexpected rows {sum(r['unexpected'] for r in fg)}, dead "
+            f"letters {sum(r['dead_letters'] for r in fg)}, reconnects "
+            f"{sum(r['reconnects'] for r in fg)}")
+    vs_paho = ratios.get(("ingest", "paho"), [])
+    pg_us = summary.get("ingest", {}).get("us", {}).get("postgres")
+    if vs_paho or fg:
+        add("")
+        add("issue 18, done when:")
+        if vs_paho:
+            mid = median(vs_paho) or 0.0
+            add(f"  one firegrid ingest process >= {GOAL_VS_PAHO}x paho count-only (3.1.1), "
+                f"median of the rounds: {mid:.2f}x (rounds: "
+                f"{', '.join(f'{x:.2f}x' for x in vs_paho)})  "
+                f"{'PASS' if mid >= GOAL_VS_PAHO else 'FAIL'}")
+            cpu_ratio = (summary["paho"]["us"]["client"] / summary["ingest"]["us"]["client"]
+                         if summary["ingest"]["us"]["client"] else 0.0)
+            add(f"    the same by CPU per message, steadier under load: paho's "
+                f"{summary['paho']['us']['client']:.1f} us / ingest's "
+                f"{summary['ingest']['us']['client']:.1f} us = {cpu_ratio:.2f}x")
+        if fg:
+            add(f"  0 lost: {lost}  {'PASS' if lost == 0 else 'FAIL'}")
+            add(f"  0 duplicated: {dup}  {'PASS' if dup == 0 else 'FAIL'}")
+        if pg_us is not None:
+            add(f"  PostgreSQL CPU per message, one ingest process (median): {pg_us:.1f} us "
+                "(at d307ebe, before issue 18: 13-18 us; the goal is at most half)")
     add("")
     add(f"total run time {total_s:.0f} s; CPU steal by the hypervisor during the run "
         f"{args.steal_pct:.1f}%")
     print("\n".join(lines))
 
-    def r2(x: float | None) -> str:
-        return f"{x:.2f}" if x is not None else "n/a"
-    print(f"MEMORY peak_rss_kib={fg['peak_rss_kib']} start_rss_kib={fg['rss_start_kib']} "
-          f"window_peak_msgs={fg['window_peak']} window_peak_bytes={fg['window_peak_bytes']} "
-          f"window_waits={fg['window_waits']} window_max={fg['window_max']} "
-          f"window_max_bytes={fg['window_max_bytes']} msgs_per_s={fg['rate']:.0f} "
-          f"rows_per_s={fg['rows_rate']:.0f} messages={n} "
-          f"gateway_every={gw['every'] if gw else 0} "
-          f"gateway_bytes={gw['max_bytes'] if gw else 0} lost={fg['lost']} "
-          f"duplicated={fg['duplicated']}", flush=True)
-    print(f"RESULT ingest_msgs_per_s={rate:.0f} vs_paho={r2(ratio(paho_key))} "
-          f"vs_raw={r2(ratio('raw'))} vs_naive={r2(ratio('naive'))} lost={lost} "
-          f"duplicated={dup} flavour={args.flavour}", flush=True)
+    first = next((r for r in results if r["key"] == "ingest"), None)
+    if first is not None:
+        gw = first.get("gateway")
+        print(f"MEMORY peak_rss_kib={first['peak_rss_kib']} "
+              f"start_rss_kib={first['rss_start_kib']} "
+              f"window_peak_msgs={first['window_peak']:.0f} "
+              f"window_peak_bytes={first['window_peak_bytes']:.0f} "
+              f"window_waits={first['window_waits']:.0f} "
+              f"window_max={window_bounds(args)[0]} window_max_bytes={window_bounds(args)[1]} "
+              f"msgs_per_s={first['rate']:.0f} rows_per_s={first['rows_rate']:.0f} "
+              f"messages={n} gateway_every={gw['every'] if gw else 0} "
+              f"gateway_bytes={gw['max_bytes'] if gw else 0} lost={first['lost']} "
+              f"duplicated={first['duplicated']}", flush=True)
+
+    def num(x: float | None, fmt: str) -> str:
+        return format(x, fmt) if x is not None else "n/a"
+
+    def rate(key: str) -> str:
+        return num(summary.get(key, {}).get("rate"), ".0f")
+
+    def us(part: str) -> str:
+        return num(summary.get("ingest", {}).get("us", {}).get(part), ".1f")
+    print(f"RESULT ingest_msgs_per_s={rate('ingest')} vs_paho={num(median(vs_paho), '.2f')} "
+          f"vs_paho_rounds={','.join(f'{x:.2f}' for x in vs_paho) or 'n/a'} "
+          f"workers_msgs_per_s={rate('workers')} "
+          f"vs_mqtt5={num(median(ratios.get(('ingest', 'mqtt5'), [])), '.2f')} "
+          f"lost={lost} duplicated={dup} postgres_us_per_msg={us('postgres')} "
+          f"ingest_us_per_msg={us('client')} broker_us_per_msg={us('broker')} "
+          f"rounds={args.rounds} messages={n} flavour={args.flavour}", flush=True)
+
+
+def window_bounds(args) -> tuple[int, int]:
+    from runtime.settings import IngestSettings
+    ing = IngestSettings(**{k: v for k, v in (("inflight_window", args.window),
+                                              ("window_max_bytes", args.window_max_bytes)) if v})
+    return ing.inflight_window, ing.window_max_bytes
 
 
 if __name__ == "__main__":

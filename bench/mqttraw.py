@@ -4,7 +4,10 @@ Two jobs, both as fast as Python can go, so they measure the broker and not a cl
 
     drain()    count-only subscriber: persistent session, QoS 1, parses PUBLISH packets out of
                one big recv buffer (packets may straddle recv boundaries) and answers every
-               recv with one sendall of all its PUBACKs. "The broker ceiling".
+               recv with one sendall of all its PUBACKs. "The broker ceiling". codec="raw"
+               parses inline in Python (MQTT 3.1.1 or 5); codec="mqtt5" reads and writes
+               every packet with the `mqtt5` package (0.8, a Rust sans-IO codec; MQTT 5
+               only), the codec issue 18 builds firegrid's transport on.
     Publisher  QoS 1 publisher that pipelines PUBLISHes (up to `window` unacknowledged) and
                counts PUBACKs; used to fill the broker's queue and to drive the live run.
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 # The simulators' MQTT encoding, shared so the two raw clients cannot drift apart.
 from simulators.mqtt import publish_packet, utf8, varint
@@ -172,13 +175,25 @@ def drop_session(host: str, port: int, client_id: str, *, version: int) -> None:
 
 def drain(host: str, port: int, client_id: str, target: int, *, version: int = 5,
           receive_max: int = 65535, session_expiry: int = 86400,
-          timeout: float = 600) -> dict:
+          timeout: float = 600, codec: str = "raw",
+          on_connack: Callable[[], None] | None = None) -> dict:
     """Count-only subscriber: resume the persistent session and take `target` messages.
-    Times are time.monotonic(); t_connack is when the CONNACK arrived."""
+    Times are time.monotonic(); t_connack is when the CONNACK arrived, and on_connack is
+    called right then."""
+    if codec == "mqtt5":
+        if version != 5:
+            raise ValueError("the mqtt5 codec speaks MQTT 5 only")
+        return _drain_mqtt5(host, port, client_id, target, receive_max=receive_max,
+                            session_expiry=session_expiry, timeout=timeout,
+                            on_connack=on_connack)
+    if codec != "raw":
+        raise ValueError(f"codec is raw or mqtt5, not {codec!r}")
     conn = Connection(host, port, version=version, timeout=timeout)
     present = conn.handshake(client_id, clean=False, session_expiry=session_expiry,
                              receive_max=receive_max)
     t_connack = time.monotonic()
+    if on_connack is not None:
+        on_connack()
     wall_connack = time.time()
     sock, buf = conn.sock, conn.buf
     count = dups = 0
@@ -234,6 +249,79 @@ def drain(host: str, port: int, client_id: str, target: int, *, version: int = 5
     conn.disconnect()
     return {"count": count, "dup_flag": dups, "session_present": present, "recvs": recvs,
             "t_connack": t_connack, "t_first": t_first, "t_last": t_last,
+            "wall_connack": wall_connack}
+
+
+def _drain_mqtt5(host: str, port: int, client_id: str, target: int, *, receive_max: int,
+                 session_expiry: int, timeout: float,
+                 on_connack: Callable[[], None] | None) -> dict:
+    """drain() with the `mqtt5` package decoding every packet (mqtt5.read on the buffer)
+    and encoding every PUBACK; the socket handling is drain()'s."""
+    import mqtt5
+
+    conn = Connection(host, port, version=5, timeout=timeout)
+    sock = conn.sock
+    sock.sendall(mqtt5.ConnectPacket(client_id, clean_start=False,
+                                     session_expiry_interval=session_expiry,
+                                     receive_max=receive_max).write())
+    buf = b""
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            raise ProtocolError("broker closed the connection before CONNACK")
+        buf += data
+        try:
+            connack, used = mqtt5.read(memoryview(buf))
+            break
+        except IndexError:  # mqtt5: "Not enough bytes"
+            continue
+    if (not isinstance(connack, mqtt5.ConnAckPacket)
+            or connack.reason_code != mqtt5.ConnAckReasonCode.SUCCESS):
+        raise ProtocolError(f"connection refused: {connack!r}")
+    t_connack = time.monotonic()
+    if on_connack is not None:
+        on_connack()
+    wall_connack = time.time()
+    buf = buf[used:]
+    publish, puback, read = mqtt5.PublishPacket, mqtt5.PubAckPacket, mqtt5.read
+    count = dups = recvs = 0
+    t_first = None
+    deadline = t_connack + timeout
+    while count < target:
+        data = sock.recv(1 << 20)
+        if not data:
+            raise ProtocolError(f"broker closed the connection after {count} messages")
+        recvs += 1
+        view = memoryview(buf + data if buf else data)
+        pos, n = 0, len(view)
+        acks = []
+        while pos < n:
+            try:
+                pkt, used = read(view[pos:])
+            except IndexError:  # the rest of this packet comes with the next recv
+                break
+            pos += used
+            if isinstance(pkt, publish):
+                if pkt.qos:
+                    acks.append(puback(pkt.packet_id).write())
+                if pkt.duplicate:
+                    dups += 1
+                count += 1
+            elif isinstance(pkt, mqtt5.DisconnectPacket):
+                raise ProtocolError(f"broker sent DISCONNECT: {pkt.reason_code!r}")
+        buf = bytes(view[pos:])
+        view.release()
+        if acks:
+            sock.sendall(b"".join(acks))
+        now = time.monotonic()
+        if t_first is None and count:
+            t_first = now
+        if now > deadline:
+            break
+    t_last = time.monotonic()
+    conn.disconnect()
+    return {"count": count, "dup_flag": dups, "session_present": connack.session_present,
+            "recvs": recvs, "t_connack": t_connack, "t_first": t_first, "t_last": t_last,
             "wall_connack": wall_connack}
 
 
