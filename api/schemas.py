@@ -154,6 +154,9 @@ class _DeviceBase(BaseModel):
     battery_pct: int | None
     rsrp_dbm: int | None
     stream_online: bool | None
+    replaces: str | None = Field(description="the device this one replaced (its history "
+                                             "is under that id)")
+    replaced_by: str | None = Field(description="the device that replaced this one")
 
 
 class DeviceSummary(_DeviceBase):

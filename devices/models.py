@@ -110,6 +110,14 @@ class Building(_Record):
         return lon
 
 
+def _not_a_service_name(value: str) -> str:
+    # Service accounts (ingest, alert core) are named firegrid-*; a device with such an id
+    # would share their broker username (docs/broker-auth.md, EMQX).
+    if value.lower().startswith("firegrid"):
+        raise ValueError("ids starting with 'firegrid' are reserved for firegrid's services")
+    return value
+
+
 class DevicePlacement(_Record):
     """Where a device hangs: what a move changes."""
     building_id: Ident
@@ -132,20 +140,26 @@ class NewDevice(DevicePlacement):
 
     _installed_at = field_validator("installed_at")(_aware_and_readable)
 
-    @field_validator("id")
-    @classmethod
-    def _not_a_service_name(cls, value: str) -> str:
-        # Service accounts (ingest, alert core) are named firegrid-*; a device with such an
-        # id would share their broker username (docs/broker-auth.md, EMQX).
-        if value.lower().startswith("firegrid"):
-            raise ValueError("ids starting with 'firegrid' are reserved for firegrid's services")
-        return value
+    _reserved = field_validator("id")(_not_a_service_name)
 
     @model_validator(mode="after")
     def _default_heartbeat(self) -> NewDevice:
         if self.heartbeat_s is None:
             self.heartbeat_s = DEFAULT_HEARTBEAT_S[self.kind]
         return self
+
+
+class Replacement(_Record):
+    """The new unit that takes a device's place (POST /v1/devices/{id}/replace): its id,
+    and its model and firmware when they differ from the old one's. Kind, building, floor,
+    room, gateway and heartbeat are the old device's."""
+    id: Ident = Field(description="the new unit's id (its label)")
+    model: str = Field("", max_length=100, description="empty: the old one's")
+    firmware: str = Field("", max_length=100, description="empty: the old one's")
+    password: str | None = Field(None, min_length=16, max_length=128,
+                                 description="set when the unit was flashed with one")
+
+    _reserved = field_validator("id")(_not_a_service_name)
 
 
 class Worker(_Record):

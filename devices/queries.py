@@ -25,7 +25,8 @@ Row = dict[str, Any]
 _DEVICE = """
     d.id, d.kind, d.model, d.firmware, d.building_id, d.floor, d.location, d.gateway_id,
     d.installed_at, d.state, d.heartbeat_s, d.credentials_rotated_at, d.retired_at,
-    s.last_seen, s.battery_pct, s.rsrp_dbm, s.stream_online
+    s.last_seen, s.battery_pct, s.rsrp_dbm, s.stream_online, d.replaces,
+    (SELECT r.id FROM devices r WHERE r.replaces = d.id) AS replaced_by
 """
 _DEVICE_FROM = """
     FROM devices d

@@ -31,6 +31,7 @@ from devices.models import (
     DevicePlacement,
     Grid,
     NewDevice,
+    Replacement,
     Shift,
     Street,
     Worker,
@@ -277,6 +278,57 @@ def retire_device(conn: psycopg.Connection, broker: BrokerAuth, device_id: str,
         conn.execute("UPDATE devices SET state = 'retired', retired_at = now(),"
                      " password_hash = NULL, password_salt = NULL WHERE id = %s", [device_id])
         broker.remove_devices([device_id])
+
+
+def replace_device(conn: psycopg.Connection, broker: BrokerAuth, old_id: str,
+                   new: Replacement, actor: str, iterations: int) -> DeviceCredentials:
+    """Swap a device for a new unit in one transaction: the new id takes the old one's kind,
+    building, floor, room, gateway and heartbeat and names it in `replaces` (the history
+    link); the old one is retired (hash dropped, broker account deleted, session kicked);
+    devices behind a replaced gateway move to the new one; a quarantine entry of the new
+    id (it was already talking) is claimed. Returns the new credentials, shown once.
+
+    The broker takes the new account and loses the old one just before COMMIT, as in
+    provision(): a refusal, or a COMMIT that is refused, takes the new account back off."""
+    password = new.password or new_password()
+    digest, salt = hash_password(password, iterations)
+    added = False
+    try:
+        with changes(conn, actor):
+            kind = _live_device(conn, old_id)
+            # One INSERT, so the history's row for the new unit names what it replaces.
+            conn.execute(
+                "INSERT INTO devices (id, kind, model, firmware, building_id, floor, location,"
+                " gateway_id, heartbeat_s, password_hash, password_salt, replaces)"
+                " SELECT %(new)s, kind, coalesce(nullif(%(model)s, ''), model),"
+                " coalesce(nullif(%(firmware)s, ''), firmware), building_id, floor, location,"
+                " gateway_id, heartbeat_s, %(digest)s, %(salt)s, id"
+                " FROM devices WHERE id = %(old)s",
+                {"new": new.id, "old": old_id, "model": new.model, "firmware": new.firmware,
+                 "digest": digest, "salt": salt})
+            if kind == "gateway":
+                conn.execute("UPDATE devices SET gateway_id = %s WHERE gateway_id = %s"
+                             " AND state <> 'retired'", [new.id, old_id])
+            conn.execute("UPDATE devices SET state = 'retired', retired_at = now(),"
+                         " password_hash = NULL, password_salt = NULL WHERE id = %s", [old_id])
+            conn.execute("UPDATE quarantine SET claimed_at = now(), claimed_by = %s"
+                         " WHERE device_id = %s AND claimed_at IS NULL", [actor, new.id])
+            creds = DeviceCredentials(new.id, kind, password)
+            broker.add_devices([creds])
+            added = True
+            broker.remove_devices([old_id])
+    except BaseException as exc:
+        if not added:
+            raise
+        if not isinstance(exc, psycopg.OperationalError):
+            # Rolled back for sure (the broker refused, or the database refused the COMMIT).
+            broker.remove_devices([new.id])
+            raise
+        raise Unconfirmed(
+            f"the database did not confirm the replacement of {old_id!r} by {new.id!r} "
+            f"({exc}); the new broker account was kept. Check with `firegrid broker "
+            "reconcile` before trying again") from exc
+    return creds
 
 
 def reconcile(conn: psycopg.Connection, accounts: set[str]) -> tuple[list[str], list[str]]:

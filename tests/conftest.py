@@ -58,9 +58,9 @@ PLAIN_ONLY = frozenset({
     "test_alert_inhibit", "test_alert_loop", "test_alert_restart", "test_alert_service",
     "test_api", "test_api_fuzz", "test_api_incidents", "test_api_permissions",
     "test_api_queries", "test_broker_auth", "test_cli_broker", "test_console_api",
-    "test_console_browser", "test_console_duty", "test_console_incident", "test_duty",
-    "test_field_people", "test_human_confirm", "test_import", "test_pages_once",
-    "test_rules_live", "test_side_by_side", "test_voice",
+    "test_console_browser", "test_console_duty", "test_console_field",
+    "test_console_incident", "test_duty", "test_field_people", "test_human_confirm",
+    "test_import", "test_pages_once", "test_rules_live", "test_side_by_side", "test_voice",
 })
 
 

@@ -153,6 +153,50 @@ def test_replace_is_retire_then_register(api, grid, db):
     assert states == {"SD-OLD": "retired", "SD-NEW": "provisioned"}
 
 
+def test_replace_moves_the_place_and_links_the_history_in_one_step(api, grid, db, settings):
+    tech = api.as_("field_technician")
+    tech.post("/v1/devices", json=detector("GW-OLD", "B1", kind="gateway", floor=1))
+    tech.post("/v1/devices", json={**detector("SD-OLD", "B1", floor=3, location="301"),
+                                   "model": "JTY-1", "gateway_id": "GW-OLD"})
+    db.execute("INSERT INTO quarantine (device_id, first_seen, last_seen, messages, last_topic)"
+               " VALUES ('SD-NEW', now(), now(), 3, 'fg/v1/SD-NEW/telemetry')")
+    r = tech.post("/v1/devices/SD-OLD/replace", json={"id": "SD-NEW"})
+    assert r.status_code == 201, r.text
+    creds = r.json()
+    assert (creds["username"], creds["kind"]) == ("SD-NEW", "smoke_detector")
+    assert r.headers["cache-control"] == "no-store"
+    new, old = _device_row(db, "SD-NEW"), _device_row(db, "SD-OLD")
+    assert (new["building_id"], new["floor"], new["location"], new["model"], new["gateway_id"],
+            new["replaces"], new["state"]) == ("B1", 3, "301", "JTY-1", "GW-OLD", "SD-OLD",
+                                                "provisioned")
+    assert verify_password(creds["password"], new["password_hash"], new["password_salt"],
+                           settings.broker_auth.hash_iterations)
+    assert (old["state"], old["password_hash"]) == ("retired", None)
+    answer = tech.get("/v1/devices/SD-NEW").json()
+    assert (answer["replaces"], answer["replaced_by"]) == ("SD-OLD", None)
+    assert tech.get("/v1/devices/SD-OLD").json()["replaced_by"] == "SD-NEW"
+    history = tech.get("/v1/devices/SD-NEW/history").json()["items"]
+    assert [(h["actor"], h["action"], h["new"]["replaces"]) for h in history] == [
+        (TECH, "insert", "SD-OLD")]
+    assert db.execute("SELECT claimed_by FROM quarantine WHERE device_id = 'SD-NEW'"
+                      ).fetchone() == (TECH,)
+
+    # A gateway's devices follow it to the new unit.
+    assert tech.post("/v1/devices/GW-OLD/replace",
+                     json={"id": "GW-NEW", "model": "GW-5G"}).status_code == 201
+    assert _device_row(db, "SD-NEW")["gateway_id"] == "GW-NEW"
+    assert _device_row(db, "GW-NEW")["model"] == "GW-5G"
+    # Refusals: a retired device, an unknown one, a new id already registered, a reserved id,
+    # and a duty officer.
+    assert tech.post("/v1/devices/SD-OLD/replace", json={"id": "SD-X"}).status_code == 409
+    assert tech.post("/v1/devices/NOPE/replace", json={"id": "SD-X"}).status_code == 404
+    taken = tech.post("/v1/devices/SD-NEW/replace", json={"id": "GW-NEW"})
+    assert taken.status_code == 409 and _device_row(db, "SD-NEW")["state"] == "provisioned"
+    assert _field(tech.post("/v1/devices/SD-NEW/replace", json={"id": "firegrid-1"}), "id")
+    assert api.as_("community_duty").post("/v1/devices/SD-NEW/replace",
+                                          json={"id": "SD-Y"}).status_code == 403
+
+
 def test_device_answers_liveness_open_tickets_and_history(api, grid, db):
     tech = api.as_("field_technician")
     tech.post("/v1/devices", json=detector())

@@ -79,6 +79,8 @@ function refusal(e) {
       : /only a resolved incident can be reopened/.test(msg) ? "e_reopen_open"
         : /reopen it first/.test(msg) ? "e_resolved"
           : /is already resolved/.test(msg) ? "e_already_resolved"
+            : /already (exists|registered)/.test(msg) ? "e_id_taken"
+              : /^device .* is retired/.test(msg) ? "e_device_retired"
             : TEXT.zh[`e_${e.status}`] ? `e_${e.status}` : e.status >= 500 ? "e_500" : null;
   return t("failed", { msg: key ? `${t(key)}（${msg}）` : msg });
 }

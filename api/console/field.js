@@ -1,6 +1,7 @@
 // The field team's screen (技术员 / field technicians and admins): find a device by typing
 // its id or scanning its code with the phone's camera, register it to a building, floor and
-// room, move it, retire it, and register an unknown id that is already talking (quarantine).
+// room, move it, replace it by a new unit, retire it, and register an unknown id that is
+// already talking (quarantine).
 // Everything goes through the ordinary /v1/devices and /v1/quarantine routes
 // (docs/api.md); a new device's MQTT password is shown once, as the API answers it.
 
@@ -13,6 +14,10 @@ let shown = null;       // the device on screen
 let scanning = null;    // the camera stream while scanning
 
 const fact = (label, value) => [el("dt", { text: t(label) }), el("dd", { text: value ?? "—" })];
+// Another device's id as a button that shows it (a replacement's link, both ways).
+const deviceFact = (label, id) => [el("dt", { text: t(label) }), el("dd", {},
+  el("button", { type: "button", class: "link", "data-find": id, text: id,
+                 onclick: () => find(id) }))];
 
 export function init(deps) {
   ({ api, refusal } = deps);
@@ -29,7 +34,7 @@ function reset() {
   shown = null;
   stopScan();
   for (const id of ["device-view", "register-form", "credentials"]) $(id).hidden = true;
-  $("find-error").textContent = "";
+  for (const id of ["find-error", "replace-result"]) $(id).textContent = "";
 }
 
 // --- finding ---------------------------------------------------------------------------------
@@ -69,10 +74,15 @@ function renderDevice() {
     fact("d_last_seen", d.last_seen ? clock(d.last_seen) : t("never")),
     fact("d_battery", d.battery_pct === null ? null : `${d.battery_pct}%`),
     fact("d_tickets", d.open_tickets.map((k) => t(`c_${k.condition}`)).join("、") || null),
+    d.replaces ? deviceFact("d_replaces", d.replaces) : [],
+    d.replaced_by ? deviceFact("d_replaced_by", d.replaced_by) : [],
   ].flat());
   $("device-view").dataset.state = d.state;
   const retired = d.state === "retired";
   $("move-form").hidden = retired;
+  $("replace-form").hidden = retired;
+  $("replace-id").value = "";
+  $("replace-model").value = "";
   $("retire").hidden = retired;
   $("retire").dataset.armed = "";
   $("retire").textContent = t("retire");
@@ -133,14 +143,39 @@ async function register(ev) {
       ? await api(`/v1/quarantine/${encodeURIComponent(id)}/claim`, { method: "POST", body })
       : await api("/v1/devices", { method: "POST", body: { id, ...body } });
     $("register-form").hidden = true;
-    $("cred-username").textContent = creds.username;
-    $("cred-password").textContent = creds.password;
-    $("credentials").hidden = false;
+    showCredentials(creds);
     shown = await api(`/v1/devices/${encodeURIComponent(id)}`);
     renderDevice();
     readQuarantine();
   } catch (e) {
     $("register-error").textContent = refusal(e);
+  }
+}
+
+function showCredentials(creds) {
+  $("cred-username").textContent = creds.username;
+  $("cred-password").textContent = creds.password;
+  $("credentials").hidden = false;
+}
+
+async function replaceWith(ev) {
+  // The new unit takes the old one's place in one step; its password is shown once.
+  ev.preventDefault();
+  const old = shown.id;
+  const body = { id: $("replace-id").value.trim(), model: $("replace-model").value.trim() };
+  try {
+    const creds = await api(`/v1/devices/${encodeURIComponent(old)}/replace`,
+                            { method: "POST", body });
+    shown = await api(`/v1/devices/${encodeURIComponent(creds.id)}`);
+    $("device-id").value = creds.id;
+    renderDevice();
+    showCredentials(creds);
+    $("replace-result").textContent = t("replaced", { id: creds.id, old });
+    $("replace-result").dataset.ok = "true";
+    $("credentials").scrollIntoView();     // the password, shown this once
+  } catch (e) {
+    $("replace-result").textContent = refusal(e);
+    $("replace-result").dataset.ok = "false";
   }
 }
 
@@ -192,4 +227,5 @@ $("find-form").addEventListener("submit", (ev) => {
 $("scan").addEventListener("click", scan);
 $("register-form").addEventListener("submit", register);
 $("move-form").addEventListener("submit", move);
+$("replace-form").addEventListener("submit", replaceWith);
 $("retire").addEventListener("click", retire);

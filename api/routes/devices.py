@@ -32,7 +32,7 @@ from api.schemas import (
 )
 from devices import queries, registry
 from devices.errors import NotFound
-from devices.models import DEVICE_KINDS, DEVICE_STATES, DevicePlacement
+from devices.models import DEVICE_KINDS, DEVICE_STATES, DevicePlacement, Replacement
 from devices.queries import Row
 
 router = APIRouter(prefix="/v1/devices", tags=["devices"])
@@ -103,6 +103,18 @@ def rotate_credentials(device_id: PathId, actor: Writer, conn: Conn, broker: Bro
 def retire(device_id: PathId, actor: Writer, conn: Conn, broker: Broker) -> Row:
     registry.retire_device(conn, broker, device_id, actor.history_name)
     return _device(conn, device_id)
+
+
+@router.post("/{device_id}/replace", status_code=201, response_model=Credentials,
+             summary="Replace a device by a new unit at its place; answers the new one's "
+                     "MQTT password once")
+def replace(device_id: PathId, body: Replacement, actor: Writer, conn: Conn, broker: Broker,
+            settings: AppSettings, response: Response) -> Credentials:
+    """The new unit takes the old one's kind, building, floor, room and gateway, and names
+    it in `replaces`; the old one is retired (its password deleted) in the same step."""
+    creds = registry.replace_device(conn, broker, device_id, body, actor.history_name,
+                                    settings.broker_auth.hash_iterations)
+    return shown_once(creds, response)
 
 
 @router.get("/{device_id}/history", response_model=Page[HistoryEntry],
