@@ -129,6 +129,8 @@ WRITES: dict[tuple[str, str], Op] = {
     ("post", "/v1/devices/{device_id}/state"): Op({"state": "maintenance"}, _device),
     ("post", "/v1/devices/{device_id}/rotate-credentials"): Op(None, _device),
     ("post", "/v1/devices/{device_id}/retire"): Op(None, _device),
+    ("post", "/v1/devices/{device_id}/replace"): Op({"id": "FRESH", "model": "NB-2",
+                                                     "firmware": "2.0"}, _device, fresh_id=True),
     ("put", "/v1/streets/{id}"): Op({"name": "Street"}, _fixed(id="S1")),
     ("put", "/v1/communities/{id}"): Op({"street_id": "S1", "name": "C"}, _fixed(id="C1")),
     ("put", "/v1/grids/{id}"): Op({"community_id": "C1", "name": "G", "households": 300},
