@@ -167,6 +167,31 @@ class Device(_DeviceBase):
     open_tickets: list[OpenTicket]
 
 
+class ReadingOut(BaseModel):
+    ts: datetime = Field(description="the device's own clock")
+    received_at: datetime
+    kind: str = Field(description="smoke or camera")
+    gateway_id: str | None
+    obscuration_db_m: float | None
+    temperature_c: float | None
+    battery_pct: int | None
+    battery_v: float | None
+    rsrp_dbm: int | None
+    sinr_db: float | None
+    heartbeat_s: int | None
+    stream_online: bool | None
+    recording: bool | None
+    storage_free_mb: int | None
+
+
+class EventOut(BaseModel):
+    ts: datetime = Field(description="the device's own clock")
+    received_at: datetime
+    type: str
+    gateway_id: str | None
+    attrs: dict[str, Any] = Field(description="the event's own fields (docs/protocol.md)")
+
+
 class HistoryEntry(BaseModel):
     at: datetime
     actor: str

@@ -98,6 +98,26 @@ def device_history(conn: psycopg.Connection, device_id: str, *, limit: int = 100
     return rows
 
 
+def device_readings(conn: psycopg.Connection, device_id: str, *, limit: int = 10,
+                    offset: int = 0) -> list[Row]:
+    """The device's status reports as ingest stored them, the newest (by its clock) first:
+    what a technician checks on site (is it reporting, its battery, its signal)."""
+    return _rows(conn, """
+        SELECT ts, received_at, kind, gateway_id, obscuration_db_m, temperature_c, battery_pct,
+               battery_v, rsrp_dbm, sinr_db, heartbeat_s, stream_online, recording,
+               storage_free_mb
+        FROM readings WHERE device_id = %s
+        ORDER BY ts DESC, seq DESC LIMIT %s OFFSET %s""", [device_id, limit, offset])
+
+
+def device_events(conn: psycopg.Connection, device_id: str, *, limit: int = 10,
+                  offset: int = 0) -> list[Row]:
+    """The device's events (alarms, faults, tamper, self tests, ...), the newest first."""
+    return _rows(conn, """
+        SELECT ts, received_at, type, gateway_id, attrs FROM events WHERE device_id = %s
+        ORDER BY ts DESC, seq DESC LIMIT %s OFFSET %s""", [device_id, limit, offset])
+
+
 # --- the grid hierarchy -------------------------------------------------------------------
 
 # table: (columns, the parent column a listing filters on)

@@ -213,7 +213,7 @@ function renderStatic() {
 
 function render() {
   renderStatic();
-  if (state.me) { renderWho(); renderList(); alarm.render(); duty.render(); }
+  if (state.me) { renderWho(); renderList(); alarm.render(); duty.render(); field.render(); }
   if (state.detail) renderDetail();
 }
 

@@ -5,7 +5,7 @@
 // Everything goes through the ordinary /v1/devices and /v1/quarantine routes
 // (docs/api.md); a new device's MQTT password is shown once, as the API answers it.
 
-import { t } from "./i18n.js";
+import { both, lang, t, TEXT } from "./i18n.js";
 import { $, clock, el } from "./ui.js";
 
 let api = null;         // console.js's fetch wrapper
@@ -22,6 +22,11 @@ const deviceFact = (label, id) => [el("dt", { text: t(label) }), el("dd", {},
 export function init(deps) {
   ({ api, refusal } = deps);
   $("scan").hidden = !("BarcodeDetector" in window && navigator.mediaDevices?.getUserMedia);
+}
+
+// The language changed: the device on screen in the new words.
+export function render() {
+  if (shown && !$("device-view").hidden) renderDevice();
 }
 
 export function open() {
@@ -73,12 +78,13 @@ function renderDevice() {
     fact("d_location", d.location || null),
     fact("d_last_seen", d.last_seen ? clock(d.last_seen) : t("never")),
     fact("d_battery", d.battery_pct === null ? null : `${d.battery_pct}%`),
-    fact("d_tickets", d.open_tickets.map((k) => t(`c_${k.condition}`)).join("、") || null),
     d.replaces ? deviceFact("d_replaces", d.replaces) : [],
     d.replaced_by ? deviceFact("d_replaced_by", d.replaced_by) : [],
   ].flat());
   $("device-view").dataset.state = d.state;
   const retired = d.state === "retired";
+  renderTickets(d.open_tickets);
+  readRecent(d.id);
   $("move-form").hidden = retired;
   $("replace-form").hidden = retired;
   $("replace-id").value = "";
@@ -90,6 +96,64 @@ function renderDevice() {
   $("move-floor").value = d.floor ?? "";
   $("move-location").value = d.location;
   $("move-error").textContent = "";
+}
+
+// --- what the device has been saying: open tickets, last readings and events -----------------
+
+const RECENT = 5;
+const none = (key) => [el("li", { class: "muted", text: t(key) })];
+
+// Readings can be days old (a detector reports hourly, or went silent): the date too.
+const stamp = (iso) => new Date(iso).toLocaleString(lang === "zh" ? "zh-CN" : "en-GB",
+  { month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit" });
+
+function renderTickets(tickets) {
+  $("device-tickets").replaceChildren(...(tickets.length ? tickets.map((k) =>
+    el("li", { "data-condition": k.condition }, el("time", { text: stamp(k.opened_at) }),
+       ` ${t(`c_${k.condition}`)}`, k.detail ? ` · ${k.detail}` : ""))
+    : none("no_tickets")));
+}
+
+// One status report as a line: the values a technician checks on site.
+function readingText(r) {
+  const parts = r.kind === "camera" ? [
+    t(r.stream_online ? "r_stream_on" : "r_stream_off"),
+    t(r.recording ? "r_recording" : "r_not_recording"),
+    t("r_storage", { n: r.storage_free_mb }),
+  ] : [
+    t("r_smoke", { n: r.obscuration_db_m }),
+    t("r_battery", { n: r.battery_pct, v: r.battery_v }),
+    t("r_signal", { n: r.rsrp_dbm }),
+  ];
+  if (r.temperature_c !== null) parts.splice(1, 0, t("r_temp", { n: r.temperature_c.toFixed(1) }));
+  return parts.join(" · ");
+}
+
+function eventText(e) {
+  const a = e.attrs || {};
+  const detail = a.code ?? (a.state ? t(`tp_${a.state}`) : a.result ? t(`res_${a.result}`)
+    : null) ?? (a.battery_pct !== undefined
+    ? `${a.battery_pct}%` : a.confidence !== undefined ? `${Math.round(a.confidence * 100)}%`
+      : a.duration_s !== undefined ? `${a.duration_s} s` : a.active !== undefined
+        ? t(a.active ? "ev_started" : "ev_ended") : null);
+  const word = TEXT.zh[`ev_${e.type}`] ? both(`ev_${e.type}`) : e.type;
+  return detail === null ? word : `${word} · ${detail}`;
+}
+
+async function readRecent(id) {
+  // Two small reads; the facts above are already shown, and stay if these fail.
+  const path = `/v1/devices/${encodeURIComponent(id)}`;
+  try {
+    const [readings, events] = await Promise.all([
+      api(`${path}/readings?limit=${RECENT}`), api(`${path}/events?limit=${RECENT}`)]);
+    if (shown?.id !== id) return;
+    $("device-readings").replaceChildren(...(readings.items.length ? readings.items.map((r) =>
+      el("li", { "data-reading": r.ts }, el("time", { text: stamp(r.ts) }),
+         ` ${readingText(r)}`)) : none("no_readings")));
+    $("device-events").replaceChildren(...(events.items.length ? events.items.map((e) =>
+      el("li", { "data-event": e.type }, el("time", { text: stamp(e.ts) }),
+         ` ${eventText(e)}`)) : none("no_events")));
+  } catch { /* the rest of the screen works without them */ }
 }
 
 // --- scanning a code with the camera ---------------------------------------------------------

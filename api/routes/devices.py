@@ -19,6 +19,7 @@ from api.schemas import (
     Device,
     DeviceBody,
     DeviceSummary,
+    EventOut,
     HistoryEntry,
     Limit,
     Offset,
@@ -26,6 +27,7 @@ from api.schemas import (
     Paged,
     PathId,
     QueryId,
+    ReadingOut,
     StateChange,
     page,
     shown_once,
@@ -115,6 +117,24 @@ def replace(device_id: PathId, body: Replacement, actor: Writer, conn: Conn, bro
     creds = registry.replace_device(conn, broker, device_id, body, actor.history_name,
                                     settings.broker_auth.hash_iterations)
     return shown_once(creds, response)
+
+
+@router.get("/{device_id}/readings", response_model=Page[ReadingOut],
+            summary="The device's latest status reports, newest first")
+def readings(device_id: PathId, _: Reader, conn: Conn, limit: Limit = 10,
+             offset: Offset = 0) -> Paged[Row]:
+    _device(conn, device_id)
+    rows = queries.device_readings(conn, device_id, limit=limit + 1, offset=offset)
+    return page(rows, limit, offset)
+
+
+@router.get("/{device_id}/events", response_model=Page[EventOut],
+            summary="The device's latest events (alarms, faults, tamper, ...), newest first")
+def events(device_id: PathId, _: Reader, conn: Conn, limit: Limit = 10,
+           offset: Offset = 0) -> Paged[Row]:
+    _device(conn, device_id)
+    rows = queries.device_events(conn, device_id, limit=limit + 1, offset=offset)
+    return page(rows, limit, offset)
 
 
 @router.get("/{device_id}/history", response_model=Page[HistoryEntry],
