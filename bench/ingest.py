@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """firegrid ingest benchmark: ingest against count-only MQTT clients, in interleaved rounds.
 
-    .venv/bin/python bench/ingest.py [--messages N] [--rounds R]   (default 300,000 x 2)
+    .venv/bin/python bench/ingest.py [--messages N] [--rounds R]   (default 300,000, 4)
 
 Starts a private, durable PostgreSQL (fsync on) through bench/harness.services() and, for
 every row, a fresh private Mosquitto with the shipped deploy/mosquitto/conf.d, on 127.0.0.1
@@ -32,10 +32,12 @@ then the subscriber starts:
 
 The rows run in interleaved rounds, A B C D / D C B A / A B C D ..., each round's ratios from
 its own rows, so that a change in the machine's load between rows hits every row alike
-instead of one ratio. Beside each row: the 1-minute load average at its end, the cores that
-everything else on the machine used meanwhile, the CPU per message of the client (ingest's
-process, or the subscriber), the broker and PostgreSQL, and the box's limit: the cores over
-the sum of those three, the rate the machine would allow if nothing else ran.
+instead of one ratio; an untimed ingest drain (--warmup) comes first. Beside each row: the
+1-minute load average at its end, the cores that everything else on the machine used
+meanwhile, the CPU per message of the client (ingest's process, or the subscriber), the
+broker and PostgreSQL, and the box's limit: the cores over the sum of those three, the rate
+the machine would allow if nothing else ran. The verdict on issue 18's goal (one ingest
+process >= 1.5x paho) takes the median of the rounds' ratios and prints every round's.
 
 --memory-check runs only the ingest row, once, with a gateway batch of ~64 KiB as every K-th
 message (--gateway-every, 100 unless given), and reports its peak RSS and the window's peak
@@ -901,6 +903,8 @@ def main(argv: list[str]) -> int:
     if args.py_spy:
         import shutil
         args.py_spy_bin = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(args.py_spy_bin).exists():
+            p.error("--py-spy: no py-spy here (.venv/bin/pip install py-spy)")
     n = args.messages
     started = time.monotonic()
     ticks0 = cpu_ticks()
