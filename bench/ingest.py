@@ -549,6 +549,7 @@ class Bench:
             raise RuntimeError(f"{mode} failed (exit {proc.returncode}); see {log}")
         cpu["client"] = r.pop("client_cpu_s")
         r.update(cpu_s=cpu, others=(busy - sum(cpu.values())) / window,
+                 client_cores=cpu["client"] / window,
                  rate=r["count"] / r["seconds"] if r["seconds"] else 0.0,
                  publish_rate=n / pub["seconds"], messages=n)
         if row.kind == "naive":
@@ -652,7 +653,8 @@ class Bench:
             child.stop(signal.SIGTERM)
             if spy_proc is not None:
                 spy_proc.wait(60)
-        r.update(cpu_s=cpu, others=(busy - sum(cpu.values())) / window, stored=stored,
+        r.update(cpu_s=cpu, others=(busy - sum(cpu.values())) / window,
+                 client_cores=cpu["client"] / window, stored=stored,
                  count=min(stored, rows), window_peak=peak, window_peak_bytes=peak_bytes,
                  window_waits=waits, reconnects=child.log.read_text(errors="replace").count(
                      "lost broker connection"))
@@ -1004,7 +1006,8 @@ def report(args, table: dict[str, Row], keys: list[str], results: list[dict],
         r["limit"] = ncpu / total_us * 1e6 if total_us else 0.0
     add("")
     head = (f"{'round':>5}  {'row':<36} {'msg/s':>9} {'seconds':>8} {'load1':>6} {'others':>6}"
-            f"  {'CPU us/msg: client':>18} {'broker':>6} {'pg':>6}  {'limit':>9}  check")
+            f"  {'CPU us/msg: client':>18} {'broker':>6} {'pg':>6}  {'limit':>9} "
+            f"{'client cores':>12}  check")
     add(head)
     add("-" * len(head))
     for r in results:
@@ -1016,14 +1019,17 @@ def report(args, table: dict[str, Row], keys: list[str], results: list[dict],
         add(f"{r['round']:>5}  {row.label:<36} {fmt_rate(r['rate']):>9} {r['seconds']:>8.2f} "
             f"{r['load1']:>6.2f} {r['others']:>6.2f}  {us.get('client', 0):>18.1f} "
             f"{us.get('broker', 0):>6.1f} {us.get('postgres', 0):>6.1f}  "
-            f"{fmt_rate(r['limit']):>9}  {check}" + (f"  {r['note']}" if r.get("note") else ""))
+            f"{fmt_rate(r['limit']):>9} {r['client_cores']:>12.2f}  {check}"
+            + (f"  {r['note']}" if r.get("note") else ""))
     lines.extend(textwrap.wrap(
         "(msg/s: firegrid from the first row's received_at to the last reading stored, the "
         "others from CONNACK to the last message counted; load1: the 1-minute load average at "
         "the row's end; others: cores busy with anything but the row's client, broker and "
         f"PostgreSQL meanwhile; client: the ingest process(es) or the subscriber; limit: {ncpu}"
         " cores / (client + broker + pg CPU per message), the rate this box allows if "
-        "nothing else ran)", len(head)))
+        "nothing else ran; client cores: the client's CPU over the row's time, 1.00 = a whole "
+        "core; under 1 it waited, on its own pipeline or for a core the others held)",
+        len(head)))
 
     # Ratios from rows of the same round.
     by_round: dict[int, dict[str, dict]] = {}
@@ -1095,7 +1101,7 @@ def report(args, table: dict[str, Row], keys: list[str], results: list[dict],
                 f"{'PASS' if mid >= GOAL_VS_PAHO else 'FAIL'}")
             cpu_ratio = (summary["paho"]["us"]["client"] / summary["ingest"]["us"]["client"]
                          if summary["ingest"]["us"]["client"] else 0.0)
-            add(f"    the same by CPU per message, steadier under load: paho's "
+            add(f"    by client CPU per message (medians over the rounds): paho's "
                 f"{summary['paho']['us']['client']:.1f} us / ingest's "
                 f"{summary['ingest']['us']['client']:.1f} us = {cpu_ratio:.2f}x")
         if fg:
