@@ -38,7 +38,7 @@ import psycopg
 from prometheus_client import start_http_server
 from psycopg.rows import TupleRow
 
-from alerts import dispatch, handover, ladder, metrics, ruleset, store
+from alerts import dispatch, handover, heartbeat, ladder, metrics, ruleset, store
 from alerts.channels import build_channels
 from alerts.publisher import PagePublisher
 from alerts.rules import Candidate, Policy, RuleEngine, load_policy
@@ -102,6 +102,9 @@ class AlertService:
         # The channels a page may be written for: MQTT always, the rest when configured.
         self.channel_names = frozenset(self.channels)
         self._threads: list[threading.Thread] = []
+        # The console's sign that something escalates (alerts/heartbeat.py).
+        self.instance = heartbeat.instance_name(cfg.client_id)
+        self.started_at = datetime.now(UTC)
 
     def stop(self) -> None:
         """Ask run() to return. Safe from signal handlers and other threads."""
@@ -139,6 +142,7 @@ class AlertService:
             for thread in self._threads:
                 thread.join(timeout=15)
             self.publisher.stop()
+            self._beat_stopped()
             log.info("alert core stopped")
 
     # --- the evaluator: messages -> alerts -> incidents -> first pages --------------------
@@ -233,9 +237,11 @@ class AlertService:
         while not self.stopping.is_set():
             now = datetime.now(UTC)
             if time.monotonic() >= handover_at:
-                # A shift changed under an open incident: page the incoming people.
-                handover_at = time.monotonic() + _HANDOVER_EVERY_S
+                # A shift changed under an open incident: page the incoming people. And the
+                # heartbeat, from the loop whose timers the console counts down.
+                handover_at = time.monotonic() + min(_HANDOVER_EVERY_S, heartbeat.BEAT_S)
                 with conn.transaction():
+                    heartbeat.beat(conn, self.instance, self.started_at)
                     if handover.hand_over(conn, now, self.policy, self.channel_names):
                         self._dispatch.set()
             with conn.transaction():
@@ -327,6 +333,15 @@ class AlertService:
             log.info("rules version %s in force", version if version else "(the file)")
 
     # --- plumbing ----------------------------------------------------------------------
+
+    def _beat_stopped(self) -> None:
+        # Best effort: a core that cannot say so goes stale after heartbeat.STALE_S anyway.
+        try:
+            with connect(self._settings.database, autocommit=True) as conn:
+                heartbeat.stopped(conn, self.instance)
+        except (psycopg.Error, UnavailableError) as exc:
+            log.warning("could not clear the heartbeat (%s): it goes stale by itself",
+                        _first_line(exc))
 
     def _loop(self, name: str, body: Callable[[psycopg.Connection[TupleRow]], None], *,
               autocommit: bool = False) -> None:

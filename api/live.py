@@ -4,7 +4,8 @@ connected console, each receiving only the incidents in its area.
     hub = Hub(url, pool, connect_timeout_s)
     sub = hub.subscribe(scope)          # in the event loop; starts the listener once
     event = await sub.queue.get()       # ("incident", Update) | ("page", PageUpdate)
-                                        # | ("resync", None) | ("status", {"live": bool})
+                                        # | ("resync", None)
+                                        # | ("status", {"live": bool, "core": bool | None})
     hub.unsubscribe(sub); hub.close()
 
 The migration 0007_console.sql NOTIFYs 'firegrid_console' with incident ids (comma-separated,
@@ -21,6 +22,10 @@ worker it is for. A page goes out again with every later change of its incident:
 console shows and sounds it once per page_id (docs/alerts.md#the-mqtt-push), as the app
 does with the broker's redeliveries.
 
+Whether an alert core runs (alerts/heartbeat.py) is read on the same connection every
+CORE_CHECK_S; a change goes to every console as "status", with "live". Without a core
+nothing escalates, and a console must not count down to a rung that will never fire.
+
 Notifications sent while the listener is not connected are lost (PostgreSQL keeps them
 only for listening sessions), so every (re)connection sends "resync": consoles read the
 list again. So does a subscriber whose queue overflowed (a stalled browser).
@@ -32,6 +37,7 @@ import asyncio
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +46,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from alerts import queries
+from alerts import heartbeat, queries
 from alerts.queries import Scope
 
 log = logging.getLogger(__name__)
@@ -50,6 +56,7 @@ QUEUE_MAX = 256           # events waiting for one slow console before it must r
 WAIT_S = 1.0              # how often the listener looks at its stop flag
 BURST_S = 0.05            # after a notification, gather others this long: one query per burst
 RECONNECT_MIN_S, RECONNECT_MAX_S = 0.5, 10.0
+CORE_CHECK_S = 2.0        # how often the listener reads the alert core's heartbeat
 
 Event = tuple[str, Any]
 
@@ -144,6 +151,7 @@ class Hub:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.live = False          # the listener is connected and listening
+        self.core: bool | None = None   # an alert core beats; None: not read yet
 
     # --- in the event loop -------------------------------------------------------------------
 
@@ -194,7 +202,13 @@ class Hub:
     def _set_live(self, live: bool) -> None:
         if live != self.live:
             self.live = live
-            self._send(event=("status", {"live": live}))
+            self._send(event=("status", {"live": live, "core": self.core}))
+
+    def _check_core(self, conn: psycopg.Connection[Any]) -> None:
+        core = heartbeat.status(conn).alive
+        if core != self.core:
+            self.core = core
+            self._send(event=("status", {"live": self.live, "core": core}))
 
     def _run(self) -> None:
         delay = RECONNECT_MIN_S
@@ -203,15 +217,20 @@ class Hub:
                 with psycopg.connect(self._url, autocommit=True,
                                      connect_timeout=self._timeout) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    self._check_core(conn)
                     self._set_live(True)
                     # Whatever changed before this LISTEN was not heard.
                     self._send(event=("resync", None))
                     delay = RECONNECT_MIN_S
+                    checked = time.monotonic()
                     while not self._stop.is_set():
                         ids = {n.payload for n in conn.notifies(timeout=WAIT_S, stop_after=1)}
                         if ids:
                             ids |= {n.payload for n in conn.notifies(timeout=BURST_S)}
                             self._publish(ids)
+                        if time.monotonic() - checked >= CORE_CHECK_S:
+                            self._check_core(conn)
+                            checked = time.monotonic()
             except psycopg.Error as exc:  # the database restarted, or refused the read
                 log.warning("console listener: %s; reconnecting in %.1f s", exc, delay)
             self._set_live(False)

@@ -2,7 +2,9 @@
 with the fixtures of tests/test_console_browser.py: a camera's snapshot and clip, published
 on the real broker, stored by the real ingest and linked from the incident the real alert
 core opened; a camera whose link is not a web address is a dead letter, and raises nothing.
-The building's contact, set through the API, is a call button on its incidents.
+The building's contact, set through the API, is a call button on its incidents. With no
+alert core running (stopped, or killed and its heartbeat stale), the console says 告警服务未运行
+instead of 实时 and a countdown.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import json
 import httpx
 from playwright.sync_api import expect
 
+from alerts import heartbeat
 from api.auth import create_token
 from simulators import messages as m
+from tests.alert_live import send_alarm
 from tests.helpers import ThreadedIngest, wait_for_count
 from tests.test_console_browser import (
     DESK,
@@ -130,3 +134,53 @@ def test_the_building_contact_set_through_the_api_is_a_call_button(db, make_sett
     assert db.execute("SELECT actor, new->>'contact_phone' FROM registry_history"
                       " WHERE entity = 'buildings' AND entity_id = 'B1' AND action = 'update'"
                       ).fetchall() == [("api:admin-desk", "+86 138 0000 0457")]
+
+
+def test_with_no_alert_core_running_the_console_says_so_instead_of_counting_down(
+        db, make_settings, uid, tmp_path):
+    rules = tmp_path / "rules.toml"
+    rules.write_text(STEADY)
+    roles = {"gw1": "grid_worker", "cd1": "community_duty"}
+    with duty_console(db, make_settings, uid, roles, rules) as c:
+        admin = {"Authorization": f"Bearer {create_token(db, 'admin-desk', 'admin', None)}"}
+
+        def core() -> dict:
+            return httpx.get(f"{c.url}/v1/console/alert-core", headers=admin).json()
+
+        officer = c.open(DESK, "cd1")
+        live = officer.locator("#live")
+        expect(live).to_have_attribute("data-service", "up")
+        expect(live).to_have_text("实时")
+        assert (core()["running"], core()["instances"]) == (True, 1)
+        send_alarm(c.publisher, c.settings, "SD-1")
+        timer = cards(officer).first.locator(".escalation .timer")
+        expect(timer).to_have_attribute("data-countdown", "running")
+        expect(timer).to_contain_text("后升级")
+
+        # The alert core stops (deploy, crash-loop, someone's Ctrl-C): nothing escalates.
+        assert c.alert_core is not None
+        c.alert_core.stop()
+        assert db.execute("SELECT count(*) FROM alert_core_beats").fetchone() == (0,)
+        expect(live).to_have_attribute("data-core", "down")
+        expect(live).to_have_text("告警服务未运行")
+        expect(timer).to_have_attribute("data-countdown", "nocore")
+        expect(timer).to_contain_text("告警服务未运行：不会自动升级")
+        expect(cards(officer).first).not_to_contain_text("后升级")
+        assert core()["running"] is False
+        shoot(officer, "officer-no-core")
+        officer.click("#lang")
+        expect(live).to_have_text("Alert core not running")
+        officer.click("#lang")
+
+        # One killed with kill -9 leaves its row: running while its beat is fresh, not
+        # running once it is older than heartbeat.STALE_S.
+        db.execute("INSERT INTO alert_core_beats (instance, started_at, beat_at)"
+                   " VALUES ('killed@host:1', now(), now())")
+        expect(live).to_have_text("实时")
+        expect(timer).to_have_attribute("data-countdown", "running")
+        db.execute("UPDATE alert_core_beats SET beat_at = now() - make_interval(secs => %s)",
+                   [heartbeat.STALE_S + 1])
+        expect(live).to_have_text("告警服务未运行")
+        assert core() == {"running": False, "instances": 0, "stale_after_s": heartbeat.STALE_S,
+                          "last_beat_at": core()["last_beat_at"]}
+        stayed(officer)

@@ -217,15 +217,19 @@ function render() {
   if (state.detail) renderDetail();
 }
 
-function setLive(mode) {
+function setLive(mode, core) {
   const live = $("live");
   live.dataset.live = mode;
+  // Whether an alert core runs (its heartbeat, read by the server): up, down, or not known
+  // yet (an older server, or nothing read): then the screen does not claim it is down.
+  if (core !== undefined) live.dataset.service = core === null ? "unknown" : core ? "up" : "down";
   renderLive();
   redrawTimers();
 }
 
-// "实时" only while it is true: the feed is connected, and no rung is overdue (an overdue
-// rung means no alert core is escalating, so the screen is not following the alarm).
+// "实时" only while it is true: the feed is connected, an alert core beats, and no rung is
+// overdue (an overdue rung means no alert core is escalating, so the screen is not
+// following the alarm, even if one beats).
 function stalled() {
   const late = now() - OVERDUE_S * 1000;
   return [...state.incidents.values()].some((i) =>
@@ -235,10 +239,11 @@ function stalled() {
 function renderLive() {
   const live = $("live");
   const mode = live.dataset.live;
-  const core = mode === "on" && state.me && stalled() ? "stalled" : "ok";
+  const core = mode !== "on" ? "ok" : live.dataset.service === "down" ? "down"
+    : state.me && stalled() ? "stalled" : "ok";
   live.dataset.core = core;
-  live.textContent = t(core === "stalled" ? "core_stalled" : mode === "on" ? "live_on"
-    : mode === "off" ? "live_off" : "connecting");
+  live.textContent = t(core === "down" ? "core_down" : core === "stalled" ? "core_stalled"
+    : mode === "on" ? "live_on" : mode === "off" ? "live_off" : "connecting");
 }
 
 setInterval(renderLive, 1000);
@@ -360,11 +365,14 @@ function startEvents() {
   source.addEventListener("hello", (ev) => {
     const hello = JSON.parse(ev.data);
     setSkew(hello.now);
-    setLive(hello.live ? "on" : "off");
+    setLive(hello.live ? "on" : "off", hello.core);
     readLists().catch(() => {});
   });
   source.addEventListener("resync", () => readLists().catch(() => {}));
-  source.addEventListener("status", (ev) => setLive(JSON.parse(ev.data).live ? "on" : "off"));
+  source.addEventListener("status", (ev) => {
+    const status = JSON.parse(ev.data);
+    setLive(status.live ? "on" : "off", status.core);
+  });
   source.addEventListener("incident", (ev) => onIncident(JSON.parse(ev.data)));
   source.addEventListener("page", (ev) => alarm.page(JSON.parse(ev.data), waiting));
   source.addEventListener("error", () => {

@@ -47,6 +47,8 @@ export function timer(kind, iso, label = null) {
 // means no alert core is escalating (stopped, or cut off from the database).
 export const OVERDUE_S = 15;
 export const liveNow = () => document.getElementById("live")?.dataset.live === "on";
+// The server reads the alert core's heartbeat: "down" means nothing escalates at all.
+const coreDown = () => document.getElementById("live")?.dataset.service === "down";
 
 function drawTimer(node) {
   if (node.dataset.from) {
@@ -54,11 +56,13 @@ function drawTimer(node) {
     node.textContent = t(node.dataset.label || "ago", { t: span(s) });
   } else if (node.dataset.to) {
     // A countdown is shown only while it means something: not while this page is cut off
-    // from the server, nor once the rung is overdue (nothing escalates: say so).
+    // from the server, nor with no alert core running, nor once the rung is overdue
+    // (nothing escalates: say so).
     const left = (Date.parse(node.dataset.to) - now()) / 1000;
-    const state = !liveNow() ? "unknown" : left < -OVERDUE_S ? "overdue" : "running";
+    const state = !liveNow() ? "unknown" : coreDown() ? "nocore"
+      : left < -OVERDUE_S ? "overdue" : "running";
     node.dataset.countdown = state;
-    node.textContent = state === "unknown" ? t("no_timer")
+    node.textContent = state === "unknown" ? t("no_timer") : state === "nocore" ? t("no_core")
       : state === "overdue" ? t("overdue", { t: span(-left) })
         : t("next_rung", { t: span(left) });
   }

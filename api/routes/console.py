@@ -4,6 +4,7 @@
     POST /v1/console/logout    ends the session, clears the cookie
     GET  /v1/console/me        who you are, your area, whether you may act
     GET  /v1/console/pages     your pages (the MQTT push's page_id) of open incidents
+    GET  /v1/console/alert-core   whether an alert core runs (alerts/heartbeat.py)
     GET  /v1/console/incidents/{id}/people   where to go, whom to call (on duty for the
                                building now), who was paged and who answered
     GET  /v1/incidents/events  server-sent events: incidents of your area as they change,
@@ -40,7 +41,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import Scope as AsgiScope
 
-from alerts import loop, queries
+from alerts import heartbeat, loop, queries
 from alerts.errors import NotFound
 from alerts.queries import Scope
 from api import sessions
@@ -369,6 +370,26 @@ def people(incident_id: RowId, actor: Annotated[Actor, allow("incidents:read")],
             "answered": answered}
 
 
+# --- the alert core ---------------------------------------------------------------------
+
+class AlertCore(BaseModel):
+    running: bool = Field(description="an alert core beat within stale_after_s: incidents "
+                                      "escalate; false: nothing escalates, nobody is paged")
+    instances: int = Field(description="alert cores beating now")
+    last_beat_at: datetime | None = Field(description="the latest beat, even a stale one")
+    stale_after_s: float
+
+
+@router.get("/v1/console/alert-core", response_model=AlertCore,
+            summary="Whether an alert core is running (escalating and paging)")
+def alert_core(_: Annotated[Actor, allow("incidents:read")], conn: Conn) -> dict[str, Any]:
+    """What the console's badge says (告警服务未运行 when not); the live feed sends the same
+    as `core` in its `hello` and `status` events."""
+    found = heartbeat.status(conn)
+    return {"running": found.alive, "instances": found.running,
+            "last_beat_at": found.last_beat_at, "stale_after_s": heartbeat.STALE_S}
+
+
 # --- live events --------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -400,7 +421,8 @@ Watcher = Annotated[_Watch, Security(_watcher, scopes=list(PERMISSIONS["incident
                 "resolved), `page` (a page to you, after its incident: show and sound it "
                 "once per page_id; it is sent again with later changes), `resync` (changes "
                 "may have been missed: read the list again), "
-                "`status` (`{\"live\": false}` while the database is out of reach). Comments "
+                "`status` (`{\"live\": false}` while the database is out of reach; `core`: "
+                "whether an alert core runs, also in `hello`). Comments "
                 "every 15 s keep proxies from closing the connection; the stream ends after "
                 f"{STREAM_MAX_S:.0f} s and EventSource reconnects.")
 async def events(request: Request, watch: Watcher) -> AsyncIterator[ServerSentEvent]:
@@ -408,7 +430,8 @@ async def events(request: Request, watch: Watcher) -> AsyncIterator[ServerSentEv
     sub = hub.subscribe(watch.scope, watch.actor.worker_id)
     try:
         yield ServerSentEvent(event="hello", retry=RETRY_MS,
-                              data={"now": datetime.now(UTC), "live": hub.live})
+                              data={"now": datetime.now(UTC), "live": hub.live,
+                                    "core": hub.core})
         deadline = asyncio.get_running_loop().time() + STREAM_MAX_S
         while True:
             left = deadline - asyncio.get_running_loop().time()
