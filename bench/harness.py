@@ -79,14 +79,16 @@ def pct(values: list[float], p: float) -> float:
 
 class Child:
     """A firegrid command as a child process in its own session (a Ctrl-C reaches only
-    the benchmark, which stops the children), stopped when `stack` closes."""
+    the benchmark, which stops the children), stopped when `stack` closes. `tree`: the
+    checkout whose code runs (another commit's worktree, for a before/after comparison)."""
 
     def __init__(self, name: str, args: list[str], env: dict, logdir: Path,
-                 stack: ExitStack) -> None:
+                 stack: ExitStack, tree: Path = REPO) -> None:
         self.name, self.log = name, logdir / f"{name}.log"
         with open(self.log, "ab") as log:
+            # `-m` puts the working directory first on sys.path: the tree's packages.
             self.proc = subprocess.Popen([sys.executable, "-m", "firegrid.cli", *args], env=env,
-                                         stdout=log, stderr=log, cwd=REPO,
+                                         stdout=log, stderr=log, cwd=tree,
                                          start_new_session=True)
         # The simulator ends its run on SIGINT; the services on SIGTERM.
         stack.callback(self.stop, signal.SIGINT if name == "simulate" else signal.SIGTERM)

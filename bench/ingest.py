@@ -28,7 +28,9 @@ then the subscriber starts:
                codec, one big recv buffer, one sendall of PUBACKs per recv. The ceiling of a
                Python client on that codec, and near the broker's.
     (--rows adds: raw, the same subscriber parsing inline in Python; paho5, paho on MQTT 5;
-     naive, paho + json.loads + one INSERT and COMMIT per message, on --naive-messages.)
+     naive, paho + json.loads + one INSERT and COMMIT per message, on --naive-messages.
+     --tree DIR adds tree: `firegrid ingest` from another checkout, e.g. the commit before a
+     change, in the same rounds: before and after side by side.)
 
 The rows run in interleaved rounds, A B C D / D C B A / A B C D ..., each round's ratios from
 its own rows, so that a change in the machine's load between rows hits every row alike
@@ -386,14 +388,16 @@ class Row(NamedTuple):
     protocol: str = "5"     # the baselines' MQTT version
     codec: str = ""         # drain: raw or mqtt5
     workers: int = 1        # ingest: --workers
+    tree: str = ""          # ingest: another checkout's code (--tree), else this one's
 
     @property
     def firegrid(self) -> bool:
         return self.kind == "ingest"
 
 
-def row_table(workers: int) -> dict[str, Row]:
+def row_table(workers: int, tree: str = "", tree_label: str = "") -> dict[str, Row]:
     return {r.key: r for r in (
+        Row("tree", f"firegrid ingest at {tree_label}, 1 process", "ingest", tree=tree),
         Row("ingest", "firegrid ingest, 1 process", "ingest"),
         Row("workers", f"firegrid ingest --workers {workers}", "ingest", workers=workers),
         Row("paho", "paho-mqtt count-only, MQTT 3.1.1", "paho", protocol="3.1.1"),
@@ -407,7 +411,8 @@ def row_table(workers: int) -> dict[str, Row]:
 DEFAULT_ROWS = "ingest,workers,paho,mqtt5"
 # The ratios printed per round: (numerator, denominator) where both rows ran.
 RATIOS = [("ingest", "paho"), ("workers", "paho"), ("ingest", "mqtt5"), ("workers", "ingest"),
-          ("ingest", "raw"), ("ingest", "paho5"), ("ingest", "naive")]
+          ("ingest", "tree"), ("tree", "paho"), ("ingest", "raw"), ("ingest", "paho5"),
+          ("ingest", "naive")]
 
 
 def round_order(keys: list[str], rnd: int) -> list[str]:
@@ -428,6 +433,7 @@ class Bench:
         self.sql("CREATE TABLE IF NOT EXISTS naive_readings (LIKE readings INCLUDING ALL)")
         # What ingest will run with: the shipped settings, but for the options given.
         self.mqtt = MqttSettings(**({"protocol": args.protocol} if args.protocol else {}))
+        self.tree_settings: dict[str, tuple[str, int]] = {}
         self.phase = 0
 
     def sql(self, query: str, params=None, *, fetch: bool = False):
@@ -581,11 +587,12 @@ class Bench:
         reaches what was published; then the readings are checked by query."""
         fleet = Fleet(1, gateway_every, n)  # for the gateway batches; devices do not matter
         rows = fleet.expected_rows(n)
-        client_id = self.sessions(mq, row.workers)
+        client_id = self.sessions(mq, row.workers, row.tree)
         self.reset_tables()
         pub = self.publish(mq, n, gateway_every)
         r = self.ingest(mq, client_id, row.workers, rows, self.drain_timeout(rows, "ingest"),
-                        spy=bool(self.args.py_spy) and row.key == "ingest" and rnd == 1)
+                        spy=bool(self.args.py_spy) and row.key == "ingest" and rnd == 1,
+                        tree=row.tree)
         r.update(self.verify(n, fleet), messages=n, publish_rate=n / pub["seconds"])
         stored = r["stored"]
         r["seconds"] = r["done_wall"] - r["first_received"] if r["rows"] else 0.0
@@ -601,17 +608,34 @@ class Bench:
                             "limit": g.limit, "rows": rows}
         return r
 
-    def sessions(self, mq, workers: int) -> str:
+    def sessions(self, mq, workers: int, tree: str) -> str:
         """Every ingest process's persistent session, as `firegrid ingest [--workers W]`
-        names them; returns the client id to configure."""
+        names them and on the protocol it will speak; returns the client id to configure."""
         client_id = f"bench-{self.tag}"
         ids = [client_id] if workers == 1 else [f"{client_id}-{i}" for i in range(workers)]
+        protocol, expiry = self.session_settings(tree)
         for cid in ids:
-            self.prepare(mq, cid, _version(self.mqtt.protocol), self.mqtt.session_expiry_s)
+            self.prepare(mq, cid, _version(protocol), expiry)
         return client_id
 
+    def session_settings(self, tree: str) -> tuple[str, int]:
+        """mqtt.protocol and mqtt.session_expiry_s of this checkout's ingest, or of another
+        one's (its own defaults may differ: read by its own code)."""
+        if not tree:
+            return self.mqtt.protocol, self.mqtt.session_expiry_s
+        if tree not in self.tree_settings:
+            code = ("import sys; from runtime.settings import MqttSettings as M; "
+                    "m = M(**({'protocol': sys.argv[1]} if sys.argv[1] else {})); "
+                    "print(m.protocol, m.session_expiry_s)")
+            out = subprocess.run([sys.executable, "-c", code, self.args.protocol or ""],
+                                 cwd=tree, capture_output=True, text=True, check=True)
+            protocol, expiry = out.stdout.split()
+            self.tree_settings[tree] = (protocol, int(expiry))
+        return self.tree_settings[tree]
+
     def ingest(self, mq, client_id: str, workers: int, rows: int, timeout: float, *,
-               spy: bool = False, during: Callable[[], dict] | None = None) -> dict:
+               spy: bool = False, during: Callable[[], dict] | None = None,
+               tree: str = "") -> dict:
         """Run `firegrid ingest [--workers W]` until its processes' stored readings
         (firegrid_ingest_rows_total, from their /metrics) sum to `rows`, then stop it with
         SIGTERM. CPU and the machine's load are measured from the moment every /metrics
@@ -624,7 +648,7 @@ class Bench:
         r: dict = {"expected_rows": rows}
         with ExitStack() as stack:
             child = harness.Child(self.tag, args, self.ingest_env(mq, client_id, base),
-                                  self.logs, stack)
+                                  self.logs, stack, Path(tree) if tree else REPO)
             deadline = time.monotonic() + 60
             while not all(scrape(p, ()) is not None for p in ports):
                 if child.proc.poll() is not None or time.monotonic() > deadline:
@@ -666,7 +690,7 @@ class Bench:
         n = int(rate * seconds)
         mq = self.fresh_broker("live")
         try:
-            client_id = self.sessions(mq, 1)
+            client_id = self.sessions(mq, 1, "")
             self.reset_tables()
             r = self.ingest(mq, client_id, 1, n, seconds + self.drain_timeout(n, "ingest"),
                             during=lambda: self.publish(mq, n, rate=rate))
@@ -869,6 +893,10 @@ def main(argv: list[str]) -> int:
                    help="mqtt.protocol of the firegrid rows (default: the shipped setting)")
     p.add_argument("--window-max-bytes", type=int, default=0,
                    help="ingest.window_max_bytes (default: the shipped setting)")
+    p.add_argument("--tree", metavar="DIR",
+                   help="another checkout of firegrid (e.g. `git worktree add /tmp/old "
+                   "<commit>`): adds the row tree, its `firegrid ingest` in one process, next "
+                   "to this checkout's, for a before/after comparison in the same rounds")
     p.add_argument("--naive-messages", type=int, default=20000,
                    help="backlog of the naive row (default min(N, 20,000))")
     p.add_argument("--live-rate", type=float, default=0, metavar="R",
@@ -893,8 +921,21 @@ def main(argv: list[str]) -> int:
     if args.memory_check:
         args.rows, args.rounds, args.live_rate = "ingest", 1, 0
         args.gateway_every = args.gateway_every or 100
-    table = row_table(args.workers)
+    tree_label = ""
+    if args.tree:
+        args.tree = str(Path(args.tree).resolve())
+        if not (Path(args.tree) / "firegrid" / "cli.py").exists():
+            p.error(f"--tree: {args.tree} has no firegrid/cli.py")
+        tree_label = subprocess.run(["git", "-C", args.tree, "rev-parse", "--short", "HEAD"],
+                                    capture_output=True, text=True).stdout.strip()
+        tree_label = tree_label or Path(args.tree).name
+    args.tree_label = tree_label
+    table = row_table(args.workers, args.tree or "", tree_label)
     keys = [k.strip() for k in args.rows.split(",") if k.strip()]
+    if args.tree and "tree" not in keys:
+        keys.insert(keys.index("ingest") + 1 if "ingest" in keys else 0, "tree")
+    if "tree" in keys and not args.tree:
+        p.error("--rows tree: give --tree DIR")
     unknown = [k for k in keys if k not in table]
     if unknown or not keys or len(set(keys)) != len(keys):
         p.error(f"--rows: a list of distinct rows among {', '.join(table)}")
@@ -1005,7 +1046,8 @@ def report(args, table: dict[str, Row], keys: list[str], results: list[dict],
         total_us = sum(r["us"].values())
         r["limit"] = ncpu / total_us * 1e6 if total_us else 0.0
     add("")
-    head = (f"{'round':>5}  {'row':<36} {'msg/s':>9} {'seconds':>8} {'load1':>6} {'others':>6}"
+    w = max(len(table[k].label) for k in keys)
+    head = (f"{'round':>5}  {'row':<{w}} {'msg/s':>9} {'seconds':>8} {'load1':>6} {'others':>6}"
             f"  {'CPU us/msg: client':>18} {'broker':>6} {'pg':>6}  {'limit':>9} "
             f"{'client cores':>12}  check")
     add(head)
@@ -1016,7 +1058,7 @@ def report(args, table: dict[str, Row], keys: list[str], results: list[dict],
         check = (f"lost {r['lost']} dup {r['duplicated']}" if row.firegrid else "")
         if row.kind == "naive":
             check = f"{r['messages']:,} messages only"
-        add(f"{r['round']:>5}  {row.label:<36} {fmt_rate(r['rate']):>9} {r['seconds']:>8.2f} "
+        add(f"{r['round']:>5}  {row.label:<{w}} {fmt_rate(r['rate']):>9} {r['seconds']:>8.2f} "
             f"{r['load1']:>6.2f} {r['others']:>6.2f}  {us.get('client', 0):>18.1f} "
             f"{us.get('broker', 0):>6.1f} {us.get('postgres', 0):>6.1f}  "
             f"{fmt_rate(r['limit']):>9} {r['client_cores']:>12.2f}  {check}"
@@ -1057,7 +1099,7 @@ def report(args, table: dict[str, Row], keys: list[str], results: list[dict],
 
     # Per row, over the rounds.
     add("")
-    add(f"{'row, over the rounds':<36} {'msg/s median':>12} {'min-max':>17}  "
+    add(f"{'row, over the rounds':<{w}} {'msg/s median':>12} {'min-max':>17}  "
         f"{'CPU us/msg client / broker / pg (median)':>40}")
     summary: dict[str, dict] = {}
     for key in keys:
@@ -1066,7 +1108,7 @@ def report(args, table: dict[str, Row], keys: list[str], results: list[dict],
         us = {k: median([r["us"].get(k, 0.0) for r in rs]) or 0.0
               for k in ("client", "broker", "postgres")}
         summary[key] = {"rate": median(rates), "us": us}
-        add(f"{table[key].label:<36} {fmt_rate(median(rates)):>12} "
+        add(f"{table[key].label:<{w}} {fmt_rate(median(rates)):>12} "
             f"{fmt_rate(min(rates)) + '-' + fmt_rate(max(rates)):>17}  "
             f"{us['client']:>24.1f} / {us['broker']:>5.1f} / {us['postgres']:>5.1f}")
 
@@ -1110,6 +1152,10 @@ def report(args, table: dict[str, Row], keys: list[str], results: list[dict],
         if pg_us is not None:
             add(f"  PostgreSQL CPU per message, one ingest process (median): {pg_us:.1f} us "
                 "(at d307ebe, before issue 18: 13-18 us; the goal is at most half)")
+        tree_pg = summary.get("tree", {}).get("us", {}).get("postgres")
+        if pg_us is not None and tree_pg:
+            add(f"    against {table['tree'].label} in the same rounds: {tree_pg:.1f} us, so "
+                f"{pg_us / tree_pg:.2f} of it")
     add("")
     add(f"total run time {total_s:.0f} s; CPU steal by the hypervisor during the run "
         f"{args.steal_pct:.1f}%")
@@ -1143,7 +1189,11 @@ def report(args, table: dict[str, Row], keys: list[str], results: list[dict],
           f"vs_mqtt5={num(median(ratios.get(('ingest', 'mqtt5'), [])), '.2f')} "
           f"lost={lost} duplicated={dup} postgres_us_per_msg={us('postgres')} "
           f"ingest_us_per_msg={us('client')} broker_us_per_msg={us('broker')} "
-          f"rounds={args.rounds} messages={n} flavour={args.flavour}", flush=True)
+          f"rounds={args.rounds} messages={n} flavour={args.flavour}"
+          + (f" tree={args.tree_label} "
+             f"vs_tree={num(median(ratios.get(('ingest', 'tree'), [])), '.2f')} "
+             f"tree_postgres_us_per_msg={num(summary['tree']['us']['postgres'], '.1f')}"
+             if "tree" in summary else ""), flush=True)
 
 
 def window_bounds(args) -> tuple[int, int]:
