@@ -88,7 +88,7 @@ def create_app(settings: Settings, broker: BrokerAuth | None = None) -> FastAPI:
                    silences, rules, callbacks):
         app.include_router(module.router)
     # The duty console's page (docs/console.md).
-    app.mount("/console", console.console_files(), name="console")
+    app.mount("/console", console.console_files(settings.api.map_origin), name="console")
     app.add_api_route("/healthz", _healthz, methods=["GET"], tags=["health"],
                       summary="200 when the database answers (no token needed)")
     _roles_in_descriptions(app)

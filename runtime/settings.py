@@ -229,6 +229,27 @@ class ApiSettings(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=1, le=65535)
+    # The duty console's map of an incident's building (docs/console.md#the-map): a tile URL
+    # template with {z}, {x} and {y}; empty: no map, the building as a plain line. Its
+    # origin is allowed in the console's Content-Security-Policy (img-src) and nothing else.
+    map_tiles: str = ""
+    # The datum the tiles are drawn in: Amap (高德) and Tencent tiles are GCJ-02, OSM's WGS-84.
+    map_datum: Literal["wgs84", "gcj02"] = "gcj02"
+    map_zoom: int = Field(17, ge=3, le=19)
+
+    @field_validator("map_tiles")
+    @classmethod
+    def _tile_template(cls, value: str) -> str:
+        if value and not (re.match(r"^https?://[^/{}]+/", value)
+                          and all(k in value for k in ("{x}", "{y}", "{z}"))):
+            raise ValueError("an http(s) URL template with {x}, {y} and {z}, and a fixed host")
+        return value
+
+    @property
+    def map_origin(self) -> str | None:
+        """scheme://host[:port] of the tiles, for the console's img-src."""
+        match = re.match(r"^https?://[^/]+", self.map_tiles)
+        return match.group(0) if match else None
 
 
 class AlertsSettings(BaseModel):

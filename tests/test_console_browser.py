@@ -25,7 +25,7 @@ from api.auth import create_token
 from devices import registry
 from devices.broker import NoBrokerAuth
 from devices.models import Building, NewDevice
-from runtime.settings import Settings
+from runtime.settings import ApiSettings, Settings
 from simulators import messages as m
 from tests.alert_live import ThreadedAlerts, alert_settings, send_alarm
 from tests.alert_support import build_ward
@@ -107,17 +107,20 @@ ack_timeout_s = 3600
 def duty_console(db, make_settings, uid, roles: dict[str, str],
                  rules: Path | None = None,
                  buildings: dict[str, tuple[str, ...]] | None = None,
-                 core: bool = True, alerts: dict | None = None) -> Iterator[Console]:
+                 core: bool = True, alerts: dict | None = None,
+                 api_settings: dict | None = None) -> Iterator[Console]:
     """The ward of tests/alert_support.py, the real alert core on the broker, the real API,
     a token per worker in `roles` and Debian's Chromium; all stopped afterwards. `rules`:
     a rules file for the alert core instead of the default; `buildings`: more buildings
     of grid G1 (more_buildings); `core=False`: no alert core (nothing escalates); `alerts`:
-    more alert-core settings."""
+    more alert-core settings; `api_settings`: the API's (the map)."""
     build_ward(db, around=datetime.now(UTC))
     if buildings:
         more_buildings(db, buildings)
     settings = alert_settings(make_settings, uid,
                               **({"rules_file": str(rules)} if rules else {}), **(alerts or {}))
+    if api_settings:
+        settings = settings.model_copy(update={"api": ApiSettings(**api_settings)})
     tokens = {w: create_token(db, f"{w}-phone", role, w) for w, role in roles.items()}
     expect.set_options(timeout=WAIT_MS)
 
@@ -784,7 +787,7 @@ def test_installable_with_an_offline_shell_that_comes_back_by_itself(
         assert worker.evaluate("""() => navigator.serviceWorker.controller !== null
             || new Promise(done => navigator.serviceWorker.addEventListener(
                 'controllerchange', () => done(true), {once: true}))""")
-        assert worker.evaluate("() => caches.has('fg-console-3')")
+        assert worker.evaluate("() => caches.has('fg-console-4')")
 
         worker.context.set_offline(True)
         worker.reload()

@@ -4,18 +4,25 @@ on the real broker, stored by the real ingest and linked from the incident the r
 core opened; a camera whose link is not a web address is a dead letter, and raises nothing.
 The building's contact, set through the API, is a call button on its incidents. With no
 alert core running (stopped, or killed and its heartbeat stale), the console says 告警服务未运行
-instead of 实时 and a countdown.
+instead of 实时 and a countdown. With a tile source configured, the incident shows the
+building on the map, in the tiles' datum, or the plain building line when the tiles cannot
+be loaded.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import math
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 from playwright.sync_api import expect
 
 from alerts import heartbeat
 from api.auth import create_token
+from devices.geo import wgs84_to_gcj02
 from simulators import messages as m
 from tests.alert_live import send_alarm
 from tests.helpers import ThreadedIngest, wait_for_count
@@ -184,3 +191,92 @@ def test_with_no_alert_core_running_the_console_says_so_instead_of_counting_down
         assert core() == {"running": False, "instances": 0, "stale_after_s": heartbeat.STALE_S,
                           "last_beat_at": core()["last_beat_at"]}
         stayed(officer)
+
+
+# A 1 × 1 grey PNG: what each tile is (the test reads page state, not pixels).
+PNG = base64.b64decode("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNoAAAAggCB"
+                       "d81ytgAAAABJRU5ErkJggg==")
+
+
+class TileServer:
+    """A tile server on a free port that records the paths asked for."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+        paths = self.paths
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                paths.append(self.path)
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(PNG)))
+                self.end_headers()
+                self.wfile.write(PNG)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def tile_of(lat: float, lon: float, zoom: int) -> tuple[int, int]:
+    """Web Mercator, as the tiles are cut (and as map.js computes it)."""
+    n = 2 ** zoom
+    rad = math.radians(lat)
+    return (int((lon + 180) / 360 * n),
+            int((1 - math.log(math.tan(rad) + 1 / math.cos(rad)) / math.pi) / 2 * n))
+
+
+def test_the_building_on_the_map_in_the_tiles_datum_or_a_plain_line(db, make_settings, uid):
+    tiles = TileServer()
+    template = f"{tiles.url}/tiles/{{z}}/{{x}}/{{y}}.png"
+    try:
+        with duty_console(db, make_settings, uid, {"gw1": "grid_worker"}, core=False,
+                          api_settings={"map_tiles": template, "map_datum": "gcj02",
+                                        "map_zoom": 17}) as c:
+            db.execute("INSERT INTO alert_core_beats (instance, started_at, beat_at)"
+                       " VALUES ('core@test:1', now(), now() + interval '1 hour')")
+            csp = httpx.get(f"{c.url}/console/").headers["content-security-policy"]
+            assert f"img-src 'self' data: {tiles.url};" in csp
+            # B2 stands elsewhere, in a street whose tiles nobody has asked for.
+            db.execute("UPDATE buildings SET lat = 22.5301, lon = 114.0702 WHERE id = 'B2'")
+            worker = c.open(PHONE, "gw1")
+            incident_at(db, "B1", "warning", [("SD-1", "smoke_alarm")], 3600)
+            expect(cards(worker)).to_have_count(1)
+            cards(worker).first.locator(".open").click()
+            shown = worker.locator("#map-box .map")
+            expect(shown).to_have_attribute("data-state", "shown")
+            # The centre tile is the GCJ-02 position's (Amap's datum), not the WGS-84 one's:
+            # ~500 m apart here, three tiles at zoom 17.
+            x, y = tile_of(*wgs84_to_gcj02(22.52, 114.05), 17)
+            assert (x, y) != tile_of(22.52, 114.05, 17)
+            expect(shown).to_have_attribute("data-tile", f"17/{x}/{y}")
+            assert f"/tiles/17/{x}/{y}.png" in tiles.paths
+            assert len({p for p in tiles.paths if p.startswith("/tiles/17/")}) == 9
+            shoot(worker, "worker-map")
+            assert axe_violations(worker) == []
+            worker.click("#back")
+
+            # The tile server goes away: B2's incident shows the plain building line.
+            tiles.close()
+            incident_at(db, "B2", "warning", [("SD-3", "smoke_alarm")], 3600)
+            expect(cards(worker)).to_have_count(2)
+            worker.locator("#incidents article.card", has_text="B2 Shuiwei Rd").locator(
+                ".open").click()
+            plain = worker.locator("#map-box .map-fallback")
+            expect(plain).to_contain_text("地图无法加载")
+            expect(plain.locator("li[data-building=B2]")).to_contain_text(
+                "B2 Shuiwei Rd · B2 · 22.5301, 114.0702 (WGS-84)")
+            expect(worker.locator("#map-box .map")).to_have_count(0)
+            # The navigation links still lead there.
+            expect(worker.locator('#place a[data-nav="nav_amap"]')).to_be_visible()
+            stayed(worker)
+    finally:
+        tiles.close()

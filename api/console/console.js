@@ -16,6 +16,7 @@
 import * as alarm from "./alarm.js";
 import * as duty from "./duty.js";
 import * as field from "./field.js";
+import { mapOf } from "./map.js";
 import { both, lang, setLang, t, TEXT } from "./i18n.js";
 import { $, clock, el, now, OVERDUE_S, redrawTimers, setSkew } from "./ui.js";
 import { card, late, person, telLink, waitingAck, worstFirst } from "./cards.js";
@@ -539,6 +540,7 @@ function renderPeople() {
   const b = people.building;
   $("place").replaceChildren(el("b", { text: b.address }),
     ` · ${b.id} · ${t("floors_n", { n: b.floors })} `, ...navLinks(b));
+  renderMap(people);
   // The building's own contact (landlord, manager): opens doors, knows who lives where.
   $("contact").replaceChildren(t("contact"),
     b.contact_name ? el("b", { text: b.contact_name }) : t("no_contact"),
@@ -562,6 +564,17 @@ function renderPeople() {
        answered.has(p.worker_id) ? el("span", { class: "answered", text: ` · ${t("answered")}` })
                                  : null, " ", call(p)))
     : none("nobody_paged")));
+}
+
+// The map is drawn once per building shown (not at every live event: its tiles would
+// load again); none when no tile source is configured.
+function renderMap(people) {
+  const box = $("map-box");
+  const key = people.map ? `${people.building.id}:${people.map.tiles}` : "";
+  if (box.dataset.for === key) return;
+  box.dataset.for = key;
+  const map = mapOf(people.map, people.building, (plain) => box.replaceChildren(plain));
+  box.replaceChildren(...(map ? [map] : []));
 }
 
 // The detail view's two forms: one POST each; a refusal (a 409 names the incident that is

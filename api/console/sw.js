@@ -4,9 +4,9 @@
 // the console shows about fires always comes from the server, or not at all.
 
 // Every file of api/console/ but this one (tests/test_console_api.py checks the list).
-const CACHE = "fg-console-3";
+const CACHE = "fg-console-4";
 const SHELL = ["./", "index.html", "console.css", "console.js", "cards.js", "alarm.js",
-               "field.js", "duty.js", "i18n.js", "ui.js", "alarm.wav", "icon.svg",
+               "field.js", "duty.js", "i18n.js", "map.js", "ui.js", "alarm.wav", "icon.svg",
                "manifest.webmanifest"];
 
 self.addEventListener("install", (ev) => {

@@ -55,10 +55,11 @@ from api.auth import (
     area_scope,
     authenticate,
 )
-from api.deps import Conn
+from api.deps import AppSettings, Conn
 from api.live import Hub, PageUpdate, Update, read_pages
 from api.routes.incidents import IncidentSummary
 from api.schemas import RowId
+from devices import geo
 
 STATIC = Path(__file__).resolve().parent.parent / "console"
 
@@ -68,7 +69,15 @@ RETRY_MS = 2000           # how long EventSource waits before reconnecting
 
 class ConsoleFiles(StaticFiles):
     """The page, its script and styles, with headers that keep them to themselves: no
-    script but our own file, no framing (the buttons act), no referrer."""
+    script but our own file, no framing (the buttons act), no referrer. Images may also come
+    from the map's tile server (api.map_tiles), and from nowhere else."""
+
+    def __init__(self, *, directory: Path, html: bool, tiles: str | None = None) -> None:
+        super().__init__(directory=directory, html=html)
+        images = " ".join(filter(None, ("'self' data:", tiles)))
+        self.HEADERS = {**self.HEADERS, "Content-Security-Policy": (
+            f"default-src 'self'; img-src {images}; frame-ancestors 'none'; base-uri 'none';"
+            " form-action 'self'")}
 
     HEADERS = {
         "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; "
@@ -85,8 +94,9 @@ class ConsoleFiles(StaticFiles):
         return response
 
 
-def console_files() -> ConsoleFiles:
-    return ConsoleFiles(directory=STATIC, html=True)
+def console_files(tiles: str | None = None) -> ConsoleFiles:
+    """`tiles`: the map tile server's origin (ApiSettings.map_origin), allowed for images."""
+    return ConsoleFiles(directory=STATIC, html=True, tiles=tiles)
 
 
 def _serialize(row: dict[str, Any]) -> str:
@@ -287,8 +297,18 @@ class DeviceSince(BaseModel):
     hushed_at: datetime | None = Field(description="its latest mute (a resident's hush) since then")
 
 
+class MapView(BaseModel):
+    tiles: str = Field(description="the tile URL template (api.map_tiles)")
+    zoom: int
+    datum: str = Field(description="what the tiles are drawn in: wgs84 or gcj02")
+    lat: float = Field(description="the building, converted to `datum`")
+    lon: float
+
+
 class People(BaseModel):
     building: Place = Field(description="where to go")
+    map: MapView | None = Field(description="the building on the configured map tiles; "
+                                            "null: no tile source configured")
     devices: list[DeviceSince] = Field(description="the incident's devices: whether each has "
                                                    "cleared or been hushed since its alert")
     on_duty: list[OnDuty] = Field(description="the ladder for the building now, lowest rung "
@@ -349,7 +369,7 @@ _ANSWERED = """
 @router.get("/v1/console/incidents/{incident_id}/people", response_model=People,
             summary="Where to go for an incident, whom to call, who was paged and who answered")
 def people(incident_id: RowId, actor: Annotated[Actor, allow("incidents:read")],
-           conn: Conn) -> dict[str, Any]:
+           conn: Conn, settings: AppSettings) -> dict[str, Any]:
     """For the incident's detail view: the people on duty for its building now (the
     ladder's roles, with phones: the call buttons), who was paged on which channels, and
     who acknowledged, went, confirmed, resolved or reopened it, by name rather than token."""
@@ -366,8 +386,14 @@ def people(incident_id: RowId, actor: Annotated[Actor, allow("incidents:read")],
             " b.contact_phone FROM incidents i"
             " JOIN buildings b ON b.id = i.building_id WHERE i.id = %(id)s", params).fetchone()
     on_duty.sort(key=lambda p: (LADDER_ORDER.index(p["role"]), p["name"], p["worker_id"]))
-    return {"building": building, "devices": devices, "on_duty": on_duty, "paged": paged,
-            "answered": answered}
+    view = settings.api
+    place = None
+    if view.map_tiles and building is not None:
+        lat, lon = geo.to_datum(building["lat"], building["lon"], view.map_datum)
+        place = {"tiles": view.map_tiles, "zoom": view.map_zoom, "datum": view.map_datum,
+                 "lat": lat, "lon": lon}
+    return {"building": building, "map": place, "devices": devices, "on_duty": on_duty,
+            "paged": paged, "answered": answered}
 
 
 # --- the alert core ---------------------------------------------------------------------
