@@ -879,7 +879,7 @@ def main(argv: list[str]) -> int:
                    "and fills its caches, which would slow whichever firegrid row came first")
     p.add_argument("--rows", default=DEFAULT_ROWS,
                    help=f"rows in round order (default {DEFAULT_ROWS}; also raw, paho5, "
-                   "naive)")
+                   "naive, and tree with --tree)")
     p.add_argument("--workers", type=int, default=2,
                    help="W for the workers row, `firegrid ingest --workers W` (2)")
     p.add_argument("--devices", type=int, default=20000, help="distinct device ids (20,000)")
