@@ -110,8 +110,16 @@ def test_an_unanswered_page_is_called_and_pressing_1_acknowledges(voice, uid, db
         assert client.post("/v1/voice/report?token=wrong", json=receipt).status_code == 404
         got = client.post(f"/v1/voice/report?token={TOKEN}", json=receipt)
         assert got.status_code == 200 and got.json() == {"code": 0, "msg": "成功"}
+        # A receipt for no page of ours, one with a NUL jsonb cannot hold: kept, still 成功.
+        stray = [{"out_id": "999999", "dtmf": "1"}, {"out_id": "x\u0000", "dtmf": "1"}]
+        got = client.post(f"/v1/voice/report?token={TOKEN}", json=stray)
+        assert got.status_code == 200 and got.json() == {"code": 0, "msg": "成功"}
     assert db.execute("SELECT state, acknowledged_by FROM incidents").fetchone() == (
         "acknowledged", "voice:gw1")
+    assert db.execute("SELECT source, reason, entry->>'out_id' FROM callback_rejects"
+                      " ORDER BY id").fetchall() == [
+        ("voice_report", "no voice page has this out_id", "999999"),
+        ("voice_report", "no voice page has this out_id", None)]
 
 
 def test_a_call_not_yet_due_when_somebody_acknowledges_is_never_placed(voice, uid, db):
@@ -147,3 +155,7 @@ def test_an_sms_reply_acknowledges_the_newest_open_incident(voice, db):
         assert got.status_code == 200
     assert db.execute("SELECT state, acknowledged_by FROM incidents WHERE id = %s",
                       [incident]).fetchone() == ("acknowledged", "sms:gw1")
+    # The reply from nobody's number is kept with its reason, not just logged.
+    assert db.execute("SELECT source, entry->>'phone_number', reason LIKE 'no worker%%'"
+                      " FROM callback_rejects").fetchall() == [
+        ("sms_reply", "13800000009", True)]

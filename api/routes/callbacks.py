@@ -13,8 +13,10 @@ The providers sign nothing that we could check, so the URL carries a secret toke
 routes are not there (404). Both answer the provider's success shape at once, whatever the
 entries say: a provider retries a non-success, and an entry we cannot use (an unknown page,
 a resolved incident, a number of nobody) will not become usable by retrying. Each such
-entry is logged with its reason. The acknowledgement is the loop's (alerts/loop.py), logged
-with the actor `voice:<worker>` or `sms:<worker>`.
+entry is kept in `callback_rejects` with its reason (and logged); entries that ask for
+nothing (a call answered without pressing 1, a reply that is not a yes) are not kept.
+The acknowledgement is the loop's (alerts/loop.py), logged with the actor `voice:<worker>`
+or `sms:<worker>`.
 """
 
 from __future__ import annotations
@@ -24,7 +26,9 @@ import re
 import secrets
 from typing import Any
 
+import psycopg
 from fastapi import APIRouter, Body, HTTPException, Query
+from psycopg.types.json import Jsonb
 
 from alerts import loop
 from alerts.errors import Conflict, NotFound
@@ -58,9 +62,10 @@ def voice_report(settings: AppSettings, conn: Conn, token: str = Query(max_lengt
                              " AND channel = 'voice'", [int(out_id)]).fetchone()
                 if out_id.isdigit() and len(out_id) < 19 else None)
         if page is None:
-            log.warning("voice receipt for no voice page (out_id %r): ignored", out_id[:40])
+            _reject(conn, "voice_report", entry, "no voice page has this out_id")
             continue
-        _acknowledge(conn, page[0], f"voice:{page[1]}", "电话按1接警 pressed 1 on the call")
+        _acknowledge(conn, "voice_report", entry, page[0], f"voice:{page[1]}",
+                     "电话按1接警 pressed 1 on the call")
     return _OK
 
 
@@ -81,15 +86,26 @@ def sms_reply(settings: AppSettings, conn: Conn, token: str = Query(max_length=2
                                        'g'), 11) = %s
             ORDER BY p.created_at DESC LIMIT 1""", [number]).fetchone()
         if row is None:
-            log.warning("SMS reply from %s*** with nothing open to acknowledge: ignored",
-                        number[:3])
+            _reject(conn, "sms_reply", entry, "no worker with this number was paged for an"
+                    " open, unacknowledged incident in the last two hours")
             continue
-        _acknowledge(conn, row[0], f"sms:{row[1]}", f"短信回复接警 replied {content[:20]!r}")
+        _acknowledge(conn, "sms_reply", entry, row[0], f"sms:{row[1]}",
+                     f"短信回复接警 replied {content[:20]!r}")
     return _OK
 
 
-def _acknowledge(conn: Conn, incident_id: int, actor: str, note: str) -> None:
+def _acknowledge(conn: Conn, source: str, entry: dict[str, Any], incident_id: int,
+                 actor: str, note: str) -> None:
     try:
         loop.acknowledge(conn, incident_id, actor, note)
     except (Conflict, NotFound) as exc:     # resolved meanwhile: nothing left to take
-        log.info("%s: incident %s not acknowledged: %s", actor, incident_id, exc)
+        _reject(conn, source, entry, f"{actor}: incident {incident_id} not acknowledged: {exc}")
+
+
+def _reject(conn: Conn, source: str, entry: dict[str, Any], reason: str) -> None:
+    log.warning("%s entry not usable: %s", source, reason)
+    insert = "INSERT INTO callback_rejects (source, reason, entry) VALUES (%s, %s, %s)"
+    try:
+        conn.execute(insert, [source, reason, Jsonb(entry)])
+    except psycopg.DataError:   # jsonb refuses some JSON (a \u0000 in a string)
+        conn.execute(insert, [source, reason, Jsonb({"unstorable": repr(entry)[:4000]})])
