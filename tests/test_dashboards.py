@@ -308,11 +308,16 @@ def test_promql_groups_only_by_labels_the_metrics_have():
     import importlib
 
     from prometheus_client.metrics import MetricWrapperBase
+
+    from ingest.metrics import BatchHistogram
     labels: dict[str, set[str]] = {}
     for module in MODULES:
         for obj in vars(importlib.import_module(module)).values():
             if isinstance(obj, MetricWrapperBase):
                 labels[obj._name] = set(obj._labelnames)
+            elif isinstance(obj, BatchHistogram):
+                for family in obj.collect():
+                    labels[family.name] = {k for s in family.samples for k in s.labels}
     for target in PROM_TARGETS:
         base = {re.sub(r"_(total|bucket|sum|count)$", "", n) for n in _metrics(target.text)}
         have = set().union(*(labels[b] for b in base)) | {"le"}
