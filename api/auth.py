@@ -48,8 +48,10 @@ PERMISSIONS: dict[str, tuple[str, ...]] = {
     "devices:write": ("admin", "field_technician"),
     # streets, communities, grids, buildings
     "hierarchy:write": ("admin",),
-    # workers with their areas, and the roster: phone numbers are for those who dispatch
-    "people:read": ("admin", "street_duty", "community_duty"),
+    # workers with their areas, and the roster: phone numbers are for those who dispatch.
+    # Grid leaders keep their grid covered (leave, swaps): they read their own area's
+    # people only (api/routes/people.py).
+    "people:read": ("admin", "street_duty", "community_duty", "grid_leader"),
     "people:write": ("admin",),
     # leave, substitutes and shift swaps of the workers in the caller's area: the officers
     # and grid leaders who keep a grid covered through the week

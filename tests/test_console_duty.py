@@ -184,13 +184,14 @@ def test_the_officer_puts_a_worker_on_leave_with_a_substitute_and_swaps_shifts(
         assert owners == {day_id: "gw2", night_id: "gw1"}
         expect(officer.locator(f"#roster li[data-shift='{day_id}']")).to_contain_text("gw2")
 
-        # The grid leader may change leave but not read people and shifts (people:read):
-        # the screen says so and lists the leave of their own grid only (gw1's; gw2 is G2's).
+        # The grid leader reads the people and shifts of their own grid only, and its leave
+        # (gw1's; gw2 is G2's): the night gw1 now works is there, the day gw2 took is not.
         leader = c.open(PHONE, "gl1")
         leader.click('#views [data-view="duty"]')
         expect(leader.locator("#duty")).to_have_attribute("data-loaded", "true")
-        expect(leader.locator("#duty-note")).to_contain_text("请假时请直接输入人员编号")
-        expect(leader.locator("#roster li[data-shift]")).to_have_count(0)
+        expect(leader.locator("#duty-note")).to_have_text("")
+        expect(leader.locator(f"#roster li[data-shift='{night_id}']")).to_contain_text("gw1")
+        expect(leader.locator(f"#roster li[data-shift='{day_id}']")).to_have_count(0)
         expect(leader.locator("#leaves li[data-leave]")).to_have_count(1)
 
         # The dark scheme, and English.

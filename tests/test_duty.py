@@ -216,3 +216,36 @@ def test_leave_lists_only_the_callers_area(officer_api, db):
                                                      headers=auth(who)).json()}
             for who in ("cd1", "gl1")}
     assert seen == {"cd1": {"gw1", "gw9"}, "gl1": {"gw1"}}       # G1's leader: G1 only
+
+
+def test_a_grid_leader_reads_the_people_and_shifts_of_their_own_grid_only(officer_api, db):
+    """The console's duty tab lets a grid leader swap shifts and put people on leave: it
+    reads /v1/workers and /v1/roster. A leader sees their own grid's people (and phones),
+    never another grid's; an officer still sees everyone they dispatch."""
+    auth, client = officer_api
+    later = T0 + timedelta(days=1)
+    with registry.changes(db, "test"):
+        registry.upsert(db, "grids", [Grid(id="G9", community_id="C1", name="Grid 9")])
+        registry.upsert_workers(db, [Worker(id="gw9", name="gw9", role="grid_worker",
+                                            areas=["G9"])])
+        registry.add_shifts(db, [Shift(worker_id=w, starts_at=later,
+                                       ends_at=later + timedelta(hours=12))
+                                 for w in ("gw1", "gw9")])
+    window = {"from": T0.isoformat(), "to": (T0 + timedelta(days=3)).isoformat()}
+
+    def seen(who: str) -> tuple[set[str], set[str]]:
+        workers = client.get("/v1/workers", params={"limit": 500}, headers=auth(who))
+        roster = client.get("/v1/roster", params=window, headers=auth(who))
+        assert workers.status_code == roster.status_code == 200, (workers.text, roster.text)
+        return ({w["id"] for w in workers.json()["items"]},
+                {s["worker_id"] for s in roster.json()})
+
+    leader_workers, leader_shifts = seen("gl1")
+    assert "gw1" in leader_workers and "gw9" not in leader_workers
+    assert "gw1" in leader_shifts and "gw9" not in leader_shifts
+    officer_workers, officer_shifts = seen("cd1")
+    assert {"gw1", "gw9"} <= officer_workers and {"gw1", "gw9"} <= officer_shifts
+    assert client.get("/v1/workers/gw9", headers=auth("gl1")).status_code == 404
+    assert client.get("/v1/workers/gw1", headers=auth("gl1")).status_code == 200
+    # A grid worker still reads nobody's phone.
+    assert client.get("/v1/workers", headers=auth("gw1")).status_code == 403

@@ -2,8 +2,9 @@
 who is away and who stands in.
 
 Admins write workers and shifts. Duty officers read them (they dispatch people and need
-their phones); field technicians and grid roles do not. Leave, substitutes and swaps are
-changed by officers and grid leaders for the workers of their own area
+their phones); grid leaders read those of their own area (they keep it covered); field
+technicians and grid workers do not. Leave, substitutes and swaps are changed by officers
+and grid leaders for the workers of their own area
 (devices/leave.py says what the ladder does with them).
 """
 
@@ -71,18 +72,20 @@ def put_worker(worker_id: PathId, body: WorkerBody, actor: Admin, conn: Conn) ->
 
 @router.get("/workers", response_model=Page[WorkerOut],
             summary="List workers by id; `area` is a grid, community or street id they cover")
-def list_workers(_: Reader, conn: Conn,
+def list_workers(actor: Reader, conn: Conn,
                  role: Literal[WORKER_ROLES] | None = None,  # type: ignore[valid-type]
                  area: QueryId = None,
                  active: bool | None = None, limit: Limit = 100,
                  offset: Offset = 0) -> Paged[Row]:
     rows = queries.workers(conn, role=role, area=area, active=active, limit=limit + 1,
                            offset=offset)
-    return page(rows, limit, offset)
+    return page(_leaders_own(conn, actor, rows, "id"), limit, offset)
 
 
 @router.get("/workers/{worker_id}", response_model=WorkerOut, summary="One worker")
-def get_worker(worker_id: PathId, _: Reader, conn: Conn) -> Row:
+def get_worker(worker_id: PathId, actor: Reader, conn: Conn) -> Row:
+    if actor.role == "grid_leader":
+        _in_area(conn, actor, worker_id)
     return _worker(conn, worker_id)
 
 
@@ -118,11 +121,22 @@ def _window(start: datetime | None, end: datetime | None) -> tuple[datetime, dat
 
 @router.get("/roster", response_model=list[ShiftOut],
             summary="Shifts overlapping [from, to): by default the coming 7 days; at most 92")
-def get_roster(_: Reader, conn: Conn,
+def get_roster(actor: Reader, conn: Conn,
                start: From = None, end: To = None,
                worker_id: QueryId = None) -> list[Row]:
     start, end = _window(start, end)
-    return queries.roster(conn, start, end, worker_id=worker_id)
+    rows = queries.roster(conn, start, end, worker_id=worker_id)
+    return _leaders_own(conn, actor, rows, "worker_id")
+
+
+def _leaders_own(conn: psycopg.Connection, actor: Actor, rows: list[Row],
+                 key: str) -> list[Row]:
+    """A grid leader sees the people of their own area; officers see all they dispatch.
+    (A leader's page of workers may come back shorter than `limit`: the filter runs on it.)"""
+    if actor.role != "grid_leader":
+        return rows
+    mine = _area_workers(conn, actor, {r[key] for r in rows})
+    return [r for r in rows if r[key] in mine]
 
 
 # --- leave, substitutes, swaps ---------------------------------------------------------------
