@@ -126,6 +126,10 @@ class Consumer(Receiver):
                 if not self._stopping.is_set():
                     log.warning("broker %s:%s: %s; reconnecting", self._settings.host,
                                 self._settings.port, exc or type(exc).__name__)
+            except Exception:
+                # A bug must not end the thread silently and stall the service: the
+                # connection is dropped, and the broker redelivers.
+                log.exception("MQTT session failed; reconnecting")
             finally:
                 with self._send_lock:
                     self._sock = None
