@@ -3,12 +3,16 @@
     Dispatcher.pass_once()   send what is due; returns True when there may be more
     ticket_pages(conn, now)  write pages for newly opened maintenance tickets
 
-MQTT pages are sent while their rows are locked (SELECT ... FOR UPDATE SKIP LOCKED, publish,
-wait for the broker's PUBACK, mark sent, COMMIT). A process killed at any point before the
+MQTT pages are sent while their rows are locked, in one transaction per pass: claim a chunk
+(SELECT ... FOR UPDATE SKIP LOCKED), put it on the wire, claim the next while the broker
+takes the first, up to MQTT_BATCH; then wait for all their PUBACKs, mark the acknowledged
+ones sent in one UPDATE, COMMIT. A burst of 10,000 pages is one pass: a few dozen database
+round trips and one COMMIT instead of a transaction per 500 with the wire idle between them
+(issue 18: pages drained at ~3,000 a second). A process killed at any point before the
 COMMIT leaves its pages pending and unlocked, so the next pass of any process sends them;
-only a kill in the instant between PUBACK and COMMIT can send one twice, and then with the
-same page_id and key, which the app drops. (So can a broker that takes longer than the
-PUBACK timeout, or a connection lost after the PUBLISH left: the page is published again.)
+only a kill between the PUBACKs and the COMMIT can send pages twice, and then with the same
+page_id and key, which the app drops. (So can a broker that takes longer than the PUBACK
+timeout, or a connection lost after the PUBLISH left: the page is published again.)
 Nothing is ever lost. A page whose incident is resolved by the time it is claimed is not
 sent but 'cancelled' (_cancel_stale).
 
@@ -24,23 +28,28 @@ from __future__ import annotations
 
 import logging
 import queue
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import psycopg
-from psycopg.rows import TupleRow, class_row
+from psycopg.rows import RowMaker, TupleRow
 
 from alerts import messages, metrics
 from alerts.channels import Channel, ChannelError, Outbound
 from alerts.messages import OutboxRow
-from alerts.publisher import PagePublisher
+from alerts.publisher import PagePublisher, Sending
 from runtime.retry import Backoff
 from runtime.settings import AlertsSettings
 
 log = logging.getLogger(__name__)
 
-BATCH = 500
+BATCH = 500            # leased pages (webhooks, chat, SMS) claimed at once
+CHUNK = 500            # MQTT pages claimed and put on the wire at once ...
+MQTT_BATCH = 10000     # ... and in one transaction, their PUBACKs awaited together
 _PUBACK_TIMEOUT_S = 10.0
 
 # Its columns are OutboxRow's fields, by name.
@@ -58,6 +67,7 @@ _CLAIM = """
     JOIN buildings b ON b.id = coalesce(i.building_id, td.building_id)
     JOIN grids g ON g.id = b.grid_id
     WHERE p.status = 'pending' AND p.due_at <= %s AND (p.channel = 'mqtt') = %s
+      AND p.id NOT IN (SELECT unnest(%s::bigint[]))      -- hashed: once per query
     ORDER BY p.due_at LIMIT %s
     FOR UPDATE OF p SKIP LOCKED"""
 
@@ -73,8 +83,39 @@ class _Outcome(NamedTuple):
 
 def _claim(conn: psycopg.Connection[Any], now: datetime, mqtt: bool,
            limit: int) -> list[OutboxRow]:
-    with conn.cursor(row_factory=class_row(OutboxRow)) as cur:
-        return cur.execute(_CLAIM, [now, mqtt, limit]).fetchall()
+    with conn.cursor(row_factory=_outbox_rows) as cur:
+        return cur.execute(_CLAIM, [now, mqtt, [], limit]).fetchall()
+
+
+def _claim_chunks(conn: psycopg.Connection[Any], now: datetime, limit: int,
+                  chunk: int) -> Iterator[list[OutboxRow]]:
+    """Up to `limit` due MQTT pages, oldest first, `chunk` at a time; the caller puts each
+    chunk on the wire before asking for the next, so the broker works while the database
+    does. The first chunk is one plain query (a single alarm's page costs one round trip);
+    after a full one, the rest come through a server-side cursor, whose rows are locked as
+    they are fetched. It leaves out the first chunk's pages: locked by this transaction,
+    they are still pending here and would not be skipped. Ends after a short chunk."""
+    first = _claim(conn, now, True, chunk)
+    yield first
+    if len(first) < chunk:
+        return
+    with conn.cursor(name="firegrid_mqtt_claim", row_factory=_outbox_rows) as cur:
+        cur.execute(_CLAIM, [now, True, [r.page_id for r in first], limit - chunk])
+        while rows := cur.fetchmany(chunk):
+            yield rows
+            if len(rows) < chunk:
+                return
+
+
+def _outbox_rows(cursor: psycopg.Cursor[Any]) -> RowMaker[OutboxRow]:
+    """OutboxRow from the claim's columns, matched by name once per query and then built
+    positionally: psycopg's class_row passes each row's 22 fields by keyword, ~16 us a
+    row, a fifth of the dispatcher's time per page in a burst."""
+    names = [c.name for c in cursor.description or ()]
+    order = [names.index(f.name) for f in fields(OutboxRow)]
+    if order == list(range(len(names))):
+        return lambda values: OutboxRow(*values)
+    return lambda values: OutboxRow(*[values[i] for i in order])
 
 
 def ticket_pages(conn: psycopg.Connection[Any], now: datetime) -> int:
@@ -164,37 +205,59 @@ class Dispatcher:
     # --- MQTT: locked while sending ------------------------------------------------------
 
     def _mqtt(self, now: datetime) -> bool:
-        conn = self._conn
+        """One transaction: claim a chunk, put it on the wire, claim the next while the
+        broker works on it, up to MQTT_BATCH pages; then wait for every PUBACK at once,
+        mark the acknowledged pages sent in one UPDATE and COMMIT. A page is on its way to
+        the phone as soon as its chunk is claimed; the COMMIT only records it."""
+        conn, publisher = self._conn, self._publisher
+        console_url = self._settings.console_url
+        deadline = time.monotonic() + _PUBACK_TIMEOUT_S
+        out: list[tuple[list[OutboxRow], Sending]] = []
+        taken = 0
         with conn.transaction():
-            claimed = _claim(conn, now, True, BATCH)
-            rows = _cancel_stale(conn, claimed)
-            if not rows:
-                return len(claimed) == BATCH
-            wire: list[tuple[str, bytes]] = []
-            for r in rows:
-                # The push goes to people only: the ladder and ticket_pages write it for a
-                # worker, and the one page without a worker (the 119 hook) is a webhook.
-                assert r.worker_id is not None
-                wire.append((self._publisher.topic(r.worker_id),
-                             messages.encode(messages.page(r, now, self._settings.console_url))))
-            acked = self._publisher.publish_all(wire, _PUBACK_TIMEOUT_S)
-            sent = [r.page_id for r, ok in zip(rows, acked, strict=True) if ok]
-            late = [r for r, ok in zip(rows, acked, strict=True) if not ok]
+            for claimed in _claim_chunks(conn, now, MQTT_BATCH, CHUNK):
+                taken += len(claimed)
+                rows = _cancel_stale(conn, claimed)
+                if rows:
+                    wire = []
+                    for r in rows:
+                        # The push goes to people only: the ladder and ticket_pages write it
+                        # for a worker; the one page without one (the 119 hook) is a webhook.
+                        assert r.worker_id is not None
+                        wire.append((publisher.topic(r.worker_id),
+                                     messages.encode(messages.page(r, now, console_url))))
+                    out.append((rows, publisher.send(wire, deadline)))
+            if not out:
+                return taken == MQTT_BATCH
+            sent: list[tuple[OutboxRow, datetime]] = []   # and when the broker had it
+            late: list[OutboxRow] = []
+            for rows, sending in out:
+                acked = publisher.wait(sending, deadline)
+                at = datetime.fromtimestamp(sending.done_at or time.time(), UTC)
+                for r, ok in zip(rows, acked, strict=True):
+                    if ok:
+                        sent.append((r, at))
+                    else:
+                        late.append(r)
             done_at = datetime.now(UTC)
             if sent:
-                conn.execute("UPDATE pages SET status = 'sent', sent_at = %s,"
-                             " attempts = attempts + 1 WHERE id = ANY(%s)", [done_at, sent])
-            for r in late:   # the broker is away: retry soon, never give up on the app
-                conn.execute("UPDATE pages SET attempts = attempts + 1, due_at = %s,"
-                             " last_error = 'broker did not acknowledge' WHERE id = %s",
-                             [done_at + timedelta(seconds=min(5.0, 0.5 * 2 ** r.attempts)),
-                              r.page_id])
-        for r, ok in zip(rows, acked, strict=True):
-            metrics.PAGES.labels("mqtt", "sent" if ok else "retry").inc()
-            if ok:
-                metrics.PAGE_SECONDS.labels("mqtt").observe(
-                    (done_at - r.created_at).total_seconds())
-        return len(rows) == BATCH
+                # Binary arrays (%b): psycopg's text array dumper is Python, per element.
+                conn.execute("UPDATE pages p SET status = 'sent', sent_at = s.at,"
+                             " attempts = p.attempts + 1"
+                             " FROM unnest(%b::bigint[], %b::timestamptz[]) AS s(id, at)"
+                             " WHERE p.id = s.id",
+                             [[r.page_id for r, _ in sent], [at for _, at in sent]])
+            if late:    # the broker is away or slow: retry soon, never give up on the app
+                conn.execute("UPDATE pages SET attempts = attempts + 1, due_at = %s"
+                             " + make_interval(secs => least(5.0, 0.5 * 2 ^ attempts)),"
+                             " last_error = 'broker did not acknowledge'"
+                             " WHERE id = ANY(%b::bigint[])", [done_at, [r.page_id for r in late]])
+        metrics.PAGES.labels("mqtt", "sent").inc(len(sent))
+        metrics.PAGES.labels("mqtt", "retry").inc(len(late))
+        latency = metrics.PAGE_SECONDS.labels("mqtt")     # one lookup for the batch
+        for r, at in sent:
+            latency.observe((at - r.created_at).total_seconds())
+        return taken == MQTT_BATCH
 
     # --- other channels: leased, sent on worker threads ----------------------------------
 
