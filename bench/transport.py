@@ -24,7 +24,8 @@ sys.path[0] = str(REPO)
 from protocol.decode import Decoder  # noqa: E402
 from runtime.settings import load_settings  # noqa: E402
 from simulators import messages as m  # noqa: E402
-from transport.mqtt import Consumer, _Reader  # noqa: E402
+from transport.link import Reader  # noqa: E402
+from transport.mqtt import Consumer  # noqa: E402
 from transport.window import Window  # noqa: E402
 
 
@@ -45,7 +46,7 @@ def read_us(n: int) -> float:
     data = b"".join(mqtt5.PublishPacket(
         "fg/v1/SD-000123/telemetry", m.encode(m.smoke_status(i)),
         qos=mqtt5.QoS.AT_LEAST_ONCE, packet_id=i + 1).write() for i in range(1000))
-    reader = _Reader(_Socket(data))  # type: ignore[arg-type]
+    reader = Reader(_Socket(data))  # type: ignore[arg-type]
     publish, arrived = mqtt5.PublishPacket, consumer._arrived
     started = time.perf_counter()
     for _ in range(n // 1000):

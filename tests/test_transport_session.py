@@ -22,7 +22,8 @@ from runtime.localsvc import wait_until
 from runtime.settings import MqttSettings
 from tests.helpers import Publisher
 from transport import metrics
-from transport.mqtt import Consumer, _Reader
+from transport.link import Reader
+from transport.mqtt import Consumer
 from transport.window import Inbound, Window
 
 SERVICE = "transport-session-test"
@@ -103,14 +104,14 @@ def test_a_backlog_is_read_many_packets_per_recv(mqtt_settings, publish, monkeyp
     publish([b"%d" % i for i in range(backlog)])
 
     per_read: list[int] = []
-    some = _Reader.some
+    some = Reader.some
 
-    def counting(self: _Reader) -> list[mqtt5.Packet]:
+    def counting(self: Reader) -> list[mqtt5.Packet]:
         packets = some(self)
         per_read.append(sum(type(p) is mqtt5.PublishPacket for p in packets))
         return packets
 
-    monkeypatch.setattr(_Reader, "some", counting)
+    monkeypatch.setattr(Reader, "some", counting)
     with running(mqtt_settings) as (consumer, window):
         wait_until(lambda: consumer.received >= backlog, 30, "the backlog to be read")
         assert sorted(int(p) for p in payloads(window)) == list(range(backlog))
@@ -128,13 +129,13 @@ class ScriptedBroker:
         self.server.settimeout(10)
         self.port = self.server.getsockname()[1]
         self.conn: socket.socket | None = None
-        self.reader: _Reader | None = None
+        self.reader: Reader | None = None
 
     def accept(self) -> list[mqtt5.Packet]:
         """Take the next connection; CONNACK its CONNECT, SUBACK its SUBSCRIBE."""
         self.conn, _ = self.server.accept()
         self.conn.settimeout(10)
-        self.reader = _Reader(self.conn)
+        self.reader = Reader(self.conn)
         connect = self.reader.one()
         assert isinstance(connect, mqtt5.ConnectPacket) and not connect.clean_start
         self.conn.sendall(mqtt5.ConnAckPacket(session_present=True).write())

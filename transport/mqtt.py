@@ -9,7 +9,7 @@ loop below owns exactly the behaviour firegrid needs (docs/benchmarks.md):
 - QoS 1, a stable client id and a persistent session (clean_start=False, Session Expiry
   Interval), so the broker queues for us while we are away and redelivers whatever we did
   not acknowledge. Receive Maximum is the window's bound.
-- One recv() takes every packet that has arrived (up to _READ bytes); a batch's PUBACKs
+- One recv() takes every packet that has arrived (transport/link.py); a batch's PUBACKs
   leave as one send().
 - Keepalive: PINGREQ when nothing was sent for half the keep_alive; the link is declared dead
   when nothing at all arrived for 1.5 x keep_alive after it. Any packet counts as proof of
@@ -30,6 +30,8 @@ import mqtt5
 
 from runtime.retry import Backoff
 from runtime.settings import MqttSettings
+from transport import link
+from transport.link import Gone
 from transport.receiver import Receiver, subscriptions
 from transport.window import Window
 
@@ -38,13 +40,7 @@ __all__ = ["Consumer", "subscriptions"]
 log = logging.getLogger(__name__)
 
 _PUBACK = struct.Struct("!BBH")  # type 0x40, remaining length 2, packet id: reason "success"
-_READ = 1 << 18                  # bytes per recv(): ~2,000 telemetry messages
-_CONNECT_TIMEOUT_S = 10.0
 _JOIN_TIMEOUT_S = 10.0
-
-
-class Gone(Exception):
-    """The connection ended (closed, refused, timed out or broken by the broker)."""
 
 
 class Consumer(Receiver):
@@ -140,26 +136,13 @@ class Consumer(Receiver):
                 self._stopping.wait(self._backoff.delay(attempt))
                 attempt += 1
 
-    def _open(self) -> tuple[socket.socket, _Reader]:
+    def _open(self) -> tuple[socket.socket, link.Reader]:
         cfg = self._settings
-        sock = socket.create_connection((cfg.host, cfg.port), timeout=_CONNECT_TIMEOUT_S)
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            password = cfg.password.get_secret_value().encode() if cfg.password else None
-            sock.sendall(mqtt5.ConnectPacket(
-                cfg.client_id, username=cfg.username, password=password, clean_start=False,
-                keep_alive=cfg.keepalive_s, session_expiry_interval=cfg.session_expiry_s,
-                receive_max=min(self._window.max_messages, 65535)).write())
-            reader = _Reader(sock)
-            connack = reader.one()
-            if not isinstance(connack, mqtt5.ConnAckPacket):
-                raise Gone(f"expected CONNACK, got {type(connack).__name__}")
-            if connack.reason_code != mqtt5.ConnAckReasonCode.SUCCESS:
-                raise Gone(f"broker refused connection: {connack.reason_code.name}"
-                           f" {connack.reason_str or ''}".rstrip())
-        except BaseException:
-            sock.close()
-            raise
+        sock, reader, connack = link.connect(cfg, mqtt5.ConnectPacket(
+            cfg.client_id, username=cfg.username, password=link.password(cfg),
+            clean_start=False, keep_alive=cfg.keepalive_s,
+            session_expiry_interval=cfg.session_expiry_s,
+            receive_max=min(self._window.max_messages, 65535)))
         self._connected(connack.session_present)
         with self._send_lock:
             self._sock = sock
@@ -169,7 +152,7 @@ class Consumer(Receiver):
             for topic in self._topics]).write())
         return sock, reader
 
-    def _serve(self, sock: socket.socket, reader: _Reader) -> None:
+    def _serve(self, sock: socket.socket, reader: link.Reader) -> None:
         keepalive = self._settings.keepalive_s
         sock.settimeout(keepalive / 2)
         last_heard = time.monotonic()
@@ -206,44 +189,3 @@ class Consumer(Receiver):
             raise Gone(f"broker disconnected us: {packet.reason_code.name}"
                        f" {packet.reason_str or ''}".rstrip())
         # PINGRESP (life, counted by arriving) and anything else need nothing.
-
-
-class _Reader:
-    """Packets from a socket, as many as one recv() brings; a packet cut in two waits for
-    the rest in the buffer."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self._buf = bytearray()
-        self._early: list[mqtt5.Packet] = []   # what came with the CONNACK
-
-    def some(self) -> list[mqtt5.Packet]:
-        if self._early:
-            early, self._early = self._early, []
-            return early
-        data = self._sock.recv(_READ)
-        if not data:
-            raise Gone("connection closed")
-        buf = self._buf
-        buf += data
-        packets: list[mqtt5.Packet] = []
-        read, pos, end = mqtt5.read, 0, len(buf)
-        with memoryview(buf) as view:
-            while pos < end:
-                try:
-                    packet, size = read(view[pos:])
-                except IndexError:   # "Not enough bytes": the rest comes with the next recv
-                    break
-                packets.append(packet)
-                pos += size
-        del buf[:pos]
-        return packets
-
-    def one(self) -> mqtt5.Packet:
-        """The first packet (CONNACK), waiting for it. A resumed session's redeliveries
-        may share its recv(); they are kept for some()."""
-        while True:
-            packets = self.some()
-            if packets:
-                self._early = packets[1:]
-                return packets[0]
