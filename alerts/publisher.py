@@ -41,19 +41,15 @@ import mqtt5
 
 from runtime.retry import Backoff
 from runtime.settings import AlertsSettings, MqttSettings
+from transport import link
 
 log = logging.getLogger(__name__)
 
 _READ = 1 << 16          # bytes per recv(): ~16,000 PUBACKs
-_CONNECT_TIMEOUT_S = 10.0
 _QOS1 = mqtt5.QoS.AT_LEAST_ONCE
 # In flight at most, whatever the broker allows: packet ids are 16 bits and each in-flight
 # page holds one; a batch larger than this waits for PUBACKs between its chunks.
 _MAX_INFLIGHT = 4096
-
-
-class _Gone(Exception):
-    """The connection ended: closed, refused, timed out or broken by the broker."""
 
 
 @dataclass(eq=False)
@@ -108,7 +104,7 @@ class PagePublisher:
                 pass
             self._lost(sock, "stopping")
         if self._thread is not None:
-            self._thread.join(timeout=_CONNECT_TIMEOUT_S)
+            self._thread.join(timeout=link.CONNECT_TIMEOUT_S)
 
     def publish_all(self, messages: list[tuple[str, bytes]], timeout_s: float) -> list[bool]:
         """Publish (topic, payload) pairs at QoS 1; for each, whether the broker
@@ -192,7 +188,7 @@ class PagePublisher:
         while not self._stopping.is_set():
             try:
                 sock = self._open()
-            except (OSError, _Gone) as exc:
+            except (OSError, link.Gone) as exc:
                 delay = self._backoff.delay(attempt)
                 attempt += 1
                 log.warning("page publisher cannot reach the broker: %s; retry in %.1fs",
@@ -212,33 +208,11 @@ class PagePublisher:
 
     def _open(self) -> socket.socket:
         s = self._settings
-        sock = socket.create_connection((s.host, s.port), timeout=_CONNECT_TIMEOUT_S)
-        try:
-            # A single alarm's page must not wait for Nagle's timer.
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            password = s.password.get_secret_value().encode() if s.password else None
-            sock.sendall(mqtt5.ConnectPacket(
-                self._client_id, username=s.username, password=password, clean_start=True,
-                keep_alive=s.keepalive_s, session_expiry_interval=0).write())
-            buf = bytearray()
-            while True:
-                data = sock.recv(_READ)
-                if not data:
-                    raise _Gone("the broker closed the connection before CONNACK")
-                buf += data
-                try:
-                    connack, _ = mqtt5.read(memoryview(buf))
-                    break
-                except IndexError:          # "Not enough bytes": more to come
-                    continue
-            if not isinstance(connack, mqtt5.ConnAckPacket):
-                raise _Gone(f"expected CONNACK, got {type(connack).__name__}")
-            if connack.reason_code != mqtt5.ConnAckReasonCode.SUCCESS:
-                raise _Gone(f"broker refused the page publisher: {connack.reason_code.name}")
-            sock.settimeout(s.keepalive_s)      # bounds a send to a broker that stopped
-        except BaseException:
-            sock.close()
-            raise
+        sock, _, connack = link.connect(s, mqtt5.ConnectPacket(
+            self._client_id, username=s.username, password=link.password(s),
+            clean_start=True, keep_alive=s.keepalive_s, session_expiry_interval=0))
+        # (Its reader is left: nothing but PUBACKs and PINGRESPs follow, read below.)
+        sock.settimeout(s.keepalive_s)      # bounds a send to a broker that stopped
         with self._cond:
             self._sock = sock
             self._generation += 1
@@ -260,13 +234,13 @@ class PagePublisher:
             if ready:
                 data = sock.recv(_READ)
                 if not data:
-                    raise _Gone("the broker closed the connection")
+                    raise link.Gone("the broker closed the connection")
                 heard = now
                 buf += data
                 used = self._packets(buf)
                 del buf[:used]
             elif now - heard > 1.5 * keepalive:
-                raise _Gone(f"nothing from the broker for {now - heard:.0f} s")
+                raise link.Gone(f"nothing from the broker for {now - heard:.0f} s")
             if now - self._last_send >= keepalive / 2:
                 self._send(sock, mqtt5.PingReqPacket().write())
 
@@ -311,7 +285,7 @@ class PagePublisher:
                 else:
                     call.refused[index] = packet.reason_code.name
         elif isinstance(packet, mqtt5.DisconnectPacket):
-            raise _Gone(f"the broker disconnected us: {packet.reason_code.name}"
+            raise link.Gone(f"the broker disconnected us: {packet.reason_code.name}"
                         + (f" ({packet.reason_str})" if packet.reason_str else ""))
         # PINGRESP: proof of life, already counted by the read.
 
