@@ -127,7 +127,12 @@ def fire(conn: psycopg.Connection[TupleRow], incidents: list[Incident], now: dat
     if not incidents:
         return 0
     buildings = sorted({i.building_id for i in incidents})
-    silenced, on_duty = lookups(conn, buildings, now, policy)
+    # Only the roles of the rungs these incidents may still reach in this pass (the next,
+    # or a later one past skipped rungs): a warning at the grid asks for the desks, not
+    # for the grid team again.
+    ahead = {role for i in incidents for rung in policy.ladder[i.ladder][i.rung + 1:]
+             for role in rung.roles}
+    silenced, on_duty = lookups(conn, buildings, now, policy, sorted(ahead))
     held = _held(conn, incidents, policy)
     batch = Batch()
     updates = []
@@ -228,17 +233,19 @@ ON_DUTY = """
 
 
 def lookups(conn: psycopg.Connection[TupleRow], buildings: list[str], now: datetime,
-             policy: Policy) -> tuple[set[str], dict[str, dict[str, list[_OnDuty]]]]:
-    """Which buildings are silenced now, and who is on duty there by role: an active worker
-    covering the building (the building_cover view: through its grid, community or street)
-    with a roster shift around `now`."""
+            policy: Policy, roles: list[str] | None = None,
+            ) -> tuple[set[str], dict[str, dict[str, list[_OnDuty]]]]:
+    """Which buildings are silenced now, and who is on duty there by role (`roles`, or
+    every role a ladder pages): an active worker covering the building (the building_cover
+    view: through its grid, community or street) with a roster shift around `now`."""
     silenced = {row[0] for row in conn.execute(
         "SELECT b.id FROM buildings b WHERE b.id = ANY(%(b)s) AND EXISTS ("
         " SELECT 1 FROM silences s WHERE s.starts_at <= %(now)s AND s.ends_at > %(now)s"
         " AND (s.building_id = b.id OR s.grid_id = b.grid_id))",
         {"b": buildings, "now": now})}
-    rows = conn.execute(ON_DUTY, {"b": buildings, "now": now,
-                                  "roles": list(policy.ladder_roles)}).fetchall()
+    if roles is None:
+        roles = list(policy.ladder_roles)
+    rows = conn.execute(ON_DUTY, {"b": buildings, "now": now, "roles": roles}).fetchall()
     on_duty: dict[str, dict[str, list[_OnDuty]]] = defaultdict(lambda: defaultdict(list))
     for building, role, worker, worker_channels in rows:
         on_duty[building][role].append(_OnDuty(worker, worker_channels))

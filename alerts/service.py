@@ -29,10 +29,12 @@ make each ladder rung fire once, and pages are claimed with SKIP LOCKED.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 
 import psycopg
 from prometheus_client import start_http_server
@@ -120,7 +122,9 @@ class AlertService:
         if cfg.metrics_port:
             start_http_server(cfg.metrics_port, addr=self._settings.ingest.metrics_host)
         self.publisher.start()
-        loops = [(f"escalator-{i + 1}", self._escalator) for i in range(cfg.escalators)]
+        loops: list[tuple[str, Callable[[], None]]] = [
+            (f"escalator-{i + 1}", partial(self._escalator, i == 0))
+            for i in range(cfg.escalators)]
         def telemetry() -> None:
             self._evaluate_forever(self.telemetry_window, self.telemetry)
 
@@ -228,20 +232,24 @@ class AlertService:
 
     # --- the escalator: due timers -> next rung -------------------------------------------
 
-    def _escalator(self) -> None:
-        self._loop("escalator", self._escalate_loop)
+    def _escalator(self, first: bool = True) -> None:
+        self._loop("escalator", partial(self._escalate_loop, first=first))
 
-    def _escalate_loop(self, conn: psycopg.Connection[TupleRow]) -> None:
+    def _escalate_loop(self, conn: psycopg.Connection[TupleRow], first: bool = True) -> None:
         limit, poll = self._settings.alerts.escalation_batch, self._settings.alerts.poll_s
-        handover_at = 0.0
+        # The first escalator also beats and hands over; every escalator of a process did,
+        # and their beats (one row) queued behind each other's hand-over passes.
+        handover_at = 0.0 if first else math.inf
         while not self.stopping.is_set():
             now = datetime.now(UTC)
             if time.monotonic() >= handover_at:
                 # A shift changed under an open incident: page the incoming people. And the
-                # heartbeat, from the loop whose timers the console counts down.
+                # heartbeat, from the loop whose timers the console counts down; committed
+                # on its own, so nobody waits on its row while the hand-over looks.
                 handover_at = time.monotonic() + min(_HANDOVER_EVERY_S, heartbeat.BEAT_S)
                 with conn.transaction():
                     heartbeat.beat(conn, self.instance, self.started_at)
+                with conn.transaction():
                     if handover.hand_over(conn, now, self.policy, self.channel_names):
                         self._dispatch.set()
             with conn.transaction():
