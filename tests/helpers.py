@@ -4,6 +4,7 @@ run ingest in a thread or a child process, and wait for rows by polling the data
 from __future__ import annotations
 
 import os
+import pty
 import shutil
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterable
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -180,3 +182,27 @@ def required_tool(name: str, install: str) -> str:
     if found is None:
         pytest.fail(f"{name} not found: {install}")
     return found
+
+
+def on_a_terminal(args: list[str], env: dict[str, str], *, stderr: bool = True) -> str:
+    """`firegrid <args>` on a pseudo-terminal, as a person would see it: its output (and
+    its stderr, unless stderr=False), once it has exited 0."""
+    leader, follower = pty.openpty()
+    try:
+        child = subprocess.Popen([sys.executable, "-m", "firegrid.cli", *args],
+                                 cwd=Path(__file__).resolve().parent.parent, stdout=follower,
+                                 stderr=follower if stderr else subprocess.DEVNULL, env=env)
+        os.close(follower)
+        output = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:          # the child closed the terminal: EIO on Linux
+                break
+            if not chunk:
+                break
+            output += chunk
+        assert child.wait(timeout=120) == 0, output.decode("utf-8", "replace")
+    finally:
+        os.close(leader)
+    return output.decode("utf-8", "replace")

@@ -15,6 +15,7 @@ from devices.broker import NoBrokerAuth
 from devices.credentials import verify_password
 from devices.errors import BrokerAuthError, ImportRejected
 from firegrid.cli import main
+from tests.helpers import on_a_terminal
 
 ITER = 10  # hashing cost is not what these tests are about
 
@@ -431,31 +432,10 @@ def test_progress_bars_on_a_terminal_only(db_url, tmp_path):
     """Under a pseudo-terminal the import draws rich's bars; the summary stays the last
     line. (Without a terminal the output is the summary alone:
     test_cli_import_exit_codes_and_report.)"""
-    import pty
-    import subprocess
-    import sys
     paths = [str(p) for p in files(tmp_path)]
     env = {**os.environ, "FIREGRID_DATABASE__URL": db_url, "TERM": "xterm-256color",
            "COLUMNS": "100"}
-    leader, follower = pty.openpty()
-    try:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "firegrid.cli", "devices", "import", *paths,
-             "--credentials-out", str(tmp_path / "c.csv")],
-            stdout=follower, stderr=subprocess.DEVNULL, env=env)
-        os.close(follower)
-        output = b""
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:          # the child closed the terminal: EIO on Linux
-                break
-            if not chunk:
-                break
-            output += chunk
-        assert child.wait(timeout=120) == 0
-    finally:
-        os.close(leader)
-    text = output.decode("utf-8", "replace")
+    text = on_a_terminal(["devices", "import", *paths, "--credentials-out",
+                          str(tmp_path / "c.csv")], env, stderr=False)
     assert "读取 reading devices.csv" in text and "生成密码 hashing passwords" in text
     assert text.index("已写入 wrote") > text.rindex("生成密码 hashing passwords")  # after

@@ -6,7 +6,6 @@ terminal only, so pipes, logs and files get the same lines as before and nothing
 from __future__ import annotations
 
 import os
-import pty
 import re
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import psycopg
 from alerts import reports
 from runtime import migrate
 from runtime.settings import DatabaseSettings
+from tests.helpers import on_a_terminal
 
 REPO = Path(__file__).resolve().parent.parent
 BAR = "━"   # rich's bar
@@ -27,28 +27,6 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 def _env(db_url: str) -> dict[str, str]:
     return {**os.environ, "FIREGRID_DATABASE__URL": db_url, "TERM": "xterm-256color",
             "COLUMNS": "120"}
-
-
-def _on_a_terminal(args: list[str], env: dict[str, str]) -> str:
-    """The command's stdout and stderr on a pseudo-terminal, as a person would see it."""
-    leader, follower = pty.openpty()
-    try:
-        child = subprocess.Popen([sys.executable, "-m", "firegrid.cli", *args], cwd=REPO,
-                                 stdout=follower, stderr=follower, env=env)
-        os.close(follower)
-        output = b""
-        while True:
-            try:
-                chunk = os.read(leader, 65536)
-            except OSError:          # the child closed the terminal: EIO on Linux
-                break
-            if not chunk:
-                break
-            output += chunk
-        assert child.wait(timeout=120) == 0, output.decode("utf-8", "replace")
-    finally:
-        os.close(leader)
-    return output.decode("utf-8", "replace")
 
 
 def _piped(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -84,9 +62,9 @@ def test_migrate_reports_each_migration_and_the_timescaledb_step(pg_server, pg_f
     assert timescale == ([(0, 1), (1, 1)] if pg_flavour == "timescale" else [])
 
 
-def test_migrate_draws_bars_on_a_terminal(pg_server, pg_flavour):
+def test_migrate_draws_barson_a_terminal(pg_server, pg_flavour):
     env = _env(_fresh(pg_server, "fg_progress_tty"))
-    text = _on_a_terminal(["db", "migrate", "--create-db"], env)
+    text = on_a_terminal(["db", "migrate", "--create-db"], env)
     total = len(migrate._migration_files())
     last = migrate._migration_files()[-1][1]
     assert f"应用迁移 applying migrations · {last}" in text
@@ -126,7 +104,7 @@ def test_report_reports_its_queries_and_computes_the_same(db):
 
 def test_report_draws_a_bar_on_a_terminal_only(db_url):
     args = ["alerts", "report", "--period", "week", "--date", "2026-03-04"]
-    text = _on_a_terminal(args, _env(db_url))
+    text = on_a_terminal(args, _env(db_url))
     assert "生成报表 building the report" in text and "2/2" in text and BAR in text
     assert text.rindex("周报 weekly report") > text.rindex("生成报表 building the report")
     out = _piped(args, _env(db_url))
