@@ -93,6 +93,8 @@ class Consumer(Receiver):
                 self._break(sock)
 
     def _send_acks(self, mids: list[int]) -> None:
+        """One buffer of PUBACKs, one sendall(). (Receiver.ack calls it under its lock;
+        the network thread for other partitions' messages, without: it only writes.)"""
         self._send(b"".join([_PUBACK.pack(0x40, 2, mid) for mid in mids]))
 
     def _drop(self) -> None:
@@ -174,7 +176,7 @@ class Consumer(Receiver):
                 else:
                     self._control(packet)
             if others:
-                self._send(b"".join([_PUBACK.pack(0x40, 2, mid) for mid in others]))
+                self._send_acks(others)
             now = time.monotonic()
             if packets:
                 # After the window let them in: a wait there is not the broker's silence.

@@ -92,7 +92,7 @@ class Receiver:
             self._window.release(items)
 
     def _send_acks(self, mids: list[int]) -> None:
-        """Write PUBACKs for these packet ids (called under _lock)."""
+        """Write PUBACKs for these packet ids (ack() calls it under _lock)."""
         raise NotImplementedError
 
     def _drop(self) -> None:
@@ -103,9 +103,7 @@ class Receiver:
 
     def _connected(self, session_present: bool) -> None:
         with self._lock:
-            self.generation += 1
-            self._pending.clear()
-            self._tainted = False
+            self._next_generation(tainted=False)
         if self._connected_once and not session_present:
             # Our queue on the broker is gone (expired or the broker lost its store).
             log.warning("broker did not resume our session: messages queued meanwhile are lost")
@@ -123,9 +121,7 @@ class Receiver:
 
     def _lost(self) -> None:
         with self._lock:
-            self.generation += 1
-            self._pending.clear()
-            self._tainted = False
+            self._next_generation(tainted=False)
         self.subscribed.clear()
         self._connected_gauge.set(0)
 
@@ -165,7 +161,13 @@ class Receiver:
         log.error("broker reused packet id %d while a message with it is unacknowledged;"
                   " reconnecting so that no acknowledgement releases the wrong message", mid)
         self._mid_reused.inc()
-        self._tainted = True
+        self._next_generation(tainted=True)
+        self._drop()
+
+    def _next_generation(self, *, tainted: bool) -> None:
+        """From now on nothing received before is acknowledged on this session's socket
+        (ack() compares generations); `tainted`: nor anything received after, until the
+        reconnect. Called under the lock."""
         self.generation += 1
         self._pending.clear()
-        self._drop()
+        self._tainted = tainted
