@@ -32,10 +32,10 @@ from runtime.retry import Backoff
 from runtime.settings import MqttSettings
 from transport import link
 from transport.link import Gone
-from transport.receiver import Receiver, subscriptions
+from transport.receiver import Receiver
 from transport.window import Window
 
-__all__ = ["Consumer", "subscriptions"]
+__all__ = ["Consumer"]
 
 log = logging.getLogger(__name__)
 
