@@ -1,6 +1,7 @@
 """The dispatcher: pages from the outbox (the `pages` table) to the channels.
 
     Dispatcher.pass_once()   send what is due; returns True when there may be more
+    Dispatcher.send_handed() send the MQTT pages this process's ladder just wrote (HandOff)
     ticket_pages(conn, now)  write pages for newly opened maintenance tickets
 
 MQTT pages are sent while their rows are locked, in one transaction per pass: claim a chunk
@@ -16,6 +17,12 @@ timeout, or a connection lost after the PUBLISH left: the page is published agai
 Nothing is ever lost. A page whose incident is resolved by the time it is claimed is not
 sent but 'cancelled' (_cancel_stale).
 
+The pages this process's own ladder writes skip the claim (send_handed): they are written
+leased to it (alerts.ladder, hand_off_s) and handed over in memory after their COMMIT, so
+a burst of rungs goes out while the escalators are still firing. The dispatcher locks them
+by id, the ones still pending, and sends them as above; a page whose lease ran out first
+was taken by another dispatcher's claim, and is skipped.
+
 Other channels (webhooks, chat robots, SMS) may take seconds, so a page is leased instead:
 attempts + 1 and due_at pushed past the HTTP timeout in one short transaction, then sent
 on a worker thread, and its outcome written back: sent; a transient error -> due again
@@ -28,10 +35,12 @@ from __future__ import annotations
 
 import logging
 import queue
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -175,6 +184,31 @@ def _cancel_stale(conn: psycopg.Connection[Any], rows: list[OutboxRow]) -> list[
     return [r for r in rows if r.page_id not in gone]
 
 
+class HandOff:
+    """Pages this process just wrote and leased to its own dispatcher (alerts.ladder's
+    hand_off_s), passed on after their COMMIT. Bounded: past `max_rows` waiting, more are
+    not taken; they are in the outbox, due when their lease ends, and sent then."""
+
+    def __init__(self, max_rows: int = 4 * MQTT_BATCH) -> None:
+        self._rows: deque[OutboxRow] = deque()
+        self._lock = threading.Lock()
+        self._max = max_rows
+
+    def put(self, rows: list[OutboxRow]) -> bool:
+        with self._lock:
+            if len(self._rows) + len(rows) > self._max:
+                return False
+            self._rows.extend(rows)
+            return True
+
+    def take(self, limit: int) -> list[OutboxRow]:
+        with self._lock:
+            return [self._rows.popleft() for _ in range(min(limit, len(self._rows)))]
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
 class Dispatcher:
     def __init__(self, conn: psycopg.Connection[Any], settings: AlertsSettings,
                  publisher: PagePublisher, channels: dict[str, Channel]) -> None:
@@ -204,13 +238,36 @@ class Dispatcher:
 
     # --- MQTT: locked while sending ------------------------------------------------------
 
+    def send_handed(self, hand_off: HandOff) -> bool:
+        """Send the pages this process's escalators and evaluators handed over (written
+        leased to us, see alerts.ladder): lock them by id, the ones still pending, drop
+        those whose incident was resolved meanwhile, send, mark sent, COMMIT, as _mqtt does
+        with the pages it claims. A page another dispatcher took once its lease ran out is
+        locked or sent, and skipped. True if there may be more."""
+        rows = hand_off.take(MQTT_BATCH)
+        if not rows:
+            return False
+        conn, now = self._conn, datetime.now(UTC)
+        with conn.transaction():
+            states = dict(conn.execute(
+                "SELECT p.id, i.state FROM pages p JOIN incidents i ON i.id = p.incident_id"
+                " WHERE p.id = ANY(%b) AND p.status = 'pending' FOR UPDATE OF p SKIP LOCKED",
+                [[r.page_id for r in rows]], binary=True).fetchall())
+            mine = [r if r.incident_state == states[r.page_id]
+                    else replace(r, incident_state=states[r.page_id])
+                    for r in rows if r.page_id in states]
+            rows = _cancel_stale(conn, mine)
+            deadline = time.monotonic() + _PUBACK_TIMEOUT_S
+            self._mark(now, [self._put_on_wire(rows[i:i + CHUNK], now, deadline)
+                             for i in range(0, len(rows), CHUNK)], deadline)
+        return len(hand_off) > 0
+
     def _mqtt(self, now: datetime) -> bool:
         """One transaction: claim a chunk, put it on the wire, claim the next while the
         broker works on it, up to MQTT_BATCH pages; then wait for every PUBACK at once,
         mark the acknowledged pages sent in one UPDATE and COMMIT. A page is on its way to
         the phone as soon as its chunk is claimed; the COMMIT only records it."""
-        conn, publisher = self._conn, self._publisher
-        console_url = self._settings.console_url
+        conn = self._conn
         deadline = time.monotonic() + _PUBACK_TIMEOUT_S
         out: list[tuple[list[OutboxRow], Sending]] = []
         taken = 0
@@ -219,45 +276,57 @@ class Dispatcher:
                 taken += len(claimed)
                 rows = _cancel_stale(conn, claimed)
                 if rows:
-                    wire = []
-                    for r in rows:
-                        # The push goes to people only: the ladder and ticket_pages write it
-                        # for a worker; the one page without one (the 119 hook) is a webhook.
-                        assert r.worker_id is not None
-                        wire.append((publisher.topic(r.worker_id),
-                                     messages.encode(messages.page(r, now, console_url))))
-                    out.append((rows, publisher.send(wire, deadline)))
-            if not out:
-                return taken == MQTT_BATCH
-            sent: list[tuple[OutboxRow, datetime]] = []   # and when the broker had it
-            late: list[OutboxRow] = []
-            for rows, sending in out:
-                acked = publisher.wait(sending, deadline)
-                at = datetime.fromtimestamp(sending.done_at or time.time(), UTC)
-                for r, ok in zip(rows, acked, strict=True):
-                    if ok:
-                        sent.append((r, at))
-                    else:
-                        late.append(r)
-            done_at = datetime.now(UTC)
-            if sent:
-                # Binary arrays (%b): psycopg's text array dumper is Python, per element.
-                conn.execute("UPDATE pages p SET status = 'sent', sent_at = s.at,"
-                             " attempts = p.attempts + 1"
-                             " FROM unnest(%b::bigint[], %b::timestamptz[]) AS s(id, at)"
-                             " WHERE p.id = s.id",
-                             [[r.page_id for r, _ in sent], [at for _, at in sent]])
-            if late:    # the broker is away or slow: retry soon, never give up on the app
-                conn.execute("UPDATE pages SET attempts = attempts + 1, due_at = %s"
-                             " + make_interval(secs => least(5.0, 0.5 * 2 ^ attempts)),"
-                             " last_error = 'broker did not acknowledge'"
-                             " WHERE id = ANY(%b::bigint[])", [done_at, [r.page_id for r in late]])
+                    out.append(self._put_on_wire(rows, now, deadline))
+            self._mark(now, out, deadline)
+        return taken == MQTT_BATCH
+
+    def _put_on_wire(self, rows: list[OutboxRow], now: datetime,
+                     deadline: float) -> tuple[list[OutboxRow], Sending]:
+        publisher, console_url = self._publisher, self._settings.console_url
+        wire = []
+        for r in rows:
+            # The push goes to people only: the ladder and ticket_pages write it for a
+            # worker; the one page without one (the 119 hook) is a webhook.
+            assert r.worker_id is not None
+            wire.append((publisher.topic(r.worker_id),
+                         messages.encode(messages.page(r, now, console_url))))
+        return rows, publisher.send(wire, deadline)
+
+    def _mark(self, now: datetime, out: list[tuple[list[OutboxRow], Sending]],
+              deadline: float) -> None:
+        """Wait for the PUBACKs of what _put_on_wire sent; in the caller's transaction,
+        mark the acknowledged pages sent and the others due again soon."""
+        if not out:
+            return
+        conn, publisher = self._conn, self._publisher
+        sent: list[tuple[OutboxRow, datetime]] = []   # and when the broker had it
+        late: list[OutboxRow] = []
+        for rows, sending in out:
+            acked = publisher.wait(sending, deadline)
+            at = datetime.fromtimestamp(sending.done_at or time.time(), UTC)
+            for r, ok in zip(rows, acked, strict=True):
+                if ok:
+                    sent.append((r, at))
+                else:
+                    late.append(r)
+        done_at = datetime.now(UTC)
+        if sent:
+            # Binary arrays (%b): psycopg's text array dumper is Python, per element.
+            conn.execute("UPDATE pages p SET status = 'sent', sent_at = s.at,"
+                         " attempts = p.attempts + 1"
+                         " FROM unnest(%b::bigint[], %b::timestamptz[]) AS s(id, at)"
+                         " WHERE p.id = s.id",
+                         [[r.page_id for r, _ in sent], [at for _, at in sent]])
+        if late:    # the broker is away or slow: retry soon, never give up on the app
+            conn.execute("UPDATE pages SET attempts = attempts + 1, due_at = %s"
+                         " + make_interval(secs => least(5.0, 0.5 * 2 ^ attempts)),"
+                         " last_error = 'broker did not acknowledge'"
+                         " WHERE id = ANY(%b::bigint[])", [done_at, [r.page_id for r in late]])
         metrics.PAGES.labels("mqtt", "sent").inc(len(sent))
         metrics.PAGES.labels("mqtt", "retry").inc(len(late))
         latency = metrics.PAGE_SECONDS.labels("mqtt")     # one lookup for the batch
         for r, at in sent:
             latency.observe((at - r.created_at).total_seconds())
-        return taken == MQTT_BATCH
 
     # --- other channels: leased, sent on worker threads ----------------------------------
 

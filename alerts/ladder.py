@@ -24,6 +24,13 @@ Everything happens in the caller's transaction on rows the caller has locked, so
 exactly-once per rung whatever the number of alert-core processes: the evaluator fires new
 incidents from the upsert that locked them, the escalator those it claimed. The pages'
 unique key (incident, step, worker, channel) backs that up.
+
+The alert core hands its own MQTT pages to its dispatcher (`hand_off_s`): they are written
+due that many seconds later, so no other dispatcher claims them meanwhile, and returned
+ready to send (Fired.handed); the caller passes them on after its COMMIT. Reading them back
+from the outbox cost the dispatcher ~50 us a page, half of it Python building rows it had
+just written (issue 18). Should the process die first, they are due a few seconds later and
+any dispatcher sends them.
 """
 
 from __future__ import annotations
@@ -33,12 +40,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import psycopg
 from psycopg.rows import TupleRow
 
 from alerts import metrics
+from alerts.messages import OutboxRow
 from alerts.rules import Policy, Severity
 
 ACTOR = "alerts"
@@ -94,6 +102,14 @@ class LogRow(NamedTuple):
     detail: str                 # JSON text
 
 
+class Fired(NamedTuple):
+    """What fire() wrote: pages for sending (muted ones excluded), and of those the MQTT
+    pages leased to the caller's dispatcher (only with hand_off_s), to pass on after
+    COMMIT."""
+    pages: int
+    handed: list[OutboxRow]
+
+
 @dataclass
 class Batch:
     """What one pass writes: pages, log rows, and how many timers it set."""
@@ -120,12 +136,13 @@ def next_due(conn: psycopg.Connection[TupleRow]) -> datetime | None:
 
 
 def fire(conn: psycopg.Connection[TupleRow], incidents: list[Incident], now: datetime,
-         policy: Policy, channels: frozenset[str]) -> int:
+         policy: Policy, channels: frozenset[str], hand_off_s: float = 0.0) -> Fired:
     """Fire the next rung of each incident (rows locked by the caller). `channels` are the
     extra channels configured in this process (alerts.channels); the MQTT push is always
-    on. Returns the number of pages written for sending (muted ones excluded)."""
+    on. With `hand_off_s`, the MQTT pages are leased to the caller (see the module's
+    docstring)."""
     if not incidents:
-        return 0
+        return Fired(0, [])
     buildings = sorted({i.building_id for i in incidents})
     # Only the roles of the rungs these incidents may still reach in this pass (the next,
     # or a later one past skipped rungs): a warning at the grid asks for the desks, not
@@ -153,17 +170,26 @@ def fire(conn: psycopg.Connection[TupleRow], incidents: list[Incident], now: dat
             " FROM unnest(%b::bigint[], %b::text[], %b::int[], %b::int[], %b::timestamptz[])"
             "   AS u(id, state, rung, step, escalate_at) WHERE i.id = u.id",
             [now, *map(list, zip(*updates, strict=True))])
-    sent = write_batch(conn, now, ACTOR, batch)
+    sent, leased = _write(conn, now, ACTOR, batch, hand_off_s)
     for outcome, n in batch.outcomes.items():
         metrics.ESCALATIONS.labels(outcome).inc(n)
-    return sent
+    handed = _outbox_rows(conn, now, leased, batch, incidents, on_duty) if leased else []
+    return Fired(sent, handed)
 
 
 def write_batch(conn: psycopg.Connection[TupleRow], now: datetime, actor: str,
                 batch: Batch) -> int:
     """Write a batch's log rows and pages, and wake the dispatchers and escalators (at the
     caller's COMMIT). Returns the number of pages written for sending."""
+    return _write(conn, now, actor, batch, 0.0)[0]
+
+
+def _write(conn: psycopg.Connection[TupleRow], now: datetime, actor: str, batch: Batch,
+           lease_s: float) -> tuple[int, list[tuple[int, int, str]]]:
+    """write_batch; with `lease_s`, the MQTT pages to send are due that much later and
+    returned as (page id, incident id, worker id), for the caller's dispatcher."""
     sent = 0
+    leased: list[tuple[int, int, str]] = []
     with conn.cursor() as cur:
         if batch.log:
             cur.execute(
@@ -173,20 +199,74 @@ def write_batch(conn: psycopg.Connection[TupleRow], now: datetime, actor: str,
                 "   AS l(id, action, from_state, to_state, detail)",
                 [now, actor, *map(list, zip(*batch.log, strict=True))])
         if batch.pages:
+            pages = batch.pages
+            if lease_s:
+                pages = [p._replace(delay_s=lease_s) if _leased(p) else p for p in pages]
             cur.execute(
                 "INSERT INTO pages (incident_id, step, worker_id, channel, status, created_at,"
                 " due_at, payload) SELECT id, step, worker, channel, status, %s,"
                 " %s + make_interval(secs => delay), payload::jsonb"
                 " FROM unnest(%b::bigint[], %b::int[], %b::text[], %b::text[], %b::text[],"
                 " %b::text[], %b::float8[]) AS p(id, step, worker, channel, status, payload,"
-                " delay) ON CONFLICT DO NOTHING",
-                [now, now, *map(list, zip(*batch.pages, strict=True))])
-            sent = sum(1 for p in batch.pages if p.status == "pending")
-            cur.execute("SELECT pg_notify(%s, '')", [PAGES_CHANNEL])
+                " delay) ON CONFLICT DO NOTHING"
+                + (" RETURNING id, incident_id, worker_id, channel, status" if lease_s else ""),
+                [now, now, *map(list, zip(*pages, strict=True))], binary=bool(lease_s))
+            sent = sum(1 for p in pages if p.status == "pending")
+            if lease_s:
+                leased = [(page_id, incident, worker)
+                          for page_id, incident, worker, channel, status in cur.fetchall()
+                          if channel == "mqtt" and status == "pending"]
+            # Pages another dispatcher may send now (all of them, unless leased to ours).
+            if any(p.status == "pending" and not (lease_s and _leased(p)) for p in pages):
+                cur.execute("SELECT pg_notify(%s, '')", [PAGES_CHANNEL])
         if batch.timers:
             # Escalators in every process recompute their sleep at our COMMIT.
             cur.execute("SELECT pg_notify(%s, '')", [ESCALATE_CHANNEL])
-    return sent
+    return sent, leased
+
+
+def _leased(page: _Page) -> bool:
+    return page.channel == "mqtt" and page.status == "pending"
+
+
+# What a page's message needs beside the page and the ladder's view of the incident.
+_HANDED = """
+    SELECT i.id, i.opened_at, i.alert_count, b.address, b.lat, b.lon, b.grid_id, g.community_id
+    FROM incidents i JOIN buildings b ON b.id = i.building_id JOIN grids g ON g.id = b.grid_id
+    WHERE i.id = ANY(%b)"""
+
+
+def _outbox_rows(conn: psycopg.Connection[TupleRow], now: datetime,
+                 leased: list[tuple[int, int, str]], batch: Batch, incidents: list[Incident],
+                 on_duty: dict[str, dict[str, list[_OnDuty]]]) -> list[OutboxRow]:
+    """The leased pages as the dispatcher's claim would read them (alerts.dispatch._CLAIM),
+    built from what this pass already holds plus one query per pass; a differential test
+    (tests/test_hand_off.py) holds the two to the same message."""
+    by_id = {inc.id: inc for inc in incidents}
+    info = {row[0]: row[1:] for row in conn.execute(
+        _HANDED, [sorted({incident for _, incident, _ in leased})], binary=True)}
+    payloads = {(p.incident_id, p.worker_id): p for p in batch.pages if _leased(p)}
+    channels = {w.worker_id: w.channels for roles in on_duty.values()
+                for people in roles.values() for w in people}
+    rows = []
+    for page_id, incident, worker in leased:
+        inc, page = by_id[incident], payloads[(incident, worker)]
+        opened_at, alert_count, address, lat, lon, grid, community = info[incident]
+        rows.append(OutboxRow(
+            page_id=page_id, incident_id=incident, ticket_id=None, step=page.step,
+            worker_id=worker, channel="mqtt", payload=_parsed(page.payload), attempts=0,
+            created_at=now, worker_channels=channels.get(worker), incident_state=inc.state,
+            opened_at=opened_at, alert_count=alert_count, condition=None, device_id=None,
+            ticket_detail=None, building_id=inc.building_id, address=address, lat=lat,
+            lon=lon, grid_id=grid, community_id=community))
+    return rows
+
+
+@lru_cache(maxsize=256)
+def _parsed(payload: str) -> dict[str, Any]:
+    """payload_of's text as the claim reads it back (shared: messages only read it)."""
+    parsed: dict[str, Any] = json.loads(payload)
+    return parsed
 
 
 def page_worker(batch: Batch, incident_id: int, step: int, worker: str,

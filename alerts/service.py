@@ -1,12 +1,13 @@
 """The alert core process: `firegrid alerts run`.
 
-    paho network threads       evaluators                            escalator threads
+    MQTT session threads       evaluators                            escalator threads
     alarms: event, gateway ──► (calling thread) decode, RuleEngine,  claim_due -> ladder.fire
     telemetry              ──► ("telemetry")    store.record,        (alerts.escalators), sleep
                                COMMIT, then ack                      to the next timer
-                                      │ wake                                │ wake
+                                      │ wake, handed pages                  │ wake, handed pages
                                       ▼                                     ▼
-                               dispatcher thread: outbox -> MQTT push, webhooks, chat, SMS
+                               dispatcher thread: handed pages, outbox -> MQTT push,
+                               webhooks, chat, SMS
     listener thread: LISTEN firegrid_escalate / firegrid_pages, wakes the two above when
     another process (or the API) sets a timer or writes a page.
 
@@ -23,7 +24,8 @@ Messages ingest would dead-letter are acknowledged and ignored here: ingest keep
 
 All state is in PostgreSQL. Several alert-core processes can run side by side (partitions,
 or a share group on EMQX): the database keeps one open incident per building, row locks
-make each ladder rung fire once, and pages are claimed with SKIP LOCKED.
+make each ladder rung fire once, and pages are claimed with SKIP LOCKED (or leased to the
+process whose ladder wrote them, for a few seconds: alerts/dispatch.py).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from psycopg.rows import TupleRow
 
 from alerts import dispatch, handover, heartbeat, ladder, metrics, ruleset, store
 from alerts.channels import build_channels
+from alerts.messages import OutboxRow
 from alerts.publisher import PagePublisher
 from alerts.rules import Candidate, Policy, RuleEngine, load_policy
 from protocol.decode import Decoder
@@ -78,6 +81,7 @@ class AlertService:
         # the dispatcher then holds off, up to poll_s, so the rungs are written first.
         self._no_backlog = threading.Event()
         self._no_backlog.set()
+        self.hand_off = dispatch.HandOff()
         mqtt = MqttSettings.model_validate(settings.mqtt.model_dump() | {
             "client_id": cfg.client_id, "share_group": cfg.share_group,
             "partitions": cfg.partitions, "partition": cfg.partition})
@@ -184,9 +188,8 @@ class AlertService:
                     conn = connect(self._settings.database)
                 with conn.transaction():
                     out = store.record(conn, candidates, datetime.now(UTC), self.policy,
-                                       self.channel_names)
-                if out.pages:
-                    self._dispatch.set()
+                                       self.channel_names, self._settings.alerts.hand_off_s)
+                self._hand_over(out.handed, out.pages)
                 metrics.EVALUATE_SECONDS.observe(time.perf_counter() - started)
                 break
             except (psycopg.Error, UnavailableError) as exc:
@@ -257,15 +260,17 @@ class AlertService:
                 # Every claimed timer is set (escalate_at <= now): the test only narrows it.
                 late = [(now - inc.escalate_at).total_seconds() for inc in due
                         if inc.escalate_at is not None]
-                pages = ladder.fire(conn, due, now, self.policy, self.channel_names)
+                fired = ladder.fire(conn, due, now, self.policy, self.channel_names,
+                                    self._settings.alerts.hand_off_s)
             for seconds in late:
                 metrics.TIMER_LATENESS.observe(seconds)
-            if pages:
-                self._dispatch.set()
+            self._hand_over(fired.handed, fired.pages)
             if len(due) == limit:
                 self._no_backlog.clear()
                 continue
-            self._no_backlog.set()
+            if not self._no_backlog.is_set():
+                self._no_backlog.set()
+                self._dispatch.set()       # the outbox pass it held off
             with conn.transaction():
                 nxt = ladder.next_due(conn)
             wait = poll if nxt is None else (nxt - datetime.now(UTC)).total_seconds()
@@ -276,13 +281,21 @@ class AlertService:
 
     # --- the dispatcher: outbox -> channels --------------------------------------------------
 
+    def _hand_over(self, handed: list[OutboxRow], pages: int) -> None:
+        """After a COMMIT that wrote pages: give the dispatcher those leased to it (if it
+        has room; else they wait out their lease in the outbox) and wake it."""
+        if handed:
+            self.hand_off.put(handed)
+        if pages:
+            self._dispatch.set()
+
     def _dispatcher(self) -> None:
         self._loop("dispatcher", self._dispatch_loop)
 
     def _dispatch_loop(self, conn: psycopg.Connection[TupleRow]) -> None:
         sender = dispatch.Dispatcher(conn, self._settings.alerts, self.publisher, self.channels)
         poll = self._settings.alerts.poll_s
-        last_sweep = 0.0
+        last_sweep = last_pass = 0.0
         try:
             while not self.stopping.is_set():
                 if time.monotonic() - last_sweep >= poll:
@@ -292,8 +305,13 @@ class AlertService:
                         for severity, n in dispatch.open_incidents(conn).items():
                             metrics.OPEN_INCIDENTS.labels(severity).set(n)
                     last_sweep = time.monotonic()
-                self._no_backlog.wait(poll)
-                if sender.pass_once():
+                # Handed pages go out at once; the outbox pass holds off (up to poll_s)
+                # while escalators work through a burst, so that the rungs are written first.
+                more = sender.send_handed(self.hand_off)
+                if self._no_backlog.is_set() or time.monotonic() - last_pass >= poll:
+                    more = sender.pass_once() or more
+                    last_pass = time.monotonic()
+                if more:
                     continue
                 self._dispatch.wait(poll)
                 self._dispatch.clear()

@@ -34,6 +34,7 @@ from psycopg.rows import TupleRow
 
 from alerts import ladder, metrics
 from alerts.ladder import Incident
+from alerts.messages import OutboxRow
 from alerts.rules import Candidate, Policy
 
 HAZARD = "fire"
@@ -70,11 +71,13 @@ class Recorded:
     opened: list[int] = field(default_factory=list)
     confirmed: list[int] = field(default_factory=list)
     pages: int = 0                  # pages written for sending
+    handed: list[OutboxRow] = field(default_factory=list)   # of them, leased to the caller
 
 
 def record(conn: psycopg.Connection[TupleRow], candidates: list[Candidate], now: datetime,
-           policy: Policy, channels: frozenset[str]) -> Recorded:
-    """Record `candidates` (inside the caller's transaction)."""
+           policy: Policy, channels: frozenset[str], hand_off_s: float = 0.0) -> Recorded:
+    """Record `candidates` (inside the caller's transaction). `hand_off_s`: as ladder.fire,
+    the MQTT pages leased to the caller are in Recorded.handed, for after COMMIT."""
     out = Recorded()
     if not candidates:
         return out
@@ -117,7 +120,7 @@ def record(conn: psycopg.Connection[TupleRow], candidates: list[Candidate], now:
     # someone on it: it pages nobody again.
     firing = [inc for inc in fire_now.values()
               if inc.state in ("raised", "notified") or inc.id in out.confirmed]
-    out.pages = ladder.fire(conn, firing, now, policy, channels)
+    out.pages, out.handed = ladder.fire(conn, firing, now, policy, channels, hand_off_s)
     return out
 
 

@@ -281,6 +281,10 @@ class AlertsSettings(BaseModel):
     # spread over the database's cores (bench/alerts.py: 3 beat 2 on two cores).
     escalators: int = Field(3, ge=1, le=16)
     poll_s: float = Field(1.0, gt=0, le=60)
+    # The MQTT pages this process writes go straight to its own dispatcher, leased to it
+    # for this long (alerts/ladder.py): no other dispatcher claims them meanwhile, and if
+    # the process dies first they are due that much later, for any. 0: through the outbox.
+    hand_off_s: float = Field(5.0, ge=0, le=60)
     # Webhooks (per-worker `webhook` channel and the fire-service hook) are signed with
     # HMAC-SHA256 over "<unix time>.<body>" with this secret (docs/alerts.md).
     webhook_secret: SecretStr | None = None

@@ -1,0 +1,136 @@
+"""The alert core's own pages go straight to its dispatcher (issue 18; alerts/ladder.py
+hand_off_s): written leased, returned ready to send, sent after COMMIT without reading them
+back. Real broker and database: the handed rows say what the outbox claim would have said,
+page for page; they are sent once, marked sent; a page whose incident was resolved before
+the dispatcher got to it is cancelled; a page another dispatcher sent when the lease ran
+out is not sent again; and pages whose process never sent them are due when the lease ends."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+
+from alerts import dispatch, ladder, loop, messages, store
+from alerts.publisher import PagePublisher
+from alerts.rules import load_policy
+from tests.alert_live import Phones, alert_settings
+from tests.alert_support import NO_CHANNELS, alarm, build_ward
+
+LEASE_S = 5.0
+
+
+def _record(db, device: str, now: datetime):
+    with db.transaction():
+        return store.record(db, [alarm(device, 1, now)], now, load_policy(), NO_CHANNELS,
+                            hand_off_s=LEASE_S)
+
+
+def _claimed(db, at: datetime) -> dict[int, messages.OutboxRow]:
+    """What the outbox claim reads at `at`, in a transaction rolled back."""
+    with db.transaction(force_rollback=True):
+        return {r.page_id: r for r in dispatch._claim(db, at, True, 1000)}
+
+
+def test_handed_pages_say_what_the_outbox_would_have_said(db):
+    now = datetime.now(UTC)
+    build_ward(db, around=now)
+    first = _record(db, "SD-1", now)            # the evaluator: the first rung
+    assert first.pages == len(first.handed) == 2
+    # Leased: no dispatcher claims them until the lease ends.
+    assert _claimed(db, now + timedelta(seconds=LEASE_S - 1)) == {}
+    with db.transaction():                     # the escalator: the next rung, later
+        later = now + timedelta(minutes=5)
+        fired = ladder.fire(db, ladder.claim_due(db, later, 100), later, load_policy(),
+                            NO_CHANNELS, hand_off_s=LEASE_S)
+    assert fired.pages == len(fired.handed) > 0
+    handed = {r.page_id: r for r in [*first.handed, *fired.handed]}
+    assert set(_claimed(db, later + timedelta(seconds=LEASE_S - 1))) == {
+        r.page_id for r in first.handed}
+    # Then any dispatcher would, and read exactly the rows the ladder handed over.
+    claimed = _claimed(db, later + timedelta(seconds=LEASE_S + 1))
+    assert claimed == handed
+    for page_id, row in handed.items():     # and so the same message, to the letter
+        assert messages.page(row, later, "https://c") == messages.page(
+            claimed[page_id], later, "https://c")
+
+
+def _until_marker(phones: Phones, publisher: PagePublisher) -> list[tuple[str, dict]]:
+    """Every page the phones got before a marker sent last on the same publisher (the
+    broker keeps one publisher's order): all that was sent, with no waiting for silence."""
+    deadline = time.monotonic() + 10
+    assert publisher.wait(publisher.send([(publisher.topic("gw1"), b'{"marker": true}')],
+                                         deadline), deadline) == [True]
+    got = []
+    while "marker" not in (page := phones.take())[1]:
+        got.append(page)
+    return got
+
+
+def _publisher(settings) -> PagePublisher:
+    publisher = PagePublisher(settings.mqtt, settings.alerts)
+    publisher.start()
+    assert publisher.connected.wait(10)
+    return publisher
+
+
+def test_handed_pages_go_out_once_and_a_resolved_fire_is_not_paged(db, db_url,
+                                                                  make_settings, uid):
+    now = datetime.now(UTC)
+    build_ward(db, around=now)
+    kept = _record(db, "SD-1", now)
+    gone = _record(db, "SD-4", now)
+    loop.resolve(db, gone.opened[0], "api:gw2", "cooking_steam", "steam", load_policy(),
+                 now=now)
+    settings = alert_settings(make_settings, uid)
+    phones = Phones(settings)
+    publisher = _publisher(settings)
+    hand_off = dispatch.HandOff()
+    assert hand_off.put(kept.handed) and hand_off.put(gone.handed)
+    try:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            dispatcher = dispatch.Dispatcher(conn, settings.alerts, publisher, {})
+            try:
+                assert dispatcher.send_handed(hand_off) is False
+                # Due after the lease, the outbox has nothing more to send.
+                assert dispatcher.pass_once(now + timedelta(seconds=LEASE_S + 1)) is False
+            finally:
+                dispatcher.close()
+        got = _until_marker(phones, publisher)
+    finally:
+        publisher.stop()
+        phones.close()
+    assert sorted(p["page_id"] for _, p in got) == sorted(r.page_id for r in kept.handed)
+    rows = db.execute("SELECT incident_id, status, attempts, count(*) FROM pages"
+                      " GROUP BY 1, 2, 3 ORDER BY 1").fetchall()
+    assert rows == [(kept.opened[0], "sent", 1, 2), (gone.opened[0], "cancelled", 0, 1)]
+
+
+def test_a_page_sent_by_another_dispatcher_after_the_lease_is_not_sent_again(
+        db, db_url, make_settings, uid):
+    now = datetime.now(UTC)
+    build_ward(db, around=now)
+    out = _record(db, "SD-1", now)
+    settings = alert_settings(make_settings, uid)
+    phones = Phones(settings)
+    publisher = _publisher(settings)
+    hand_off = dispatch.HandOff()
+    hand_off.put(out.handed)
+    try:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            dispatcher = dispatch.Dispatcher(conn, settings.alerts, publisher, {})
+            try:
+                # Our process was slow: the lease ran out, and a dispatcher took them ...
+                assert dispatcher.pass_once(now + timedelta(seconds=LEASE_S + 1)) is False
+                # ... so the hand-off finds them sent, and sends nothing.
+                assert dispatcher.send_handed(hand_off) is False
+            finally:
+                dispatcher.close()
+        got = _until_marker(phones, publisher)
+    finally:
+        publisher.stop()
+        phones.close()
+    assert sorted(p["page_id"] for _, p in got) == sorted(r.page_id for r in out.handed)
+    assert db.execute("SELECT status, attempts, count(*) FROM pages GROUP BY 1, 2"
+                      ).fetchall() == [("sent", 1, 2)]
