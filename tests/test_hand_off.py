@@ -75,6 +75,23 @@ def _publisher(settings) -> PagePublisher:
     return publisher
 
 
+def _sent(settings, db_url: str, act) -> list[int]:
+    """Run act(dispatcher) against the real broker; the page ids the phones got."""
+    phones = Phones(settings)
+    publisher = _publisher(settings)
+    try:
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            dispatcher = dispatch.Dispatcher(conn, settings.alerts, publisher, {})
+            try:
+                act(dispatcher)
+            finally:
+                dispatcher.close()
+        return sorted(p["page_id"] for _, p in _until_marker(phones, publisher))
+    finally:
+        publisher.stop()
+        phones.close()
+
+
 def test_handed_pages_go_out_once_and_a_resolved_fire_is_not_paged(db, db_url,
                                                                   make_settings, uid):
     now = datetime.now(UTC)
@@ -83,25 +100,16 @@ def test_handed_pages_go_out_once_and_a_resolved_fire_is_not_paged(db, db_url,
     gone = _record(db, "SD-4", now)
     loop.resolve(db, gone.opened[0], "api:gw2", "cooking_steam", "steam", load_policy(),
                  now=now)
-    settings = alert_settings(make_settings, uid)
-    phones = Phones(settings)
-    publisher = _publisher(settings)
     hand_off = dispatch.HandOff()
     assert hand_off.put(kept.handed) and hand_off.put(gone.handed)
-    try:
-        with psycopg.connect(db_url, autocommit=True) as conn:
-            dispatcher = dispatch.Dispatcher(conn, settings.alerts, publisher, {})
-            try:
-                assert dispatcher.send_handed(hand_off) is False
-                # Due after the lease, the outbox has nothing more to send.
-                assert dispatcher.pass_once(now + timedelta(seconds=LEASE_S + 1)) is False
-            finally:
-                dispatcher.close()
-        got = _until_marker(phones, publisher)
-    finally:
-        publisher.stop()
-        phones.close()
-    assert sorted(p["page_id"] for _, p in got) == sorted(r.page_id for r in kept.handed)
+
+    def act(dispatcher: dispatch.Dispatcher) -> None:
+        assert dispatcher.send_handed(hand_off) is False
+        # Due after the lease, the outbox has nothing more to send.
+        assert dispatcher.pass_once(now + timedelta(seconds=LEASE_S + 1)) is False
+
+    got = _sent(alert_settings(make_settings, uid), db_url, act)
+    assert got == sorted(r.page_id for r in kept.handed)
     rows = db.execute("SELECT incident_id, status, attempts, count(*) FROM pages"
                       " GROUP BY 1, 2, 3 ORDER BY 1").fetchall()
     assert rows == [(kept.opened[0], "sent", 1, 2), (gone.opened[0], "cancelled", 0, 1)]
@@ -112,25 +120,16 @@ def test_a_page_sent_by_another_dispatcher_after_the_lease_is_not_sent_again(
     now = datetime.now(UTC)
     build_ward(db, around=now)
     out = _record(db, "SD-1", now)
-    settings = alert_settings(make_settings, uid)
-    phones = Phones(settings)
-    publisher = _publisher(settings)
     hand_off = dispatch.HandOff()
-    hand_off.put(out.handed)
-    try:
-        with psycopg.connect(db_url, autocommit=True) as conn:
-            dispatcher = dispatch.Dispatcher(conn, settings.alerts, publisher, {})
-            try:
-                # Our process was slow: the lease ran out, and a dispatcher took them ...
-                assert dispatcher.pass_once(now + timedelta(seconds=LEASE_S + 1)) is False
-                # ... so the hand-off finds them sent, and sends nothing.
-                assert dispatcher.send_handed(hand_off) is False
-            finally:
-                dispatcher.close()
-        got = _until_marker(phones, publisher)
-    finally:
-        publisher.stop()
-        phones.close()
-    assert sorted(p["page_id"] for _, p in got) == sorted(r.page_id for r in out.handed)
+    assert hand_off.put(out.handed)
+
+    def act(dispatcher: dispatch.Dispatcher) -> None:
+        # Our process was slow: the lease ran out, and a dispatcher took them ...
+        assert dispatcher.pass_once(now + timedelta(seconds=LEASE_S + 1)) is False
+        # ... so the hand-off finds them sent, and sends nothing.
+        assert dispatcher.send_handed(hand_off) is False
+
+    got = _sent(alert_settings(make_settings, uid), db_url, act)
+    assert got == sorted(r.page_id for r in out.handed)
     assert db.execute("SELECT status, attempts, count(*) FROM pages GROUP BY 1, 2"
                       ).fetchall() == [("sent", 1, 2)]
