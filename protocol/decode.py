@@ -20,10 +20,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
+from protocol import fast
 from protocol import models as p
 
 REASONS = (
@@ -122,6 +123,9 @@ class Decoder:
         if channel == "gateway":
             self._gateway(out, topic, payload, received_ms, device_id)
             return out
+        if channel == "telemetry" and (quick := fast.telemetry(payload)) is not None:
+            self._take(out, topic, payload, received_ms, device_id, None, quick)
+            return out
         adapter = p.TELEMETRY if channel == "telemetry" else p.EVENT
         try:
             msg = adapter.validate_json(payload)
@@ -159,7 +163,8 @@ class Decoder:
             self._take(out, topic, raw, received_ms, header.device_id, gateway_id, msg)
 
     def _take(self, out: Decoded, topic: str, raw: bytes, received_ms: int, device_id: str,
-              gateway_id: str | None, msg: p.TelemetryMessage | p.EventMessage) -> None:
+              gateway_id: str | None,
+              msg: p.TelemetryMessage | p.EventMessage | Any) -> None:
         lag = received_ms - msg.ts
         if -lag > self._skew_ms:
             self._dead(out, topic, raw, received_ms, "future_timestamp",
@@ -170,13 +175,13 @@ class Decoder:
                        f"device time is {lag / 86_400_000:.1f} days old", device_id)
             return
         out.lag_ms.append(lag)
-        if isinstance(msg, p.SmokeStatus):
+        if isinstance(msg, (p.SmokeStatus, fast.SmokeStatus)):
             out.readings.append(Reading(
                 device_id, msg.ts, msg.seq, "smoke", received_ms, gateway_id,
                 msg.obscuration_db_m, msg.temperature_c, msg.battery_pct, msg.battery_v,
                 msg.rsrp_dbm, msg.sinr_db, msg.heartbeat_s, None, None, None,
             ))
-        elif isinstance(msg, p.CameraStatus):
+        elif isinstance(msg, (p.CameraStatus, fast.CameraStatus)):
             out.readings.append(Reading(
                 device_id, msg.ts, msg.seq, "camera", received_ms, gateway_id,
                 None, msg.temperature_c, None, None, None, None, None,
