@@ -8,11 +8,16 @@ import json
 import queue
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
+from alerts import dispatch
+from alerts.publisher import PagePublisher
 from alerts.rules import rules_text
 from alerts.service import AlertService
 from runtime.settings import Settings
@@ -70,6 +75,28 @@ class AlertsProcess(IngestProcess):
     """`firegrid alerts run` as a child process."""
 
     command = ("alerts", "run")
+
+
+def page_publisher(settings: Settings, client_id: str | None = None) -> PagePublisher:
+    """The alert core's page publisher, started and connected."""
+    alerts = settings.alerts.model_copy(update={"client_id": client_id or
+                                                settings.alerts.client_id})
+    publisher = PagePublisher(settings.mqtt, alerts)
+    publisher.start()
+    assert publisher.connected.wait(10)
+    return publisher
+
+
+@contextmanager
+def dispatcher_on(settings: Settings, db_url: str,
+                  publisher: PagePublisher) -> Iterator[dispatch.Dispatcher]:
+    """A dispatcher on a connection of its own, closed after the block."""
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        sender = dispatch.Dispatcher(conn, settings.alerts, publisher, {})
+        try:
+            yield sender
+        finally:
+            sender.close()
 
 
 def fast_ladder(rung_s: int) -> str:

@@ -9,13 +9,11 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-import psycopg
-
 from alerts import dispatch, loop
 from alerts.publisher import PagePublisher
 from alerts.rules import load_policy
 from runtime.localsvc import Mosquitto, make_state_dir, wait_until
-from tests.alert_live import Phones, alert_settings
+from tests.alert_live import Phones, alert_settings, dispatcher_on, page_publisher
 from tests.alert_support import alarm, build_ward, record
 
 
@@ -32,16 +30,10 @@ def test_pages_of_a_resolved_incident_are_cancelled_not_sent(db, db_url, make_se
 
     settings = alert_settings(make_settings, uid)
     phones = Phones(settings)
-    publisher = PagePublisher(settings.mqtt, settings.alerts)
-    publisher.start()
-    assert publisher.connected.wait(10)
+    publisher = page_publisher(settings)
     try:
-        with psycopg.connect(db_url, autocommit=True) as conn:
-            dispatcher = dispatch.Dispatcher(conn, settings.alerts, publisher, {})
-            try:
-                dispatcher.pass_once(later + timedelta(seconds=1))
-            finally:
-                dispatcher.close()
+        with dispatcher_on(settings, db_url, publisher) as dispatcher:
+            dispatcher.pass_once(later + timedelta(seconds=1))
         # Pages go out in the order they were due, and the broker keeps one publisher's
         # order: had B1's page been sent, it would arrive before B3's.
         worker, page = phones.take()
@@ -76,28 +68,15 @@ def _burst(db, n: int) -> tuple[int, set[int]]:
     return incident, ids
 
 
-def _publisher(settings, client_id: str | None = None) -> PagePublisher:
-    alerts = settings.alerts.model_copy(update={"client_id": client_id or
-                                                settings.alerts.client_id})
-    publisher = PagePublisher(settings.mqtt, alerts)
-    publisher.start()
-    assert publisher.connected.wait(10)
-    return publisher
-
-
 def test_a_burst_goes_out_in_one_pass_and_each_page_once(db, db_url, make_settings, uid):
     build_ward(db, around=datetime.now(UTC))
     _, ids = _burst(db, 2 * dispatch.CHUNK + 300)
     settings = alert_settings(make_settings, uid)
     phones = Phones(settings)
-    publisher = _publisher(settings)
+    publisher = page_publisher(settings)
     try:
-        with psycopg.connect(db_url, autocommit=True) as conn:
-            dispatcher = dispatch.Dispatcher(conn, settings.alerts, publisher, {})
-            try:
-                assert dispatcher.pass_once(datetime.now(UTC)) is False   # nothing left
-            finally:
-                dispatcher.close()
+        with dispatcher_on(settings, db_url, publisher) as dispatcher:
+            assert dispatcher.pass_once(datetime.now(UTC)) is False   # nothing left
         got = [page["page_id"] for _, page in phones.take_n(len(ids))]
     finally:
         publisher.stop()
@@ -114,19 +93,15 @@ def test_two_dispatchers_split_a_burst_without_sending_a_page_twice(db, db_url, 
     _, ids = _burst(db, 3 * dispatch.CHUNK)
     settings = alert_settings(make_settings, uid)
     phones = Phones(settings)
-    publishers = [_publisher(settings, f"alerts-{uid}-{i}") for i in (1, 2)]
+    publishers = [page_publisher(settings, f"alerts-{uid}-{i}") for i in (1, 2)]
     start = threading.Barrier(2)
     errors: list[BaseException] = []
 
     def dispatch_once(publisher: PagePublisher) -> None:
         try:
-            with psycopg.connect(db_url, autocommit=True) as conn:
-                dispatcher = dispatch.Dispatcher(conn, settings.alerts, publisher, {})
-                try:
-                    start.wait(10)
-                    dispatcher.pass_once(datetime.now(UTC))
-                finally:
-                    dispatcher.close()
+            with dispatcher_on(settings, db_url, publisher) as dispatcher:
+                start.wait(10)
+                dispatcher.pass_once(datetime.now(UTC))
         except BaseException as exc:
             errors.append(exc)
 
@@ -154,20 +129,16 @@ def test_pages_the_broker_did_not_acknowledge_wait_for_a_retry(db, db_url, make_
     phones = Phones(settings)
     publisher = PagePublisher(settings.mqtt, settings.alerts)     # not started: no broker
     try:
-        with psycopg.connect(db_url, autocommit=True) as conn:
-            dispatcher = dispatch.Dispatcher(conn, settings.alerts, publisher, {})
-            try:
-                dispatcher.pass_once(datetime.now(UTC))
-                rows = db.execute(
-                    "SELECT status, attempts, last_error, due_at > now(), count(*) FROM pages"
-                    " WHERE id = ANY(%s) GROUP BY 1, 2, 3, 4", [list(ids)]).fetchall()
-                assert rows == [("pending", 1, "broker did not acknowledge", True, len(ids))]
-                # The broker is back: the next pass after the retry delay sends them all.
-                publisher.start()
-                assert publisher.connected.wait(10)
-                dispatcher.pass_once(datetime.now(UTC) + timedelta(seconds=6))
-            finally:
-                dispatcher.close()
+        with dispatcher_on(settings, db_url, publisher) as dispatcher:
+            dispatcher.pass_once(datetime.now(UTC))
+            rows = db.execute(
+                "SELECT status, attempts, last_error, due_at > now(), count(*) FROM pages"
+                " WHERE id = ANY(%s) GROUP BY 1, 2, 3, 4", [list(ids)]).fetchall()
+            assert rows == [("pending", 1, "broker did not acknowledge", True, len(ids))]
+            # The broker is back: the next pass after the retry delay sends them all.
+            publisher.start()
+            assert publisher.connected.wait(10)
+            dispatcher.pass_once(datetime.now(UTC) + timedelta(seconds=6))
         got = [page["page_id"] for _, page in phones.take_n(len(ids))]
     finally:
         publisher.stop()
@@ -182,7 +153,7 @@ def test_the_publisher_comes_back_with_the_broker(make_settings, uid):
     try:
         settings = make_settings(mqtt={"host": server.host, "port": server.port,
                                        "reconnect_min_s": 0.1, "reconnect_max_s": 0.5})
-        publisher = _publisher(settings)
+        publisher = page_publisher(settings)
         try:
             topic = publisher.topic("gw1")
             assert publisher.publish_all([(topic, b"{}")] * 3, 10) == [True] * 3
@@ -209,7 +180,7 @@ def test_a_page_the_broker_refuses_is_not_taken_for_sent(make_settings, uid, tmp
     server = Mosquitto(make_state_dir("fg-test-mq-acl-"), extra_conf=f"acl_file {acl}\n").start()
     try:
         settings = make_settings(mqtt={"host": server.host, "port": server.port})
-        publisher = _publisher(settings)
+        publisher = page_publisher(settings)
         try:
             assert publisher.publish_all([("pages/gw1/pages", b"{}"),
                                           ("elsewhere/gw1/pages", b"{}")], 10) == [True, False]

@@ -10,12 +10,10 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-import psycopg
-
 from alerts import dispatch, ladder, loop, messages, store
 from alerts.publisher import PagePublisher
 from alerts.rules import load_policy
-from tests.alert_live import Phones, alert_settings
+from tests.alert_live import Phones, alert_settings, dispatcher_on, page_publisher
 from tests.alert_support import NO_CHANNELS, alarm, build_ward
 
 LEASE_S = 5.0
@@ -68,24 +66,13 @@ def _until_marker(phones: Phones, publisher: PagePublisher) -> list[tuple[str, d
     return got
 
 
-def _publisher(settings) -> PagePublisher:
-    publisher = PagePublisher(settings.mqtt, settings.alerts)
-    publisher.start()
-    assert publisher.connected.wait(10)
-    return publisher
-
-
 def _sent(settings, db_url: str, act) -> list[int]:
     """Run act(dispatcher) against the real broker; the page ids the phones got."""
     phones = Phones(settings)
-    publisher = _publisher(settings)
+    publisher = page_publisher(settings)
     try:
-        with psycopg.connect(db_url, autocommit=True) as conn:
-            dispatcher = dispatch.Dispatcher(conn, settings.alerts, publisher, {})
-            try:
-                act(dispatcher)
-            finally:
-                dispatcher.close()
+        with dispatcher_on(settings, db_url, publisher) as dispatcher:
+            act(dispatcher)
         return sorted(p["page_id"] for _, p in _until_marker(phones, publisher))
     finally:
         publisher.stop()
