@@ -29,6 +29,10 @@ PAGE_SECONDS = Histogram("firegrid_page_latency_seconds",
                          "From the page being written to the channel accepting it",
                          ["channel"], buckets=_LATENCY)
 PAGES_PENDING = Gauge("firegrid_pages_pending", "Pages waiting to be sent (all processes)")
+PAGES_HANDED = Counter("firegrid_pages_handed_total",
+                       "MQTT pages handed to this process's dispatcher (handed), or left in "
+                       "the outbox until their lease ends because it had no room (no_room)",
+                       ["outcome"])
 OPEN_INCIDENTS = Gauge("firegrid_incidents_open", "Open incidents (all processes)",
                        ["severity"])
 DB_ERRORS = Counter("firegrid_alerts_db_errors_total",

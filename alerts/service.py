@@ -285,7 +285,8 @@ class AlertService:
         """After a COMMIT that wrote pages: give the dispatcher those leased to it (if it
         has room; else they wait out their lease in the outbox) and wake it."""
         if handed:
-            self.hand_off.put(handed)
+            outcome = "handed" if self.hand_off.put(handed) else "no_room"
+            metrics.PAGES_HANDED.labels(outcome).inc(len(handed))
         if pages:
             self._dispatch.set()
 

@@ -120,3 +120,13 @@ def test_a_page_sent_by_another_dispatcher_after_the_lease_is_not_sent_again(
     assert got == sorted(r.page_id for r in out.handed)
     assert db.execute("SELECT status, attempts, count(*) FROM pages GROUP BY 1, 2"
                       ).fetchall() == [("sent", 1, 2)]
+
+
+def test_a_full_hand_off_takes_nothing_more_and_gives_in_order():
+    """Pure logic: past its bound a hand-off refuses a whole pass (its pages wait out their
+    lease in the outbox); what it holds comes out first in, first out."""
+    hand_off = dispatch.HandOff(max_rows=3)
+    assert hand_off.put(["a", "b"]) is True
+    assert hand_off.put(["c", "d"]) is False
+    assert hand_off.put(["c"]) is True
+    assert (hand_off.take(2), hand_off.take(5), len(hand_off)) == (["a", "b"], ["c"], 0)
