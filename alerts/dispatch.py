@@ -258,8 +258,8 @@ class Dispatcher:
                     for r in rows if r.page_id in states]
             rows = _cancel_stale(conn, mine)
             deadline = time.monotonic() + _PUBACK_TIMEOUT_S
-            self._mark(now, [self._put_on_wire(rows[i:i + CHUNK], now, deadline)
-                             for i in range(0, len(rows), CHUNK)], deadline)
+            self._mark([self._put_on_wire(rows[i:i + CHUNK], now, deadline)
+                        for i in range(0, len(rows), CHUNK)], deadline)
         return len(hand_off) > 0
 
     def _mqtt(self, now: datetime) -> bool:
@@ -277,7 +277,7 @@ class Dispatcher:
                 rows = _cancel_stale(conn, claimed)
                 if rows:
                     out.append(self._put_on_wire(rows, now, deadline))
-            self._mark(now, out, deadline)
+            self._mark(out, deadline)
         return taken == MQTT_BATCH
 
     def _put_on_wire(self, rows: list[OutboxRow], now: datetime,
@@ -292,8 +292,7 @@ class Dispatcher:
                          messages.encode(messages.page(r, now, console_url))))
         return rows, publisher.send(wire, deadline)
 
-    def _mark(self, now: datetime, out: list[tuple[list[OutboxRow], Sending]],
-              deadline: float) -> None:
+    def _mark(self, out: list[tuple[list[OutboxRow], Sending]], deadline: float) -> None:
         """Wait for the PUBACKs of what _put_on_wire sent; in the caller's transaction,
         mark the acknowledged pages sent and the others due again soon."""
         if not out:

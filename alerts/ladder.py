@@ -173,7 +173,7 @@ def fire(conn: psycopg.Connection[TupleRow], incidents: list[Incident], now: dat
     sent, leased = _write(conn, now, ACTOR, batch, hand_off_s)
     for outcome, n in batch.outcomes.items():
         metrics.ESCALATIONS.labels(outcome).inc(n)
-    handed = _outbox_rows(conn, now, leased, batch, incidents, on_duty) if leased else []
+    handed = _handed_rows(conn, now, leased, batch, incidents, on_duty) if leased else []
     return Fired(sent, handed)
 
 
@@ -236,7 +236,7 @@ _HANDED = """
     WHERE i.id = ANY(%b)"""
 
 
-def _outbox_rows(conn: psycopg.Connection[TupleRow], now: datetime,
+def _handed_rows(conn: psycopg.Connection[TupleRow], now: datetime,
                  leased: list[tuple[int, int, str]], batch: Batch, incidents: list[Incident],
                  on_duty: dict[str, dict[str, list[_OnDuty]]]) -> list[OutboxRow]:
     """The leased pages as the dispatcher's claim would read them (alerts.dispatch._CLAIM),

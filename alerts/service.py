@@ -189,7 +189,7 @@ class AlertService:
                 with conn.transaction():
                     out = store.record(conn, candidates, datetime.now(UTC), self.policy,
                                        self.channel_names, self._settings.alerts.hand_off_s)
-                self._hand_over(out.handed, out.pages)
+                self._hand_off(out.handed, out.pages)
                 metrics.EVALUATE_SECONDS.observe(time.perf_counter() - started)
                 break
             except (psycopg.Error, UnavailableError) as exc:
@@ -264,7 +264,7 @@ class AlertService:
                                     self._settings.alerts.hand_off_s)
             for seconds in late:
                 metrics.TIMER_LATENESS.observe(seconds)
-            self._hand_over(fired.handed, fired.pages)
+            self._hand_off(fired.handed, fired.pages)
             if len(due) == limit:
                 self._no_backlog.clear()
                 continue
@@ -281,7 +281,7 @@ class AlertService:
 
     # --- the dispatcher: outbox -> channels --------------------------------------------------
 
-    def _hand_over(self, handed: list[OutboxRow], pages: int) -> None:
+    def _hand_off(self, handed: list[OutboxRow], pages: int) -> None:
         """After a COMMIT that wrote pages: give the dispatcher those leased to it (if it
         has room; else they wait out their lease in the outbox) and wake it."""
         if handed:

@@ -59,9 +59,11 @@ def alarm(device: str, seq: int, at: datetime, rule: str = "smoke_alarm") -> Can
 
 
 def record(conn: psycopg.Connection, candidates: list[Candidate], now: datetime,
-           policy: Policy | None = None, channels: frozenset[str] = NO_CHANNELS):
+           policy: Policy | None = None, channels: frozenset[str] = NO_CHANNELS,
+           hand_off_s: float = 0.0):
     with conn.transaction():
-        return store.record(conn, candidates, now, policy or load_policy(), channels)
+        return store.record(conn, candidates, now, policy or load_policy(), channels,
+                            hand_off_s)
 
 
 def tick(conn: psycopg.Connection, now: datetime, policy: Policy | None = None,

@@ -10,19 +10,17 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
-from alerts import dispatch, ladder, loop, messages, store
+from alerts import dispatch, ladder, loop, messages
 from alerts.publisher import PagePublisher
 from alerts.rules import load_policy
 from tests.alert_live import Phones, alert_settings, dispatcher_on, page_publisher
-from tests.alert_support import NO_CHANNELS, alarm, build_ward
+from tests.alert_support import NO_CHANNELS, alarm, build_ward, record
 
 LEASE_S = 5.0
 
 
 def _record(db, device: str, now: datetime):
-    with db.transaction():
-        return store.record(db, [alarm(device, 1, now)], now, load_policy(), NO_CHANNELS,
-                            hand_off_s=LEASE_S)
+    return record(db, [alarm(device, 1, now)], now, hand_off_s=LEASE_S)
 
 
 def _claimed(db, at: datetime) -> dict[int, messages.OutboxRow]:
