@@ -113,7 +113,8 @@ class CpuMeter:
         self.t0, self.cpu0 = time.monotonic(), {k: cpu_s(v) for k, v in self.pids.items()}
 
     def read(self) -> dict[str, float]:
-        elapsed = time.monotonic() - self.t0
+        """CPU % of one core per process since start(); `elapsed` keeps the seconds."""
+        self.elapsed = elapsed = time.monotonic() - self.t0
         return {k: (cpu_s(v) - self.cpu0[k]) / elapsed * 100 for k, v in self.pids.items()}
 
     def seconds(self) -> dict[str, float]:
