@@ -19,9 +19,12 @@ sent but 'cancelled' (_cancel_stale).
 
 The pages this process's own ladder writes skip the claim (send_handed): they are written
 leased to it (alerts.ladder, hand_off_s) and handed over in memory after their COMMIT, so
-a burst of rungs goes out while the escalators are still firing. The dispatcher locks them
-by id, the ones still pending, and sends them as above; a page whose lease ran out first
-was taken by another dispatcher's claim, and is skipped.
+a burst of rungs goes out while the escalators are still firing. Nobody else claims them
+before the lease ends, so they go out unlocked, at once (those with less than half their
+lease left are left to the outbox), and are marked sent a fifth of the lease later
+(mark_handed). Locking them and marking them in the sending transaction cost the database
+~35 us a page while the rungs were still being written (issue 18). A process that dies
+before marking them leaves them pending: sent again after the lease, same page_id.
 
 Other channels (webhooks, chat robots, SMS) may take seconds, so a page is leased instead:
 attempts + 1 and due_at pushed past the HTTP timeout in one short transaction, then sent
@@ -34,6 +37,7 @@ process that dies mid-send leaves the lease to expire, and the page is tried aga
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -184,6 +188,19 @@ def _cancel_stale(conn: psycopg.Connection[Any], rows: list[OutboxRow]) -> list[
     return [r for r in rows if r.page_id not in gone]
 
 
+def _resolved(conn: psycopg.Connection[Any], rows: list[OutboxRow]) -> list[OutboxRow]:
+    """The handed rows with their incident's state now, for _cancel_stale: the ladder
+    handed them over with the state it wrote, and a resolve may have come since. Read
+    without locks (the pages are leased, and nothing else in the page depends on it)."""
+    resolved = {row[0] for row in conn.execute(
+        "SELECT id FROM incidents WHERE id = ANY(%b) AND state = 'resolved'",
+        [sorted({r.incident_id for r in rows if r.incident_id is not None})], binary=True)}
+    if not resolved:
+        return rows
+    return [replace(r, incident_state="resolved") if r.incident_id in resolved else r
+            for r in rows]
+
+
 class HandOff:
     """Pages this process just wrote and leased to its own dispatcher (alerts.ladder's
     hand_off_s), passed on after their COMMIT. Bounded: past `max_rows` waiting, more are
@@ -219,8 +236,12 @@ class Dispatcher:
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="page-send")
         self._outcomes: queue.SimpleQueue[_Outcome] = queue.SimpleQueue()
         self._in_flight = 0
+        # Handed pages on the wire, not yet marked sent (send_handed -> mark_handed).
+        self._unmarked: list[tuple[list[OutboxRow], Sending]] = []
+        self._unmarked_since = 0.0
 
     def close(self) -> None:
+        self.mark_handed(force=True)
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._write_outcomes()
         for channel in self._channels.values():
@@ -238,29 +259,46 @@ class Dispatcher:
 
     # --- MQTT: locked while sending ------------------------------------------------------
 
-    def send_handed(self, hand_off: HandOff) -> bool:
+    def send_handed(self, hand_off: HandOff, now: datetime | None = None) -> bool:
         """Send the pages this process's escalators and evaluators handed over (written
-        leased to us, see alerts.ladder): lock them by id, the ones still pending, drop
-        those whose incident was resolved meanwhile, send, mark sent, COMMIT, as _mqtt does
-        with the pages it claims. A page another dispatcher took once its lease ran out is
-        locked or sent, and skipped. True if there may be more."""
+        leased to us, see alerts.ladder). No other dispatcher claims a page before its
+        lease ends, so they are not locked: those with at least half their lease left are
+        sent at once, unless their incident was resolved meanwhile; the others are left to
+        the outbox, which sends them when due. Marking them sent waits (mark_handed).
+        True if there may be more."""
         rows = hand_off.take(MQTT_BATCH)
         if not rows:
             return False
-        conn, now = self._conn, datetime.now(UTC)
-        with conn.transaction():
-            states = dict(conn.execute(
-                "SELECT p.id, i.state FROM pages p JOIN incidents i ON i.id = p.incident_id"
-                " WHERE p.id = ANY(%b) AND p.status = 'pending' FOR UPDATE OF p SKIP LOCKED",
-                [[r.page_id for r in rows]], binary=True).fetchall())
-            mine = [r if r.incident_state == states[r.page_id]
-                    else replace(r, incident_state=states[r.page_id])
-                    for r in rows if r.page_id in states]
-            rows = _cancel_stale(conn, mine)
+        now = now or datetime.now(UTC)
+        fresh = now - timedelta(seconds=self._settings.hand_off_s / 2)
+        rows = [r for r in rows if r.created_at > fresh]
+        if rows:
+            with self._conn.transaction():
+                rows = _cancel_stale(self._conn, _resolved(self._conn, rows))
             deadline = time.monotonic() + _PUBACK_TIMEOUT_S
-            self._mark([self._put_on_wire(rows[i:i + CHUNK], now, deadline)
-                        for i in range(0, len(rows), CHUNK)], deadline)
+            self._unmarked.extend(self._put_on_wire(rows[i:i + CHUNK], now, deadline)
+                                  for i in range(0, len(rows), CHUNK))
+            self._unmarked_since = self._unmarked_since or time.monotonic()
         return len(hand_off) > 0
+
+    def mark_handed(self, force: bool = False) -> float:
+        """Record the handed pages the broker acknowledged as sent, the others as due again
+        soon (one UPDATE each, one COMMIT), once the oldest has waited a fifth of the lease
+        (or when `force`d): long before any other dispatcher may take them, and in a burst
+        of rungs after most of it is fired, so that the database's time goes to the rungs
+        and the phones get them sooner. The page is on the phone already; only sent_at and
+        the metrics wait. A process that dies first leaves them pending: sent again after
+        their lease, with the same page_id, which the app drops. Returns the seconds until
+        the next call has something to do (inf: nothing waits)."""
+        if not self._unmarked:
+            return math.inf
+        left = self._unmarked_since + self._settings.hand_off_s / 5 - time.monotonic()
+        if left > 0 and not force:
+            return left
+        out, self._unmarked, self._unmarked_since = self._unmarked, [], 0.0
+        with self._conn.transaction():
+            self._mark(out, time.monotonic() + _PUBACK_TIMEOUT_S)
+        return math.inf
 
     def _mqtt(self, now: datetime) -> bool:
         """One transaction: claim a chunk, put it on the wire, claim the next while the
@@ -310,17 +348,19 @@ class Dispatcher:
                     late.append(r)
         done_at = datetime.now(UTC)
         if sent:
-            # Binary arrays (%b): psycopg's text array dumper is Python, per element.
+            # Binary arrays (%b): psycopg's text array dumper is Python, per element. Still
+            # pending: a handed page is not locked (one taken after its lease is skipped).
             conn.execute("UPDATE pages p SET status = 'sent', sent_at = s.at,"
                          " attempts = p.attempts + 1"
                          " FROM unnest(%b::bigint[], %b::timestamptz[]) AS s(id, at)"
-                         " WHERE p.id = s.id",
+                         " WHERE p.id = s.id AND p.status = 'pending'",
                          [[r.page_id for r, _ in sent], [at for _, at in sent]])
         if late:    # the broker is away or slow: retry soon, never give up on the app
             conn.execute("UPDATE pages SET attempts = attempts + 1, due_at = %s"
                          " + make_interval(secs => least(5.0, 0.5 * 2 ^ attempts)),"
                          " last_error = 'broker did not acknowledge'"
-                         " WHERE id = ANY(%b::bigint[])", [done_at, [r.page_id for r in late]])
+                         " WHERE id = ANY(%b::bigint[]) AND status = 'pending'",
+                         [done_at, [r.page_id for r in late]])
         metrics.PAGES.labels("mqtt", "sent").inc(len(sent))
         metrics.PAGES.labels("mqtt", "retry").inc(len(late))
         latency = metrics.PAGE_SECONDS.labels("mqtt")     # one lookup for the batch

@@ -306,15 +306,17 @@ class AlertService:
                         for severity, n in dispatch.open_incidents(conn).items():
                             metrics.OPEN_INCIDENTS.labels(severity).set(n)
                     last_sweep = time.monotonic()
-                # Handed pages go out at once; the outbox pass holds off (up to poll_s)
-                # while escalators work through a burst, so that the rungs are written first.
+                # Handed pages go out at once and are marked sent a second or so later; the
+                # outbox pass holds off (up to poll_s) while escalators work through a
+                # burst, so that the rungs are written first.
                 more = sender.send_handed(self.hand_off)
+                mark_in = sender.mark_handed()
                 if self._no_backlog.is_set() or time.monotonic() - last_pass >= poll:
                     more = sender.pass_once() or more
                     last_pass = time.monotonic()
                 if more:
                     continue
-                self._dispatch.wait(poll)
+                self._dispatch.wait(min(poll, mark_in))
                 self._dispatch.clear()
         finally:
             sender.close()

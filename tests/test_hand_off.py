@@ -90,6 +90,7 @@ def test_handed_pages_go_out_once_and_a_resolved_fire_is_not_paged(db, db_url,
 
     def act(dispatcher: dispatch.Dispatcher) -> None:
         assert dispatcher.send_handed(hand_off) is False
+        dispatcher.mark_handed(force=True)
         # Due after the lease, the outbox has nothing more to send.
         assert dispatcher.pass_once(now + timedelta(seconds=LEASE_S + 1)) is False
 
@@ -110,14 +111,58 @@ def test_a_page_sent_by_another_dispatcher_after_the_lease_is_not_sent_again(
 
     def act(dispatcher: dispatch.Dispatcher) -> None:
         # Our process was slow: the lease ran out, and a dispatcher took them ...
-        assert dispatcher.pass_once(now + timedelta(seconds=LEASE_S + 1)) is False
-        # ... so the hand-off finds them sent, and sends nothing.
-        assert dispatcher.send_handed(hand_off) is False
+        later = now + timedelta(seconds=LEASE_S + 1)
+        assert dispatcher.pass_once(later) is False
+        # ... so the hand-off leaves them to the outbox, and sends nothing.
+        assert dispatcher.send_handed(hand_off, later) is False
+        dispatcher.mark_handed(force=True)
 
     got = _sent(alert_settings(make_settings, uid), db_url, act)
     assert got == sorted(r.page_id for r in out.handed)
     assert db.execute("SELECT status, attempts, count(*) FROM pages GROUP BY 1, 2"
                       ).fetchall() == [("sent", 1, 2)]
+
+
+def test_handed_pages_are_marked_sent_after_the_burst_and_sent_again_if_never_marked(
+        db, db_url, make_settings, uid):
+    """On the wire at once, in the outbox still pending until mark_handed: forced (the
+    burst is fired) or a fifth of the lease on. A process that dies in between leaves them
+    to the outbox after the lease: the phone gets them again, with the same page_id."""
+    now = datetime.now(UTC)
+    build_ward(db, around=now)
+    out = _record(db, "SD-1", now)
+    ids = sorted(r.page_id for r in out.handed)
+    hand_off = dispatch.HandOff()
+    assert hand_off.put(out.handed)
+
+    def status() -> list[tuple[str, int]]:
+        return db.execute("SELECT status, attempts FROM pages ORDER BY id").fetchall()
+
+    def send_and_die(dispatcher: dispatch.Dispatcher) -> None:
+        assert dispatcher.send_handed(hand_off) is False
+        dispatcher.mark_handed()                   # too soon: nothing is written
+        assert status() == [("pending", 0)] * len(ids)
+        dispatcher._unmarked.clear()               # the process dies here
+
+    settings = alert_settings(make_settings, uid)
+    assert _sent(settings, db_url, send_and_die) == ids
+    assert status() == [("pending", 0)] * len(ids)
+
+    def outbox(dispatcher: dispatch.Dispatcher) -> None:
+        assert dispatcher.pass_once(now + timedelta(seconds=LEASE_S + 1)) is False
+
+    assert _sent(settings, db_url, outbox) == ids      # again, the same pages
+    assert status() == [("sent", 1)] * len(ids)
+
+    db.execute("UPDATE pages SET status = 'pending', attempts = 0")
+    assert hand_off.put(out.handed)
+
+    def send_and_mark(dispatcher: dispatch.Dispatcher) -> None:
+        assert dispatcher.send_handed(hand_off) is False
+        dispatcher.mark_handed(force=True)
+        assert status() == [("sent", 1)] * len(ids)
+
+    assert _sent(settings, db_url, send_and_mark) == ids
 
 
 def test_a_full_hand_off_takes_nothing_more_and_gives_in_order():
