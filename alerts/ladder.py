@@ -42,6 +42,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, NamedTuple
 
+import msgspec
 import psycopg
 from psycopg.rows import TupleRow
 
@@ -260,6 +261,15 @@ def _handed_rows(conn: psycopg.Connection[TupleRow], now: datetime,
     return rows
 
 
+def _json(obj: Any) -> str:
+    """A log row's detail as JSON text: msgspec, ~0.6 us against
+    json.dumps's ~4 us, for each of the 10,000 rungs of a burst (jsonb stores it alike)."""
+    return _ENCODE(obj).decode()
+
+
+_ENCODE = msgspec.json.Encoder().encode
+
+
 @lru_cache(maxsize=4096)
 def _parsed(text: str) -> dict[str, Any]:
     """A JSON object, parsed once per distinct text: a rung's payload (payload_of), a
@@ -357,7 +367,7 @@ def _held(conn: psycopg.Connection[TupleRow], incidents: list[Incident],
 
 def _hold(inc: Incident, now: datetime, policy: Policy, batch: Batch) -> None:
     rung = policy.ladder[inc.ladder][inc.rung]
-    batch.log.append(LogRow(inc.id, "held", inc.state, inc.state, json.dumps(
+    batch.log.append(LogRow(inc.id, "held", inc.state, inc.state, _json(
         {"ladder": inc.ladder, "rung": inc.rung,
          "reason": "its only device cleared or was hushed; kept in the grid"})))
     batch.outcomes["held"] += 1
@@ -375,14 +385,14 @@ def _advance(inc: Incident, on_duty: dict[str, list[_OnDuty]], muted: bool,
             if again and inc.state in ("raised", "notified") and not muted:
                 # Nobody has it: climb again from the first rung after a pause.
                 batch.log.append(LogRow(inc.id, "repeating", inc.state, inc.state,
-                                         json.dumps({"ladder": inc.ladder, "after_s": again})))
+                                         _json({"ladder": inc.ladder, "after_s": again})))
                 batch.outcomes["repeating"] += 1
                 inc.rung = -1
                 inc.escalate_at = now + timedelta(seconds=again)
                 batch.timers += 1
                 return
             batch.log.append(LogRow(inc.id, "exhausted", inc.state, inc.state,
-                                     json.dumps({"ladder": inc.ladder})))
+                                     _json({"ladder": inc.ladder})))
             batch.outcomes["exhausted"] += 1
             inc.escalate_at = None
             return
@@ -390,7 +400,7 @@ def _advance(inc: Incident, on_duty: dict[str, list[_OnDuty]], muted: bool,
         people = [(role, w, c) for role in rung.roles for w, c in on_duty.get(role, ())]
         forward = rung.fire_service and "fire_service" in channels
         if not people and not forward:
-            batch.log.append(LogRow(inc.id, "skipped", inc.state, inc.state, json.dumps(
+            batch.log.append(LogRow(inc.id, "skipped", inc.state, inc.state, _json(
                 {"ladder": inc.ladder, "rung": inc.rung, "roles": rung.roles,
                  "reason": "nobody on duty"})))
             batch.outcomes["skipped"] += 1
@@ -407,11 +417,11 @@ def _advance(inc: Incident, on_duty: dict[str, list[_OnDuty]], muted: bool,
     if forward:
         batch.pages.append(_Page(inc.id, inc.step, None, "fire_service", status, payload))
         batch.log.append(LogRow(inc.id, "forwarded", inc.state, inc.state,
-                                 json.dumps({"step": inc.step, "muted": muted})))
+                                 _json({"step": inc.step, "muted": muted})))
     before = inc.state
     if inc.state == "raised" and not muted:
         inc.state = "notified"
-    batch.log.append(LogRow(inc.id, "notified", before, inc.state, json.dumps(
+    batch.log.append(LogRow(inc.id, "notified", before, inc.state, _json(
         {"ladder": inc.ladder, "rung": inc.rung, "step": inc.step, "roles": rung.roles,
          "workers": workers, "missing_roles": [r for r in rung.roles if not on_duty.get(r)],
          "muted": muted})))

@@ -7,9 +7,8 @@ Simplified Chinese first, English second: the people paged read Chinese.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any, Literal, NamedTuple, NotRequired, TypedDict
 
 import msgspec
 
@@ -22,11 +21,11 @@ _CONDITION = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
+class OutboxRow(NamedTuple):
     """One claimed page with what its message needs: alerts.dispatch._CLAIM's columns, by
     name. A page is an incident's or a ticket's (pages.incident_id or ticket_id), and the
-    other one's columns are None: they come through LEFT JOINs."""
+    other one's columns are None: they come through LEFT JOINs. A tuple: made in 0.3 us
+    against a frozen dataclass's 2.4 us, for every page of a burst (issue 18)."""
     page_id: int
     incident_id: int | None
     ticket_id: int | None
