@@ -92,7 +92,11 @@ def test_truth_is_what_the_broker_delivered(broker, make_settings, uid, tmp_path
         got = sub.wait_for(sent - maybe, 15)
     finally:
         sub.close()
-    assert summary.stats.connections_lost > 0 and summary.counters.connect_errors == 0
+    # The outage cut its devices: live connections lost, or, when the 75 simulated minutes
+    # outran the fleet's first connections (a busy CI machine), connects refused during it.
+    # Either way what they measured meanwhile is buffered and sent after (asserted below).
+    cut = summary.stats.connections_lost + summary.stats.connect_failures
+    assert cut > 0 and summary.counters.connect_errors == 0
     assert sum(r["kind"] == "incident" for r in records) == 3
     assert got <= sent, f"invented: {sorted(got - sent)[:5]}"
     assert sent - maybe <= got, f"missing: {sorted(sent - maybe - got)[:5]}"
