@@ -486,6 +486,10 @@ def main(argv: list[str]) -> int:
                         "muted and never sent: the escalator without the dispatcher beside it")
     p.add_argument("--py-spy", metavar="FILE", help="py-spy record the alert core for the "
                    "whole run into FILE (raw collapsed stacks per thread, idle included)")
+    p.add_argument("--tree", metavar="DIR",
+                   help="run the alert core from another checkout (e.g. `git worktree add "
+                   "/tmp/old <commit>`, same migrations), with this checkout's instrument "
+                   "and background, for a before/after comparison")
     p.add_argument("--seed", type=int, default=5)
     p.add_argument("--keep", action="store_true", help="keep the work directory and logs")
     a = p.parse_args(argv)
@@ -516,12 +520,13 @@ def run(a: argparse.Namespace, stack: ExitStack) -> int:
     stack.callback(phone.close)
     alarms = Alarms(mq.port)
     stack.callback(alarms.close)
+    tree = Path(a.tree).resolve() if a.tree else REPO
     children = [Child("ingest", ["ingest"], env, work, stack),
-                Child("alerts", ["alerts", "run"], env, work, stack)]
+                Child("alerts", ["alerts", "run"], env, work, stack, tree)]
     for i in range(2, a.alert_cores + 1):   # more alert-core processes on the same group
         children.append(Child(f"alerts{i}", ["alerts", "run"], {
             **env, "FIREGRID_ALERTS__CLIENT_ID": f"bench-alerts-{i}",
-            "FIREGRID_ALERTS__METRICS_PORT": "0"}, work, stack))
+            "FIREGRID_ALERTS__METRICS_PORT": "0"}, work, stack, tree))
     if a.py_spy:
         spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record",
                                 "--pid", str(children[1].proc.pid), "--threads", "--idle",

@@ -6,17 +6,20 @@
 
 A private, durable PostgreSQL (fsync on; bench/flavour.py for TimescaleDB) and
 ingest.writer.BatchWriter in this process, writing --batches batches of --batch readings
-(the shape of smoke_status: 16 columns, distinct devices and seqs) two ways, in
-interleaved rounds (A B B A ...) so that load drift hits both alike:
+(the shape of smoke_status: 16 columns, distinct devices and seqs) three ways, in
+interleaved rounds (A B C C B A ...) so that load drift hits them alike:
 
     staged   COPY into the temp stage, INSERT ... SELECT ... ON CONFLICT DO NOTHING
              (every batch before issue 18; now only after a duplicate)
     direct   COPY straight into readings under a savepoint (the writer's normal path)
+    keyless  the same, into a second database whose readings has no primary key: what
+             the idempotency key (device_id, ts, seq) costs, i.e. the floor of any
+             writer that keeps redeliveries out (issue 18 asks PostgreSQL's CPU halved)
 
 Per row: readings/s and the PostgreSQL server's CPU per reading (postmaster and backends,
 from /proc), and this process's. The last line is always
     RESULT staged_pg_us=<x> direct_pg_us=<x> pg_cpu_ratio=<direct/staged> staged_per_s=<n>
-           direct_per_s=<n> flavour=<plain|timescale>
+           direct_per_s=<n> keyless_pg_us=<x> flavour=<plain|timescale>
 """
 
 from __future__ import annotations
@@ -71,34 +74,42 @@ def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=1000)
     p.add_argument("--batches", type=int, default=200)
-    p.add_argument("--rounds", type=int, default=2, help="A B B A rounds")
+    p.add_argument("--rounds", type=int, default=2, help="A B C C B A rounds")
     flavour.add_argument(p)
     a = p.parse_args(argv)
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}", flush=True)
     pg = flavour.postgres(make_state_dir("fg-bench-writer-"), a.flavour, durable=True)
     try:
         pg.start()
-        with psycopg.connect(pg.url(), autocommit=True) as admin:
-            admin.execute("CREATE DATABASE bench")
+        writers = {}
+        for db in ("bench", "keyless"):
+            with psycopg.connect(pg.url(), autocommit=True) as admin:
+                admin.execute(f"CREATE DATABASE {db}")
+            url = pg.url(db)
+            migrate.migrate(DatabaseSettings(url=url, timescale=flavour.timescale_setting(
+                a.flavour)))
+            if db == "keyless":
+                with psycopg.connect(url, autocommit=True) as conn:
+                    conn.execute("ALTER TABLE readings DROP CONSTRAINT readings_pkey")
+            settings = load_settings(None, database={"url": url})
+            writers[db] = w.BatchWriter(settings.database, settings.ingest, threading.Event())
+            writers[db].write(batches(10**9, 1, 10)[0])         # connect, warm the caches
         url = pg.url("bench")
-        migrate.migrate(DatabaseSettings(url=url, timescale=flavour.timescale_setting(
-            a.flavour)))
         pid = postmaster(pg)
-        settings = load_settings(None, database={"url": url})
-        writer = w.BatchWriter(settings.database, settings.ingest, threading.Event())
         seq = 0
-        figures: dict[str, list[tuple[float, float, float]]] = {"staged": [], "direct": []}
-        order = [m for r in range(a.rounds) for m in
-                 (("staged", "direct") if r % 2 == 0 else ("direct", "staged"))]
-        writer.write(batches(10**9, 1, 10)[0])                 # connect, warm the caches
+        modes = ("staged", "direct", "keyless")
+        figures: dict[str, list[tuple[float, float, float]]] = {m: [] for m in modes}
+        order = [m for r in range(a.rounds) for m in (modes if r % 2 == 0 else modes[::-1])]
         for mode in order:
             data = batches(seq, a.batches, a.batch)
             seq += a.batches * a.batch
+            writer = writers["keyless" if mode == "keyless" else "bench"]
             figures[mode].append(run_row(writer, pid, data, mode == "staged"))
             rate, pg_us, me = figures[mode][-1]
             print(f"{mode:7} {rate:>10,.0f} readings/s  PostgreSQL {pg_us:6.2f} µs/reading  "
                   f"writer {me:6.2f} µs/reading  load {os.getloadavg()[0]:.2f}", flush=True)
-        writer.close()
+        for writer in writers.values():
+            writer.close()
         with psycopg.connect(url) as conn:
             stored = conn.execute("SELECT count(*) FROM readings").fetchone()[0]
     finally:
@@ -112,7 +123,7 @@ def main(argv: list[str]) -> int:
     print(f"RESULT staged_pg_us={mean['staged'][1]:.2f} direct_pg_us={mean['direct'][1]:.2f} "
           f"pg_cpu_ratio={mean['direct'][1] / mean['staged'][1]:.2f} "
           f"staged_per_s={mean['staged'][0]:.0f} direct_per_s={mean['direct'][0]:.0f} "
-          f"flavour={a.flavour}")
+          f"keyless_pg_us={mean['keyless'][1]:.2f} flavour={a.flavour}")
     return 0
 
 
