@@ -240,7 +240,13 @@ class Dispatcher:
         self._unmarked_since = 0.0
 
     def close(self) -> None:
-        self.mark_handed(force=True)
+        unmarked = sum(len(rows) for rows, _ in self._unmarked)
+        try:
+            self.mark_handed(force=True)
+        except psycopg.Error as exc:     # the database is why we close: sent again later
+            log.warning("could not mark %d handed pages sent (%s); they are sent again when"
+                        " their lease ends", unmarked,
+                        str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._write_outcomes()
         for channel in self._channels.values():

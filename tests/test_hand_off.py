@@ -125,9 +125,9 @@ def test_a_page_sent_by_another_dispatcher_after_the_lease_is_not_sent_again(
 
 def test_handed_pages_are_marked_sent_after_the_burst_and_sent_again_if_never_marked(
         db, db_url, make_settings, uid):
-    """On the wire at once, in the outbox still pending until mark_handed: forced (the
-    burst is fired) or a fifth of the lease on. A process that dies in between leaves them
-    to the outbox after the lease: the phone gets them again, with the same page_id."""
+    """On the wire at once, in the outbox still pending until mark_handed: forced, or a
+    fifth of the lease on. A dispatcher that loses its database in between leaves them to
+    the outbox after the lease: the phone gets them again, with the same page_id."""
     now = datetime.now(UTC)
     build_ward(db, around=now)
     out = _record(db, "SD-1", now)
@@ -138,14 +138,16 @@ def test_handed_pages_are_marked_sent_after_the_burst_and_sent_again_if_never_ma
     def status() -> list[tuple[str, int]]:
         return db.execute("SELECT status, attempts FROM pages ORDER BY id").fetchall()
 
-    def send_and_die(dispatcher: dispatch.Dispatcher) -> None:
+    def send_and_lose_the_database(dispatcher: dispatch.Dispatcher) -> None:
         assert dispatcher.send_handed(hand_off) is False
         dispatcher.mark_handed()                   # too soon: nothing is written
         assert status() == [("pending", 0)] * len(ids)
-        dispatcher._unmarked.clear()               # the process dies here
+        # The database goes (a restart, a failover) before the marks: closing the
+        # dispatcher cannot write them, and says so rather than raising.
+        db.execute("SELECT pg_terminate_backend(%s)", [dispatcher._conn.info.backend_pid])
 
     settings = alert_settings(make_settings, uid)
-    assert _sent(settings, db_url, send_and_die) == ids
+    assert _sent(settings, db_url, send_and_lose_the_database) == ids
     assert status() == [("pending", 0)] * len(ids)
 
     def outbox(dispatcher: dispatch.Dispatcher) -> None:
