@@ -262,7 +262,7 @@ class Dispatcher:
             full = self._lease(now) or full
         return full
 
-    # --- MQTT: locked while sending ------------------------------------------------------
+    # --- MQTT: claimed pages locked while sending, handed ones leased --------------------
 
     def send_handed(self, hand_off: HandOff, now: datetime | None = None) -> bool:
         """Send the pages this process's escalators and evaluators handed over (written

@@ -262,8 +262,8 @@ def _handed_rows(conn: psycopg.Connection[TupleRow], now: datetime,
 
 
 def _json(obj: Any) -> str:
-    """A log row's detail as JSON text: msgspec, ~0.6 us against
-    json.dumps's ~4 us, for each of the 10,000 rungs of a burst (jsonb stores it alike)."""
+    """A log row's detail as JSON text: msgspec, ~0.6 us against json.dumps's ~4 us, for
+    each of the 10,000 rungs of a burst (jsonb stores it alike)."""
     return _ENCODE(obj).decode()
 
 
