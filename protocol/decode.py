@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from pydantic import ValidationError
@@ -95,7 +96,7 @@ class Decoded:
 class Decoder:
     def __init__(self, *, prefix: str, max_payload_bytes: int, max_future_skew_s: int,
                  max_age_days: int) -> None:
-        self._prefix = prefix.strip("/").split("/")
+        self._prefix = tuple(prefix.strip("/").split("/"))
         self._max_payload = max_payload_bytes
         self._skew_ms = max_future_skew_s * 1000
         self._max_age_ms = max_age_days * 86_400_000
@@ -106,17 +107,15 @@ class Decoder:
             self._dead(out, topic, payload, received_ms, "oversized",
                        f"{len(payload)} bytes > limit {self._max_payload}", None)
             return out
-        parts = topic.split("/")
-        n = len(self._prefix)
-        if len(parts) >= n + 2 and parts[n + 1] == "cmd" and parts[:n] == self._prefix:
+        device_id, channel = (_route(self._prefix, topic) if len(topic) <= _CACHED_TOPIC
+                              else _split(self._prefix, topic))
+        if channel == "cmd":
             return out  # platform -> device commands share the prefix; not ours to store
-        if len(parts) != n + 2 or parts[:n] != self._prefix or parts[n + 1] not in (
-                "telemetry", "event", "gateway"):
+        if channel == "":
             self._dead(out, topic, payload, received_ms, "unknown_topic",
                        "expected {prefix}/{device_id}/telemetry|event|gateway", None)
             return out
-        device_id, channel = parts[n], parts[n + 1]
-        if not p.DEVICE_ID.fullmatch(device_id):
+        if channel == "bad_id":
             self._dead(out, topic, payload, received_ms, "bad_device_id",
                        f"invalid device id in topic: {device_id[:80]!r}", None)
             return out
@@ -201,6 +200,28 @@ class Decoder:
             payload_size=len(payload), reason=reason, detail=_printable(detail[:_MAX_DETAIL]),
             device_id=device_id, received_ms=received_ms,
         ))
+
+
+def _split(prefix: tuple[str, ...], topic: str) -> tuple[str, str]:
+    """(device id, channel) of a topic under the prefix; channel "cmd" for a command to a
+    device, "" for a topic that is not ours, "bad_id" for a device id the protocol refuses."""
+    parts = topic.split("/")
+    n = len(prefix)
+    if len(parts) >= n + 2 and parts[n + 1] == "cmd" and tuple(parts[:n]) == prefix:
+        return "", "cmd"
+    if len(parts) != n + 2 or tuple(parts[:n]) != prefix or parts[n + 1] not in (
+            "telemetry", "event", "gateway"):
+        return "", ""
+    if not p.DEVICE_ID.fullmatch(parts[n]):
+        return parts[n], "bad_id"
+    return parts[n], parts[n + 1]
+
+
+# Cached: a street's ~22,000 devices send on a few topics each, and splitting and checking
+# each message's topic was ~0.5 us of its ~2.5 us decode (issue 18). Only topics of a
+# sensible length, so that a client sending long random topics cannot fill memory with them.
+_route = lru_cache(maxsize=65536)(_split)
+_CACHED_TOPIC = 200
 
 
 def _printable(text: str) -> str:

@@ -9,7 +9,7 @@ import time
 import psycopg
 import pytest
 
-from protocol.decode import Decoder
+from protocol.decode import Decoder, _route
 from runtime.db import classify
 from simulators import messages as m
 from transport.window import Inbound, Window
@@ -31,6 +31,22 @@ def test_command_topics_are_ignored_not_dead_lettered():
 def test_device_id_with_trailing_newline_is_refused():
     good = m.encode(m.smoke_status(1, NOW))
     assert reasons("fg/v1/SD-1\n/telemetry", good) == ["bad_device_id"]
+
+
+def test_a_topic_decodes_the_same_every_time_and_long_ones_stay_out_of_the_cache():
+    """Topics are classified once and cached (issue 18); the second message on a topic
+    must be judged as the first, and a client sending long topics must not fill memory."""
+    good = m.encode(m.smoke_status(1, NOW))
+    for _ in range(2):
+        assert reasons("fg/v1/SD-1/telemetry", good) == []
+        assert reasons("fg/v1/SD 1/telemetry", good) == ["bad_device_id"]
+        assert reasons("fg/v2/SD-1/telemetry", good) == ["unknown_topic"]
+        assert reasons("fg/v1/SD-1/cmd", good) == []
+    cached = _route.cache_info().currsize
+    long_id = "SD-" + "1" * 300
+    assert reasons(f"fg/v1/{long_id}/telemetry", good) == ["bad_device_id"]
+    assert reasons("fg/v1/" + "x/" * 200 + "telemetry", good) == ["unknown_topic"]
+    assert _route.cache_info().currsize == cached
 
 
 def test_loose_types_are_schema_errors_like_in_the_published_schemas():
