@@ -54,6 +54,7 @@ from alerts import messages, metrics
 from alerts.channels import Channel, ChannelError, Outbound
 from alerts.messages import OutboxRow
 from alerts.publisher import PagePublisher, Sending
+from runtime.errors import first_line
 from runtime.retry import Backoff
 from runtime.settings import AlertsSettings
 
@@ -245,8 +246,7 @@ class Dispatcher:
             self.mark_handed(force=True)
         except psycopg.Error as exc:     # the database is why we close: sent again later
             log.warning("could not mark %d handed pages sent (%s); they are sent again when"
-                        " their lease ends", unmarked,
-                        str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+                        " their lease ends", unmarked, first_line(exc))
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._write_outcomes()
         for channel in self._channels.values():

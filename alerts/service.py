@@ -49,7 +49,7 @@ from alerts.publisher import PagePublisher
 from alerts.rules import Candidate, Policy, RuleEngine, load_policy
 from protocol.decode import Decoder
 from runtime.db import classify, connect
-from runtime.errors import ConfigError, UnavailableError
+from runtime.errors import ConfigError, UnavailableError, first_line
 from runtime.retry import Backoff
 from runtime.settings import MqttSettings, Settings
 from transport.receiver import Receiver
@@ -205,7 +205,7 @@ class AlertService:
                 attempt += 1
                 delay = _EVALUATOR_BACKOFF.delay(attempt)
                 log.warning("evaluator: database unavailable (%s); retry in %.1fs",
-                            _first_line(exc), delay)
+                            first_line(exc), delay)
                 if self.stopping.wait(delay):
                     return conn
         consumer.ack(batch)
@@ -215,7 +215,7 @@ class AlertService:
 
     def _record_each(self, candidates: list[Candidate], first: psycopg.Error) -> None:
         log.warning("a batch of alerts was refused (%s); recording them one by one",
-                    _first_line(first))
+                    first_line(first))
         with connect(self._settings.database) as conn:
             for candidate in candidates:
                 try:
@@ -231,7 +231,7 @@ class AlertService:
                     log.error("alert %s of %s (ts %s, seq %s) refused by the database: %s; "
                               "the message itself is in ingest's tables", candidate.rule,
                               candidate.device_id, candidate.ts_ms, candidate.seq,
-                              _first_line(exc))
+                              first_line(exc))
 
     # --- the escalator: due timers -> next rung -------------------------------------------
 
@@ -370,7 +370,7 @@ class AlertService:
                 heartbeat.stopped(conn, self.instance)
         except (psycopg.Error, UnavailableError) as exc:
             log.warning("could not clear the heartbeat (%s): it goes stale by itself",
-                        _first_line(exc))
+                        first_line(exc))
 
     def _loop(self, name: str, body: Callable[[psycopg.Connection[TupleRow]], None], *,
               autocommit: bool = False) -> None:
@@ -387,7 +387,7 @@ class AlertService:
                 metrics.DB_ERRORS.labels(name).inc()
                 attempt += 1
                 delay = _LOOP_BACKOFF.delay(attempt)
-                log.warning("%s: database error (%s); again in %.1fs", name, _first_line(exc),
+                log.warning("%s: database error (%s); again in %.1fs", name, first_line(exc),
                             delay)
                 self.stopping.wait(delay)
 
@@ -399,8 +399,3 @@ class AlertService:
                 log.exception("%s crashed; stopping the alert core", name)
                 self.stop()
         return run
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else repr(exc)

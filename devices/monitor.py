@@ -53,7 +53,7 @@ from prometheus_client import Counter
 from devices import metrics, rollup
 from runtime import timescale
 from runtime.db import classify, connect
-from runtime.errors import UnavailableError
+from runtime.errors import UnavailableError, first_line
 from runtime.settings import DevicesSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -332,7 +332,7 @@ def _every(settings: Settings, stop: threading.Event, interval: float, what: str
             except (psycopg.Error, OSError, UnavailableError) as exc:
                 failures.inc()
                 kind = "transient" if isinstance(exc, UnavailableError | OSError) else classify(exc)
-                text = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                text = first_line(exc)
                 log.log(logging.ERROR if kind == "operator" else logging.WARNING,
                         "%s failed (%s: %s); next try in %.0f s", what, kind, text, interval)
                 if conn is not None:

@@ -51,7 +51,7 @@ import psycopg
 from ingest import metrics
 from protocol.decode import Decoded, Event, Reading
 from runtime.db import connect
-from runtime.errors import UnavailableError
+from runtime.errors import UnavailableError, first_line
 from runtime.settings import DevicesSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -505,7 +505,7 @@ class LivenessFlusher:
             return False
 
     def _failed(self, exc: Exception, final: bool) -> bool:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        text = first_line(exc)
         log.warning("liveness flush failed (%s); %d device ids %s", text, len(self.tracker),
                     "not written (stopping)" if final else "kept for the next flush")
         return False

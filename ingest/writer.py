@@ -48,7 +48,7 @@ from ingest import metrics
 from ingest.errors import Abandoned
 from protocol.decode import DeadLetter, Decoded, Event, Reading
 from runtime.db import classify, connect
-from runtime.errors import UnavailableError
+from runtime.errors import UnavailableError, first_line
 from runtime.retry import Backoff
 from runtime.settings import DatabaseSettings, IngestSettings
 
@@ -176,7 +176,7 @@ class BatchWriter:
             self._connection()
         except (psycopg.Error, OSError, UnavailableError) as exc:
             log.warning("database not reachable yet (%s); the first batch will retry",
-                        str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+                        first_line(exc))
 
     def begin_drain(self) -> None:
         self._drain_deadline = time.monotonic() + self._ingest.drain_timeout_s
@@ -198,7 +198,7 @@ class BatchWriter:
                 attempt += 1
                 metrics.DB_RETRIES.inc()
                 delay = self._backoff.delay(attempt)
-                text = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+                text = first_line(exc)
                 level = logging.ERROR if kind == "operator" else logging.WARNING
                 log.log(level, "batch write failed (%s: %s); retry %d in %.1fs",
                         kind, text, attempt, delay)

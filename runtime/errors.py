@@ -56,3 +56,10 @@ class Invalid(FiregridError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+
+
+def first_line(exc: BaseException) -> str:
+    """An error's message for a one-line log: its first line, or its repr when it has none
+    (psycopg's messages run over several lines; an OSError may have no text at all)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else repr(exc)
