@@ -101,7 +101,7 @@ class Phone:
     The phone is the instrument, not the system measured: in the field it is somebody's
     handset. So this process only collects mosquitto_sub's lines while pages arrive, a
     read() of whatever is there, and parses them when `got`, `first` or `triples` is
-    asked for (under `cond`): parsing each line as it came cost ~15 us of Python a page on
+    asked for (under `cond`): parsing each line as it came cost ~22 us of Python a page on
     the two cores the alert core needs during a burst of timers."""
 
     PROBE = f"{PAGES}/bench-probe/pages"
