@@ -75,7 +75,7 @@ class PagePublisher:
         # window, the generation (+1 on every connect and loss).
         self._cond = threading.Condition()
         self._send_lock = threading.Lock()    # publish_all and the keepalive both send
-        self._sock: socket.socket | None = None
+        self._sock: link.Stream | None = None
         self._generation = 0
         self._window = _MAX_INFLIGHT
         # packet id -> the call and index waiting for it; None once its call stopped
@@ -176,7 +176,7 @@ class PagePublisher:
             if self._next_id not in self._inflight:
                 return self._next_id
 
-    def _send(self, sock: socket.socket, data: bytes) -> None:
+    def _send(self, sock: link.Stream, data: bytes) -> None:
         with self._send_lock:
             sock.sendall(data)
             self._last_send = time.monotonic()
@@ -206,7 +206,7 @@ class PagePublisher:
             self._lost(sock, why)
             sock.close()    # here only: another thread may shut it down, never close it
 
-    def _open(self) -> socket.socket:
+    def _open(self) -> link.Stream:
         s = self._settings
         sock, _, connack = link.connect(s, mqtt5.ConnectPacket(
             self._client_id, username=s.username, password=link.password(s),
@@ -222,7 +222,7 @@ class PagePublisher:
             self._cond.notify_all()
         return sock
 
-    def _serve(self, sock: socket.socket) -> None:
+    def _serve(self, sock: link.Stream) -> None:
         """Read PUBACKs until the connection ends; PINGREQ when we have been quiet for half
         the keepalive; the link is dead when nothing arrived for 1.5 keepalives."""
         keepalive = self._settings.keepalive_s
@@ -289,7 +289,7 @@ class PagePublisher:
                         + (f" ({packet.reason_str})" if packet.reason_str else ""))
         # PINGRESP: proof of life, already counted by the read.
 
-    def _lost(self, sock: socket.socket, why: str) -> None:
+    def _lost(self, sock: link.Stream, why: str) -> None:
         """End this connection (from any thread: shut down, closed by the network thread):
         callers waiting on it return what was acknowledged."""
         try:

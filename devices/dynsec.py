@@ -52,6 +52,7 @@ from devices.models import DEVICE_KINDS
 from protocol.models import DEVICE_ID
 from runtime.errors import ConfigError
 from runtime.settings import BrokerAuthSettings, MqttSettings
+from transport import tls
 
 log = logging.getLogger(__name__)
 
@@ -575,6 +576,7 @@ class _ControlClient:
             raise ConfigError("broker_auth.admin_password is not set: firegrid needs the "
                               "dynamic-security admin account (docs/broker-auth.md)")
         self._host, self._port = mqtt_settings.host, mqtt_settings.port
+        self._tls = tls.context(mqtt_settings)
         self._username = auth.admin_username
         self._password = auth.admin_password.get_secret_value()
         self._timeout = auth.timeout_s
@@ -642,6 +644,8 @@ class _ControlClient:
                                  client_id=f"firegrid-dynsec-{self._token}",
                                  protocol=mqtt.MQTTv5)
             client.username_pw_set(self._username, self._password)
+            if self._tls is not None:
+                client.tls_set_context(self._tls)
             client.on_connect = self._on_connect
             client.on_subscribe = self._on_subscribe
             client.on_disconnect = self._on_disconnect

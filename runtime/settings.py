@@ -15,6 +15,7 @@ import contextvars
 import difflib
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -108,6 +109,41 @@ class MqttSettings(BaseModel):
     topic_prefix: str = "fg/v1"
     reconnect_min_s: float = Field(0.5, gt=0)
     reconnect_max_s: float = Field(30.0, gt=0)
+    # MQTT over TLS for firegrid's own sessions (ingest, the alert core and its pages, the
+    # dynamic-security admin), e.g. to a broker across a network firegrid does not own. The
+    # broker's certificate is verified against tls_ca_file (default: the system's CAs) and
+    # must name `host`. tls_cert_file and tls_key_file: a client certificate, for a broker
+    # that asks for one (Mosquitto's require_certificate, EMQX's verify_peer).
+    tls: bool = False
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> MqttSettings:
+        files = {"tls_ca_file": self.tls_ca_file, "tls_cert_file": self.tls_cert_file,
+                 "tls_key_file": self.tls_key_file}
+        given = [name for name, path in files.items() if path is not None]
+        if given and not self.tls:
+            # A CA file without `tls` would connect in plain text, against the intent.
+            raise ValueError(f"{', '.join(given)} set but tls is false: set tls = true")
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        missing = [f"{name} {path}" for name, path in files.items()
+                   if path is not None and not path.is_file()]
+        if missing:
+            raise ValueError(f"no such file: {'; '.join(missing)}")
+        if self.tls:
+            # Read them now, so that a wrong file stops the start with this message rather
+            # than failing every reconnect (transport/tls.py builds the same context).
+            try:
+                ctx = ssl.create_default_context(
+                    cafile=str(self.tls_ca_file) if self.tls_ca_file else None)
+                if self.tls_cert_file and self.tls_key_file:
+                    ctx.load_cert_chain(str(self.tls_cert_file), str(self.tls_key_file))
+            except (ssl.SSLError, OSError) as exc:
+                raise ValueError(f"the TLS files cannot be used: {exc}") from exc
+        return self
 
     @model_validator(mode="after")
     def _one_way_to_split(self) -> MqttSettings:

@@ -1,9 +1,12 @@
-"""One MQTT 5 connection on a plain socket, through the `mqtt5` codec (sans-IO, in Rust):
-what firegrid's own sessions share. transport/mqtt.py receives on it (ingest, the alert
-core); alerts/publisher.py publishes pages on it.
+"""One MQTT 5 connection, through the `mqtt5` codec (sans-IO, in Rust): what firegrid's own
+sessions share. transport/mqtt.py receives on it (ingest, the alert core);
+alerts/publisher.py publishes pages on it.
 
     sock, reader, connack = connect(settings, ConnectPacket(...))
     reader.some()      the packets one recv() brought (a packet cut in two waits)
+
+`sock` is a Stream: the socket itself, or with settings.tls a transport.tls.TlsStream over
+it (the same calls).
 
 Each user keeps its own loop (what to read, when to ping, what a lost connection means);
 this is the part that is the same: the TCP connection, CONNECT, the CONNACK and its
@@ -13,13 +16,26 @@ refusal, and cutting a byte stream into packets.
 from __future__ import annotations
 
 import socket
+from typing import Protocol
 
 import mqtt5
 
 from runtime.settings import MqttSettings
+from transport import tls
 
 READ = 1 << 18              # bytes per recv(): ~2,000 telemetry messages
 CONNECT_TIMEOUT_S = 10.0
+
+
+class Stream(Protocol):
+    """What firegrid's sessions use of a connection: a socket.socket or a tls.TlsStream."""
+
+    def sendall(self, data: bytes, /) -> None: ...
+    def recv(self, bufsize: int, /) -> bytes: ...
+    def settimeout(self, timeout: float | None, /) -> None: ...
+    def shutdown(self, how: int, /) -> None: ...
+    def close(self) -> None: ...
+    def fileno(self) -> int: ...
 
 
 class Gone(Exception):
@@ -30,7 +46,7 @@ class Reader:
     """Packets from a socket, as many as one recv() brings; a packet cut in two waits for
     the rest in the buffer."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: Stream) -> None:
         self._sock = sock
         self._buf = bytearray()
         self._early: list[mqtt5.Packet] = []   # what came with the CONNACK
@@ -68,13 +84,19 @@ class Reader:
 
 
 def connect(settings: MqttSettings,
-            packet: mqtt5.ConnectPacket) -> tuple[socket.socket, Reader, mqtt5.ConnAckPacket]:
+            packet: mqtt5.ConnectPacket) -> tuple[Stream, Reader, mqtt5.ConnAckPacket]:
     """A connection the broker accepted: raises Gone when it refuses, OSError when it
-    cannot be reached. The socket keeps CONNECT_TIMEOUT_S until the caller sets its own."""
-    sock = socket.create_connection((settings.host, settings.port), timeout=CONNECT_TIMEOUT_S)
+    cannot be reached (ssl.SSLError, an OSError, when its certificate is not trusted). The
+    connection keeps CONNECT_TIMEOUT_S until the caller sets its own."""
+    raw = socket.create_connection((settings.host, settings.port), timeout=CONNECT_TIMEOUT_S)
+    sock: Stream = raw
     try:
         # A single alarm, or its page, must not wait for Nagle's timer.
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        ctx = tls.context(settings)
+        if ctx is not None:
+            sock = tls.TlsStream(raw, ctx, settings.host)
+            sock.handshake()
         sock.sendall(packet.write())
         reader = Reader(sock)
         connack = reader.one()
@@ -84,7 +106,7 @@ def connect(settings: MqttSettings,
             raise Gone(f"broker refused connection: {connack.reason_code.name}"
                        f" {connack.reason_str or ''}".rstrip())
     except BaseException:
-        sock.close()
+        raw.close()
         raise
     return sock, reader, connack
 

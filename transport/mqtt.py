@@ -48,7 +48,7 @@ class Consumer(Receiver):
                  channels: tuple[str, ...] | None = None) -> None:
         super().__init__(settings, window, service=service, channels=channels)
         self._service = service
-        self._sock: socket.socket | None = None
+        self._sock: link.Stream | None = None
         self._send_lock = threading.Lock()   # the network thread and ack() both write
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -103,7 +103,7 @@ class Consumer(Receiver):
                 self._break(self._sock)
 
     @staticmethod
-    def _break(sock: socket.socket) -> None:
+    def _break(sock: link.Stream) -> None:
         try:
             sock.shutdown(socket.SHUT_RDWR)   # the network thread's recv() returns b""
         except OSError:
@@ -138,7 +138,7 @@ class Consumer(Receiver):
                 self._stopping.wait(self._backoff.delay(attempt))
                 attempt += 1
 
-    def _open(self) -> tuple[socket.socket, link.Reader]:
+    def _open(self) -> tuple[link.Stream, link.Reader]:
         cfg = self._settings
         sock, reader, connack = link.connect(cfg, mqtt5.ConnectPacket(
             cfg.client_id, username=cfg.username, password=link.password(cfg),
@@ -154,7 +154,7 @@ class Consumer(Receiver):
             for topic in self._topics]).write())
         return sock, reader
 
-    def _serve(self, sock: socket.socket, reader: link.Reader) -> None:
+    def _serve(self, sock: link.Stream, reader: link.Reader) -> None:
         keepalive = self._settings.keepalive_s
         sock.settimeout(keepalive / 2)
         last_heard = time.monotonic()

@@ -23,6 +23,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from runtime.settings import MqttSettings
+from transport import tls
 from transport.receiver import Receiver
 from transport.window import Window
 
@@ -39,6 +40,9 @@ class Consumer(Receiver):
         if settings.username:
             password = settings.password.get_secret_value() if settings.password else None
             self._client.username_pw_set(settings.username, password)
+        ctx = tls.context(settings)
+        if ctx is not None:
+            self._client.tls_set_context(ctx)
         self._client.on_connect = self._on_connect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
