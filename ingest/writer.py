@@ -1,6 +1,9 @@
 """The batch sink: decoded messages -> one PostgreSQL transaction -> committed.
 
-Per batch, in one transaction:
+The common batch (status reports only, no duplicate run going on) is one COPY (binary)
+straight into readings on an autocommit connection: the statement is its own transaction,
+two round trips in all. Anything else, or a batch that COPY refused, goes the careful way,
+per batch in one transaction:
     COPY (binary) readings rows straight into readings, under a savepoint; if a row is
     already there (a redelivery: rare, but every batch after a restart) the savepoint is
     rolled back and the batch goes the conflict-safe way: COPY into a temp stage table,
@@ -188,6 +191,9 @@ class BatchWriter:
         while True:
             try:
                 conn = self._connection()
+                alone = self._copy_alone(conn, batch)
+                if alone is not None:
+                    return alone
                 result = WriteResult()
                 with conn.transaction():
                     self._write_bisecting(conn, batch, result)
@@ -220,10 +226,36 @@ class BatchWriter:
             for statement in _SETUP:
                 conn.execute(statement)
             conn.adapters.register_dumper(_Millis, _MillisTz)
-            conn.autocommit = False
+            # Autocommit: a lone COPY is its own transaction (_copy_alone); everything else
+            # runs inside conn.transaction().
             self._conn = conn
             metrics.DB_CONNECTED.set(1)
         return self._conn
+
+    def _copy_alone(self, conn: psycopg.Connection, batch: list[Decoded]) -> WriteResult | None:
+        """The common batch, status reports only and none stored yet: one COPY straight into
+        readings, committed by itself (autocommit), two round trips in all. None when the
+        batch needs more (events, dead letters, a duplicate run) or the COPY was refused:
+        nothing of it was stored, and the transaction below takes it the careful way."""
+        if self._staged > 0 or any(item.events or item.dead for item in batch):
+            return None
+        readings = [row for item in batch for row in item.readings]
+        if not readings:
+            return None
+        try:
+            with conn.cursor() as cur, cur.copy(_COPY_DIRECT) as copy:
+                copy.set_types(list(_DIRECT_TYPES))
+                for row in readings:
+                    copy.write_row(row)
+        except psycopg.errors.UniqueViolation:
+            self._staged = _STAGED_AFTER_DUPLICATE
+            metrics.COPY_FALLBACKS.inc()
+            return None
+        except Exception as exc:
+            if not _refused_for_its_data(exc):
+                raise
+            return None     # the transaction below narrows it down to the message
+        return WriteResult(readings_stored=len(readings))
 
     def _write_bisecting(self, conn: psycopg.Connection, batch: list[Decoded],
                          result: WriteResult) -> None:
