@@ -546,9 +546,11 @@ def _report(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run_ingest(settings: Settings) -> int:
     from ingest.service import IngestService
+    from runtime.collector import tune_for_batches
     service = IngestService(settings)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: service.stop())
+    tune_for_batches()   # process-wide, so here and not in the service (tests run it in threads)
     service.run()
     return 0
 
