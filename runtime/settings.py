@@ -179,11 +179,13 @@ class IngestSettings(BaseModel):
 
     # The in-flight window: messages received but not yet acknowledged. Sent to the broker
     # as MQTT 5 Receive Maximum; for MQTT 3.1.1 the broker's max_inflight_messages rules.
-    inflight_window: int = Field(4000, ge=10, le=65535)
-    # The window's bound in payload bytes as well: 4,000 gateway messages of 64 KiB would
-    # be 256 MiB. A single message larger than this still passes, alone.
+    inflight_window: int = Field(8000, ge=10, le=65535)
+    # The window's bound in payload bytes as well: 8,000 gateway messages of 64 KiB would
+    # be 512 MiB. A single message larger than this still passes, alone.
     window_max_bytes: int = Field(64 * 2**20, ge=2**20)
-    batch_max_rows: int = Field(1000, ge=1, le=50000)
+    # 2000: a batch's fixed costs (round trips, the commit's WAL flush) spread over more
+    # rows in a backlog drain (docs/benchmarks.md); at field rates batch_max_age_ms rules.
+    batch_max_rows: int = Field(2000, ge=1, le=50000)
     batch_max_age_ms: int = Field(50, ge=1, le=60000)
     max_payload_bytes: int = Field(64 * 1024, ge=256)
     max_future_skew_s: int = Field(300, ge=0)

@@ -221,7 +221,7 @@ def test_shipped_broker_config_keeps_more_than_the_default_queue_for_a_stopped_i
 
 @pytest.mark.parametrize(("protocol", "window"), [
     ("5", 100),       # the client's Receive Maximum
-    ("3.1.1", 4000),  # the broker's max_inflight_messages from deploy/mosquitto/conf.d
+    ("3.1.1", 8000),  # the broker's max_inflight_messages from deploy/mosquitto/conf.d
 ])
 def test_slow_database_fills_the_window_and_the_broker_holds_the_rest(
         make_settings, broker, db_url, uid, protocol, window):
