@@ -183,9 +183,10 @@ class IngestSettings(BaseModel):
     # The window's bound in payload bytes as well: 8,000 gateway messages of 64 KiB would
     # be 512 MiB. A single message larger than this still passes, alone.
     window_max_bytes: int = Field(64 * 2**20, ge=2**20)
-    # 2000: a batch's fixed costs (round trips, the commit's WAL flush) spread over more
-    # rows in a backlog drain (docs/benchmarks.md); at field rates batch_max_age_ms rules.
-    batch_max_rows: int = Field(2000, ge=1, le=50000)
+    # Half the window: one batch commits while the next fills. Large, so that a batch's
+    # fixed costs (round trips, the WAL flush) spread over many rows in a backlog drain
+    # (docs/benchmarks.md); at field rates batch_max_age_ms decides anyway.
+    batch_max_rows: int = Field(4000, ge=1, le=50000)
     batch_max_age_ms: int = Field(50, ge=1, le=60000)
     max_payload_bytes: int = Field(64 * 1024, ge=256)
     max_future_skew_s: int = Field(300, ge=0)
