@@ -243,13 +243,10 @@ class BatchWriter:
         if not readings:
             return None
         try:
-            with conn.cursor() as cur, cur.copy(_COPY_DIRECT) as copy:
-                copy.set_types(list(_DIRECT_TYPES))
-                for row in readings:
-                    copy.write_row(row)
+            with conn.cursor() as cur:
+                _copy_straight(cur, readings)
         except psycopg.errors.UniqueViolation:
-            self._staged = _STAGED_AFTER_DUPLICATE
-            metrics.COPY_FALLBACKS.inc()
+            self._duplicate_run()
             return None
         except Exception as exc:
             if not _refused_for_its_data(exc):
@@ -309,15 +306,17 @@ class BatchWriter:
             return None
         try:
             with conn.transaction():
-                with cur.copy(_COPY_DIRECT) as copy:
-                    copy.set_types(list(_DIRECT_TYPES))
-                    for row in readings:
-                        copy.write_row(row)
+                _copy_straight(cur, readings)
         except psycopg.errors.UniqueViolation:
-            self._staged = _STAGED_AFTER_DUPLICATE
-            metrics.COPY_FALLBACKS.inc()
+            self._duplicate_run()
             return None
         return len(readings)
+
+    def _duplicate_run(self) -> None:
+        """A row was already stored: duplicates come in runs (a redelivery), so this batch
+        and the next _STAGED_AFTER_DUPLICATE take the conflict-safe way."""
+        self._staged = _STAGED_AFTER_DUPLICATE
+        metrics.COPY_FALLBACKS.inc()
 
     def _reject(self, conn: psycopg.Connection, item: Decoded, exc: Exception,
                 result: WriteResult) -> None:
@@ -390,6 +389,14 @@ def _conflicts(cur: psycopg.Cursor[Any], query: str, batch: list[Decoded],
                            f" {row.seq} with another body; the stored one is kept",
                     device_id=row.device_id, received_ms=item.received_ms))
     return letters
+
+
+def _copy_straight(cur: psycopg.Cursor[Any], readings: list[Reading]) -> None:
+    """COPY (binary) the rows straight into readings."""
+    with cur.copy(_COPY_DIRECT) as copy:
+        copy.set_types(list(_DIRECT_TYPES))
+        for row in readings:
+            copy.write_row(row)
 
 
 def _copy_insert(cur: psycopg.Cursor, stage: str, cols: tuple[str, ...], types: tuple[str, ...],
