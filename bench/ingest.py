@@ -435,16 +435,24 @@ class Bench:
         self.mqtt = MqttSettings(**({"protocol": args.protocol} if args.protocol else {}))
         self.tree_settings: dict[str, tuple[str, int]] = {}
         self.phase = 0
+        self.tls = None
+        if args.tls:
+            from runtime.localsvc import make_tls_files
+            self.tls = make_tls_files(self.logs / "tls")
 
     def sql(self, query: str, params=None, *, fetch: bool = False):
         cur = self.svc.conn.execute(query, params)
         return cur.fetchall() if fetch else None
 
     def fresh_broker(self, tag: str):
-        from runtime.localsvc import Mosquitto, make_state_dir
+        from runtime.localsvc import Mosquitto, free_port, make_state_dir, tls_listener
         self.phase += 1
         self.tag = f"{self.phase:02d}-{tag}"
-        return Mosquitto(make_state_dir("fg-bench-ingest-mq-")).start()
+        extra = ""
+        if self.tls is not None:
+            self.tls_port = free_port()
+            extra = tls_listener(self.tls_port, self.tls)
+        return Mosquitto(make_state_dir("fg-bench-ingest-mq-"), extra_conf=extra).start()
 
     def drop_broker(self, mq) -> None:
         log = mq.base / "mosquitto.log"
@@ -579,6 +587,11 @@ class Bench:
                  "INGEST__BATCH_MAX_ROWS": a.batch, "INGEST__BATCH_MAX_AGE_MS": a.age_ms,
                  "INGEST__WINDOW_MAX_BYTES": a.window_max_bytes}
         env.update({f"FIREGRID_{k}": str(v) for k, v in given.items() if v})
+        if self.tls is not None:
+            env.update({"FIREGRID_MQTT__PORT": str(self.tls_port), "FIREGRID_MQTT__TLS": "true",
+                        "FIREGRID_MQTT__TLS_CA_FILE": str(self.tls.ca),
+                        "FIREGRID_MQTT__TLS_CERT_FILE": str(self.tls.client_cert),
+                        "FIREGRID_MQTT__TLS_KEY_FILE": str(self.tls.client_key)})
         return env
 
     def firegrid(self, mq, row: Row, rnd: int, n: int, gateway_every: int) -> dict:
@@ -916,6 +929,10 @@ def main(argv: list[str]) -> int:
                    ".json speedscope, else collapsed stacks; pip install py-spy)")
     p.add_argument("--keep", action="store_true",
                    help="keep every process's log and each broker's (the path is printed)")
+    p.add_argument("--tls", action="store_true",
+                   help="the firegrid rows connect over TLS (mqtt.tls, a client certificate,"
+                   " a second listener of each broker); publishers and count-only rows stay"
+                   " on plain MQTT")
     flavours.add_argument(p)
     args = p.parse_args(argv)
     if args.memory_check:
@@ -1002,7 +1019,8 @@ def settings_line(bench: Bench) -> str:
     ing = IngestSettings(**{k: v for k, v in (
         ("inflight_window", a.window), ("batch_max_rows", a.batch),
         ("batch_max_age_ms", a.age_ms), ("window_max_bytes", a.window_max_bytes)) if v})
-    return (f"MQTT {bench.mqtt.protocol}, window {ing.inflight_window} messages / "
+    return (f"MQTT {bench.mqtt.protocol}{' over TLS' if a.tls else ''}, window "
+            f"{ing.inflight_window} messages / "
             f"{ing.window_max_bytes / 2**20:.0f} MiB, batch {ing.batch_max_rows} rows / "
             f"{ing.batch_max_age_ms} ms" + (" (given)" if any(
                 (a.protocol, a.window, a.batch, a.age_ms, a.window_max_bytes)) else

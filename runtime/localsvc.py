@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.errors import UnavailableError
@@ -273,3 +274,53 @@ def _dynsec_init(path: Path, username: str, password: str) -> None:
                            f"{(result.stderr or result.stdout).strip()}")
     # It holds password hashes: readable by the broker's user only.
     path.chmod(0o600)
+
+
+# --- TLS for a private broker's second listener (tests/test_tls.py, bench/ingest.py --tls) ----
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A private CA and what it signed: the broker's certificate for 127.0.0.1 and a
+    client certificate; `other_ca` signed nothing here (a broker it is told to trust fails)."""
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+    other_ca: Path
+
+
+def make_tls_files(directory: Path) -> TlsFiles:
+    """Made with openssl, as deploy/compose/up makes a site's (RSA 2048, two days)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise ServiceError("openssl not found: apt-get install openssl (./dev test does)")
+    d = directory
+    d.mkdir(parents=True, exist_ok=True)
+
+    def run(*args: str) -> None:
+        subprocess.run([openssl, *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    for ca in ("ca", "other-ca"):
+        run("req", "-x509", "-new", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2",
+            "-keyout", f"{ca}.key", "-out", f"{ca}.crt", "-subj", f"/O=firegrid local/CN={ca}",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+                      ("client", "extendedKeyUsage=clientAuth")):
+        (d / f"{name}.ext").write_text(f"{ext}\nbasicConstraints=critical,CA:FALSE\n")
+        run("req", "-new", "-newkey", "rsa:2048", "-nodes", "-sha256", "-keyout",
+            f"{name}.key", "-out", f"{name}.csr", "-subj", f"/O=firegrid local/CN={name}")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-days", "2", "-sha256", "-extfile", f"{name}.ext",
+            "-out", f"{name}.crt")
+    return TlsFiles(d / "ca.crt", d / "server.crt", d / "server.key", d / "client.crt",
+                    d / "client.key", d / "other-ca.crt")
+
+
+def tls_listener(port: int, files: TlsFiles) -> str:
+    """Mosquitto configuration lines (for `extra_conf`) of a TLS listener on 127.0.0.1 that
+    asks every client for a certificate signed by the private CA."""
+    return (f"listener {port} 127.0.0.1\n"
+            f"cafile {files.ca}\ncertfile {files.server_cert}\nkeyfile {files.server_key}\n"
+            "require_certificate true\n")

@@ -3,17 +3,15 @@ with a TLS listener that asks every client for a certificate. The devices publis
 plain listener, as the tests' devices always do; firegrid reads, acknowledges and pages on
 the TLS one.
 
-The certificates are made with openssl as deploy/compose/up makes a site's: a CA, the
-broker's certificate for 127.0.0.1, a client certificate for firegrid, and a second CA that
-signed nothing the broker shows.
+The certificates come from runtime.localsvc.make_tls_files (openssl, as deploy/compose/up
+makes a site's): a CA, the broker's certificate for 127.0.0.1, a client certificate for
+firegrid, and a second CA that signed nothing the broker shows.
 """
 
 from __future__ import annotations
 
 import queue
 import ssl
-import subprocess
-from pathlib import Path
 
 import mqtt5
 import paho.mqtt.client as mqtt
@@ -22,7 +20,14 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
 from alerts.publisher import PagePublisher
-from runtime.localsvc import Mosquitto, free_port, make_state_dir
+from runtime.localsvc import (
+    Mosquitto,
+    TlsFiles,
+    free_port,
+    make_state_dir,
+    make_tls_files,
+    tls_listener,
+)
 from runtime.settings import AlertsSettings, MqttSettings
 from simulators import messages as m
 from tests.helpers import Publisher, ThreadedIngest, required_tool, wait_for_count
@@ -30,27 +35,9 @@ from transport import link
 
 
 @pytest.fixture(scope="module")
-def certs(tmp_path_factory) -> Path:
-    openssl = required_tool("openssl", "apt-get install openssl (./dev test does)")
-    d = tmp_path_factory.mktemp("certs")
-
-    def run(*args: str) -> None:
-        subprocess.run([openssl, *args], cwd=d, check=True, capture_output=True, timeout=60)
-
-    for ca in ("ca", "other-ca"):
-        run("req", "-x509", "-new", "-newkey", "rsa:2048", "-nodes", "-sha256", "-days", "2",
-            "-keyout", f"{ca}.key", "-out", f"{ca}.crt", "-subj", f"/O=firegrid test/CN={ca}",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
-    for name, ext in (("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
-                      ("client", "extendedKeyUsage=clientAuth")):
-        (d / f"{name}.ext").write_text(f"{ext}\nbasicConstraints=critical,CA:FALSE\n")
-        run("req", "-new", "-newkey", "rsa:2048", "-nodes", "-sha256", "-keyout",
-            f"{name}.key", "-out", f"{name}.csr", "-subj", f"/O=firegrid test/CN={name}")
-        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-            "-CAcreateserial", "-days", "2", "-sha256", "-extfile", f"{name}.ext",
-            "-out", f"{name}.crt")
-    return d
+def certs(tmp_path_factory) -> TlsFiles:
+    required_tool("openssl", "apt-get install openssl (./dev test does)")
+    return make_tls_files(tmp_path_factory.mktemp("certs"))
 
 
 @pytest.fixture(scope="module")
@@ -58,18 +45,15 @@ def tls_broker(certs):
     """(broker, TLS port): plain listener on broker.port, TLS with client certificates on
     the other."""
     port = free_port()
-    server = Mosquitto(make_state_dir("fg-test-mq-tls-"), extra_conf=(
-        f"listener {port} 127.0.0.1\n"
-        f"cafile {certs / 'ca.crt'}\ncertfile {certs / 'server.crt'}\n"
-        f"keyfile {certs / 'server.key'}\nrequire_certificate true\n")).start()
+    server = Mosquitto(make_state_dir("fg-test-mq-tls-"),
+                       extra_conf=tls_listener(port, certs)).start()
     yield server, port
     server.destroy()
 
 
-def _tls(certs: Path, port: int, **over: object) -> dict[str, object]:
-    return {"host": "127.0.0.1", "port": port, "tls": True, "tls_ca_file": certs / "ca.crt",
-            "tls_cert_file": certs / "client.crt", "tls_key_file": certs / "client.key",
-            **over}
+def _tls(certs: TlsFiles, port: int, **over: object) -> dict[str, object]:
+    return {"host": "127.0.0.1", "port": port, "tls": True, "tls_ca_file": certs.ca,
+            "tls_cert_file": certs.client_cert, "tls_key_file": certs.client_key, **over}
 
 
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
@@ -112,7 +96,7 @@ def test_pages_go_out_over_tls(tls_broker, certs, uid):
 
 def test_a_broker_certificate_from_another_ca_is_refused(tls_broker, certs, uid):
     _, port = tls_broker
-    settings = MqttSettings(**_tls(certs, port, tls_ca_file=certs / "other-ca.crt"))
+    settings = MqttSettings(**_tls(certs, port, tls_ca_file=certs.other_ca))
     with pytest.raises(ssl.SSLCertVerificationError):
         link.connect(settings, mqtt5.ConnectPacket(f"refused-{uid}"))
 
@@ -126,17 +110,17 @@ def test_without_a_client_certificate_the_broker_refuses(tls_broker, certs, uid)
 
 def test_tls_settings_are_checked_before_any_connection(certs, tmp_path):
     with pytest.raises(ValidationError, match="tls is false"):
-        MqttSettings(tls_ca_file=certs / "ca.crt")
+        MqttSettings(tls_ca_file=certs.ca)
     with pytest.raises(ValidationError, match="go together"):
-        MqttSettings(tls=True, tls_cert_file=certs / "client.crt")
+        MqttSettings(tls=True, tls_cert_file=certs.client_cert)
     with pytest.raises(ValidationError, match="no such file"):
         MqttSettings(tls=True, tls_ca_file=tmp_path / "missing.crt")
     (tmp_path / "not-a-cert.pem").write_text("hello\n")
     with pytest.raises(ValidationError, match="cannot be used"):
         MqttSettings(tls=True, tls_ca_file=tmp_path / "not-a-cert.pem")
     with pytest.raises(ValidationError, match="cannot be used"):   # key of another cert
-        MqttSettings(tls=True, tls_cert_file=certs / "client.crt",
-                     tls_key_file=certs / "server.key")
+        MqttSettings(tls=True, tls_cert_file=certs.client_cert,
+                     tls_key_file=certs.server_key)
 
 
 class _Phone:
