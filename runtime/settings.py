@@ -129,21 +129,40 @@ class MqttSettings(BaseModel):
             raise ValueError(f"{', '.join(given)} set but tls is false: set tls = true")
         if (self.tls_cert_file is None) != (self.tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
-        missing = [f"{name} {path}" for name, path in files.items()
+        missing = [f"{name} {path.resolve()}" for name, path in files.items()
                    if path is not None and not path.is_file()]
         if missing:
             raise ValueError(f"no such file: {'; '.join(missing)}")
         if self.tls:
             # Read them now, so that a wrong file stops the start with this message rather
-            # than failing every reconnect (transport/tls.py builds the same context).
+            # than failing every reconnect.
             try:
-                ctx = ssl.create_default_context(
-                    cafile=str(self.tls_ca_file) if self.tls_ca_file else None)
-                if self.tls_cert_file and self.tls_key_file:
-                    ctx.load_cert_chain(str(self.tls_cert_file), str(self.tls_key_file))
-            except (ssl.SSLError, OSError) as exc:
+                self.ssl_context()
+            except (ssl.SSLError, OSError, ValueError) as exc:
                 raise ValueError(f"the TLS files cannot be used: {exc}") from exc
         return self
+
+    @field_validator("tls_ca_file", "tls_cert_file", "tls_key_file", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # FIREGRID_MQTT__TLS_CA_FILE= (empty, as the env examples show it) means "not set".
+        return None if value == "" else value
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS client context for the broker (transport/tls.py), None when tls is off.
+        The broker's certificate must chain to tls_ca_file (or a system CA) and name
+        `host`; TLS 1.2 at least (ssl.create_default_context); no renegotiation."""
+        if not self.tls:
+            return None
+        ctx = ssl.create_default_context(
+            cafile=str(self.tls_ca_file) if self.tls_ca_file else None)
+        # Renegotiation would need a read in the middle of a write from another thread
+        # (transport/tls.py); Mosquitto and EMQX never ask for it, and TLS 1.3 has none.
+        ctx.options |= ssl.OP_NO_RENEGOTIATION
+        if self.tls_cert_file and self.tls_key_file:
+            ctx.load_cert_chain(str(self.tls_cert_file), str(self.tls_key_file),
+                                password=_no_key_password)
+        return ctx
 
     @model_validator(mode="after")
     def _one_way_to_split(self) -> MqttSettings:
@@ -153,6 +172,13 @@ class MqttSettings(BaseModel):
         if self.share_group and self.partitions > 1:
             raise ValueError("share_group and partitions both split the messages: set one")
         return self
+
+
+def _no_key_password() -> str:
+    # Called by OpenSSL only for an encrypted key: without it OpenSSL would prompt on a
+    # terminal at every reconnect, or fail with "Invalid argument" without one.
+    raise ValueError("tls_key_file is encrypted with a passphrase; give firegrid an "
+                     "unencrypted key (readable by its user only)")
 
 
 class DatabaseSettings(BaseModel):

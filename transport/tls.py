@@ -26,16 +26,9 @@ _RAW = 1 << 18      # ciphertext bytes per socket recv()
 
 
 def context(settings: MqttSettings) -> ssl.SSLContext | None:
-    """The TLS client context for the broker, None when settings.tls is off. The broker's
-    certificate must chain to tls_ca_file (or a system CA) and name settings.host; TLS 1.2
-    at least (ssl.create_default_context)."""
-    if not settings.tls:
-        return None
-    ctx = ssl.create_default_context(
-        cafile=str(settings.tls_ca_file) if settings.tls_ca_file else None)
-    if settings.tls_cert_file and settings.tls_key_file:
-        ctx.load_cert_chain(str(settings.tls_cert_file), str(settings.tls_key_file))
-    return ctx
+    """The TLS client context for the broker, None when settings.tls is off
+    (MqttSettings.ssl_context, which the settings also check at load)."""
+    return settings.ssl_context()
 
 
 class TlsStream:
@@ -50,6 +43,7 @@ class TlsStream:
         self._tls = ctx.wrap_bio(self._incoming, self._outgoing,
                                  server_hostname=server_hostname)
         self._tls_lock = threading.Lock()    # the SSLObject and its two buffers
+        self._closed = False    # the broker sent close_notify: the stream has ended
         # Whoever holds it sends what is in _outgoing: records leave in the order made.
         self._send_lock = threading.Lock()
 
@@ -84,9 +78,17 @@ class TlsStream:
         while True:
             data, answer = self._decrypt()
             if answer:
-                self._flush()   # e.g. a TLS 1.3 key update the broker asked for
+                try:
+                    self._flush()   # e.g. a TLS 1.3 key update the broker asked for
+                except OSError as exc:
+                    # Not a quiet read (a TimeoutError would pass for one): the plaintext
+                    # just decrypted cannot be handed back, so the stream is broken.
+                    raise ConnectionAbortedError(f"TLS write failed while reading: {exc}"
+                                                 ) from exc
             if data:
                 return data
+            if self._closed:
+                return b""
             raw = self._sock.recv(max(bufsize, _RAW))
             if not raw:
                 return b""
@@ -101,7 +103,10 @@ class TlsStream:
             while True:
                 try:
                     chunk = self._tls.read(_RAW)
-                except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                except ssl.SSLWantReadError:
+                    break
+                except ssl.SSLZeroReturnError:     # close_notify: what came before counts
+                    self._closed = True
                     break
                 if not chunk:
                     break
