@@ -436,6 +436,7 @@ class Bench:
         self.tree_settings: dict[str, tuple[str, int]] = {}
         self.phase = 0
         self.tls = None
+        self.tls_port = 0   # the current broker's TLS listener (fresh_broker)
         if args.tls:
             from runtime.localsvc import make_tls_files
             self.tls = make_tls_files(self.logs / "tls")

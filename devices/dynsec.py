@@ -52,7 +52,6 @@ from devices.models import DEVICE_KINDS
 from protocol.models import DEVICE_ID
 from runtime.errors import ConfigError
 from runtime.settings import BrokerAuthSettings, MqttSettings
-from transport import tls
 
 log = logging.getLogger(__name__)
 
@@ -576,7 +575,7 @@ class _ControlClient:
             raise ConfigError("broker_auth.admin_password is not set: firegrid needs the "
                               "dynamic-security admin account (docs/broker-auth.md)")
         self._host, self._port = mqtt_settings.host, mqtt_settings.port
-        self._tls = tls.context(mqtt_settings)
+        self._tls = mqtt_settings.ssl_context()
         self._username = auth.admin_username
         self._password = auth.admin_password.get_secret_value()
         self._timeout = auth.timeout_s

@@ -25,7 +25,8 @@ THRESHOLDS = (50_000, 20, 10)
 
 def tune_for_batches() -> None:
     """Call once the service is built, before it serves: what exists now (modules,
-    settings, connections) moves to a permanent generation no collection walks again."""
+    settings, the service's objects) moves to a permanent generation no collection walks
+    again."""
     gc.collect()
     gc.freeze()
     gc.set_threshold(*THRESHOLDS)

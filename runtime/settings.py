@@ -149,7 +149,8 @@ class MqttSettings(BaseModel):
         return None if value == "" else value
 
     def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS client context for the broker (transport/tls.py), None when tls is off.
+        """The TLS client context for the broker, None when tls is off (transport/link.py
+        wraps the socket in a transport.tls.TlsStream with it; paho clients take it whole).
         The broker's certificate must chain to tls_ca_file (or a system CA) and name
         `host`; TLS 1.2 at least (ssl.create_default_context); no renegotiation."""
         if not self.tls:

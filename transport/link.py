@@ -93,7 +93,7 @@ def connect(settings: MqttSettings,
     try:
         # A single alarm, or its page, must not wait for Nagle's timer.
         raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        ctx = tls.context(settings)
+        ctx = settings.ssl_context()
         if ctx is not None:
             sock = tls.TlsStream(raw, ctx, settings.host)
             sock.handshake()

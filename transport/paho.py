@@ -23,7 +23,6 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from runtime.settings import MqttSettings
-from transport import tls
 from transport.receiver import Receiver
 from transport.window import Window
 
@@ -40,7 +39,7 @@ class Consumer(Receiver):
         if settings.username:
             password = settings.password.get_secret_value() if settings.password else None
             self._client.username_pw_set(settings.username, password)
-        ctx = tls.context(settings)
+        ctx = settings.ssl_context()
         if ctx is not None:
             self._client.tls_set_context(ctx)
         self._client.on_connect = self._on_connect

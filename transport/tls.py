@@ -1,7 +1,9 @@
 """MQTT over TLS for firegrid's own sessions (settings.mqtt.tls).
 
-    context(settings)            the client's ssl.SSLContext, or None for plain TCP
     TlsStream(sock, ctx, host)   a socket-like stream: handshake(), sendall(), recv(), ...
+
+The context is settings.ssl_context() (runtime/settings.py, which also checks the files
+when the settings load).
 
 Why not ssl.SSLSocket: firegrid's sessions read in their network thread while another
 thread writes (ingest's PUBACKs after each commit, the dispatcher's pages), and OpenSSL
@@ -20,15 +22,7 @@ import socket
 import ssl
 import threading
 
-from runtime.settings import MqttSettings
-
 _RAW = 1 << 18      # ciphertext bytes per socket recv()
-
-
-def context(settings: MqttSettings) -> ssl.SSLContext | None:
-    """The TLS client context for the broker, None when settings.tls is off
-    (MqttSettings.ssl_context, which the settings also check at load)."""
-    return settings.ssl_context()
 
 
 class TlsStream:
